@@ -1,0 +1,76 @@
+//! Ledger states and the run summary built from them.
+
+use serde::Serialize;
+
+/// The state of one source message (one UIDL) in the ledger. Transitions:
+/// `listed → copying → copied → source-deleted`, or `skipped` / `failed`.
+/// `copying` means an APPEND may have reached the destination but its outcome was
+/// never recorded (a crash): the next run checks the destination before copying again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LedgerState {
+    Listed,
+    Copying,
+    Copied,
+    SourceDeleted,
+    Skipped,
+    Failed,
+}
+
+impl LedgerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Listed => "listed",
+            Self::Copying => "copying",
+            Self::Copied => "copied",
+            Self::SourceDeleted => "source-deleted",
+            Self::Skipped => "skipped",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "listed" => Self::Listed,
+            "copying" => Self::Copying,
+            "copied" => Self::Copied,
+            "source-deleted" => Self::SourceDeleted,
+            "skipped" => Self::Skipped,
+            "failed" => Self::Failed,
+            _ => return None,
+        })
+    }
+
+    /// The destination holds this message (possibly deleted at the source since).
+    pub fn is_copied(self) -> bool {
+        matches!(self, Self::Copied | Self::SourceDeleted)
+    }
+}
+
+/// One message that could not be copied, as reported to the user.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct MessageFailure {
+    pub uidl: String,
+    pub error: String,
+}
+
+/// Counts for one run, all read back from the ledger (DESIGN.md §2.6: honest progress).
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct RunSummary {
+    /// Messages on the source when the run listed it.
+    pub listed: u64,
+    /// Messages copied by this run.
+    pub copied: u64,
+    /// Messages already at the destination before this run (earlier runs, or found there).
+    pub already_present: u64,
+    /// Messages deliberately skipped by policy (too large, APPENDLIMIT, ...).
+    pub skipped: u64,
+    pub failed: u64,
+    /// Messages deleted from the source by this run.
+    pub deleted: u64,
+    /// Bytes copied by this run.
+    pub bytes: u64,
+    pub dry_run: bool,
+    pub failures: Vec<MessageFailure>,
+    pub skips: Vec<MessageFailure>,
+}

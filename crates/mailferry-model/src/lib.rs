@@ -1,0 +1,16 @@
+//! Domain types shared by every mailferry crate: endpoints, policies, ledger states,
+//! error classes and TLS settings. Nothing here performs I/O; the protocol crates,
+//! the store and the engine all speak in these terms.
+#![forbid(unsafe_code)]
+
+pub mod endpoint;
+pub mod error;
+pub mod ledger;
+pub mod policy;
+pub mod tls;
+
+pub use endpoint::{ImapAuth, ImapEndpoint, Pop3Auth, Pop3Endpoint, Security};
+pub use error::ErrorClass;
+pub use ledger::{LedgerState, RunSummary, MessageFailure};
+pub use policy::{DeletePolicy, PolicyError};
+pub use tls::{TlsError, TlsOptions};
