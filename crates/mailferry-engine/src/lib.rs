@@ -1,1 +1,19 @@
+//! The drain pipeline: one POP3 mailbox into one IMAP folder, exactly once.
+//!
+//! Data path (DESIGN.md §4): connect source and sink → UIDL list → diff against the ledger
+//! → resolve copies left in doubt by a crash (destination index) → RETR, pipelined, each
+//! message streamed into memory or a spool file while it is digested and its line endings
+//! normalised → bounded channel → batched APPEND → ledger `copied` → optional DELE → QUIT
+//! (which commits the deletes) → ledger `source-deleted`.
 #![forbid(unsafe_code)]
+
+mod drain;
+mod error;
+pub mod message;
+mod retry;
+pub mod spool;
+
+pub use drain::{run_job, DrainJob, EngineConfig, Outcome, Progress, RunReport};
+pub use error::{EngineError, Result};
+pub use retry::RetryPolicy;
+pub use spool::SpoolConfig;

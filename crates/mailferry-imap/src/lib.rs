@@ -1,1 +1,22 @@
+//! The IMAP destination.
+//!
+//! async-imap drives the session (connect, STARTTLS, LOGIN/AUTHENTICATE, CAPABILITY, folder
+//! creation, the destination index). It cannot carry our APPENDs: async-imap 0.12 buffers the
+//! whole message, always waits for a synchronising literal (no LITERAL+, RFC 7888), has no
+//! MULTIAPPEND (RFC 3502) and drops the APPENDUID response code (RFC 4315). So once the
+//! session is ready we take the stream back (`Session::into_inner`) and [`Appender`] speaks
+//! APPEND itself, streaming large messages from their spool files (docs/adr/0002).
 #![forbid(unsafe_code)]
+
+mod append;
+mod error;
+mod index;
+pub mod mutf7;
+mod session;
+mod stream;
+pub mod wire;
+
+pub use append::{AppendBody, AppendMessage, AppendOutcome, Appender};
+pub use error::{ImapError, Result};
+pub use index::DestinationIndex;
+pub use session::{Capabilities, ImapOptions, ImapSession};

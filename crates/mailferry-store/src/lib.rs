@@ -1,1 +1,106 @@
+//! Persistence for mailferry: jobs, runs and the per-message ledger.
+//!
+//! The engine only sees the [`Store`] trait; the binary picks a backend. SQLite is the
+//! embedded default; the PostgreSQL implementation arrives with the service (the SQL is kept
+//! portable: plain types, RFC 3339 text timestamps, no SQLite-only upserts beyond
+//! `ON CONFLICT`, which PostgreSQL shares).
 #![forbid(unsafe_code)]
+
+mod sqlite;
+
+use async_trait::async_trait;
+use mailferry_model::LedgerState;
+
+pub use sqlite::SqliteStore;
+
+pub type JobId = i64;
+pub type RunId = i64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("cannot create the state directory {path}: {source}")]
+    StateDir { path: String, source: std::io::Error },
+    #[error("the ledger holds an unknown state {0:?}")]
+    UnknownState(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// What the engine knows about one UIDL from earlier runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerEntry {
+    pub uidl: String,
+    pub size: u64,
+    pub state: LedgerState,
+    pub wire_digest: Option<String>,
+    pub wire_size: Option<u64>,
+    pub message_id: Option<String>,
+    pub copied_at: Option<String>,
+}
+
+/// Recorded just before an APPEND is sent: if we crash before the outcome is recorded, the
+/// next run knows exactly what to look for at the destination.
+#[derive(Debug, Clone)]
+pub struct CopyIntent {
+    pub uidl: String,
+    pub size: u64,
+    pub digest: String,
+    pub wire_digest: String,
+    pub wire_size: u64,
+    pub normalized: bool,
+    pub message_id: Option<String>,
+    pub internal_date: Option<String>,
+    pub internal_date_source: &'static str,
+}
+
+/// A confirmed copy: the destination answered OK (and maybe APPENDUID).
+#[derive(Debug, Clone)]
+pub struct CopyDone {
+    pub uidl: String,
+    pub dest_uid: Option<u32>,
+    pub dest_uidvalidity: Option<u32>,
+    /// Found already at the destination instead of appended now.
+    pub found_at_destination: bool,
+}
+
+/// Counts read back from the ledger for one run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunCounts {
+    /// Appended by this run.
+    pub copied: u64,
+    /// Recognised at the destination by this run (an earlier copy whose outcome was lost).
+    pub found: u64,
+    pub bytes: u64,
+    pub deleted: u64,
+    pub skipped: Vec<(String, String)>,
+    pub failed: Vec<(String, String)>,
+}
+
+/// The persistence the engine needs. Every method is one transaction.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Find or create the job for this source → target pair.
+    async fn ensure_job(&self, mailbox_key: &str, source: &str, target: &str) -> Result<JobId>;
+    async fn start_run(&self, job: JobId, dry_run: bool) -> Result<RunId>;
+    async fn finish_run(&self, run: RunId, outcome: &str, error: Option<&str>, summary_json: &str) -> Result<()>;
+    /// Every ledger row of the job.
+    async fn ledger(&self, job: JobId) -> Result<Vec<LedgerEntry>>;
+    /// Insert rows for UIDLs seen for the first time (state `listed`); known UIDLs are untouched.
+    async fn record_listed(&self, job: JobId, run: RunId, listed: &[(String, u64)]) -> Result<()>;
+    /// Mark messages `copying` just before their APPEND goes out.
+    async fn mark_copying(&self, job: JobId, run: RunId, intents: &[CopyIntent]) -> Result<()>;
+    /// Mark messages `copied` once the destination confirmed them.
+    async fn mark_copied(&self, job: JobId, run: RunId, done: &[CopyDone]) -> Result<()>;
+    /// An APPEND was refused as a whole: its messages go back to `listed`.
+    async fn revert_copying(&self, job: JobId, uidls: &[String]) -> Result<()>;
+    async fn mark_skipped(&self, job: JobId, run: RunId, uidl: &str, reason: &str) -> Result<()>;
+    async fn mark_failed(&self, job: JobId, run: RunId, uidl: &str, error: &str) -> Result<()>;
+    /// Deletion at the source was committed (QUIT answered +OK).
+    async fn mark_source_deleted(&self, job: JobId, run: RunId, uidls: &[String]) -> Result<()>;
+    /// What this run did, from the ledger.
+    async fn run_counts(&self, job: JobId, run: RunId) -> Result<RunCounts>;
+}

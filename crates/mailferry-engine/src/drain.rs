@@ -1,0 +1,543 @@
+//! One job run: list, plan, resolve doubts, copy through a bounded channel, delete.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use chrono::Utc;
+use mailferry_imap::{AppendMessage, AppendOutcome, Appender, DestinationIndex, ImapOptions, ImapSession};
+use mailferry_model::{
+    DeletePolicy, ImapEndpoint, LedgerState, MessageFailure, Pop3Endpoint, RunSummary,
+};
+use mailferry_pop3::{Pop3Options, Pop3Session};
+use mailferry_store::{CopyDone, CopyIntent, JobId, LedgerEntry, RunId, Store};
+use tokio::sync::{mpsc, watch};
+
+use crate::error::{EngineError, Result};
+use crate::message::header_facts;
+use crate::retry::RetryPolicy;
+use crate::spool::{Incoming, Received, SpoolConfig};
+
+/// What to drain, where to, and how.
+#[derive(Debug, Clone)]
+pub struct DrainJob {
+    pub source: Pop3Endpoint,
+    pub target: ImapEndpoint,
+    pub delete: DeletePolicy,
+    pub dry_run: bool,
+    /// Larger messages are skipped with a reason (and stay at the source).
+    pub max_message_bytes: Option<u64>,
+}
+
+impl DrainJob {
+    /// Identifies the source mailbox and target folder: reruns share one ledger.
+    pub fn mailbox_key(&self) -> String {
+        let s = &self.source;
+        let t = &self.target;
+        format!(
+            "pop3://{}@{}:{} -> imap://{}@{}:{}/{}",
+            s.username, s.host, s.port, t.username, t.host, t.port, t.folder
+        )
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub pop3: Pop3Options,
+    pub imap: ImapOptions,
+    pub spool: SpoolConfig,
+    /// RETRs kept in flight when the source advertises PIPELINING (RFC 2449).
+    pub retr_window: usize,
+    /// Retrieved messages waiting for the sink; bounds memory with `spool.memory_threshold`.
+    pub channel_capacity: usize,
+    /// Most messages and bytes in one (MULTI)APPEND batch.
+    pub batch_messages: usize,
+    pub batch_bytes: u64,
+    pub retry: RetryPolicy,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            pop3: Pop3Options::default(),
+            imap: ImapOptions::default(),
+            spool: SpoolConfig::default(),
+            retr_window: 16,
+            channel_capacity: 16,
+            batch_messages: 64,
+            batch_bytes: 8 * 1024 * 1024,
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// Live counters for progress displays (copied includes copies found at the destination).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub listed: u64,
+    pub to_copy: u64,
+    pub copied: u64,
+    pub bytes: u64,
+    pub skipped: u64,
+    pub failed: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// Every message is at the destination or deliberately skipped.
+    Succeeded,
+    /// Some messages failed; each is in the ledger with its error.
+    Partial,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub job: JobId,
+    pub run: RunId,
+    pub outcome: Outcome,
+    pub summary: RunSummary,
+}
+
+/// Run the job once (a new run in its ledger), retrying retryable failures with backoff.
+#[tracing::instrument(skip_all, fields(source = %job.source.display(), target = %job.target.display()))]
+pub async fn run_job(
+    store: Arc<dyn Store>,
+    job: &DrainJob,
+    config: &EngineConfig,
+    progress: Option<watch::Sender<Progress>>,
+) -> Result<RunReport> {
+    let job_id = store.ensure_job(&job.mailbox_key(), &job.source.display(), &job.target.display()).await?;
+    let run = store.start_run(job_id, job.dry_run).await?;
+    let progress = progress.unwrap_or_else(|| watch::channel(Progress::default()).0);
+    let mut attempt = 1;
+    let result = loop {
+        let mut ctx = RunContext { store: Arc::clone(&store), job, config, job_id, run, progress: &progress };
+        match ctx.attempt().await {
+            Ok(tally) => break Ok(tally),
+            Err(e) if e.class().is_retryable() && attempt < config.retry.attempts => {
+                let delay = config.retry.delay(attempt);
+                tracing::warn!(error = %e, attempt, ?delay, "retryable failure; trying again");
+                tokio::time::sleep(delay).await;
+                attempt += 1;
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    match result {
+        Ok(tally) => {
+            let counts = store.run_counts(job_id, run).await?;
+            let failures = |v: Vec<(String, String)>| {
+                v.into_iter().map(|(uidl, error)| MessageFailure { uidl, error }).collect::<Vec<_>>()
+            };
+            let summary = RunSummary {
+                listed: tally.listed,
+                copied: if job.dry_run { tally.would_copy } else { counts.copied },
+                already_present: counts.found + tally.already_copied,
+                skipped: counts.skipped.len() as u64,
+                failed: counts.failed.len() as u64,
+                deleted: if job.dry_run { tally.would_delete } else { counts.deleted },
+                bytes: counts.bytes,
+                dry_run: job.dry_run,
+                failures: failures(counts.failed),
+                skips: failures(counts.skipped),
+            };
+            let outcome = if summary.failed > 0 { Outcome::Partial } else { Outcome::Succeeded };
+            let json = serde_json::to_string(&summary).unwrap_or_default();
+            let outcome_name = if outcome == Outcome::Partial { "partial" } else { "succeeded" };
+            store.finish_run(run, outcome_name, None, &json).await?;
+            Ok(RunReport { job: job_id, run, outcome, summary })
+        }
+        Err(e) => {
+            store.finish_run(run, "failed", Some(&e.to_string()), "{}").await?;
+            Err(e)
+        }
+    }
+}
+
+/// Counts that do not come from rows this run wrote.
+#[derive(Debug, Default)]
+struct Tally {
+    listed: u64,
+    /// Copied by earlier runs and still at the source.
+    already_copied: u64,
+    would_copy: u64,
+    would_delete: u64,
+}
+
+struct RunContext<'a> {
+    store: Arc<dyn Store>,
+    job: &'a DrainJob,
+    config: &'a EngineConfig,
+    job_id: JobId,
+    run: RunId,
+    progress: &'a watch::Sender<Progress>,
+}
+
+/// One source message the run will retrieve (or skip without retrieving).
+#[derive(Debug, Clone)]
+struct Planned {
+    number: u32,
+    uidl: String,
+    size: u64,
+}
+
+/// What the source side hands the sink.
+#[derive(Debug)]
+enum Item {
+    Retrieved(Planned, Received),
+    Skip(Planned, String),
+    Failed(Planned, String),
+}
+
+impl RunContext<'_> {
+    fn source_err(&self, source: mailferry_pop3::Pop3Error) -> EngineError {
+        EngineError::Source { endpoint: self.job.source.display(), source }
+    }
+
+    fn dest_err(&self, source: mailferry_imap::ImapError) -> EngineError {
+        EngineError::Destination { endpoint: self.job.target.display(), source }
+    }
+
+    async fn attempt(&mut self) -> Result<Tally> {
+        let store = Arc::clone(&self.store);
+        let mut pop = Pop3Session::connect(&self.job.source, &self.config.pop3).await.map_err(|e| self.source_err(e))?;
+        let listing = pop.uidl().await.map_err(|e| self.source_err(e))?;
+        let sizes: HashMap<u32, u64> = pop.list().await.map_err(|e| self.source_err(e))?.into_iter().collect();
+
+        let before: HashMap<String, LedgerEntry> =
+            store.ledger(self.job_id).await?.into_iter().map(|e| (e.uidl.clone(), e)).collect();
+        let ledger_was_empty = before.is_empty();
+
+        // Messages whose UIDL the server reports twice cannot be tracked; report them.
+        let duplicate: HashSet<&str> = listing.duplicates.iter().map(|(u, _)| u.as_str()).collect();
+        let mut listed: Vec<Planned> = Vec::new();
+        for (number, uidl) in &listing.entries {
+            if !duplicate.contains(uidl.as_str()) {
+                listed.push(Planned { number: *number, uidl: uidl.clone(), size: sizes.get(number).copied().unwrap_or(0) });
+            }
+        }
+        let mut tally = Tally { listed: (listing.entries.len() + listing.invalid.len()) as u64, ..Tally::default() };
+
+        let state_of = |uidl: &str| before.get(uidl).map(|e| e.state);
+        let to_copy: Vec<Planned> =
+            listed.iter().filter(|p| !state_of(&p.uidl).is_some_and(LedgerState::is_copied)).cloned().collect();
+        tally.already_copied = (listed.len() - to_copy.len()) as u64;
+
+        if self.job.dry_run {
+            tally.would_copy = to_copy.len() as u64;
+            tally.would_delete = match self.job.delete {
+                DeletePolicy::Keep => 0,
+                DeletePolicy::AfterVerified => listed.len() as u64,
+                DeletePolicy::AfterDays(days) => {
+                    listed.iter().filter(|p| before.get(&p.uidl).is_some_and(|e| copied_before(e, days))).count() as u64
+                }
+            };
+            let _ = pop.quit().await;
+            return Ok(tally);
+        }
+
+        store
+            .record_listed(self.job_id, self.run, &listed.iter().map(|p| (p.uidl.clone(), p.size)).collect::<Vec<_>>())
+            .await?;
+        for (uidl, numbers) in &listing.duplicates {
+            store.record_listed(self.job_id, self.run, &[(uidl.clone(), 0)]).await?;
+            let why = format!("the server reports UIDL {uidl:?} for messages {numbers:?}; such messages cannot be tracked and are left in place");
+            store.mark_failed(self.job_id, self.run, uidl, &why).await?;
+        }
+        for (number, reason) in &listing.invalid {
+            tracing::warn!(number, reason, "invalid UIDL; message left in place");
+        }
+        self.progress.send_modify(|p| {
+            p.listed = tally.listed;
+            p.to_copy = to_copy.len() as u64;
+        });
+
+        let mut imap = ImapSession::connect(&self.job.target, &self.config.imap).await.map_err(|e| self.dest_err(e))?;
+
+        // Exactly once: copies whose APPEND outcome was never recorded are looked up at the
+        // destination before anything is appended again.
+        let in_doubt: Vec<&LedgerEntry> = before.values().filter(|e| e.state == LedgerState::Copying).collect();
+        let mut index = None;
+        if imap.exists() > 0 && ledger_was_empty {
+            tracing::warn!("no ledger for this job but the destination folder holds messages: indexing it to avoid duplicates");
+            index = Some(imap.build_index(None).await.map_err(|e| self.dest_err(e))?);
+        } else if !in_doubt.is_empty() {
+            self.resolve_in_doubt(&mut imap, &in_doubt).await?;
+        }
+
+        let appender = imap.into_appender();
+        let (pop, appender) = self.copy(pop, appender, to_copy, index).await?;
+        appender.logout().await;
+        self.delete_and_quit(pop, &listed).await?;
+        Ok(tally)
+    }
+
+    async fn resolve_in_doubt(&self, imap: &mut ImapSession, in_doubt: &[&LedgerEntry]) -> Result<()> {
+        let store = &self.store;
+        let mut found = Vec::new();
+        let mut again = Vec::new();
+        if imap.exists() > 0 {
+            let sizes: HashSet<u64> = in_doubt.iter().filter_map(|e| e.wire_size).collect();
+            let mut index = imap.build_index(Some(&sizes)).await.map_err(|e| self.dest_err(e))?;
+            for e in in_doubt {
+                match e.wire_digest.as_deref().and_then(|d| index.claim(d)) {
+                    Some(uid) => found.push(CopyDone {
+                        uidl: e.uidl.clone(),
+                        dest_uid: Some(uid),
+                        dest_uidvalidity: imap.uid_validity(),
+                        found_at_destination: true,
+                    }),
+                    None => again.push(e.uidl.clone()),
+                }
+            }
+        } else {
+            again.extend(in_doubt.iter().map(|e| e.uidl.clone()));
+        }
+        tracing::info!(found = found.len(), again = again.len(), "resolved copies left in doubt by an earlier run");
+        store.mark_copied(self.job_id, self.run, &found).await?;
+        store.revert_copying(self.job_id, &again).await?;
+        Ok(())
+    }
+
+    /// Source task retrieves into the channel; this task appends in batches.
+    async fn copy(
+        &self,
+        pop: Pop3Session,
+        mut appender: Appender,
+        to_copy: Vec<Planned>,
+        mut index: Option<DestinationIndex>,
+    ) -> Result<(Pop3Session, Appender)> {
+        let limit = [self.job.max_message_bytes, appender.capabilities().append_limit].into_iter().flatten().min();
+        let window = if pop.capabilities().pipelining { self.config.retr_window.max(1) } else { 1 };
+        let (tx, mut rx) = mpsc::channel::<Item>(self.config.channel_capacity.max(1));
+        let spool = self.config.spool.clone();
+        let source = tokio::spawn(retrieve(pop, to_copy, window, limit, spool, tx));
+
+        let mut sink_result = Ok(());
+        while let Some(first) = rx.recv().await {
+            let mut batch = vec![first];
+            let mut bytes = 0;
+            while batch.len() < self.config.batch_messages && bytes < self.config.batch_bytes {
+                match rx.try_recv() {
+                    Ok(item) => {
+                        if let Item::Retrieved(_, r) = &item {
+                            bytes += r.wire_size;
+                        }
+                        batch.push(item);
+                    }
+                    Err(_) => break,
+                }
+            }
+            if let Err(e) = self.sink_batch(&mut appender, batch, index.as_mut()).await {
+                sink_result = Err(e);
+                break;
+            }
+        }
+        // Dropping the receiver stops the source task at its next send.
+        drop(rx);
+        let (pop, source_result) =
+            source.await.map_err(|e| EngineError::Internal(format!("source task panicked: {e}")))?;
+        sink_result?;
+        source_result.map_err(|e| match e {
+            SourceError::Pop3(e) => self.source_err(e),
+            SourceError::Spool(e) => EngineError::Spool(e),
+        })?;
+        Ok((pop, appender))
+    }
+
+    async fn sink_batch(&self, appender: &mut Appender, batch: Vec<Item>, mut index: Option<&mut DestinationIndex>) -> Result<()> {
+        let store = &self.store;
+        let retrieved_at = Utc::now().fixed_offset();
+        let mut intents = Vec::new();
+        let mut msgs = Vec::new();
+        let mut found = Vec::new();
+        for item in batch {
+            match item {
+                Item::Skip(p, reason) => {
+                    store.mark_skipped(self.job_id, self.run, &p.uidl, &reason).await?;
+                    self.progress.send_modify(|p| p.skipped += 1);
+                }
+                Item::Failed(p, error) => {
+                    store.mark_failed(self.job_id, self.run, &p.uidl, &error).await?;
+                    self.progress.send_modify(|p| p.failed += 1);
+                }
+                Item::Retrieved(p, r) => {
+                    let facts = header_facts(&r.head, retrieved_at);
+                    let msg = AppendMessage {
+                        body: r.body,
+                        flags: self.job.target.flags.clone(),
+                        internal_date: Some(facts.internal_date),
+                        has_nul: r.has_nul,
+                    };
+                    if let Some(reason) = appender.precheck(&msg) {
+                        store.mark_skipped(self.job_id, self.run, &p.uidl, &reason).await?;
+                        self.progress.send_modify(|p| p.skipped += 1);
+                        continue;
+                    }
+                    if let Some(uid) = index.as_deref_mut().and_then(|i| i.claim(&r.wire_digest)) {
+                        found.push(CopyDone { uidl: p.uidl, dest_uid: Some(uid), dest_uidvalidity: None, found_at_destination: true });
+                        continue;
+                    }
+                    intents.push(CopyIntent {
+                        uidl: p.uidl,
+                        size: r.size,
+                        digest: r.digest,
+                        wire_digest: r.wire_digest,
+                        wire_size: r.wire_size,
+                        normalized: r.normalized,
+                        message_id: facts.message_id,
+                        internal_date: Some(facts.internal_date.to_rfc3339()),
+                        internal_date_source: facts.date_source.as_str(),
+                    });
+                    msgs.push(msg);
+                }
+            }
+        }
+        if !found.is_empty() {
+            store.mark_copied(self.job_id, self.run, &found).await?;
+            self.progress.send_modify(|p| p.copied += found.len() as u64);
+        }
+        if msgs.is_empty() {
+            return Ok(());
+        }
+        // Recorded before the APPEND leaves: a crash from here on leaves `copying` rows that
+        // the next run resolves against the destination.
+        store.mark_copying(self.job_id, self.run, &intents).await?;
+        let outcomes = appender.append_batch(&msgs).await.map_err(|e| self.dest_err(e))?;
+        let mut done = Vec::new();
+        let mut bytes = 0;
+        for (intent, outcome) in intents.iter().zip(outcomes) {
+            match outcome {
+                AppendOutcome::Appended { uid, uid_validity } => {
+                    bytes += intent.wire_size;
+                    done.push(CopyDone {
+                        uidl: intent.uidl.clone(),
+                        dest_uid: uid,
+                        dest_uidvalidity: uid_validity,
+                        found_at_destination: false,
+                    });
+                }
+                AppendOutcome::Refused(reason) => {
+                    store.revert_copying(self.job_id, std::slice::from_ref(&intent.uidl)).await?;
+                    let error = format!("the destination refused the message: {reason}");
+                    store.mark_failed(self.job_id, self.run, &intent.uidl, &error).await?;
+                    self.progress.send_modify(|p| p.failed += 1);
+                }
+            }
+        }
+        store.mark_copied(self.job_id, self.run, &done).await?;
+        self.progress.send_modify(|p| {
+            p.copied += done.len() as u64;
+            p.bytes += bytes;
+        });
+        Ok(())
+    }
+
+    /// DELE what the policy allows — only rows the ledger says are `copied` — then QUIT,
+    /// which is what commits the deletions (RFC 1939 §6). Reached only when the copy phase
+    /// finished without error (the first law).
+    async fn delete_and_quit(&self, mut pop: Pop3Session, listed: &[Planned]) -> Result<()> {
+        let mut deleted = Vec::new();
+        if self.job.delete != DeletePolicy::Keep {
+            let ledger: HashMap<String, LedgerEntry> =
+                self.store.ledger(self.job_id).await?.into_iter().map(|e| (e.uidl.clone(), e)).collect();
+            for p in listed {
+                let Some(entry) = ledger.get(&p.uidl) else { continue };
+                let allowed = entry.state == LedgerState::Copied
+                    && match self.job.delete {
+                        DeletePolicy::Keep => false,
+                        DeletePolicy::AfterVerified => true,
+                        DeletePolicy::AfterDays(days) => copied_before(entry, days),
+                    };
+                if allowed {
+                    match pop.dele(p.number).await {
+                        Ok(()) => deleted.push(p.uidl.clone()),
+                        Err(e) if e.class().is_retryable() && !matches!(e, mailferry_pop3::Pop3Error::Server { .. }) => {
+                            return Err(self.source_err(e));
+                        }
+                        Err(e) => tracing::warn!(uidl = %p.uidl, error = %e, "DELE refused; message left in place"),
+                    }
+                }
+            }
+        }
+        pop.quit().await.map_err(|e| self.source_err(e))?;
+        self.store.mark_source_deleted(self.job_id, self.run, &deleted).await?;
+        Ok(())
+    }
+}
+
+fn copied_before(entry: &LedgerEntry, days: u32) -> bool {
+    entry.state == LedgerState::Copied
+        && entry
+            .copied_at
+            .as_deref()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .is_some_and(|t| Utc::now().signed_duration_since(t) >= chrono::Duration::days(i64::from(days)))
+}
+
+#[derive(Debug)]
+enum SourceError {
+    Pop3(mailferry_pop3::Pop3Error),
+    Spool(std::io::Error),
+}
+
+/// The source task: RETR with up to `window` requests in flight, each response streamed
+/// into memory or a spool file, then handed to the sink through the bounded channel
+/// (backpressure: a slow destination stops retrieval, memory stays bounded).
+async fn retrieve(
+    mut pop: Pop3Session,
+    plan: Vec<Planned>,
+    window: usize,
+    limit: Option<u64>,
+    spool: SpoolConfig,
+    tx: mpsc::Sender<Item>,
+) -> (Pop3Session, std::result::Result<(), SourceError>) {
+    let mut fetch = Vec::new();
+    for p in plan {
+        // LIST sizes are exact per RFC 1939 §5, so oversize messages are skipped unread.
+        match limit {
+            Some(max) if p.size > max => {
+                let reason = format!("message of {} bytes exceeds the limit of {max} bytes", p.size);
+                if tx.send(Item::Skip(p, reason)).await.is_err() {
+                    return (pop, Ok(()));
+                }
+            }
+            _ => fetch.push(p),
+        }
+    }
+    let result = async {
+        let mut queue: VecDeque<&Planned> = VecDeque::new();
+        let mut next = 0;
+        while next < fetch.len() || !queue.is_empty() {
+            if queue.len() < window && next < fetch.len() {
+                let upto = (next + window - queue.len()).min(fetch.len());
+                let numbers: Vec<u32> = fetch[next..upto].iter().map(|p| p.number).collect();
+                pop.send_retr_many(&numbers).await.map_err(SourceError::Pop3)?;
+                queue.extend(&fetch[next..upto]);
+                next = upto;
+            }
+            let p = queue.pop_front().expect("a RETR is in flight");
+            let item = match pop.read_retr_status().await {
+                Ok(()) => {
+                    let mut incoming = Incoming::new(&spool);
+                    while let Some(chunk) = pop.read_retr_chunk().await.map_err(SourceError::Pop3)? {
+                        incoming.push(chunk).map_err(SourceError::Spool)?;
+                    }
+                    Item::Retrieved(p.clone(), incoming.finish().map_err(SourceError::Spool)?)
+                }
+                // -ERR for one message: the session goes on (RFC 1939 §7).
+                Err(mailferry_pop3::Pop3Error::Server { text, .. }) => {
+                    Item::Failed(p.clone(), format!("the source refused RETR: {text}"))
+                }
+                Err(e) => return Err(SourceError::Pop3(e)),
+            };
+            if tx.send(item).await.is_err() {
+                break;
+            }
+        }
+        Ok(())
+    }
+    .await;
+    (pop, result)
+}
+

@@ -1,0 +1,32 @@
+//! Engine errors: which side failed, and whether retrying can help.
+
+use mailferry_imap::ImapError;
+use mailferry_model::ErrorClass;
+use mailferry_pop3::Pop3Error;
+use mailferry_store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("source {endpoint}: {source}")]
+    Source { endpoint: String, source: Pop3Error },
+    #[error("destination {endpoint}: {source}")]
+    Destination { endpoint: String, source: ImapError },
+    #[error("ledger: {0}")]
+    Store(#[from] StoreError),
+    #[error("spooling a message to disk failed: {0}")]
+    Spool(std::io::Error),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+pub type Result<T> = std::result::Result<T, EngineError>;
+
+impl EngineError {
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Self::Source { source, .. } => source.class(),
+            Self::Destination { source, .. } => source.class(),
+            Self::Store(_) | Self::Spool(_) | Self::Internal(_) => ErrorClass::Fatal,
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! Receiving one retrieved message: digest the exact source bytes, normalise line endings
+//! for IMAP, and keep the result in memory when small or in a temporary spool file when
+//! large, so memory never grows with message size (DESIGN.md §2.4).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use mailferry_imap::AppendBody;
+use sha2::{Digest, Sha256};
+
+use crate::message::CrlfNormalizer;
+
+/// How much of the start of a message is kept for reading its headers.
+const HEAD_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct SpoolConfig {
+    /// Messages larger than this (after normalisation) go to a spool file.
+    pub memory_threshold: usize,
+    pub dir: PathBuf,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        Self { memory_threshold: 1024 * 1024, dir: std::env::temp_dir() }
+    }
+}
+
+/// A fully received message, ready for the sink.
+#[derive(Debug)]
+pub struct Received {
+    pub body: AppendBody,
+    /// SHA-256 (hex) of the exact retrieved bytes (after dot-unstuffing, nothing else).
+    pub digest: String,
+    pub size: u64,
+    /// SHA-256 (hex) and size of the bytes sent to the destination.
+    pub wire_digest: String,
+    pub wire_size: u64,
+    pub normalized: bool,
+    pub has_nul: bool,
+    /// The first bytes of the message, for its header block.
+    pub head: Vec<u8>,
+}
+
+#[derive(Debug)]
+pub struct Incoming<'a> {
+    config: &'a SpoolConfig,
+    raw: Sha256,
+    raw_len: u64,
+    wire: Sha256,
+    wire_len: u64,
+    normalizer: CrlfNormalizer,
+    has_nul: bool,
+    head: Vec<u8>,
+    memory: Vec<u8>,
+    file: Option<(std::fs::File, tempfile::TempPath)>,
+    scratch: Vec<u8>,
+}
+
+impl<'a> Incoming<'a> {
+    pub fn new(config: &'a SpoolConfig) -> Self {
+        Self {
+            config,
+            raw: Sha256::new(),
+            raw_len: 0,
+            wire: Sha256::new(),
+            wire_len: 0,
+            normalizer: CrlfNormalizer::default(),
+            has_nul: false,
+            head: Vec::new(),
+            memory: Vec::new(),
+            file: None,
+            scratch: Vec::with_capacity(64 * 1024),
+        }
+    }
+
+    /// Take the next chunk of unstuffed message bytes.
+    pub fn push(&mut self, chunk: &[u8]) -> std::io::Result<()> {
+        self.raw.update(chunk);
+        self.raw_len += chunk.len() as u64;
+        self.has_nul |= chunk.contains(&0);
+        self.scratch.clear();
+        self.normalizer.push(chunk, &mut self.scratch);
+        self.wire.update(&self.scratch);
+        self.wire_len += self.scratch.len() as u64;
+        if self.head.len() < HEAD_BYTES {
+            let take = (HEAD_BYTES - self.head.len()).min(self.scratch.len());
+            self.head.extend_from_slice(&self.scratch[..take]);
+        }
+        match &mut self.file {
+            // Spool writes are small sequential appends to the page cache; no fsync, the file
+            // is scratch space that dies with the process.
+            Some((file, _)) => file.write_all(&self.scratch)?,
+            None => {
+                self.memory.extend_from_slice(&self.scratch);
+                if self.memory.len() > self.config.memory_threshold {
+                    std::fs::create_dir_all(&self.config.dir)?;
+                    let (mut file, path) = tempfile::Builder::new()
+                        .prefix("mailferry-spool-")
+                        .tempfile_in(&self.config.dir)?
+                        .into_parts();
+                    file.write_all(&self.memory)?;
+                    self.memory = Vec::new();
+                    self.file = Some((file, path));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn finish(self) -> std::io::Result<Received> {
+        let body = match self.file {
+            Some((mut file, path)) => {
+                file.flush()?;
+                AppendBody::Spooled { path: Arc::new(path), len: self.wire_len }
+            }
+            None => AppendBody::Memory(self.memory),
+        };
+        Ok(Received {
+            body,
+            digest: hex::encode(self.raw.finalize()),
+            size: self.raw_len,
+            wire_digest: hex::encode(self.wire.finalize()),
+            wire_size: self.wire_len,
+            normalized: self.normalizer.changed(),
+            has_nul: self.has_nul,
+            head: self.head,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spools_large_messages_and_keeps_small_ones_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = SpoolConfig { memory_threshold: 100, dir: dir.path().to_owned() };
+        let msg: Vec<u8> = b"Subject: x\n\n".iter().chain(&[b'a'; 300]).copied().collect();
+
+        let mut small = Incoming::new(&config);
+        small.push(&msg[..50]).unwrap();
+        let small = small.finish().unwrap();
+        assert!(matches!(small.body, AppendBody::Memory(_)));
+
+        let mut big = Incoming::new(&config);
+        for c in msg.chunks(7) {
+            big.push(c).unwrap();
+        }
+        let big = big.finish().unwrap();
+        let AppendBody::Spooled { path, len } = &big.body else { panic!("expected a spool file") };
+        let on_disk = std::fs::read(path.as_ref() as &std::path::Path).unwrap();
+        assert_eq!(on_disk, crate::message::normalize_crlf(&msg));
+        assert_eq!(*len, on_disk.len() as u64);
+        assert_eq!(big.size, msg.len() as u64);
+        assert_eq!(big.digest, hex::encode(Sha256::digest(&msg)));
+        assert_eq!(big.wire_digest, hex::encode(Sha256::digest(&on_disk)));
+        assert!(big.normalized);
+        assert!(big.head.starts_with(b"Subject: x\r\n\r\n"));
+        let spooled = path.to_path_buf();
+        drop(big);
+        assert!(!spooled.exists(), "spool file is removed with the message");
+    }
+}

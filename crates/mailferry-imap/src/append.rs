@@ -1,0 +1,397 @@
+//! Our own APPEND on the connection async-imap authenticated (see the crate docs for why).
+//!
+//! A batch goes out as one MULTIAPPEND (RFC 3502: one round trip, one server transaction)
+//! when offered, otherwise as pipelined APPENDs with non-synchronising literals (LITERAL+,
+//! RFC 7888), otherwise one synchronising literal at a time. Message bodies are streamed
+//! from memory or from their spool file, never copied whole into a command buffer.
+//! A refused MULTIAPPEND is retried message by message, so one bad message cannot block
+//! its neighbours.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, FixedOffset};
+use async_imap::Session;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::error::{ImapError, Result};
+use crate::session::{Capabilities, ImapOptions};
+use crate::stream::Stream;
+use crate::wire::{self, Line, Status};
+
+const MAX_LINE: usize = 64 * 1024;
+const WRITE_BUF: usize = 64 * 1024;
+
+/// The bytes to append, already in IMAP form (CRLF line endings).
+#[derive(Debug, Clone)]
+pub enum AppendBody {
+    Memory(Vec<u8>),
+    /// Spooled to a temporary file (removed when the last handle drops).
+    Spooled { path: Arc<tempfile::TempPath>, len: u64 },
+}
+
+impl AppendBody {
+    pub fn len(&self) -> u64 {
+        match self {
+            Self::Memory(v) => v.len() as u64,
+            Self::Spooled { len, .. } => *len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AppendMessage {
+    pub body: AppendBody,
+    pub flags: Vec<String>,
+    pub internal_date: Option<DateTime<FixedOffset>>,
+    /// The body holds NUL bytes, which only a literal8 (BINARY) may carry.
+    pub has_nul: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppendOutcome {
+    /// The server answered the APPEND with OK: the message is stored.
+    Appended { uid: Option<u32>, uid_validity: Option<u32> },
+    /// The server (or a limit it announced) refused this message; nothing was stored.
+    Refused(String),
+}
+
+#[derive(Debug)]
+pub struct Appender {
+    /// The authenticated session; we read and write its stream directly (`get_mut`), which
+    /// is safe because async-imap has no command outstanding and nothing buffered by then.
+    session: Session<Stream>,
+    wbuf: Vec<u8>,
+    rbuf: Vec<u8>,
+    caps: Capabilities,
+    folder: String,
+    uid_validity: Option<u32>,
+    timeout: Duration,
+    next_tag: u64,
+    endpoint: String,
+}
+
+impl Appender {
+    pub(crate) fn new(
+        session: Session<Stream>,
+        caps: Capabilities,
+        folder: String,
+        uid_validity: Option<u32>,
+        opts: ImapOptions,
+        endpoint: String,
+    ) -> Self {
+        Self {
+            session,
+            wbuf: Vec::with_capacity(WRITE_BUF),
+            rbuf: Vec::with_capacity(4096),
+            caps,
+            folder,
+            uid_validity,
+            timeout: opts.io_timeout,
+            next_tag: 1,
+            endpoint,
+        }
+    }
+
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.caps
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Why this message cannot be appended here at all, decided before any byte is sent.
+    pub fn precheck(&self, msg: &AppendMessage) -> Option<String> {
+        if let Some(limit) = self.caps.append_limit {
+            if msg.body.len() > limit {
+                return Some(format!(
+                    "message of {} bytes exceeds the destination's APPENDLIMIT of {limit} bytes (RFC 7889)",
+                    msg.body.len()
+                ));
+            }
+        }
+        if msg.has_nul && !self.caps.binary {
+            return Some("message contains NUL bytes and the destination does not offer BINARY (RFC 3516)".into());
+        }
+        if msg.body.is_empty() {
+            return Some("message is empty".into());
+        }
+        None
+    }
+
+    /// Append messages; one outcome per message, in order. An `Err` means the connection
+    /// failed and the outcome of every message of the batch is unknown.
+    pub async fn append_batch(&mut self, msgs: &[AppendMessage]) -> Result<Vec<AppendOutcome>> {
+        let mut outcomes: Vec<Option<AppendOutcome>> = msgs.iter().map(|m| self.precheck(m).map(AppendOutcome::Refused)).collect();
+        let todo: Vec<usize> = (0..msgs.len()).filter(|&i| outcomes[i].is_none()).collect();
+        if todo.len() > 1 && self.caps.multiappend {
+            let batch: Vec<&AppendMessage> = todo.iter().map(|&i| &msgs[i]).collect();
+            match self.multiappend(&batch).await? {
+                Ok(uids) => {
+                    for (n, &i) in todo.iter().enumerate() {
+                        outcomes[i] = Some(AppendOutcome::Appended {
+                            uid: uids.as_ref().and_then(|u| u.get(n).copied()),
+                            uid_validity: self.uid_validity,
+                        });
+                    }
+                }
+                Err(text) => {
+                    tracing::debug!(%text, "MULTIAPPEND refused; appending one by one");
+                    let singles = self.singles(&batch).await?;
+                    for (o, &i) in singles.into_iter().zip(&todo) {
+                        outcomes[i] = Some(o);
+                    }
+                }
+            }
+        } else if !todo.is_empty() {
+            let batch: Vec<&AppendMessage> = todo.iter().map(|&i| &msgs[i]).collect();
+            let singles = self.singles(&batch).await?;
+            for (o, &i) in singles.into_iter().zip(&todo) {
+                outcomes[i] = Some(o);
+            }
+        }
+        Ok(outcomes.into_iter().map(|o| o.expect("every message has an outcome")).collect())
+    }
+
+    /// LOGOUT, politely; errors do not matter any more.
+    pub async fn logout(mut self) {
+        let tag = self.tag();
+        let _ = self.write(format!("{tag} LOGOUT\r\n").as_bytes()).await;
+        self.timeout = Duration::from_secs(5);
+        let _ = self.flush().await;
+    }
+
+    fn tag(&mut self) -> String {
+        let t = format!("M{}", self.next_tag);
+        self.next_tag += 1;
+        t
+    }
+
+    /// One APPEND command carrying every message. `Ok(Ok(uids))` on OK, `Ok(Err(text))` on NO.
+    async fn multiappend(&mut self, msgs: &[&AppendMessage]) -> Result<std::result::Result<Option<Vec<u32>>, String>> {
+        let tag = self.tag();
+        let non_sync = self.caps.literal_plus;
+        self.write(format!("{tag} APPEND {}", wire::quote(&self.folder)).as_bytes()).await?;
+        for msg in msgs {
+            let prefix = wire::message_prefix(&msg.flags, msg.internal_date.as_ref(), msg.body.len(), non_sync, msg.has_nul);
+            self.write(prefix.as_bytes()).await?;
+            self.write(b"\r\n").await?;
+            if !non_sync {
+                if let Some(refused) = self.await_continuation(&tag).await? {
+                    return Ok(Err(refused));
+                }
+            }
+            self.write_body(&msg.body).await?;
+        }
+        self.write(b"\r\n").await?;
+        self.flush().await?;
+        let (status, code, text) = self.await_tagged(&tag).await?;
+        Ok(match status {
+            Status::Ok => {
+                let uids = code
+                    .as_deref()
+                    .and_then(wire::parse_appenduid)
+                    .filter(|(_, uids)| uids.len() == msgs.len())
+                    .map(|(validity, uids)| {
+                        self.uid_validity = Some(validity);
+                        uids
+                    });
+                Ok(uids)
+            }
+            _ => Err(refusal(code.as_deref(), &text)),
+        })
+    }
+
+    /// One APPEND per message, pipelined when literals need no round trip.
+    async fn singles(&mut self, msgs: &[&AppendMessage]) -> Result<Vec<AppendOutcome>> {
+        let non_sync = self.caps.literal_plus;
+        let mut outcomes = Vec::with_capacity(msgs.len());
+        let mut tags = Vec::with_capacity(msgs.len());
+        for msg in msgs {
+            let tag = self.tag();
+            let prefix = wire::message_prefix(&msg.flags, msg.internal_date.as_ref(), msg.body.len(), non_sync, msg.has_nul);
+            self.write(format!("{tag} APPEND {}{prefix}\r\n", wire::quote(&self.folder)).as_bytes()).await?;
+            if !non_sync {
+                if let Some(refused) = self.await_continuation(&tag).await? {
+                    outcomes.push(AppendOutcome::Refused(refused));
+                    continue;
+                }
+            }
+            self.write_body(&msg.body).await?;
+            self.write(b"\r\n").await?;
+            if non_sync {
+                tags.push(tag);
+            } else {
+                self.flush().await?;
+                outcomes.push(self.outcome(&tag).await?);
+            }
+        }
+        self.flush().await?;
+        for tag in tags {
+            outcomes.push(self.outcome(&tag).await?);
+        }
+        Ok(outcomes)
+    }
+
+    async fn outcome(&mut self, tag: &str) -> Result<AppendOutcome> {
+        let (status, code, text) = self.await_tagged(tag).await?;
+        Ok(match status {
+            Status::Ok => {
+                let appenduid = code.as_deref().and_then(wire::parse_appenduid);
+                if let Some((validity, _)) = appenduid {
+                    self.uid_validity = Some(validity);
+                }
+                AppendOutcome::Appended {
+                    uid: appenduid.and_then(|(_, u)| u.first().copied()),
+                    uid_validity: self.uid_validity,
+                }
+            }
+            _ => AppendOutcome::Refused(refusal(code.as_deref(), &text)),
+        })
+    }
+
+    /// Small writes gather in `wbuf` so a pipelined batch leaves in few packets; large
+    /// ones go straight to the socket.
+    async fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        if self.wbuf.len() + bytes.len() > WRITE_BUF {
+            self.flush().await?;
+        }
+        if bytes.len() >= WRITE_BUF {
+            let stream = self.session.get_mut();
+            return timed(self.timeout, "sending to the destination", stream.write_all(bytes)).await;
+        }
+        self.wbuf.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        let stream = self.session.get_mut();
+        if !self.wbuf.is_empty() {
+            timed(self.timeout, "sending to the destination", stream.write_all(&self.wbuf)).await?;
+            self.wbuf.clear();
+        }
+        timed(self.timeout, "sending to the destination", stream.flush()).await
+    }
+
+    async fn write_body(&mut self, body: &AppendBody) -> Result<()> {
+        match body {
+            AppendBody::Memory(v) => self.write(v).await,
+            AppendBody::Spooled { path, len } => {
+                let mut file = tokio::fs::File::open(path.as_ref() as &std::path::Path).await?;
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut left = *len;
+                while left > 0 {
+                    let n = file.read(&mut buf).await?;
+                    if n == 0 {
+                        return Err(ImapError::Io(std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            "spool file shorter than announced",
+                        )));
+                    }
+                    let n = n.min(left as usize);
+                    self.write(&buf[..n]).await?;
+                    left -= n as u64;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Wait for `+` before a synchronising literal. `Some(text)` if the command was
+    /// answered (refused) instead.
+    async fn await_continuation(&mut self, tag: &str) -> Result<Option<String>> {
+        self.flush().await?;
+        loop {
+            let line = self.read_line().await?;
+            match wire::parse_line(&line).map_err(ImapError::Protocol)? {
+                Line::Continuation => return Ok(None),
+                Line::Untagged => self.skip_literal(&line).await?,
+                Line::Tagged { tag: t, code, text, .. } if t == tag => return Ok(Some(refusal(code, text))),
+                Line::Tagged { tag: t, .. } => return Err(ImapError::Protocol(format!("reply for unknown tag {t}"))),
+            }
+        }
+    }
+
+    async fn await_tagged(&mut self, tag: &str) -> Result<(Status, Option<String>, String)> {
+        loop {
+            let line = self.read_line().await?;
+            match wire::parse_line(&line).map_err(ImapError::Protocol)? {
+                Line::Tagged { tag: t, status, code, text } if t == tag => {
+                    if status == Status::Bad {
+                        // BAD means we and the server disagree about the protocol state.
+                        return Err(ImapError::Protocol(format!("APPEND answered BAD: {text}")));
+                    }
+                    return Ok((status, code.map(str::to_owned), text.to_owned()));
+                }
+                Line::Tagged { tag: t, .. } => return Err(ImapError::Protocol(format!("reply for unknown tag {t}"))),
+                Line::Continuation => return Err(ImapError::Protocol("unexpected continuation request".into())),
+                Line::Untagged => self.skip_literal(&line).await?,
+            }
+        }
+    }
+
+    /// Untagged data may end in a literal whose bytes are not lines; skip them.
+    async fn skip_literal(&mut self, line: &[u8]) -> Result<()> {
+        if let Some(mut n) = wire::trailing_literal(line) {
+            while n > 0 {
+                if self.rbuf.is_empty() {
+                    self.fill().await?;
+                }
+                let take = (n as usize).min(self.rbuf.len());
+                self.rbuf.drain(..take);
+                n -= take as u64;
+            }
+            // The rest of the response follows the literal as a line.
+            let rest = self.read_line().await?;
+            Box::pin(self.skip_literal(&rest)).await?;
+        }
+        Ok(())
+    }
+
+    async fn fill(&mut self) -> Result<()> {
+        let mut chunk = [0u8; 8192];
+        let n = timed(self.timeout, "waiting for the destination", self.session.get_mut().read(&mut chunk)).await?;
+        if n == 0 {
+            return Err(ImapError::Closed);
+        }
+        self.rbuf.extend_from_slice(&chunk[..n]);
+        Ok(())
+    }
+
+    async fn read_line(&mut self) -> Result<Vec<u8>> {
+        let mut scanned = 0;
+        loop {
+            if let Some(pos) = self.rbuf[scanned..].windows(2).position(|w| w == b"\r\n") {
+                let end = scanned + pos;
+                let line = self.rbuf[..end].to_vec();
+                self.rbuf.drain(..end + 2);
+                return Ok(line);
+            }
+            scanned = self.rbuf.len().saturating_sub(1);
+            if self.rbuf.len() > MAX_LINE {
+                return Err(ImapError::Protocol(format!("reply line longer than {MAX_LINE} bytes")));
+            }
+            self.fill().await?;
+        }
+    }
+}
+
+fn refusal(code: Option<&str>, text: &str) -> String {
+    match code {
+        Some(code) => format!("[{code}] {text}"),
+        None => text.to_owned(),
+    }
+}
+
+async fn timed<T>(limit: Duration, what: &'static str, fut: impl std::future::Future<Output = std::io::Result<T>>) -> Result<T> {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(ImapError::Timeout(what)),
+    }
+}
+

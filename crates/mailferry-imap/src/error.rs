@@ -1,0 +1,57 @@
+//! Errors of the IMAP destination, classed for the engine's retry logic.
+
+use mailferry_model::ErrorClass;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImapError {
+    #[error("network error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("timed out while {0}")]
+    Timeout(&'static str),
+    #[error("the server closed the connection")]
+    Closed,
+    #[error("TLS handshake failed: {0}")]
+    Tls(String),
+    #[error("plaintext IMAP refused: use imaps:// or STARTTLS, or allow plaintext explicitly")]
+    PlaintextRefused,
+    #[error("the server does not offer STARTTLS")]
+    StartTlsUnavailable,
+    #[error("the server refused the connection: {0}")]
+    Greeting(String),
+    #[error("authentication failed: {0}")]
+    AuthFailed(String),
+    #[error("{command} refused: {text}")]
+    Refused { command: &'static str, text: String },
+    #[error("unexpected reply from the server: {0}")]
+    Protocol(String),
+}
+
+pub type Result<T> = std::result::Result<T, ImapError>;
+
+impl ImapError {
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Self::Io(_) | Self::Timeout(_) | Self::Closed | Self::Greeting(_) | Self::Protocol(_) => {
+                ErrorClass::Retryable
+            }
+            // RFC 5530 codes that mean "later": the server is busy or over a limit for now.
+            Self::Refused { text, .. }
+                if ["[UNAVAILABLE]", "[INUSE]", "[LIMIT]", "[SERVERBUG]"].iter().any(|c| text.contains(c)) =>
+            {
+                ErrorClass::Retryable
+            }
+            _ => ErrorClass::Fatal,
+        }
+    }
+
+    /// Map an async-imap error from a named step.
+    pub(crate) fn from_lib(command: &'static str, e: async_imap::error::Error) -> Self {
+        use async_imap::error::Error as E;
+        match e {
+            E::Io(io) => Self::Io(io),
+            E::ConnectionLost => Self::Closed,
+            E::No(text) | E::Bad(text) => Self::Refused { command, text },
+            other => Self::Protocol(format!("{command}: {other}")),
+        }
+    }
+}

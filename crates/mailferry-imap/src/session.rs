@@ -1,0 +1,304 @@
+//! Connecting, securing and authenticating an IMAP session with async-imap, and preparing
+//! the target folder. Every network await is bounded by a timeout (DESIGN.md §2.4).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_imap::types::Capability;
+use async_imap::{Authenticator, Client, Session};
+use futures::TryStreamExt;
+use mailferry_model::{ImapAuth, ImapEndpoint, Security};
+use secrecy::ExposeSecret;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use crate::error::{ImapError, Result};
+use crate::index::DestinationIndex;
+use crate::mutf7;
+use crate::stream::Stream;
+use crate::append::Appender;
+
+/// Timeouts for the destination.
+#[derive(Debug, Clone)]
+pub struct ImapOptions {
+    pub connect_timeout: Duration,
+    /// Bound on each read or write (a stalled server cannot hang a job).
+    pub io_timeout: Duration,
+}
+
+impl Default for ImapOptions {
+    fn default() -> Self {
+        Self { connect_timeout: Duration::from_secs(30), io_timeout: Duration::from_secs(120) }
+    }
+}
+
+/// What the destination offers that changes how we APPEND.
+#[derive(Debug, Clone, Default)]
+pub struct Capabilities {
+    /// Non-synchronising literals (RFC 7888): no round trip per message.
+    pub literal_plus: bool,
+    /// Several messages in one APPEND, one transaction (RFC 3502).
+    pub multiappend: bool,
+    /// APPENDUID in the tagged OK (RFC 4315).
+    pub uidplus: bool,
+    /// Largest message the server accepts (RFC 7889).
+    pub append_limit: Option<u64>,
+    /// literal8 for messages with NUL bytes (RFC 3516).
+    pub binary: bool,
+    pub raw: Vec<String>,
+}
+
+impl Capabilities {
+    fn from_lib(caps: &async_imap::types::Capabilities) -> Self {
+        let raw: Vec<String> = caps
+            .iter()
+            .map(|c| match c {
+                Capability::Imap4rev1 => "IMAP4rev1".to_owned(),
+                Capability::Auth(m) => format!("AUTH={m}"),
+                Capability::Atom(a) => a.to_string(),
+            })
+            .collect();
+        let has = |name: &str| raw.iter().any(|c| c.eq_ignore_ascii_case(name));
+        let append_limit = raw.iter().find_map(|c| {
+            let (k, v) = c.split_once('=')?;
+            k.eq_ignore_ascii_case("APPENDLIMIT").then(|| v.parse().ok()).flatten()
+        });
+        Self {
+            literal_plus: has("LITERAL+"),
+            multiappend: has("MULTIAPPEND"),
+            uidplus: has("UIDPLUS"),
+            binary: has("BINARY"),
+            append_limit,
+            raw,
+        }
+    }
+}
+
+/// An authenticated session with the target folder created and selected.
+#[derive(Debug)]
+pub struct ImapSession {
+    session: Session<Stream>,
+    caps: Capabilities,
+    /// Folder name as sent on the wire (modified UTF-7, server's hierarchy separator).
+    wire_folder: String,
+    exists: u32,
+    uid_validity: Option<u32>,
+    opts: ImapOptions,
+    endpoint: String,
+}
+
+async fn timed<T, E>(
+    limit: Duration,
+    what: &'static str,
+    fut: impl Future<Output = std::result::Result<T, E>>,
+) -> Result<T>
+where
+    ImapError: From<E>,
+{
+    match tokio::time::timeout(limit, fut).await {
+        Ok(r) => r.map_err(ImapError::from),
+        Err(_) => Err(ImapError::Timeout(what)),
+    }
+}
+
+async fn tls_wrap(tcp: TcpStream, ep: &ImapEndpoint, opts: &ImapOptions) -> Result<Stream> {
+    let config = ep.tls.client_config().map_err(|e| ImapError::Tls(e.to_string()))?;
+    let name = rustls::pki_types::ServerName::try_from(ep.host.clone())
+        .map_err(|_| ImapError::Tls(format!("{:?} is not a valid TLS server name", ep.host)))?;
+    let tls = tokio::time::timeout(opts.connect_timeout, TlsConnector::from(Arc::clone(&config)).connect(name, tcp))
+        .await
+        .map_err(|_| ImapError::Timeout("negotiating TLS"))?
+        .map_err(|e| ImapError::Tls(e.to_string()))?;
+    Ok(Stream::Tls(Box::new(tls)))
+}
+
+async fn read_greeting(client: &mut Client<Stream>, opts: &ImapOptions) -> Result<()> {
+    use async_imap::imap_proto::{Response, Status};
+    let greeting = tokio::time::timeout(opts.io_timeout, client.read_response())
+        .await
+        .map_err(|_| ImapError::Timeout("waiting for the greeting"))??
+        .ok_or(ImapError::Closed)?;
+    match greeting.parsed() {
+        Response::Data { status: Status::Ok | Status::PreAuth, .. } => Ok(()),
+        Response::Data { status: Status::Bye, outcome, .. } => {
+            Err(ImapError::Greeting(outcome.information.as_deref().unwrap_or("BYE").to_owned()))
+        }
+        other => Err(ImapError::Protocol(format!("unexpected greeting {other:?}"))),
+    }
+}
+
+struct Plain<'a> {
+    user: &'a str,
+    secret: &'a str,
+}
+
+impl Authenticator for Plain<'_> {
+    type Response = String;
+    fn process(&mut self, _challenge: &[u8]) -> String {
+        // RFC 4616: authzid NUL authcid NUL passwd (empty authzid).
+        format!("\0{}\0{}", self.user, self.secret)
+    }
+}
+
+struct XOAuth2<'a> {
+    user: &'a str,
+    token: &'a str,
+    sent: bool,
+}
+
+impl Authenticator for XOAuth2<'_> {
+    type Response = String;
+    fn process(&mut self, _challenge: &[u8]) -> String {
+        // After a failure the server sends a JSON error as a challenge; answering it with an
+        // empty line ends the exchange with the tagged NO.
+        if std::mem::replace(&mut self.sent, true) {
+            return String::new();
+        }
+        format!("user={}\x01auth=Bearer {}\x01\x01", self.user, self.token)
+    }
+}
+
+impl ImapSession {
+    /// Connect, secure, authenticate, then create (if needed) and select the target folder.
+    #[tracing::instrument(skip_all, err, fields(endpoint = %ep.display()))]
+    pub async fn connect(ep: &ImapEndpoint, opts: &ImapOptions) -> Result<Self> {
+        if ep.security == Security::None && !ep.tls.allow_plaintext {
+            return Err(ImapError::PlaintextRefused);
+        }
+        let tcp = tokio::time::timeout(opts.connect_timeout, TcpStream::connect((ep.host.as_str(), ep.port)))
+            .await
+            .map_err(|_| ImapError::Timeout("connecting"))??;
+        tcp.set_nodelay(true)?;
+        let mut client = match ep.security {
+            Security::Tls => {
+                let mut c = Client::new(tls_wrap(tcp, ep, opts).await?);
+                read_greeting(&mut c, opts).await?;
+                c
+            }
+            Security::Starttls => {
+                let mut c = Client::new(Stream::Plain(tcp));
+                read_greeting(&mut c, opts).await?;
+                // RFC 3501 §6.2.1. A refusal is an error: never fall back to plaintext.
+                timed(opts.io_timeout, "starting TLS", c.run_command_and_check_ok("STARTTLS", None))
+                    .await
+                    .map_err(|_| ImapError::StartTlsUnavailable)?;
+                let Stream::Plain(tcp) = c.into_inner() else { unreachable!("plain before STARTTLS") };
+                Client::new(tls_wrap(tcp, ep, opts).await?)
+            }
+            Security::None => {
+                let mut c = Client::new(Stream::Plain(tcp));
+                read_greeting(&mut c, opts).await?;
+                c
+            }
+        };
+        let _ = &mut client;
+        let secret = ep.secret.expose_secret();
+        let login = async {
+            match ep.auth {
+                ImapAuth::Auto | ImapAuth::Login => client.login(&ep.username, secret).await,
+                ImapAuth::Plain => client.authenticate("PLAIN", Plain { user: &ep.username, secret }).await,
+                ImapAuth::Xoauth2 => {
+                    client.authenticate("XOAUTH2", XOAuth2 { user: &ep.username, token: secret, sent: false }).await
+                }
+            }
+        };
+        let mut session = match tokio::time::timeout(opts.io_timeout, login).await {
+            Err(_) => return Err(ImapError::Timeout("authenticating")),
+            Ok(Ok(s)) => s,
+            Ok(Err((e, _client))) => {
+                return Err(match e {
+                    async_imap::error::Error::No(text) | async_imap::error::Error::Bad(text) => {
+                        ImapError::AuthFailed(text)
+                    }
+                    other => ImapError::from_lib("LOGIN", other),
+                });
+            }
+        };
+        let caps = timed(opts.io_timeout, "reading CAPABILITY", session.capabilities())
+            .await
+            .map_err(|e| lib_step("CAPABILITY", e))?;
+        let caps = Capabilities::from_lib(&caps);
+        tracing::debug!(capabilities = ?caps.raw, "imap session ready");
+
+        let wire_folder = Self::ensure_folder(&mut session, &ep.folder, opts).await?;
+        let mailbox = timed(opts.io_timeout, "selecting the folder", session.select(&wire_folder))
+            .await
+            .map_err(|e| lib_step("SELECT", e))?;
+        Ok(Self {
+            session,
+            caps,
+            wire_folder,
+            exists: mailbox.exists,
+            uid_validity: mailbox.uid_validity,
+            opts: opts.clone(),
+            endpoint: ep.display(),
+        })
+    }
+
+    /// Translate the folder to the server's separator and modified UTF-7, and create it
+    /// when missing (RFC 3501 §6.3.3).
+    async fn ensure_folder(session: &mut Session<Stream>, folder: &str, opts: &ImapOptions) -> Result<String> {
+        if folder.eq_ignore_ascii_case("INBOX") {
+            return Ok("INBOX".to_owned());
+        }
+        let root: Vec<_> = timed(opts.io_timeout, "listing folders", async {
+            session.list(Some(""), Some("")).await?.try_collect::<Vec<_>>().await
+        })
+        .await
+        .map_err(|e| lib_step("LIST", e))?;
+        let sep = root.first().and_then(|n| n.delimiter().map(str::to_owned)).unwrap_or_else(|| "/".to_owned());
+        let wire = mutf7::encode(&folder.replace('/', &sep));
+        let existing: Vec<_> = timed(opts.io_timeout, "listing folders", async {
+            session.list(Some(""), Some(&wire)).await?.try_collect::<Vec<_>>().await
+        })
+        .await
+        .map_err(|e| lib_step("LIST", e))?;
+        if existing.is_empty() {
+            tracing::info!(folder, "creating the target folder");
+            timed(opts.io_timeout, "creating the folder", session.create(&wire))
+                .await
+                .map_err(|e| lib_step("CREATE", e))?;
+        }
+        Ok(wire)
+    }
+
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.caps
+    }
+
+    /// Messages in the target folder when it was selected.
+    pub fn exists(&self) -> u32 {
+        self.exists
+    }
+
+    pub fn uid_validity(&self) -> Option<u32> {
+        self.uid_validity
+    }
+
+    /// Digest the destination messages whose size is wanted, so copies whose outcome was
+    /// never recorded are found instead of doubled (DESIGN.md §2.2). `wanted` of `None`
+    /// digests every message (the ledger was lost).
+    pub async fn build_index(&mut self, wanted: Option<&std::collections::HashSet<u64>>) -> Result<DestinationIndex> {
+        DestinationIndex::build(&mut self.session, wanted, self.opts.io_timeout).await
+    }
+
+    /// Hand the connection to our own APPEND implementation.
+    pub fn into_appender(self) -> Appender {
+        Appender::new(self.session, self.caps, self.wire_folder, self.uid_validity, self.opts, self.endpoint)
+    }
+}
+
+/// async-imap reports folder and capability failures through its own error; name the step.
+fn lib_step(command: &'static str, e: ImapError) -> ImapError {
+    match e {
+        ImapError::Protocol(text) => ImapError::Protocol(format!("{command}: {text}")),
+        other => other,
+    }
+}
+
+impl From<async_imap::error::Error> for ImapError {
+    fn from(e: async_imap::error::Error) -> Self {
+        ImapError::from_lib("IMAP command", e)
+    }
+}

@@ -1,0 +1,463 @@
+//! The socket half of the client: a logged-in POP3 session (RFC 1939 TRANSACTION state)
+//! reading replies into a bounded buffer, every read and write under a timeout.
+//!
+//! Connecting, TLS and login live in `crate::connect`; parsing lives in `crate::wire`.
+//!
+//! # Pipelined, streamed RETR
+//! [`Pop3Session::send_retr`] (or [`Pop3Session::send_retr_many`]) writes RETR commands
+//! and queues them; [`Pop3Session::read_retr_status`] reads the status of the oldest one
+//! and [`Pop3Session::read_retr_chunk`] then yields its unstuffed bytes in chunks of at
+//! most 64 KiB until `None`. More than one RETR may be outstanding only when the server
+//! advertises PIPELINING (RFC 2449 §6.6). Every other command needs an idle session: no
+//! RETR queued and no body half-read.
+//!
+//! # After an error
+//! A `-ERR` reply ([`Pop3Error::Server`]) leaves the session usable. Anything that may
+//! have left unread bytes on the stream (I/O, timeout, close, garbage, over-long line,
+//! [`Pop3Error::MessageTooLarge`]) makes it unusable: later calls return
+//! [`Pop3Error::Unusable`], and the caller reconnects. Dropping a session without
+//! [`Pop3Session::quit`] commits no DELE (RFC 1939 §6).
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use secrecy::zeroize::Zeroizing;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::timeout;
+
+use crate::connect::tls_error;
+use crate::wire::{self, clip, Capabilities, Command, Status, Unstuffer};
+use crate::{Pop3Error, Result};
+
+/// Size of one read from the socket and the most one [`Pop3Session::read_retr_chunk`] returns.
+const CHUNK: usize = 64 * 1024;
+
+/// Limits and timeouts of a session.
+#[derive(Debug, Clone)]
+pub struct Pop3Options {
+    /// TCP connect, and the TLS handshake.
+    pub connect_timeout: Duration,
+    /// Every single read and write after that.
+    pub io_timeout: Duration,
+    /// Longest status or listing line accepted, without its line ending.
+    pub max_line: usize,
+    /// Largest message RETR will stream (unstuffed bytes).
+    pub max_message_bytes: u64,
+    /// Most lines accepted in a CAPA, LIST or UIDL listing.
+    pub max_listing_lines: usize,
+}
+
+impl Default for Pop3Options {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(30),
+            io_timeout: Duration::from_secs(60),
+            max_line: 8 * 1024,
+            max_message_bytes: 1 << 30,
+            max_listing_lines: 2_000_000,
+        }
+    }
+}
+
+/// The result of UIDL (RFC 1939 §7), with the lines that cannot identify a message set
+/// apart instead of failing the whole listing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UidlListing {
+    /// `(message number, unique-id)` in server order; every unique-id here is valid and
+    /// appears once.
+    pub entries: Vec<(u32, String)>,
+    /// Unique-ids the server gave to more than one message, with those message numbers.
+    /// They are *not* in `entries`: a unique-id that names two messages identifies neither.
+    pub duplicates: Vec<(String, Vec<u32>)>,
+    /// Lines with an invalid unique-id, and why. The number is 0 when the line did not
+    /// even start with a message number.
+    pub invalid: Vec<(u32, String)>,
+}
+
+pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// The body of the RETR being read.
+#[derive(Debug)]
+struct Body {
+    unstuffer: Unstuffer,
+    bytes: u64,
+    /// The terminator was seen while returning the last chunk; the next call says `None`.
+    finished: bool,
+}
+
+/// A POP3 session, logged in, in the TRANSACTION state (RFC 1939 §5).
+pub struct Pop3Session {
+    pub(crate) stream: Box<dyn Stream>,
+    pub(crate) rbuf: BytesMut,
+    /// How much of `rbuf` has already been searched for LF, so a long line arriving in
+    /// many reads is scanned once.
+    scanned: usize,
+    out: Vec<u8>,
+    pub(crate) opts: Pop3Options,
+    pub(crate) caps: Capabilities,
+    pub(crate) greeting: String,
+    pub(crate) tls: bool,
+    pending: VecDeque<u32>,
+    body: Option<Body>,
+    broken: bool,
+}
+
+impl std::fmt::Debug for Pop3Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pop3Session")
+            .field("tls", &self.tls)
+            .field("pending", &self.pending)
+            .field("reading_body", &self.body.is_some())
+            .field("broken", &self.broken)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pop3Session {
+    pub(crate) fn new(stream: Box<dyn Stream>, opts: Pop3Options, tls: bool) -> Self {
+        Self {
+            stream,
+            rbuf: BytesMut::with_capacity(CHUNK),
+            scanned: 0,
+            out: Vec::with_capacity(CHUNK + 1),
+            opts,
+            caps: Capabilities::default(),
+            greeting: String::new(),
+            tls,
+            pending: VecDeque::new(),
+            body: None,
+            broken: false,
+        }
+    }
+
+    /// What CAPA said after login (or before it, when the later CAPA was refused).
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.caps
+    }
+
+    /// The text of the server greeting, after `+OK`.
+    pub fn greeting(&self) -> &str {
+        &self.greeting
+    }
+
+    /// The session runs over TLS (implicit or after STLS).
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
+    /// RETR commands sent whose status has not been read yet.
+    pub fn outstanding(&self) -> usize {
+        self.pending.len()
+    }
+
+    // ---- low-level I/O -------------------------------------------------------------
+
+    fn fail<T>(&mut self, e: Pop3Error) -> Result<T> {
+        self.broken = true;
+        Err(e)
+    }
+
+    pub(crate) fn protocol<T>(&mut self, what: &str, line: &str) -> Result<T> {
+        self.fail(Pop3Error::Protocol(format!("{what}: {:?}", clip(line))))
+    }
+
+    /// Read more bytes into `rbuf`.
+    async fn fill(&mut self, during: &'static str) -> Result<()> {
+        if self.rbuf.capacity() - self.rbuf.len() < CHUNK / 4 {
+            // Reclaims the consumed front of the buffer instead of growing it.
+            self.rbuf.reserve(CHUNK);
+        }
+        match timeout(self.opts.io_timeout, self.stream.read_buf(&mut self.rbuf)).await {
+            Err(_) => self.fail(Pop3Error::Timeout { what: during }),
+            Ok(Err(e)) => self.fail(tls_error(e)),
+            Ok(Ok(0)) => self.fail(Pop3Error::Closed { during }),
+            Ok(Ok(_)) => Ok(()),
+        }
+    }
+
+    /// One line without its line ending (CRLF, or a bare LF from a sloppy server).
+    pub(crate) async fn read_line(&mut self, during: &'static str) -> Result<String> {
+        loop {
+            if let Some(off) = self.rbuf[self.scanned..].iter().position(|&b| b == b'\n') {
+                let end = self.scanned + off;
+                self.scanned = 0;
+                if end > self.opts.max_line + 1 {
+                    return self.fail(Pop3Error::LineTooLong { limit: self.opts.max_line });
+                }
+                let line = self.rbuf.split_to(end + 1);
+                let line = line.strip_suffix(b"\n").unwrap_or(&line);
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                return Ok(String::from_utf8_lossy(line).into_owned());
+            }
+            self.scanned = self.rbuf.len();
+            if self.rbuf.len() > self.opts.max_line + 1 {
+                return self.fail(Pop3Error::LineTooLong { limit: self.opts.max_line });
+            }
+            self.fill(during).await?;
+        }
+    }
+
+    /// Read a status line; garbage makes the session unusable.
+    pub(crate) async fn read_status(&mut self, during: &'static str) -> Result<Status> {
+        let line = self.read_line(during).await?;
+        match wire::parse_status(&line) {
+            Some(status) => Ok(status),
+            None => self.protocol("expected +OK or -ERR", &line),
+        }
+    }
+
+    /// Read a status line and turn `-ERR` into [`Pop3Error::Server`].
+    async fn expect_ok(&mut self, command: &'static str, during: &'static str) -> Result<String> {
+        match self.read_status(during).await? {
+            Status::Ok(text) => Ok(text),
+            Status::Err { code, text } => Err(Pop3Error::Server { command, code, text }),
+        }
+    }
+
+    /// The lines of a multi-line body up to the `.` terminator, un-stuffed (RFC 1939 §3).
+    pub(crate) async fn read_multiline(&mut self, during: &'static str) -> Result<Vec<String>> {
+        let mut lines = Vec::new();
+        loop {
+            let line = self.read_line(during).await?;
+            if line == "." {
+                return Ok(lines);
+            }
+            if lines.len() >= self.opts.max_listing_lines {
+                let limit = self.opts.max_listing_lines;
+                return self.fail(Pop3Error::Protocol(format!("a listing longer than {limit} lines")));
+            }
+            lines.push(match line.strip_prefix('.') {
+                Some(rest) => rest.to_owned(),
+                None => line,
+            });
+        }
+    }
+
+    async fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
+        let write = async {
+            self.stream.write_all(bytes).await?;
+            self.stream.flush().await
+        };
+        match timeout(self.opts.io_timeout, write).await {
+            Err(_) => self.fail(Pop3Error::Timeout { what: "sending a command" }),
+            Ok(Err(e)) => self.fail(tls_error(e)),
+            Ok(Ok(())) => Ok(()),
+        }
+    }
+
+    /// Send one command. The encoded line is wiped afterwards: it may hold a credential.
+    pub(crate) async fn send(&mut self, cmd: Command<'_>) -> Result<()> {
+        self.usable()?;
+        let mut line = Zeroizing::new(Vec::with_capacity(64));
+        cmd.encode(&mut line).map_err(|e| Pop3Error::InvalidArgument { command: e.command })?;
+        tracing::trace!(command = cmd.name(), "pop3 send");
+        self.write_all(&line).await
+    }
+
+    fn usable(&self) -> Result<()> {
+        if self.broken {
+            return Err(Pop3Error::Unusable);
+        }
+        Ok(())
+    }
+
+    /// Ready for a command that is not a pipelined RETR.
+    fn idle(&self) -> Result<()> {
+        self.usable()?;
+        if !self.pending.is_empty() || self.body.is_some() {
+            return Err(Pop3Error::Misuse("a RETR response is still outstanding"));
+        }
+        Ok(())
+    }
+
+    async fn simple(&mut self, cmd: Command<'_>, during: &'static str) -> Result<String> {
+        self.idle()?;
+        let name = cmd.name();
+        self.send(cmd).await?;
+        self.expect_ok(name, during).await
+    }
+
+    // ---- TRANSACTION commands (RFC 1939 §5) ----------------------------------------
+
+    /// STAT: `(message count, total size in octets)`.
+    pub async fn stat(&mut self) -> Result<(u32, u64)> {
+        let text = self.simple(Command::Stat, "reading the STAT reply").await?;
+        match wire::parse_scan_listing(&text) {
+            Some(v) => Ok(v),
+            None => self.protocol("unreadable STAT reply", &text),
+        }
+    }
+
+    /// LIST: `(message number, size in octets)` for every message not marked deleted.
+    pub async fn list(&mut self) -> Result<Vec<(u32, u64)>> {
+        self.simple(Command::List, "reading the LIST reply").await?;
+        let lines = self.read_multiline("reading the LIST listing").await?;
+        let mut out = Vec::with_capacity(lines.len());
+        for line in lines {
+            match wire::parse_scan_listing(&line) {
+                Some(v) => out.push(v),
+                None => return self.protocol("unreadable LIST line", &line),
+            }
+        }
+        Ok(out)
+    }
+
+    /// UIDL (RFC 1939 §7), tried whatever CAPA said. The text after `+OK` is ignored
+    /// (some servers put a count there). Bad and duplicated unique-ids are reported in the
+    /// listing, not as an error.
+    pub async fn uidl(&mut self) -> Result<UidlListing> {
+        self.simple(Command::Uidl, "reading the UIDL reply").await?;
+        let lines = self.read_multiline("reading the UIDL listing").await?;
+        let mut listing = UidlListing::default();
+        let mut valid = Vec::with_capacity(lines.len());
+        let mut seen: HashMap<String, Vec<u32>> = HashMap::with_capacity(lines.len());
+        for line in &lines {
+            match wire::parse_uidl_line(line) {
+                Ok((n, uid)) => {
+                    seen.entry(uid.clone()).or_default().push(n);
+                    valid.push((n, uid));
+                }
+                Err(bad) => listing.invalid.push((bad.msg, bad.reason)),
+            }
+        }
+        for (n, uid) in valid {
+            match seen.get(&uid) {
+                Some(ns) if ns.len() > 1 => {
+                    if ns[0] == n {
+                        listing.duplicates.push((uid, ns.clone()));
+                    }
+                }
+                _ => listing.entries.push((n, uid)),
+            }
+        }
+        Ok(listing)
+    }
+
+    pub async fn noop(&mut self) -> Result<()> {
+        self.simple(Command::Noop, "reading the NOOP reply").await.map(drop)
+    }
+
+    /// RSET: unmark every message marked deleted in this session.
+    pub async fn rset(&mut self) -> Result<()> {
+        self.simple(Command::Rset, "reading the RSET reply").await.map(drop)
+    }
+
+    /// DELE: mark message `n` deleted. Nothing is removed until [`Pop3Session::quit`]
+    /// succeeds (RFC 1939 §6).
+    pub async fn dele(&mut self, n: u32) -> Result<()> {
+        self.simple(Command::Dele(n), "reading the DELE reply").await.map(drop)
+    }
+
+    /// QUIT: enter the UPDATE state. `Ok` only on `+OK`, which is what commits the DELEs
+    /// (RFC 1939 §6); on any error assume none were removed. Closes the connection.
+    pub async fn quit(mut self) -> Result<()> {
+        self.simple(Command::Quit, "reading the QUIT reply").await?;
+        // The deletes are committed; a failing close no longer matters.
+        let _ = timeout(self.opts.io_timeout, self.stream.shutdown()).await;
+        Ok(())
+    }
+
+    // ---- streamed, pipelined RETR --------------------------------------------------
+
+    fn may_queue(&self, more: usize) -> Result<()> {
+        self.usable()?;
+        let outstanding = self.pending.len() + usize::from(self.body.is_some());
+        if !self.caps.pipelining && outstanding + more > 1 {
+            return Err(Pop3Error::Misuse(
+                "the server does not advertise PIPELINING: read the previous RETR first",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Send `RETR n` and queue it. A second RETR before the first is fully read needs
+    /// PIPELINING in [`Pop3Session::capabilities`].
+    pub async fn send_retr(&mut self, n: u32) -> Result<()> {
+        self.send_retr_many(&[n]).await
+    }
+
+    /// Send several RETR commands in one write (RFC 2449 §6.6). Keep the window modest
+    /// (tens, not thousands): the server writes replies while we are still writing.
+    pub async fn send_retr_many(&mut self, ns: &[u32]) -> Result<()> {
+        if ns.is_empty() {
+            return Ok(());
+        }
+        self.may_queue(ns.len())?;
+        let mut buf = Vec::with_capacity(ns.len() * 16);
+        for &n in ns {
+            Command::Retr(n).encode(&mut buf).expect("a number needs no escaping");
+        }
+        tracing::trace!(count = ns.len(), "pop3 send RETR");
+        self.write_all(&buf).await?;
+        self.pending.extend(ns);
+        Ok(())
+    }
+
+    /// Read the status of the oldest queued RETR. On `+OK` its body follows through
+    /// [`Pop3Session::read_retr_chunk`]; a `-ERR` is [`Pop3Error::Server`] and the session
+    /// stays usable (the next queued RETR is next).
+    pub async fn read_retr_status(&mut self) -> Result<()> {
+        self.usable()?;
+        if self.body.is_some() {
+            return Err(Pop3Error::Misuse("the previous message has not been read to its end"));
+        }
+        if self.pending.pop_front().is_none() {
+            return Err(Pop3Error::Misuse("no RETR is outstanding"));
+        }
+        self.expect_ok("RETR", "reading a RETR reply").await?;
+        self.body = Some(Body { unstuffer: Unstuffer::new(), bytes: 0, finished: false });
+        Ok(())
+    }
+
+    /// The next chunk (at most 64 KiB, never empty) of the message being read, already
+    /// un-stuffed, ending with the message's own final CRLF; `None` once it is complete.
+    /// Bytes after the terminator stay buffered for the next reply.
+    pub async fn read_retr_chunk(&mut self) -> Result<Option<&[u8]>> {
+        self.usable()?;
+        let Some(mut body) = self.body.take() else {
+            return Err(Pop3Error::Misuse("no message is being read: call read_retr_status first"));
+        };
+        if body.finished {
+            return Ok(None);
+        }
+        self.out.clear();
+        self.scanned = 0;
+        loop {
+            if !self.rbuf.is_empty() {
+                // One byte of headroom: `feed` may emit a held-back CR beyond its input.
+                let take = self.rbuf.len().min(CHUNK - 1);
+                let fed = body.unstuffer.feed(&self.rbuf[..take], &mut self.out);
+                self.rbuf.advance(fed.consumed);
+                body.bytes += self.out.len() as u64;
+                if body.bytes > self.opts.max_message_bytes {
+                    return self.fail(Pop3Error::MessageTooLarge { limit: self.opts.max_message_bytes });
+                }
+                if fed.done {
+                    if self.out.is_empty() {
+                        return Ok(None);
+                    }
+                    body.finished = true;
+                }
+                if !self.out.is_empty() {
+                    self.body = Some(body);
+                    return Ok(Some(&self.out));
+                }
+            }
+            self.fill("reading a message").await?;
+        }
+    }
+
+    /// RETR one message into memory (tests, small messages). Needs an idle session.
+    pub async fn retr_to_vec(&mut self, n: u32) -> Result<Vec<u8>> {
+        self.idle()?;
+        self.send_retr(n).await?;
+        self.read_retr_status().await?;
+        let mut msg = Vec::new();
+        while let Some(chunk) = self.read_retr_chunk().await? {
+            msg.extend_from_slice(chunk);
+        }
+        Ok(msg)
+    }
+}

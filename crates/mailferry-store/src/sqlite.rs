@@ -1,0 +1,374 @@
+//! SQLite implementation of [`Store`]: the zero-setup embedded default.
+//!
+//! WAL journal and `synchronous = FULL`: a ledger row saying `copied` must survive a power
+//! cut, because deletion at the source is decided from it (DESIGN.md §2.1).
+
+use std::path::Path;
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use mailferry_model::LedgerState;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+use crate::{CopyDone, CopyIntent, JobId, LedgerEntry, Result, RunCounts, RunId, Store, StoreError};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
+
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+impl SqliteStore {
+    /// Open (creating if needed) the state database at `path` and apply migrations.
+    pub async fn open(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|source| StoreError::StateDir { path: dir.display().to_string(), source })?;
+        }
+        let options = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(std::time::Duration::from_secs(30));
+        // One writer at a time is SQLite's model; a single connection avoids SQLITE_BUSY.
+        let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool })
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ensure_job(&self, mailbox_key: &str, source: &str, target: &str) -> Result<JobId> {
+        sqlx::query(
+            "INSERT INTO jobs (mailbox_key, source, target, created_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT (mailbox_key) DO NOTHING",
+        )
+        .bind(mailbox_key)
+        .bind(source)
+        .bind(target)
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        let id = sqlx::query_scalar("SELECT id FROM jobs WHERE mailbox_key = ?")
+            .bind(mailbox_key)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(id)
+    }
+
+    async fn start_run(&self, job: JobId, dry_run: bool) -> Result<RunId> {
+        let id = sqlx::query_scalar("INSERT INTO runs (job_id, dry_run, started_at) VALUES (?, ?, ?) RETURNING id")
+            .bind(job)
+            .bind(dry_run)
+            .bind(now())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(id)
+    }
+
+    async fn finish_run(&self, run: RunId, outcome: &str, error: Option<&str>, summary_json: &str) -> Result<()> {
+        sqlx::query("UPDATE runs SET finished_at = ?, outcome = ?, error = ?, summary = ? WHERE id = ?")
+            .bind(now())
+            .bind(outcome)
+            .bind(error)
+            .bind(summary_json)
+            .bind(run)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn ledger(&self, job: JobId) -> Result<Vec<LedgerEntry>> {
+        let rows = sqlx::query(
+            "SELECT uidl, size, state, wire_digest, wire_size, message_id, copied_at
+             FROM ledger WHERE job_id = ?",
+        )
+        .bind(job)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                let state: String = r.get("state");
+                Ok(LedgerEntry {
+                    uidl: r.get("uidl"),
+                    size: r.get::<i64, _>("size") as u64,
+                    state: LedgerState::parse(&state).ok_or(StoreError::UnknownState(state))?,
+                    wire_digest: r.get("wire_digest"),
+                    wire_size: r.get::<Option<i64>, _>("wire_size").map(|s| s as u64),
+                    message_id: r.get("message_id"),
+                    copied_at: r.get("copied_at"),
+                })
+            })
+            .collect()
+    }
+
+    async fn record_listed(&self, job: JobId, run: RunId, listed: &[(String, u64)]) -> Result<()> {
+        let now = now();
+        let mut tx = self.pool.begin().await?;
+        for (uidl, size) in listed {
+            sqlx::query(
+                "INSERT INTO ledger (job_id, uidl, size, state, first_seen_run_id, last_run_id, first_seen_at, updated_at)
+                 VALUES (?, ?, ?, 'listed', ?, ?, ?, ?)
+                 ON CONFLICT (job_id, uidl) DO NOTHING",
+            )
+            .bind(job)
+            .bind(uidl)
+            .bind(*size as i64)
+            .bind(run)
+            .bind(run)
+            .bind(&now)
+            .bind(&now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn mark_copying(&self, job: JobId, run: RunId, intents: &[CopyIntent]) -> Result<()> {
+        let now = now();
+        let mut tx = self.pool.begin().await?;
+        for i in intents {
+            sqlx::query(
+                "UPDATE ledger SET state = 'copying', size = ?, digest = ?, wire_digest = ?, wire_size = ?,
+                     normalized = ?, message_id = ?, internal_date = ?, internal_date_source = ?,
+                     reason = NULL, last_run_id = ?, updated_at = ?
+                 WHERE job_id = ? AND uidl = ?",
+            )
+            .bind(i.size as i64)
+            .bind(&i.digest)
+            .bind(&i.wire_digest)
+            .bind(i.wire_size as i64)
+            .bind(i.normalized)
+            .bind(&i.message_id)
+            .bind(&i.internal_date)
+            .bind(i.internal_date_source)
+            .bind(run)
+            .bind(&now)
+            .bind(job)
+            .bind(&i.uidl)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn mark_copied(&self, job: JobId, run: RunId, done: &[CopyDone]) -> Result<()> {
+        let now = now();
+        let mut tx = self.pool.begin().await?;
+        for d in done {
+            sqlx::query(
+                "UPDATE ledger SET state = 'copied', dest_uid = ?, dest_uidvalidity = ?, found_at_destination = ?, reason = NULL,
+                     last_run_id = ?, copied_run_id = ?, copied_at = ?, updated_at = ?
+                 WHERE job_id = ? AND uidl = ?",
+            )
+            .bind(d.dest_uid.map(i64::from))
+            .bind(d.dest_uidvalidity.map(i64::from))
+            .bind(d.found_at_destination)
+            .bind(run)
+            .bind(run)
+            .bind(&now)
+            .bind(&now)
+            .bind(job)
+            .bind(&d.uidl)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn revert_copying(&self, job: JobId, uidls: &[String]) -> Result<()> {
+        let now = now();
+        let mut tx = self.pool.begin().await?;
+        for uidl in uidls {
+            sqlx::query(
+                "UPDATE ledger SET state = 'listed', updated_at = ?
+                 WHERE job_id = ? AND uidl = ? AND state = 'copying'",
+            )
+            .bind(&now)
+            .bind(job)
+            .bind(uidl)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn mark_skipped(&self, job: JobId, run: RunId, uidl: &str, reason: &str) -> Result<()> {
+        set_terminal(&self.pool, job, run, uidl, "skipped", reason).await
+    }
+
+    async fn mark_failed(&self, job: JobId, run: RunId, uidl: &str, error: &str) -> Result<()> {
+        set_terminal(&self.pool, job, run, uidl, "failed", error).await
+    }
+
+    async fn mark_source_deleted(&self, job: JobId, run: RunId, uidls: &[String]) -> Result<()> {
+        let now = now();
+        let mut tx = self.pool.begin().await?;
+        for uidl in uidls {
+            // Only a confirmed copy may ever be recorded as deleted (first law).
+            sqlx::query(
+                "UPDATE ledger SET state = 'source-deleted', deleted_run_id = ?, deleted_at = ?,
+                     last_run_id = ?, updated_at = ?
+                 WHERE job_id = ? AND uidl = ? AND state = 'copied'",
+            )
+            .bind(run)
+            .bind(&now)
+            .bind(run)
+            .bind(&now)
+            .bind(job)
+            .bind(uidl)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn run_counts(&self, job: JobId, run: RunId) -> Result<RunCounts> {
+        let row = sqlx::query(
+            "SELECT COALESCE(SUM(1 - found_at_destination), 0) AS n, COALESCE(SUM(found_at_destination), 0) AS found,
+                    COALESCE(SUM(CASE WHEN found_at_destination = 0 THEN COALESCE(wire_size, size) ELSE 0 END), 0) AS bytes
+             FROM ledger WHERE job_id = ? AND copied_run_id = ?",
+        )
+        .bind(job)
+        .bind(run)
+        .fetch_one(&self.pool)
+        .await?;
+        let deleted: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ledger WHERE job_id = ? AND deleted_run_id = ?")
+            .bind(job)
+            .bind(run)
+            .fetch_one(&self.pool)
+            .await?;
+        let problems = sqlx::query(
+            "SELECT uidl, state, COALESCE(reason, '') AS reason FROM ledger
+             WHERE job_id = ? AND last_run_id = ? AND state IN ('skipped', 'failed') ORDER BY uidl",
+        )
+        .bind(job)
+        .bind(run)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut counts = RunCounts {
+            copied: row.get::<i64, _>("n") as u64,
+            found: row.get::<i64, _>("found") as u64,
+            bytes: row.get::<i64, _>("bytes") as u64,
+            deleted: deleted as u64,
+            ..RunCounts::default()
+        };
+        for p in problems {
+            let entry = (p.get::<String, _>("uidl"), p.get::<String, _>("reason"));
+            if p.get::<String, _>("state") == "skipped" {
+                counts.skipped.push(entry);
+            } else {
+                counts.failed.push(entry);
+            }
+        }
+        Ok(counts)
+    }
+}
+
+async fn set_terminal(pool: &SqlitePool, job: JobId, run: RunId, uidl: &str, state: &str, reason: &str) -> Result<()> {
+    sqlx::query(
+        "UPDATE ledger SET state = ?, reason = ?, last_run_id = ?, updated_at = ?
+         WHERE job_id = ? AND uidl = ? AND state NOT IN ('copied', 'source-deleted')",
+    )
+    .bind(state)
+    .bind(reason)
+    .bind(run)
+    .bind(now())
+    .bind(job)
+    .bind(uidl)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("sub/state.db")).await.unwrap();
+        (dir, store)
+    }
+
+    fn intent(uidl: &str) -> CopyIntent {
+        CopyIntent {
+            uidl: uidl.into(),
+            size: 10,
+            digest: "d".into(),
+            wire_digest: "w".into(),
+            wire_size: 11,
+            normalized: true,
+            message_id: Some("<m@x>".into()),
+            internal_date: None,
+            internal_date_source: "retrieved",
+        }
+    }
+
+    #[tokio::test]
+    async fn ledger_story() {
+        let (_dir, s) = store().await;
+        let job = s.ensure_job("k", "pop3 a@h:995", "imap b@h:993/INBOX").await.unwrap();
+        assert_eq!(s.ensure_job("k", "x", "y").await.unwrap(), job, "same key, same job");
+        let run = s.start_run(job, false).await.unwrap();
+        s.record_listed(job, run, &[("u1".into(), 10), ("u2".into(), 20), ("u3".into(), 30)]).await.unwrap();
+        s.mark_copying(job, run, &[intent("u1"), intent("u2")]).await.unwrap();
+        s.mark_copied(job, run, &[CopyDone { uidl: "u1".into(), dest_uid: Some(7), dest_uidvalidity: Some(1), found_at_destination: false }])
+            .await
+            .unwrap();
+        s.revert_copying(job, &["u2".into()]).await.unwrap();
+        s.mark_skipped(job, run, "u3", "too large").await.unwrap();
+        // Deleting is refused for anything not copied.
+        s.mark_source_deleted(job, run, &["u1".into(), "u2".into()]).await.unwrap();
+        // A failure cannot overwrite a confirmed copy.
+        s.mark_failed(job, run, "u1", "boom").await.unwrap();
+
+        let mut ledger = s.ledger(job).await.unwrap();
+        ledger.sort_by(|a, b| a.uidl.cmp(&b.uidl));
+        let states: Vec<_> = ledger.iter().map(|e| e.state).collect();
+        assert_eq!(states, [LedgerState::SourceDeleted, LedgerState::Listed, LedgerState::Skipped]);
+        assert_eq!(ledger[0].wire_size, Some(11));
+
+        let counts = s.run_counts(job, run).await.unwrap();
+        assert_eq!(counts.copied, 1);
+        assert_eq!(counts.bytes, 11);
+        assert_eq!(counts.deleted, 1);
+        assert_eq!(counts.skipped, vec![("u3".to_string(), "too large".to_string())]);
+        assert!(counts.failed.is_empty());
+
+        // Listing again leaves known rows alone.
+        let run2 = s.start_run(job, false).await.unwrap();
+        s.record_listed(job, run2, &[("u1".into(), 10), ("u4".into(), 40)]).await.unwrap();
+        assert_eq!(s.ledger(job).await.unwrap().len(), 4);
+        assert_eq!(s.run_counts(job, run2).await.unwrap(), RunCounts::default());
+    }
+
+    #[tokio::test]
+    async fn survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let job = {
+            let s = SqliteStore::open(&path).await.unwrap();
+            let job = s.ensure_job("k", "s", "t").await.unwrap();
+            let run = s.start_run(job, false).await.unwrap();
+            s.record_listed(job, run, &[("u1".into(), 1)]).await.unwrap();
+            job
+        };
+        let s = SqliteStore::open(&path).await.unwrap();
+        assert_eq!(s.ledger(job).await.unwrap().len(), 1);
+    }
+}
