@@ -307,7 +307,12 @@ impl RunContext<'_> {
         to_copy: Vec<Planned>,
         mut index: Option<DestinationIndex>,
     ) -> Result<(Pop3Session, Appender)> {
-        let limit = [self.job.max_message_bytes, appender.capabilities().append_limit].into_iter().flatten().min();
+        let limit = match (self.job.max_message_bytes, appender.capabilities().append_limit) {
+            (Some(job), Some(server)) if server < job => Some((server, "the destination's APPENDLIMIT (RFC 7889)")),
+            (None, Some(server)) => Some((server, "the destination's APPENDLIMIT (RFC 7889)")),
+            (Some(job), _) => Some((job, "the job's max_message_bytes")),
+            (None, None) => None,
+        };
         let window = if pop.capabilities().pipelining { self.config.retr_window.max(1) } else { 1 };
         let (tx, mut rx) = mpsc::channel::<Item>(self.config.channel_capacity.max(1));
         let spool = self.config.spool.clone();
@@ -488,7 +493,7 @@ async fn retrieve(
     mut pop: Pop3Session,
     plan: Vec<Planned>,
     window: usize,
-    limit: Option<u64>,
+    limit: Option<(u64, &'static str)>,
     spool: SpoolConfig,
     tx: mpsc::Sender<Item>,
 ) -> (Pop3Session, std::result::Result<(), SourceError>) {
@@ -496,8 +501,8 @@ async fn retrieve(
     for p in plan {
         // LIST sizes are exact per RFC 1939 §5, so oversize messages are skipped unread.
         match limit {
-            Some(max) if p.size > max => {
-                let reason = format!("message of {} bytes exceeds the limit of {max} bytes", p.size);
+            Some((max, which)) if p.size > max => {
+                let reason = format!("message of {} bytes exceeds {which} of {max} bytes", p.size);
                 if tx.send(Item::Skip(p, reason)).await.is_err() {
                     return (pop, Ok(()));
                 }

@@ -14,6 +14,8 @@ mod retry;
 pub mod spool;
 
 pub use drain::{run_job, DrainJob, EngineConfig, Outcome, Progress, RunReport};
+/// Flags given for the destination must be IMAP atoms (RFC 3501 §9).
+pub use mailferry_imap::wire::valid_flag as valid_imap_flag;
 pub use error::{EngineError, Result};
 pub use retry::RetryPolicy;
 pub use spool::SpoolConfig;

@@ -1,1 +1,52 @@
-fn main() {}
+//! The `mailferry` binary. Today: `migrate`, the one-shot CLI that drains one POP3 mailbox
+//! into one IMAP folder on the embedded defaults (SQLite ledger under ./mailferry-data/).
+//!
+//! Exit status (a contract for admins' scripts): 0 every message copied or deliberately
+//! skipped; 3 some messages failed; 2 usage or configuration error; 1 the run could not
+//! proceed (authentication failure, unreachable host, ...).
+#![forbid(unsafe_code)]
+
+mod endpoint_url;
+mod migrate;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "mailferry", version, about = "Drain POP3 mailboxes into IMAP, exactly once.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Copy one POP3 mailbox into one IMAP folder; reruns copy only what is new.
+    Migrate(migrate::MigrateArgs),
+}
+
+/// Exit codes of the CLI contract.
+pub(crate) mod exit {
+    pub const OK: u8 = 0;
+    pub const COULD_NOT_PROCEED: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const SOME_FAILED: u8 = 3;
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::COULD_NOT_PROCEED);
+        }
+    };
+    let code = runtime.block_on(async {
+        match cli.command {
+            Command::Migrate(args) => migrate::run(args).await,
+        }
+    });
+    ExitCode::from(code)
+}

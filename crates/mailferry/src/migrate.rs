@@ -1,0 +1,295 @@
+//! `mailferry migrate`: flags → endpoints → one engine run → summary and exit status.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use mailferry_engine::{run_job, DrainJob, EngineConfig, EngineError, Outcome, Progress, RunReport, SpoolConfig};
+use mailferry_model::{DeletePolicy, ImapAuth, ImapEndpoint, Pop3Auth, Pop3Endpoint, TlsOptions};
+use mailferry_store::SqliteStore;
+use secrecy::SecretString;
+use tokio::sync::watch;
+
+use crate::endpoint_url::{self, Protocol};
+use crate::exit;
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// Source mailbox: pop3s://USER@HOST[:PORT] (implicit TLS) or pop3://USER@HOST[:PORT] (STLS).
+    #[arg(long, value_name = "URL")]
+    from: String,
+    /// Destination: imaps://USER@HOST[:PORT][/FOLDER] or imap://… (STARTTLS). Folder defaults to INBOX.
+    #[arg(long, value_name = "URL")]
+    to: String,
+    /// Environment variable holding the source password (or OAuth2 token).
+    #[arg(long, value_name = "VAR", conflicts_with = "from_password_file")]
+    from_password_env: Option<String>,
+    /// File holding the source password (first line).
+    #[arg(long, value_name = "FILE")]
+    from_password_file: Option<PathBuf>,
+    /// Environment variable holding the destination password (or OAuth2 token).
+    #[arg(long, value_name = "VAR", conflicts_with = "to_password_file")]
+    to_password_env: Option<String>,
+    /// File holding the destination password (first line).
+    #[arg(long, value_name = "FILE")]
+    to_password_file: Option<PathBuf>,
+    /// Source authentication: auto (from CAPA), user, apop, plain, xoauth2.
+    #[arg(long, value_name = "MECH", default_value = "auto")]
+    from_auth: String,
+    /// Destination authentication: auto, login, plain, xoauth2.
+    #[arg(long, value_name = "MECH", default_value = "auto")]
+    to_auth: String,
+    /// Permit pop3:// and imap:// without TLS when the server offers no STLS/STARTTLS.
+    #[arg(long)]
+    allow_plaintext: bool,
+    /// Extra CA certificate(s), PEM, trusted for both servers.
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
+    /// Do not verify server certificates (dangerous; lab and legacy hosts only).
+    #[arg(long)]
+    insecure: bool,
+    /// When to delete from the source: keep, after-verified, after-days:N.
+    #[arg(long, value_name = "POLICY", default_value = "keep")]
+    delete: String,
+    /// Report what would be copied and deleted; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Ledger database (SQLite).
+    #[arg(long, value_name = "PATH", default_value = "mailferry-data/state.db")]
+    state: PathBuf,
+    /// Print the final summary as one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+    /// IMAP flag set on every copied message (repeatable), e.g. --flag '\Seen'.
+    #[arg(long = "flag", value_name = "FLAG")]
+    flags: Vec<String>,
+    /// Skip (and keep at the source) messages larger than this many bytes.
+    #[arg(long, value_name = "BYTES")]
+    max_message_bytes: Option<u64>,
+    /// Attempts for retryable failures (network, [IN-USE], timeouts), first included.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    attempts: u32,
+}
+
+/// A usage or configuration problem: exit status 2.
+struct UsageError(anyhow::Error);
+
+pub async fn run(args: MigrateArgs) -> u8 {
+    crate_telemetry(args.json);
+    let (job, state) = match build_job(&args) {
+        Ok(x) => x,
+        Err(UsageError(e)) => {
+            eprintln!("error: {e:#}");
+            return exit::USAGE;
+        }
+    };
+    let store = match SqliteStore::open(&state).await {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            eprintln!("error: cannot open the ledger {}: {e}", state.display());
+            return exit::COULD_NOT_PROCEED;
+        }
+    };
+    let mut config = EngineConfig::default();
+    config.retry.attempts = args.attempts.max(1);
+    config.spool = SpoolConfig {
+        dir: state.parent().map(|d| d.join("spool")).unwrap_or_else(std::env::temp_dir),
+        ..SpoolConfig::default()
+    };
+    let (tx, rx) = watch::channel(Progress::default());
+    let bar = (!args.json && std::io::stderr().is_terminal()).then(|| tokio::spawn(show_progress(rx)));
+    let result = run_job(store, &job, &config, Some(tx)).await;
+    if let Some(bar) = bar {
+        let _ = bar.await;
+    }
+    match result {
+        Ok(report) => {
+            print_report(&report, args.json);
+            match report.outcome {
+                Outcome::Succeeded => exit::OK,
+                Outcome::Partial => exit::SOME_FAILED,
+            }
+        }
+        Err(e) => {
+            report_error(&e, args.json);
+            exit::COULD_NOT_PROCEED
+        }
+    }
+}
+
+fn build_job(args: &MigrateArgs) -> Result<(DrainJob, PathBuf), UsageError> {
+    (|| {
+        let from = endpoint_url::parse(&args.from).map_err(|e| anyhow::anyhow!("--from: {e}"))?;
+        let to = endpoint_url::parse(&args.to).map_err(|e| anyhow::anyhow!("--to: {e}"))?;
+        if from.protocol != Protocol::Pop3 {
+            bail!("--from must be a pop3s:// or pop3:// URL");
+        }
+        if to.protocol != Protocol::Imap {
+            bail!("--to must be an imaps:// or imap:// URL (archive targets arrive with the archive feature)");
+        }
+        let tls = TlsOptions {
+            extra_roots_pem: match &args.ca_file {
+                Some(f) => Some(std::fs::read(f).with_context(|| format!("cannot read --ca-file {}", f.display()))?),
+                None => None,
+            },
+            insecure_skip_verify: args.insecure,
+            allow_plaintext: args.allow_plaintext,
+        };
+        // Fail on a bad CA file now, with a usage error, not later as a TLS failure.
+        tls.client_config().context("--ca-file")?;
+        let from_secret = secret("source", "--from", args.from_password_env.as_deref(), args.from_password_file.as_ref())?;
+        let to_secret = secret("destination", "--to", args.to_password_env.as_deref(), args.to_password_file.as_ref())?;
+        for flag in &args.flags {
+            if !mailferry_engine::valid_imap_flag(flag) {
+                bail!("--flag {flag:?} is not an IMAP flag (an atom like \\Seen or $Label)");
+            }
+        }
+        let (from_security, to_security) = (from.security_with(args.allow_plaintext), to.security_with(args.allow_plaintext));
+        let job = DrainJob {
+            source: Pop3Endpoint {
+                host: from.host,
+                port: from.port,
+                security: from_security,
+                username: from.username,
+                secret: from_secret,
+                auth: parse_pop3_auth(&args.from_auth)?,
+                tls: tls.clone(),
+            },
+            target: ImapEndpoint {
+                host: to.host,
+                port: to.port,
+                security: to_security,
+                username: to.username,
+                secret: to_secret,
+                auth: parse_imap_auth(&args.to_auth)?,
+                tls,
+                folder: to.folder.unwrap_or_else(|| "INBOX".to_owned()),
+                flags: args.flags.clone(),
+            },
+            delete: args.delete.parse::<DeletePolicy>()?,
+            dry_run: args.dry_run,
+            max_message_bytes: args.max_message_bytes,
+        };
+        Ok((job, args.state.clone()))
+    })()
+    .map_err(UsageError)
+}
+
+impl endpoint_url::EndpointUrl {
+    /// `pop3://` and `imap://` mean STLS/STARTTLS; with --allow-plaintext they mean no TLS.
+    fn security_with(&self, allow_plaintext: bool) -> mailferry_model::Security {
+        use mailferry_model::Security;
+        match (self.security, allow_plaintext) {
+            (Security::Starttls, true) => Security::None,
+            (s, _) => s,
+        }
+    }
+}
+
+fn parse_pop3_auth(s: &str) -> anyhow::Result<Pop3Auth> {
+    Ok(match s {
+        "auto" => Pop3Auth::Auto,
+        "user" => Pop3Auth::User,
+        "apop" => Pop3Auth::Apop,
+        "plain" => Pop3Auth::Plain,
+        "xoauth2" => Pop3Auth::Xoauth2,
+        _ => bail!("--from-auth {s:?}: expected auto, user, apop, plain or xoauth2"),
+    })
+}
+
+fn parse_imap_auth(s: &str) -> anyhow::Result<ImapAuth> {
+    Ok(match s {
+        "auto" => ImapAuth::Auto,
+        "login" => ImapAuth::Login,
+        "plain" => ImapAuth::Plain,
+        "xoauth2" => ImapAuth::Xoauth2,
+        _ => bail!("--to-auth {s:?}: expected auto, login, plain or xoauth2"),
+    })
+}
+
+/// Passwords come from the environment or a file, never from argv (visible in `ps`).
+fn secret(side: &str, flag: &str, env: Option<&str>, file: Option<&PathBuf>) -> anyhow::Result<SecretString> {
+    let value = match (env, file) {
+        (Some(var), _) => std::env::var(var).with_context(|| format!("the {side} password variable {var} is not set"))?,
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the {side} password file {}", path.display()))?;
+            text.lines().next().unwrap_or("").to_owned()
+        }
+        (None, None) => bail!("no {side} password: use {flag}-password-env VAR or {flag}-password-file FILE"),
+    };
+    if value.is_empty() {
+        bail!("the {side} password is empty");
+    }
+    Ok(SecretString::from(value))
+}
+
+fn crate_telemetry(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("MAILFERRY_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    // async-imap traces every command and reply verbatim (LOGIN with its password, message
+    // bodies): cap it whatever the user asked for, so logs stay safe to ship.
+    let filter = filter.add_directive("async_imap=info".parse().expect("valid directive"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json || !std::io::stderr().is_terminal() {
+        let _ = builder.json().try_init();
+    } else {
+        let _ = builder.try_init();
+    }
+}
+
+async fn show_progress(mut rx: watch::Receiver<Progress>) {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} msgs {msg} [{elapsed_precise}]")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    while rx.changed().await.is_ok() {
+        let p = rx.borrow().clone();
+        bar.set_length(p.to_copy);
+        bar.set_position(p.copied + p.skipped + p.failed);
+        bar.set_message(format!("{:.1} MB, {} skipped, {} failed", p.bytes as f64 / 1e6, p.skipped, p.failed));
+    }
+    bar.finish_and_clear();
+}
+
+fn print_report(report: &RunReport, json: bool) {
+    let s = &report.summary;
+    if json {
+        let mut value = serde_json::to_value(s).unwrap_or_default();
+        value["outcome"] = serde_json::json!(report.outcome);
+        value["job"] = serde_json::json!(report.job);
+        value["run"] = serde_json::json!(report.run);
+        println!("{value}");
+        return;
+    }
+    let verb = if s.dry_run { "would copy" } else { "copied" };
+    println!(
+        "{verb} {} of {} messages ({:.1} MB); {} already at the destination, {} skipped, {} failed, {} {}deleted at the source",
+        s.copied,
+        s.listed,
+        s.bytes as f64 / 1e6,
+        s.already_present,
+        s.skipped,
+        s.failed,
+        s.deleted,
+        if s.dry_run { "would be " } else { "" },
+    );
+    for f in &s.skips {
+        println!("  skipped {}: {}", f.uidl, f.error);
+    }
+    for f in &s.failures {
+        println!("  failed {}: {}", f.uidl, f.error);
+    }
+}
+
+fn report_error(e: &EngineError, json: bool) {
+    if json {
+        println!("{}", serde_json::json!({ "outcome": "failed", "error": e.to_string() }));
+    }
+    eprintln!("error: {e}");
+}

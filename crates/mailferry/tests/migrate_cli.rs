@@ -1,0 +1,211 @@
+//! `mailferry migrate` end to end against a real Dovecot: fidelity, incremental reruns,
+//! TLS, exit statuses, delete policy, limits and secrets.
+
+mod common;
+
+use common::*;
+use mailferry_tests::tricky_corpus;
+
+fn corpus() -> Vec<Vec<u8>> {
+    tricky_corpus().into_iter().map(|(_, m)| m).collect()
+}
+
+#[test]
+fn tricky_corpus_arrives_byte_for_byte_and_a_rerun_appends_nothing() {
+    let lab = Lab::start();
+    let msgs = corpus();
+    lab.dovecot.seed("src", &msgs);
+
+    let run = lab.migrate(&[]);
+    run.assert_code(0);
+    assert_eq!(run.n("listed"), msgs.len() as u64);
+    assert_eq!(run.n("copied"), msgs.len() as u64);
+    assert_eq!(run.n("failed"), 0);
+    assert_same_messages(&msgs, &lab.dst());
+    assert_eq!(lab.src().len(), msgs.len(), "keep is the default: the source is untouched");
+
+    let again = lab.migrate(&[]);
+    again.assert_code(0);
+    assert_eq!(again.n("copied"), 0);
+    assert_eq!(again.n("already_present"), msgs.len() as u64);
+    assert_eq!(lab.dst().len(), msgs.len(), "a rerun appends nothing");
+
+    // A new message at the source: the delta pass copies exactly that one.
+    lab.dovecot.seed("src", &[b"Subject: late\r\n\r\nnew one\r\n".to_vec()]);
+    let delta = lab.migrate(&[]);
+    delta.assert_code(0);
+    assert_eq!(delta.n("copied"), 1);
+    assert_eq!(lab.dst().len(), msgs.len() + 1);
+}
+
+#[test]
+fn internaldate_comes_from_the_message() {
+    let lab = Lab::start();
+    lab.dovecot.seed(
+        "src",
+        &[
+            b"Received: from a by b; Tue, 03 Mar 2015 10:00:00 +0000\r\nDate: Sun, 01 Mar 2015 08:00:00 +0000\r\nSubject: r\r\n\r\nx\r\n".to_vec(),
+            b"Date: Sun, 01 Mar 2015 08:00:00 +0000\r\nSubject: d\r\n\r\ny\r\n".to_vec(),
+        ],
+    );
+    lab.migrate(&[]).assert_code(0);
+    let out = lab.dovecot.doveadm(&["fetch", "-u", "dst", "date.received hdr.subject", "mailbox", "INBOX", "all"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("2015-03-03 10:00:00"), "Received date used: {text}");
+    assert!(text.contains("2015-03-01 08:00:00"), "Date used when no Received: {text}");
+}
+
+#[test]
+fn stls_and_starttls_against_the_lab_ca() {
+    let lab = Lab::start();
+    let msgs = vec![b"Subject: one\r\n\r\n..dots\r\n.\r\n".to_vec(), b"Subject: two\r\n\r\nbody\r\n".to_vec()];
+    lab.dovecot.seed("src", &msgs);
+    let from = format!("pop3://src@127.0.0.1:{}", lab.dovecot.pop3_port());
+    let to = format!("imap://dst@127.0.0.1:{}/Archiv/Größe", lab.dovecot.imap_port());
+    let run = lab.migrate_raw(&["--from", &from, "--to", &to]);
+    run.assert_code(0);
+    assert_eq!(run.n("copied"), 2);
+    assert_same_messages(&msgs, &lab.dovecot.folder_messages("dst", "Archiv/Größe"));
+    let log = lab.dovecot.log();
+    assert!(log.contains("TLS"), "sessions were encrypted: {log}");
+}
+
+#[test]
+fn untrusted_certificate_is_refused() {
+    let lab = Lab::start();
+    lab.dovecot.seed("src", &[b"Subject: x\r\n\r\ny\r\n".to_vec()]);
+    let from = lab.from_tls();
+    let to = lab.to_tls("INBOX");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailferry"))
+        .args(["migrate", "--from", &from, "--to", &to, "--state"])
+        .arg(lab.state())
+        .args(["--from-password-env", "A", "--to-password-env", "B"])
+        .env("A", SRC_PW)
+        .env("B", DST_PW)
+        .output()
+        .unwrap();
+    let run = Run::from(out);
+    run.assert_code(1);
+    assert!(run.stderr.contains("certificate") || run.stderr.contains("TLS"), "{}", run.stderr);
+    assert_eq!(lab.dst().len(), 0);
+}
+
+#[test]
+fn wrong_password_exits_1_with_a_clear_sentence_and_no_secret() {
+    let lab = Lab::start();
+    lab.dovecot.seed("src", &[b"Subject: x\r\n\r\ny\r\n".to_vec()]);
+    let run = Run::from(
+        lab.command(&["--from", &lab.from_tls(), "--to", &lab.to_tls("INBOX")])
+            .env("MF_SRC_PW", "wrong-Passw0rd-xyz")
+            .output()
+            .unwrap(),
+    );
+    run.assert_code(1);
+    assert!(run.stderr.contains("src@127.0.0.1"), "names the endpoint: {}", run.stderr);
+    assert!(run.stderr.to_lowercase().contains("rejected") || run.stderr.contains("auth"), "{}", run.stderr);
+    for secret in ["wrong-Passw0rd-xyz", SRC_PW, DST_PW] {
+        assert!(!run.stderr.contains(secret) && !run.stdout.contains(secret), "secret leaked");
+    }
+    assert_eq!(run.json["outcome"], "failed");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let lab = Lab::start();
+    for args in [
+        vec!["--from", "http://x@y", "--to", "imaps://a@b"],
+        vec!["--from", "pop3s://nouser", "--to", "imaps://a@b"],
+        vec!["--from", "pop3s://u@h", "--to", "imaps://a@b", "--delete", "sometimes"],
+        vec!["--from", "imaps://u@h", "--to", "imaps://a@b"],
+    ] {
+        let run = lab.migrate_raw(&args);
+        run.assert_code(2);
+        assert!(run.stderr.starts_with("error: "), "{}", run.stderr);
+    }
+    // A missing password is a usage error too, and never read from argv.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailferry"))
+        .args(["migrate", "--from", "pop3s://u@h", "--to", "imaps://a@b", "--to-password-env", "HOME"])
+        .output()
+        .unwrap();
+    let run = Run::from(out);
+    run.assert_code(2);
+    assert!(run.stderr.contains("no source password"), "{}", run.stderr);
+}
+
+#[test]
+fn plaintext_needs_explicit_permission() {
+    let lab = Lab::start();
+    lab.dovecot.seed("src", &[b"Subject: x\r\n\r\ny\r\n".to_vec()]);
+    let from = format!("pop3://src@127.0.0.1:{}", lab.dovecot.pop3_port());
+    let to = format!("imap://dst@127.0.0.1:{}", lab.dovecot.imap_port());
+    let run = lab.migrate_raw(&["--from", &from, "--to", &to, "--allow-plaintext"]);
+    run.assert_code(0);
+    assert_eq!(run.n("copied"), 1);
+}
+
+#[test]
+fn after_verified_deletes_exactly_the_copied_messages() {
+    let lab = Lab::start_with(LabOptions { extra_config: "imap_capability = +APPENDLIMIT=1048576\n".into() });
+    let big = vec![b'x'; 2 * 1024 * 1024];
+    let mut big_msg = b"Subject: big\r\n\r\n".to_vec();
+    big_msg.extend_from_slice(&big);
+    big_msg.extend_from_slice(b"\r\n");
+    let small: Vec<Vec<u8>> = (0..5).map(|i| format!("Subject: m{i}\r\n\r\nbody {i}\r\n").into_bytes()).collect();
+    let mut all = small.clone();
+    all.push(big_msg.clone());
+    lab.dovecot.seed("src", &all);
+
+    let run = lab.migrate(&["--delete", "after-verified"]);
+    run.assert_code(0);
+    assert_eq!(run.n("copied"), 5);
+    assert_eq!(run.n("skipped"), 1);
+    assert_eq!(run.n("deleted"), 5);
+    assert!(run.json["skips"][0]["error"].as_str().unwrap().contains("APPENDLIMIT"), "{}", run.stdout);
+    assert_same_messages(&small, &lab.dst());
+    assert_same_messages(&[big_msg], &lab.src());
+}
+
+#[test]
+fn nothing_is_deleted_when_the_destination_fails() {
+    let lab = Lab::start();
+    let msgs: Vec<Vec<u8>> = (0..3).map(|i| format!("Subject: m{i}\r\n\r\nbody\r\n").into_bytes()).collect();
+    lab.dovecot.seed("src", &msgs);
+    let run = Run::from(
+        lab.command(&["--from", &lab.from_tls(), "--to", &lab.to_tls("INBOX"), "--delete", "after-verified"])
+            .env("MF_DST_PW", "not-the-password")
+            .output()
+            .unwrap(),
+    );
+    run.assert_code(1);
+    assert_eq!(lab.src().len(), 3, "no DELE on a failing path");
+    assert!(run.stderr.contains("dst@127.0.0.1"), "{}", run.stderr);
+}
+
+#[test]
+fn dry_run_changes_nothing() {
+    let lab = Lab::start();
+    let msgs: Vec<Vec<u8>> = (0..4).map(|i| format!("Subject: m{i}\r\n\r\nbody\r\n").into_bytes()).collect();
+    lab.dovecot.seed("src", &msgs);
+    let run = lab.migrate(&["--dry-run", "--delete", "after-verified"]);
+    run.assert_code(0);
+    assert_eq!(run.n("copied"), 4, "would copy");
+    assert_eq!(run.n("deleted"), 4, "would delete");
+    assert_eq!(run.json["dry_run"], true);
+    assert_eq!(lab.dst().len(), 0);
+    assert_eq!(lab.src().len(), 4);
+    // The real run afterwards still copies everything.
+    assert_eq!(lab.migrate(&[]).n("copied"), 4);
+}
+
+#[test]
+fn logs_never_contain_a_password() {
+    let lab = Lab::start();
+    lab.dovecot.seed("src", &[b"Subject: x\r\n\r\ny\r\n".to_vec()]);
+    let run = Run::from(lab.command(&["--from", &lab.from_tls(), "--to", &lab.to_tls("INBOX")]).env("MAILFERRY_LOG", "trace").output().unwrap());
+    run.assert_code(0);
+    assert!(run.stderr.len() > 100, "trace logging produced output");
+    for secret in [SRC_PW, DST_PW] {
+        assert!(!run.stderr.contains(secret), "password in the logs");
+        assert!(!run.stdout.contains(secret), "password in the output");
+    }
+}
