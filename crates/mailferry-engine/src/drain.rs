@@ -219,7 +219,7 @@ impl RunContext<'_> {
         let mut tally = Tally { listed: (listing.entries.len() + listing.invalid.len()) as u64, ..Tally::default() };
 
         let state_of = |uidl: &str| before.get(uidl).map(|e| e.state);
-        let to_copy: Vec<Planned> =
+        let mut to_copy: Vec<Planned> =
             listed.iter().filter(|p| !state_of(&p.uidl).is_some_and(LedgerState::is_copied)).cloned().collect();
         tally.already_copied = (listed.len() - to_copy.len()) as u64;
 
@@ -247,11 +247,6 @@ impl RunContext<'_> {
         for (number, reason) in &listing.invalid {
             tracing::warn!(number, reason, "invalid UIDL; message left in place");
         }
-        self.progress.send_modify(|p| {
-            p.listed = tally.listed;
-            p.to_copy = to_copy.len() as u64;
-        });
-
         let mut imap = ImapSession::connect(&self.job.target, &self.config.imap).await.map_err(|e| self.dest_err(e))?;
 
         // Exactly once: copies whose APPEND outcome was never recorded are looked up at the
@@ -262,8 +257,13 @@ impl RunContext<'_> {
             tracing::warn!("no ledger for this job but the destination folder holds messages: indexing it to avoid duplicates");
             index = Some(imap.build_index(None).await.map_err(|e| self.dest_err(e))?);
         } else if !in_doubt.is_empty() {
-            self.resolve_in_doubt(&mut imap, &in_doubt).await?;
+            let found = self.resolve_in_doubt(&mut imap, &in_doubt).await?;
+            to_copy.retain(|p| !found.contains(&p.uidl));
         }
+        self.progress.send_modify(|p| {
+            p.listed = tally.listed;
+            p.to_copy = to_copy.len() as u64;
+        });
 
         let appender = imap.into_appender();
         let (pop, appender) = self.copy(pop, appender, to_copy, index).await?;
@@ -272,7 +272,8 @@ impl RunContext<'_> {
         Ok(tally)
     }
 
-    async fn resolve_in_doubt(&self, imap: &mut ImapSession, in_doubt: &[&LedgerEntry]) -> Result<()> {
+    /// Returns the UIDLs found at the destination (now `copied`); the rest go back to `listed`.
+    async fn resolve_in_doubt(&self, imap: &mut ImapSession, in_doubt: &[&LedgerEntry]) -> Result<HashSet<String>> {
         let store = &self.store;
         let mut found = Vec::new();
         let mut again = Vec::new();
@@ -296,7 +297,7 @@ impl RunContext<'_> {
         tracing::info!(found = found.len(), again = again.len(), "resolved copies left in doubt by an earlier run");
         store.mark_copied(self.job_id, self.run, &found).await?;
         store.revert_copying(self.job_id, &again).await?;
-        Ok(())
+        Ok(found.into_iter().map(|d| d.uidl).collect())
     }
 
     /// Source task retrieves into the channel; this task appends in batches.

@@ -1,0 +1,103 @@
+//! Exactly once (DESIGN.md §2.2): whatever happens between APPEND and the ledger commit —
+//! a crash, kill -9, a lost ledger — a rerun leaves each source message at the destination
+//! exactly once.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use mailferry_tests::realistic;
+
+async fn sql(lab: &Lab, statement: &str) -> u64 {
+    let url = format!("sqlite://{}", lab.state().display());
+    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url).await.unwrap();
+    sqlx::query(statement).execute(&mut conn).await.unwrap().rows_affected()
+}
+
+fn small(n: usize) -> Vec<Vec<u8>> {
+    (0..n).map(|i| format!("Message-ID: <m{i}@lab>\r\nSubject: m{i}\r\n\r\nbody {i}\r\n").into_bytes()).collect()
+}
+
+#[tokio::test]
+async fn append_confirmed_but_not_recorded_is_not_doubled() {
+    let lab = Lab::start();
+    let mut msgs = small(6);
+    msgs.push(msgs[0].clone()); // a byte-identical duplicate under another UIDL
+    lab.dovecot.seed("src", &msgs);
+    lab.migrate(&[]).assert_code(0);
+
+    // As if the process died after the destination said OK but before the ledger commit.
+    assert_eq!(sql(&lab, "UPDATE ledger SET state = 'copying', copied_at = NULL, dest_uid = NULL").await, 7);
+    let run = lab.migrate(&[]);
+    run.assert_code(0);
+    assert_eq!(run.n("copied"), 0, "{}", run.stdout);
+    assert_eq!(run.n("already_present"), 7);
+    assert_same_messages(&msgs, &lab.dst());
+}
+
+#[tokio::test]
+async fn append_that_never_arrived_is_copied_again() {
+    let lab = Lab::start();
+    let msgs = small(3);
+    lab.dovecot.seed("src", &msgs);
+    lab.migrate(&[]).assert_code(0);
+    // The ledger says an APPEND was in flight, but the destination never stored it.
+    lab.dovecot.doveadm(&["expunge", "-u", "dst", "mailbox", "INBOX", "header", "Subject", "m1"]);
+    assert_eq!(lab.dst().len(), 2);
+    sql(&lab, "UPDATE ledger SET state = 'copying'").await;
+    let run = lab.migrate(&[]);
+    run.assert_code(0);
+    assert_eq!(run.n("copied"), 1);
+    assert_eq!(run.n("already_present"), 2);
+    assert_same_messages(&msgs, &lab.dst());
+}
+
+#[test]
+fn lost_ledger_with_a_full_destination_adds_nothing_and_keeps_multiplicity() {
+    let lab = Lab::start();
+    let mut msgs = small(5);
+    msgs.push(msgs[2].clone());
+    msgs.push(msgs[2].clone());
+    lab.dovecot.seed("src", &msgs[..6]);
+    lab.migrate(&[]).assert_code(0);
+    assert_eq!(lab.dst().len(), 6);
+
+    // The ledger is gone; one more identical copy appeared at the source meanwhile.
+    std::fs::remove_file(lab.state()).unwrap();
+    lab.dovecot.seed("src", &msgs[6..]);
+    let run = lab.migrate(&[]);
+    run.assert_code(0);
+    assert_eq!(run.n("already_present"), 6, "{}", run.stdout);
+    assert_eq!(run.n("copied"), 1, "the third identical message is a message of its own");
+    assert_same_messages(&msgs, &lab.dst());
+}
+
+#[test]
+fn kill_9_at_any_moment_then_rerun_is_exactly_once() {
+    let lab = Lab::start();
+    let msgs = realistic(400, 11);
+    lab.dovecot.seed("src", &msgs);
+
+    // Kill the process at several moments of one migration, resuming each time.
+    for delay_ms in [150u64, 400, 700] {
+        let mut child = lab.command(&["--from", &lab.from_tls(), "--to", &lab.to_tls("INBOX")]).spawn().unwrap();
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_millis(delay_ms) {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        let at_dest = lab.dst().len();
+        assert!(at_dest <= msgs.len(), "never more than the source holds");
+    }
+    let run = lab.migrate(&[]);
+    run.assert_code(0);
+    assert_same_messages(&msgs, &lab.dst());
+    let again = lab.migrate(&[]);
+    assert_eq!(again.n("copied"), 0);
+    assert_eq!(lab.dst().len(), msgs.len());
+}
