@@ -10,7 +10,7 @@ use mailferry_model::{
 };
 use mailferry_pop3::{Pop3Options, Pop3Session};
 use mailferry_store::{CopyDone, CopyIntent, JobId, LedgerEntry, RunId, Store};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{EngineError, Result};
 use crate::message::header_facts;
@@ -47,8 +47,11 @@ pub struct EngineConfig {
     pub spool: SpoolConfig,
     /// RETRs kept in flight when the source advertises PIPELINING (RFC 2449).
     pub retr_window: usize,
-    /// Retrieved messages waiting for the sink; bounds memory with `spool.memory_threshold`.
+    /// Retrieved messages waiting for the sink.
     pub channel_capacity: usize,
+    /// Bytes of message bodies held in memory between source and sink (larger messages
+    /// are spooled to disk and do not count): what bounds the pipeline's memory.
+    pub memory_budget: usize,
     /// Most messages and bytes in one (MULTI)APPEND batch.
     pub batch_messages: usize,
     pub batch_bytes: u64,
@@ -62,7 +65,8 @@ impl Default for EngineConfig {
             imap: ImapOptions::default(),
             spool: SpoolConfig::default(),
             retr_window: 16,
-            channel_capacity: 16,
+            channel_capacity: 256,
+            memory_budget: 16 * 1024 * 1024,
             batch_messages: 64,
             batch_bytes: 8 * 1024 * 1024,
             retry: RetryPolicy::default(),
@@ -184,7 +188,8 @@ struct Planned {
 /// What the source side hands the sink.
 #[derive(Debug)]
 enum Item {
-    Retrieved(Planned, Received),
+    /// The permit holds the message's share of the memory budget until it is appended.
+    Retrieved(Planned, Received, OwnedSemaphorePermit),
     Skip(Planned, String),
     Failed(Planned, String),
 }
@@ -257,7 +262,8 @@ impl RunContext<'_> {
             tracing::warn!("no ledger for this job but the destination folder holds messages: indexing it to avoid duplicates");
             index = Some(imap.build_index(None).await.map_err(|e| self.dest_err(e))?);
         } else if !in_doubt.is_empty() {
-            let found = self.resolve_in_doubt(&mut imap, &in_doubt).await?;
+            let copied: Vec<&LedgerEntry> = before.values().filter(|e| e.state.is_copied()).collect();
+            let found = self.resolve_in_doubt(&mut imap, &in_doubt, &copied).await?;
             to_copy.retain(|p| !found.contains(&p.uidl));
         }
         self.progress.send_modify(|p| {
@@ -273,13 +279,26 @@ impl RunContext<'_> {
     }
 
     /// Returns the UIDLs found at the destination (now `copied`); the rest go back to `listed`.
-    async fn resolve_in_doubt(&self, imap: &mut ImapSession, in_doubt: &[&LedgerEntry]) -> Result<HashSet<String>> {
+    /// Each destination copy vouches for one source message: copies already accounted for
+    /// by `copied` rows are claimed first, so an in-doubt twin of a copied message is not
+    /// mistaken for copied (and then deleted at the source) when its own APPEND never landed.
+    async fn resolve_in_doubt(
+        &self,
+        imap: &mut ImapSession,
+        in_doubt: &[&LedgerEntry],
+        copied: &[&LedgerEntry],
+    ) -> Result<HashSet<String>> {
         let store = &self.store;
         let mut found = Vec::new();
         let mut again = Vec::new();
         if imap.exists() > 0 {
             let sizes: HashSet<u64> = in_doubt.iter().filter_map(|e| e.wire_size).collect();
             let mut index = imap.build_index(Some(&sizes)).await.map_err(|e| self.dest_err(e))?;
+            for e in copied {
+                if let Some(d) = e.wire_digest.as_deref() {
+                    index.claim(d);
+                }
+            }
             for e in in_doubt {
                 match e.wire_digest.as_deref().and_then(|d| index.claim(d)) {
                     Some(uid) => found.push(CopyDone {
@@ -317,7 +336,8 @@ impl RunContext<'_> {
         let window = if pop.capabilities().pipelining { self.config.retr_window.max(1) } else { 1 };
         let (tx, mut rx) = mpsc::channel::<Item>(self.config.channel_capacity.max(1));
         let spool = self.config.spool.clone();
-        let source = tokio::spawn(retrieve(pop, to_copy, window, limit, spool, tx));
+        let budget = Arc::new(Semaphore::new(kib(self.config.memory_budget) as usize));
+        let source = tokio::spawn(retrieve(pop, to_copy, window, limit, spool, budget, tx));
 
         let mut sink_result = Ok(());
         while let Some(first) = rx.recv().await {
@@ -326,7 +346,7 @@ impl RunContext<'_> {
             while batch.len() < self.config.batch_messages && bytes < self.config.batch_bytes {
                 match rx.try_recv() {
                     Ok(item) => {
-                        if let Item::Retrieved(_, r) = &item {
+                        if let Item::Retrieved(_, r, _) = &item {
                             bytes += r.wire_size;
                         }
                         batch.push(item);
@@ -357,6 +377,7 @@ impl RunContext<'_> {
         let mut intents = Vec::new();
         let mut msgs = Vec::new();
         let mut found = Vec::new();
+        let mut permits = Vec::new();
         for item in batch {
             match item {
                 Item::Skip(p, reason) => {
@@ -367,7 +388,8 @@ impl RunContext<'_> {
                     store.mark_failed(self.job_id, self.run, &p.uidl, &error).await?;
                     self.progress.send_modify(|p| p.failed += 1);
                 }
-                Item::Retrieved(p, r) => {
+                Item::Retrieved(p, r, permit) => {
+                    permits.push(permit);
                     let facts = header_facts(&r.head, retrieved_at);
                     let msg = AppendMessage {
                         body: r.body,
@@ -496,6 +518,7 @@ async fn retrieve(
     window: usize,
     limit: Option<(u64, &'static str)>,
     spool: SpoolConfig,
+    budget: Arc<Semaphore>,
     tx: mpsc::Sender<Item>,
 ) -> (Pop3Session, std::result::Result<(), SourceError>) {
     let mut fetch = Vec::new();
@@ -511,6 +534,7 @@ async fn retrieve(
             _ => fetch.push(p),
         }
     }
+    let budget_total = u32::try_from(budget.available_permits()).unwrap_or(u32::MAX);
     let result = async {
         let mut queue: VecDeque<&Planned> = VecDeque::new();
         let mut next = 0;
@@ -529,7 +553,17 @@ async fn retrieve(
                     while let Some(chunk) = pop.read_retr_chunk().await.map_err(SourceError::Pop3)? {
                         incoming.push(chunk).map_err(SourceError::Spool)?;
                     }
-                    Item::Retrieved(p.clone(), incoming.finish().map_err(SourceError::Spool)?)
+                    let received = incoming.finish().map_err(SourceError::Spool)?;
+                    let in_memory = match &received.body {
+                        mailferry_imap::AppendBody::Memory(v) => v.len(),
+                        mailferry_imap::AppendBody::Spooled { .. } => 0,
+                    };
+                    let permits = kib(in_memory).min(budget_total);
+                    let permit = Arc::clone(&budget)
+                        .acquire_many_owned(permits)
+                        .await
+                        .expect("the budget semaphore is never closed");
+                    Item::Retrieved(p.clone(), received, permit)
                 }
                 // -ERR for one message: the session goes on (RFC 1939 §7).
                 Err(mailferry_pop3::Pop3Error::Server { text, .. }) => {
@@ -547,3 +581,8 @@ async fn retrieve(
     (pop, result)
 }
 
+
+/// Budget permits are KiB, rounded up, so a semaphore's u32 count covers large budgets.
+fn kib(bytes: usize) -> u32 {
+    u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX)
+}

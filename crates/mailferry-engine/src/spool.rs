@@ -48,7 +48,9 @@ pub struct Incoming<'a> {
     config: &'a SpoolConfig,
     raw: Sha256,
     raw_len: u64,
-    wire: Sha256,
+    /// Digest of the normalised bytes; `None` while they equal the raw bytes (the common
+    /// case: POP3 servers send CRLF), so most messages are hashed once, not twice.
+    wire: Option<Sha256>,
     wire_len: u64,
     normalizer: CrlfNormalizer,
     has_nul: bool,
@@ -64,7 +66,7 @@ impl<'a> Incoming<'a> {
             config,
             raw: Sha256::new(),
             raw_len: 0,
-            wire: Sha256::new(),
+            wire: None,
             wire_len: 0,
             normalizer: CrlfNormalizer::default(),
             has_nul: false,
@@ -77,12 +79,18 @@ impl<'a> Incoming<'a> {
 
     /// Take the next chunk of unstuffed message bytes.
     pub fn push(&mut self, chunk: &[u8]) -> std::io::Result<()> {
-        self.raw.update(chunk);
-        self.raw_len += chunk.len() as u64;
         self.has_nul |= chunk.contains(&0);
         self.scratch.clear();
         self.normalizer.push(chunk, &mut self.scratch);
-        self.wire.update(&self.scratch);
+        if self.wire.is_none() && self.scratch.len() != chunk.len() {
+            // First bare LF: the wire bytes so far were the raw bytes so far.
+            self.wire = Some(self.raw.clone());
+        }
+        self.raw.update(chunk);
+        self.raw_len += chunk.len() as u64;
+        if let Some(wire) = &mut self.wire {
+            wire.update(&self.scratch);
+        }
         self.wire_len += self.scratch.len() as u64;
         if self.head.len() < HEAD_BYTES {
             let take = (HEAD_BYTES - self.head.len()).min(self.scratch.len());
@@ -117,11 +125,12 @@ impl<'a> Incoming<'a> {
             }
             None => AppendBody::Memory(self.memory),
         };
+        let digest = hex::encode(self.raw.finalize());
         Ok(Received {
             body,
-            digest: hex::encode(self.raw.finalize()),
+            wire_digest: self.wire.map(|w| hex::encode(w.finalize())).unwrap_or_else(|| digest.clone()),
+            digest,
             size: self.raw_len,
-            wire_digest: hex::encode(self.wire.finalize()),
             wire_size: self.wire_len,
             normalized: self.normalizer.changed(),
             has_nul: self.has_nul,
@@ -158,6 +167,14 @@ mod tests {
         assert_eq!(big.digest, hex::encode(Sha256::digest(&msg)));
         assert_eq!(big.wire_digest, hex::encode(Sha256::digest(&on_disk)));
         assert!(big.normalized);
+        assert_ne!(big.digest, big.wire_digest);
+
+        // Already CRLF: one digest serves both.
+        let mut crlf = Incoming::new(&config);
+        crlf.push(b"Subject: y\r\n\r\nbody\r\n").unwrap();
+        let crlf = crlf.finish().unwrap();
+        assert_eq!(crlf.digest, crlf.wire_digest);
+        assert!(!crlf.normalized);
         assert!(big.head.starts_with(b"Subject: x\r\n\r\n"));
         let spooled = path.to_path_buf();
         drop(big);

@@ -4,8 +4,8 @@
 //! creation, the destination index). It cannot carry our APPENDs: async-imap 0.12 buffers the
 //! whole message, always waits for a synchronising literal (no LITERAL+, RFC 7888), has no
 //! MULTIAPPEND (RFC 3502) and drops the APPENDUID response code (RFC 4315). So once the
-//! session is ready we take the stream back (`Session::into_inner`) and [`Appender`] speaks
-//! APPEND itself, streaming large messages from their spool files (docs/adr/0002).
+//! session is ready, [`Appender`] keeps it and, with no command outstanding, reads and
+//! writes its stream directly (`Session::get_mut`) to speak APPEND itself, streaming large messages from their spool files (docs/adr/0002).
 #![forbid(unsafe_code)]
 
 mod append;

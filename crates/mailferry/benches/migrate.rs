@@ -38,9 +38,11 @@ fn print(rows: &[Row]) {
     }
 }
 
-fn child_peak_rss_mb() -> f64 {
-    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN).unwrap();
-    usage.max_rss() as f64 / 1024.0 // kilobytes on Linux
+/// Peak resident set (VmHWM) of a running process, in MB.
+fn peak_rss_mb(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: f64 = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kb / 1024.0)
 }
 
 fn migrate(lab: &Dovecot, state: &std::path::Path, from: &str, to: &str, tls: bool) -> (Duration, f64, String) {
@@ -50,7 +52,7 @@ fn migrate(lab: &Dovecot, state: &std::path::Path, from: &str, to: &str, tls: bo
         (format!("pop3://{from}@127.0.0.1:{}", lab.pop3_port()), format!("imap://{to}@127.0.0.1:{}", lab.imap_port()))
     };
     let started = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_mailferry"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mailferry"))
         .args(["migrate", "--from", &from, "--to", &to, "--json", "--allow-plaintext"])
         .arg("--ca-file")
         .arg(lab.ca_file())
@@ -58,11 +60,21 @@ fn migrate(lab: &Dovecot, state: &std::path::Path, from: &str, to: &str, tls: bo
         .arg(state)
         .args(["--from-password-env", "PW", "--to-password-env", "PW"])
         .env("PW", "bench-pw")
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("run mailferry");
+    // The high-water mark only grows; the last reading before exit is the peak.
+    let pid = child.id();
+    let mut peak = 0.0f64;
+    while child.try_wait().unwrap().is_none() {
+        peak = peak.max(peak_rss_mb(pid).unwrap_or(0.0));
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let elapsed = started.elapsed();
+    let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "migrate failed: {}", String::from_utf8_lossy(&out.stderr));
-    (elapsed, child_peak_rss_mb(), String::from_utf8_lossy(&out.stdout).into_owned())
+    (elapsed, peak, String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn main() {

@@ -101,3 +101,21 @@ fn kill_9_at_any_moment_then_rerun_is_exactly_once() {
     assert_eq!(again.n("copied"), 0);
     assert_eq!(lab.dst().len(), msgs.len());
 }
+
+#[tokio::test]
+async fn an_in_doubt_twin_does_not_borrow_its_siblings_copy() {
+    let lab = Lab::start();
+    let twin = b"Message-ID: <twin@lab>\r\nSubject: twin\r\n\r\nsame bytes\r\n".to_vec();
+    lab.dovecot.seed("src", &[twin.clone(), twin.clone()]);
+    lab.migrate(&[]).assert_code(0);
+    assert_eq!(lab.dst().len(), 2);
+
+    // One twin's APPEND "never landed": its copy is gone and its row is in doubt.
+    lab.dovecot.doveadm(&["expunge", "-u", "dst", "mailbox", "INBOX", "uid", "2"]);
+    assert_eq!(sql(&lab, "UPDATE ledger SET state = 'copying' WHERE dest_uid = 2").await, 1);
+    let run = lab.migrate(&["--delete", "after-verified"]);
+    run.assert_code(0);
+    assert_eq!(run.n("copied"), 1, "{}", run.stdout);
+    assert_same_messages(&[twin.clone(), twin], &lab.dst());
+    assert_eq!(lab.src().len(), 0, "both deleted, each after its own confirmed copy");
+}
