@@ -308,6 +308,9 @@ pub fn rfc2822(t: u64) -> String {
     )
 }
 
+/// Independent of the engine's normaliser on purpose: tests compare the engine's output
+/// against this oracle.
+///
 /// Bare LF becomes CRLF; existing CRLF stays; a last line without newline stays as is.
 /// (What IMAP requires of an appended message, RFC 3501 §4.3.)
 pub fn normalize_crlf(b: &[u8]) -> Vec<u8> {

@@ -543,6 +543,9 @@ fn time_key(name: &str) -> (u64, u64) {
     (secs, usecs)
 }
 
+/// Written independently of `mailferry_imap::mutf7` on purpose: the lab is the oracle
+/// our encoder is checked against, so it must not share its bugs.
+///
 /// Modified UTF-7 (RFC 3501 §5.1.3) for one mailbox name level: printable ASCII stays,
 /// `&` becomes `&-`, every run of other characters becomes `&` + modified BASE64 of its
 /// UTF-16BE + `-` (alphabet with `,` for `/`, no padding).

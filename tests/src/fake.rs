@@ -470,6 +470,9 @@ fn top(msg: &[u8], lines: usize) -> Vec<u8> {
     out
 }
 
+/// Independent of `mailferry_pop3::wire::stuff` on purpose: the fake server is an oracle for
+/// our client's unstuffing and must not share its bugs.
+///
 /// RFC 1939 §3 byte-stuffing of a multi-line body plus the terminating `.CRLF`. The body
 /// must end with a newline for the terminator to be recognised; [`crlf_complete`] ensures
 /// that in the default mode, and raw mode adds a CRLF if the message lacks one.
