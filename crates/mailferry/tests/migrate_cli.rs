@@ -209,3 +209,58 @@ fn logs_never_contain_a_password() {
         assert!(!run.stdout.contains(secret), "password in the output");
     }
 }
+
+#[test]
+fn sasl_plain_and_xoauth2_on_both_sides() {
+    // Dovecot 2.3 checks an XOAUTH2 token against the passdb like a password, so the lab's
+    // passwd-file users double as OAuth2 users whose "access token" is their password.
+    let lab = Lab::start_with(LabOptions { extra_config: "auth_mechanisms = plain login xoauth2\n".into() });
+    let msgs: Vec<Vec<u8>> = (0..3).map(|i| format!("Subject: m{i}\r\n\r\nbody\r\n").into_bytes()).collect();
+    lab.dovecot.seed("src", &msgs);
+    let run = lab.migrate(&["--from-auth", "plain", "--to-auth", "plain"]);
+    run.assert_code(0);
+    assert_eq!(run.n("copied"), 3);
+
+    lab.dovecot.seed("src", &[b"Subject: oauth\r\n\r\nbody\r\n".to_vec()]);
+    let run = lab.migrate(&["--from-auth", "xoauth2", "--to-auth", "xoauth2"]);
+    run.assert_code(0);
+    assert_eq!(run.n("copied"), 1);
+    let log = lab.dovecot.log();
+    assert!(log.contains("method=PLAIN") && log.contains("method=XOAUTH2"), "{log}");
+
+    let bad = Run::from(
+        lab.command(&["--from", &lab.from_tls(), "--to", &lab.to_tls("INBOX"), "--to-auth", "xoauth2"])
+            .env("MF_DST_PW", "expired-token")
+            .output()
+            .unwrap(),
+    );
+    bad.assert_code(1);
+    assert!(!bad.stderr.contains("expired-token"));
+}
+
+#[test]
+fn flags_are_set_as_configured() {
+    let lab = Lab::start();
+    lab.dovecot.seed("src", &[b"Subject: x\r\n\r\ny\r\n".to_vec()]);
+    lab.migrate(&["--flag", "\\Seen", "--flag", "$Migrated"]).assert_code(0);
+    let out = lab.dovecot.doveadm(&["fetch", "-u", "dst", "flags", "mailbox", "INBOX", "all"]);
+    let flags = String::from_utf8_lossy(&out.stdout);
+    assert!(flags.contains("\\Seen") && flags.contains("$Migrated"), "{flags}");
+    lab.migrate_raw(&["--from", &lab.from_tls(), "--to", &lab.to_tls("INBOX"), "--flag", "bad flag"]).assert_code(2);
+}
+
+#[test]
+fn after_days_waits_before_deleting() {
+    let lab = Lab::start();
+    let msgs: Vec<Vec<u8>> = (0..3).map(|i| format!("Subject: m{i}\r\n\r\nbody\r\n").into_bytes()).collect();
+    lab.dovecot.seed("src", &msgs);
+    let run = lab.migrate(&["--delete", "after-days:30"]);
+    run.assert_code(0);
+    assert_eq!((run.n("copied"), run.n("deleted")), (3, 0));
+    assert_eq!(lab.src().len(), 3, "copied today: kept for 30 days");
+    let run = lab.migrate(&["--delete", "after-days:0"]);
+    run.assert_code(0);
+    assert_eq!((run.n("copied"), run.n("deleted")), (0, 3));
+    assert_eq!(lab.src().len(), 0);
+    assert_same_messages(&msgs, &lab.dst());
+}
