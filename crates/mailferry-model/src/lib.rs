@@ -5,12 +5,16 @@
 
 pub mod endpoint;
 pub mod error;
+pub mod job;
 pub mod ledger;
 pub mod policy;
+pub mod seal;
 pub mod tls;
 
 pub use endpoint::{ImapAuth, ImapEndpoint, Pop3Auth, Pop3Endpoint, Security};
 pub use error::ErrorClass;
+pub use job::{JobCounts, JobOptions, JobSpec, JobState, Scope, SourceSpec, TargetSpec};
+pub use seal::{SealError, Sealed, Sealer};
 pub use ledger::{LedgerState, RunSummary, MessageFailure};
 pub use policy::{DeletePolicy, PolicyError};
 pub use tls::{TlsError, TlsOptions};

@@ -6,11 +6,13 @@
 //! `ON CONFLICT`, which PostgreSQL shares).
 #![forbid(unsafe_code)]
 
+mod service;
 mod sqlite;
 
 use async_trait::async_trait;
 use mailferry_model::LedgerState;
 
+pub use service::*;
 pub use sqlite::SqliteStore;
 
 pub type JobId = i64;
@@ -26,6 +28,10 @@ pub enum StoreError {
     StateDir { path: String, source: std::io::Error },
     #[error("the ledger holds an unknown state {0:?}")]
     UnknownState(String),
+    #[error("a stored job spec is unreadable: {0}")]
+    BadSpec(String),
+    #[error("not implemented by this backend yet: {0}")]
+    Unsupported(&'static str),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -80,9 +86,11 @@ pub struct RunCounts {
     pub failed: Vec<(String, String)>,
 }
 
-/// The persistence the engine needs. Every method is one transaction.
+/// The persistence the engine and the API need. Every method is one transaction.
+/// The service methods live in [`service`] (defaults there say `Unsupported` until a
+/// backend implements them).
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: Send + Sync + 'static + ServiceStore {
     /// Find or create the job for this source → target pair.
     async fn ensure_job(&self, mailbox_key: &str, source: &str, target: &str) -> Result<JobId>;
     async fn start_run(&self, job: JobId, dry_run: bool) -> Result<RunId>;

@@ -372,3 +372,4 @@ mod tests {
         assert_eq!(s.ledger(job).await.unwrap().len(), 1);
     }
 }
+#[async_trait::async_trait] impl crate::ServiceStore for SqliteStore {}

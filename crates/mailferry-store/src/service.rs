@@ -1,0 +1,227 @@
+//! What the service adds to the store: jobs as a queue with leases, batches, API tokens,
+//! idempotency keys, and ledger pages for the API.
+//!
+//! Leasing (DESIGN.md §5): a worker claims a job in one transaction (PostgreSQL:
+//! `FOR UPDATE SKIP LOCKED` under a transaction-scoped advisory lock that serialises claims
+//! so per-host caps hold across workers; SQLite: the single writer), holds the lease with a
+//! heartbeat, and a job whose lease expired is claimable again (the ledger makes the
+//! takeover exactly once).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use mailferry_model::{JobCounts, JobSpec, JobState, LedgerState, Scope};
+
+use crate::{Result, StoreError};
+
+/// A job row as the API and the workers see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRecord {
+    pub id: i64,
+    pub state: JobState,
+    /// The stored spec, secrets sealed. `None` for jobs made by `mailferry migrate`.
+    pub spec: Option<JobSpec>,
+    pub source: String,
+    pub target: String,
+    pub batch_id: Option<i64>,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub last_error: Option<String>,
+    /// Passes started (claims of a queued job; lease takeovers do not count).
+    pub runs: i64,
+    pub cancel_requested: bool,
+    pub pause_requested: bool,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<String>,
+}
+
+/// Filters for `GET /jobs`; results ordered by id, `after` is the cursor (last id seen).
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub state: Option<JobState>,
+    pub batch: Option<i64>,
+    /// `key=value` label match.
+    pub label: Option<(String, String)>,
+    /// Substring of the source or target display (user/host search).
+    pub text: Option<String>,
+    pub after: Option<i64>,
+    pub limit: u32,
+}
+
+/// Connection caps enforced across all workers sharing the database.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimLimits {
+    pub per_source_host: u32,
+    pub per_target_host: u32,
+}
+
+/// A claimed job, and whether it was taken over from an expired lease.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub job: JobRecord,
+    pub takeover: bool,
+}
+
+/// What a heartbeat learns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseStatus {
+    /// False when the lease was lost (expired and taken by another worker).
+    pub held: bool,
+    pub cancel_requested: bool,
+    pub pause_requested: bool,
+}
+
+/// User actions on a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlAction {
+    /// queued|paused → cancelled; running → cancel requested (the worker stops between messages).
+    Cancel,
+    /// queued → paused; running → pause requested.
+    Pause,
+    /// paused → queued.
+    Resume,
+    /// succeeded|partial|failed|cancelled → queued (a delta pass on the same ledger).
+    Rerun,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControlOutcome {
+    Done(JobRecord),
+    /// The action does not apply in the job's current state.
+    Conflict(JobState),
+    NotFound,
+}
+
+/// How a worker hands a job back.
+#[derive(Debug, Clone)]
+pub struct Release {
+    /// succeeded | partial | failed | cancelled | paused, or queued (shutdown, retry later).
+    pub state: JobState,
+    pub error: Option<String>,
+    /// For `queued`: not claimable before this delay (retry backoff).
+    pub not_before: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchRecord {
+    pub id: i64,
+    pub name: String,
+    pub created_at: String,
+}
+
+/// A batch with its jobs' aggregate state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchSummary {
+    pub batch: BatchRecord,
+    pub jobs: u64,
+    /// Jobs per state.
+    pub states: Vec<(JobState, u64)>,
+    /// Sum of the jobs' ledger counts.
+    pub counts: JobCounts,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub id: i64,
+    pub name: String,
+    pub scope: Scope,
+    pub created_at: String,
+}
+
+/// One ledger row for the API (never message content).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerRow {
+    pub uidl: String,
+    pub size: u64,
+    pub state: LedgerState,
+    pub reason: Option<String>,
+    pub digest: Option<String>,
+    pub dest_uid: Option<u32>,
+    pub internal_date: Option<String>,
+    pub internal_date_source: Option<String>,
+    pub first_seen_at: String,
+    pub copied_at: Option<String>,
+    pub deleted_at: Option<String>,
+}
+
+/// The first response to a POST with an `Idempotency-Key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResponse {
+    /// SHA-256 of method + path + body: the same key with another request is refused.
+    pub request_hash: String,
+    pub status: u16,
+    pub body: String,
+}
+
+/// The service half of the store. Defaults answer `Unsupported` so a backend can grow
+/// into it; both shipped backends implement every method.
+#[async_trait]
+#[allow(unused_variables)]
+pub trait ServiceStore: Send + Sync {
+    /// Database reachable and migrations applied (`/readyz`).
+    async fn ping(&self) -> Result<()> {
+        Err(StoreError::Unsupported("ping"))
+    }
+    /// Create jobs (state `queued`), in a new batch when `batch_name` is given; one transaction.
+    async fn create_jobs(&self, batch_name: Option<&str>, specs: &[JobSpec]) -> Result<(Option<BatchRecord>, Vec<JobRecord>)> {
+        Err(StoreError::Unsupported("create_jobs"))
+    }
+    async fn get_job(&self, id: i64) -> Result<Option<JobRecord>> {
+        Err(StoreError::Unsupported("get_job"))
+    }
+    async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<JobRecord>> {
+        Err(StoreError::Unsupported("list_jobs"))
+    }
+    /// Counts over the job's whole ledger: listed = rows, copied = copied + source-deleted,
+    /// deleted = source-deleted, bytes = wire bytes of copied rows.
+    async fn job_counts(&self, id: i64) -> Result<JobCounts> {
+        Err(StoreError::Unsupported("job_counts"))
+    }
+    /// Ledger rows ordered by UIDL, after the cursor.
+    async fn ledger_page(&self, job: i64, after: Option<&str>, limit: u32) -> Result<Vec<LedgerRow>> {
+        Err(StoreError::Unsupported("ledger_page"))
+    }
+    async fn control(&self, id: i64, action: ControlAction) -> Result<ControlOutcome> {
+        Err(StoreError::Unsupported("control"))
+    }
+    /// Claim the oldest claimable job: `queued` (and past its `not_before`), or `running`
+    /// with an expired lease; never one whose source mailbox has a live session, never
+    /// beyond the per-host caps counted over live leases.
+    async fn claim_job(&self, worker: &str, lease: Duration, limits: ClaimLimits) -> Result<Option<Claimed>> {
+        Err(StoreError::Unsupported("claim_job"))
+    }
+    /// Extend the lease if `worker` still holds it.
+    async fn heartbeat(&self, id: i64, worker: &str, lease: Duration) -> Result<LeaseStatus> {
+        Err(StoreError::Unsupported("heartbeat"))
+    }
+    /// Hand the job back; false if `worker` no longer held it.
+    async fn release_job(&self, id: i64, worker: &str, release: &Release) -> Result<bool> {
+        Err(StoreError::Unsupported("release_job"))
+    }
+    async fn get_batch(&self, id: i64) -> Result<Option<BatchSummary>> {
+        Err(StoreError::Unsupported("get_batch"))
+    }
+    /// Store a token by its hash (the token itself is never stored).
+    async fn create_token(&self, name: &str, scope: Scope, token_hash: &str) -> Result<TokenRecord> {
+        Err(StoreError::Unsupported("create_token"))
+    }
+    async fn token_by_hash(&self, token_hash: &str) -> Result<Option<TokenRecord>> {
+        Err(StoreError::Unsupported("token_by_hash"))
+    }
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
+        Err(StoreError::Unsupported("list_tokens"))
+    }
+    async fn delete_token(&self, id: i64) -> Result<bool> {
+        Err(StoreError::Unsupported("delete_token"))
+    }
+    async fn idempotency_get(&self, token_id: i64, key: &str) -> Result<Option<StoredResponse>> {
+        Err(StoreError::Unsupported("idempotency_get"))
+    }
+    /// Record the first response; if another request stored one first, keep that one.
+    async fn idempotency_put(&self, token_id: i64, key: &str, response: &StoredResponse) -> Result<()> {
+        Err(StoreError::Unsupported("idempotency_put"))
+    }
+}
