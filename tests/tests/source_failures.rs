@@ -11,6 +11,7 @@ use mailferry_store::SqliteStore;
 use mailferry_tests::fake::{FakeConfig, FakePop3, FakeScript, ANY_CONN};
 use mailferry_tests::{normalize_crlf, Dovecot};
 use secrecy::SecretString;
+use tokio_util::sync::CancellationToken;
 
 struct Setup {
     dovecot: Dovecot,
@@ -35,6 +36,7 @@ fn messages(n: usize) -> Vec<Vec<u8>> {
 fn job(s: &Setup, fake: &FakePop3, delete: DeletePolicy) -> DrainJob {
     let plain = TlsOptions { allow_plaintext: true, ..TlsOptions::default() };
     DrainJob {
+        job_id: None,
         source: Pop3Endpoint {
             host: "127.0.0.1".into(),
             port: fake.port(),
@@ -81,7 +83,7 @@ async fn dropped_mid_retr_is_retried_and_still_exactly_once() {
     cfg.script = FakeScript { drop_mid_retr: Some((0, 3, 1500)), pipelining: true, ..Default::default() };
     let fake = FakePop3::start(cfg);
 
-    let report = run_job(s.store.clone(), &job(&s, &fake, DeletePolicy::AfterVerified), &config(3), None).await.unwrap();
+    let report = run_job(s.store.clone(), &job(&s, &fake, DeletePolicy::AfterVerified), &config(3), None, CancellationToken::new()).await.unwrap();
     assert_eq!(report.outcome, Outcome::Succeeded);
     assert_eq!(report.summary.copied, 5);
     assert_eq!(fake.connections(), 2, "one retry after the drop");
@@ -95,7 +97,7 @@ async fn in_use_is_retried() {
     let mut cfg = FakeConfig::new("u", "p", messages(2));
     cfg.script = FakeScript { pass_reply: Some((0, "-ERR [IN-USE] maildrop locked".into())), ..Default::default() };
     let fake = FakePop3::start(cfg);
-    let report = run_job(s.store.clone(), &job(&s, &fake, DeletePolicy::Keep), &config(3), None).await.unwrap();
+    let report = run_job(s.store.clone(), &job(&s, &fake, DeletePolicy::Keep), &config(3), None, CancellationToken::new()).await.unwrap();
     assert_eq!(report.summary.copied, 2);
     assert_eq!(fake.connections(), 2);
 }
@@ -106,7 +108,7 @@ async fn auth_failure_is_fatal_at_once() {
     let mut cfg = FakeConfig::new("u", "p", messages(2));
     cfg.script = FakeScript { pass_reply: Some((ANY_CONN, "-ERR [AUTH] invalid credentials".into())), ..Default::default() };
     let fake = FakePop3::start(cfg);
-    let err = run_job(s.store.clone(), &job(&s, &fake, DeletePolicy::AfterVerified), &config(5), None).await.unwrap_err();
+    let err = run_job(s.store.clone(), &job(&s, &fake, DeletePolicy::AfterVerified), &config(5), None, CancellationToken::new()).await.unwrap_err();
     assert_eq!(err.class(), ErrorClass::Fatal);
     assert!(matches!(err, EngineError::Source { .. }), "{err}");
     assert!(err.to_string().contains("u@127.0.0.1"), "{err}");
@@ -120,14 +122,14 @@ async fn garbage_and_endless_replies_fail_cleanly_without_deleting() {
     let mut cfg = FakeConfig::new("u", "p", messages(2));
     cfg.script = FakeScript { garbage_after_command: Some((ANY_CONN, "UIDL".into(), "HELLO WORLD\r\n".into())), ..Default::default() };
     let fake = FakePop3::start(cfg);
-    let err = run_job(s.store.clone(), &job(&s, &fake, DeletePolicy::AfterVerified), &config(2), None).await.unwrap_err();
+    let err = run_job(s.store.clone(), &job(&s, &fake, DeletePolicy::AfterVerified), &config(2), None, CancellationToken::new()).await.unwrap_err();
     assert!(err.to_string().contains("HELLO") || err.to_string().to_lowercase().contains("unexpected"), "{err}");
     assert_eq!(fake.connections(), 2, "retried up to the limit");
 
     let mut cfg = FakeConfig::new("u", "p", messages(2));
     cfg.script = FakeScript { endless_line_on: Some((ANY_CONN, "RETR".into())), ..Default::default() };
     let fake = FakePop3::start(cfg);
-    let err = run_job(s.store.clone(), &job(&s, &fake, DeletePolicy::AfterVerified), &config(1), None).await.unwrap_err();
+    let err = run_job(s.store.clone(), &job(&s, &fake, DeletePolicy::AfterVerified), &config(1), None, CancellationToken::new()).await.unwrap_err();
     assert!(err.to_string().contains("long") || err.to_string().contains("large"), "{err}");
     assert_eq!(fake.remaining().len(), 2);
     assert_eq!(s.dovecot.messages("dst").len(), 0);
@@ -141,7 +143,7 @@ async fn duplicate_uidls_are_reported_and_left_in_place() {
     cfg.uidls = Some(vec!["a".into(), "dup".into(), "dup".into(), "d".into()]);
     cfg.script = FakeScript { no_capa: true, ..Default::default() };
     let fake = FakePop3::start(cfg);
-    let report = run_job(s.store.clone(), &job(&s, &fake, DeletePolicy::AfterVerified), &config(1), None).await.unwrap();
+    let report = run_job(s.store.clone(), &job(&s, &fake, DeletePolicy::AfterVerified), &config(1), None, CancellationToken::new()).await.unwrap();
     assert_eq!(report.outcome, Outcome::Partial);
     assert_eq!(report.summary.copied, 2);
     assert_eq!(report.summary.failed, 1);

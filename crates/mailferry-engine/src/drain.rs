@@ -11,6 +11,7 @@ use mailferry_model::{
 use mailferry_pop3::{Pop3Options, Pop3Session};
 use mailferry_store::{CopyDone, CopyIntent, JobId, LedgerEntry, RunId, Store};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 
 use crate::error::{EngineError, Result};
 use crate::message::header_facts;
@@ -20,6 +21,8 @@ use crate::spool::{Incoming, Received, SpoolConfig};
 /// What to drain, where to, and how.
 #[derive(Debug, Clone)]
 pub struct DrainJob {
+    /// The job row this run belongs to; `None` finds or creates it by mailbox key (CLI).
+    pub job_id: Option<JobId>,
     pub source: Pop3Endpoint,
     pub target: ImapEndpoint,
     pub delete: DeletePolicy,
@@ -92,6 +95,8 @@ pub enum Outcome {
     Succeeded,
     /// Some messages failed; each is in the ledger with its error.
     Partial,
+    /// Stopped on request between messages; nothing was deleted at the source.
+    Cancelled,
 }
 
 #[derive(Debug, Clone)]
@@ -109,19 +114,26 @@ pub async fn run_job(
     job: &DrainJob,
     config: &EngineConfig,
     progress: Option<watch::Sender<Progress>>,
+    cancel: CancellationToken,
 ) -> Result<RunReport> {
-    let job_id = store.ensure_job(&job.mailbox_key(), &job.source.display(), &job.target.display()).await?;
+    let job_id = match job.job_id {
+        Some(id) => id,
+        None => store.ensure_job(&job.mailbox_key(), &job.source.display(), &job.target.display()).await?,
+    };
     let run = store.start_run(job_id, job.dry_run).await?;
     let progress = progress.unwrap_or_else(|| watch::channel(Progress::default()).0);
     let mut attempt = 1;
     let result = loop {
-        let mut ctx = RunContext { store: Arc::clone(&store), job, config, job_id, run, progress: &progress };
+        let mut ctx = RunContext { store: Arc::clone(&store), job, config, job_id, run, progress: &progress, cancel: &cancel };
         match ctx.attempt().await {
             Ok(tally) => break Ok(tally),
-            Err(e) if e.class().is_retryable() && attempt < config.retry.attempts => {
+            Err(e) if e.class().is_retryable() && attempt < config.retry.attempts && !cancel.is_cancelled() => {
                 let delay = config.retry.delay(attempt);
                 tracing::warn!(error = %e, attempt, ?delay, "retryable failure; trying again");
-                tokio::time::sleep(delay).await;
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = cancel.cancelled() => {}
+                }
                 attempt += 1;
             }
             Err(e) => break Err(e),
@@ -145,9 +157,19 @@ pub async fn run_job(
                 failures: failures(counts.failed),
                 skips: failures(counts.skipped),
             };
-            let outcome = if summary.failed > 0 { Outcome::Partial } else { Outcome::Succeeded };
+            let outcome = if cancel.is_cancelled() {
+                Outcome::Cancelled
+            } else if summary.failed > 0 {
+                Outcome::Partial
+            } else {
+                Outcome::Succeeded
+            };
             let json = serde_json::to_string(&summary).unwrap_or_default();
-            let outcome_name = if outcome == Outcome::Partial { "partial" } else { "succeeded" };
+            let outcome_name = match outcome {
+                Outcome::Succeeded => "succeeded",
+                Outcome::Partial => "partial",
+                Outcome::Cancelled => "cancelled",
+            };
             store.finish_run(run, outcome_name, None, &json).await?;
             Ok(RunReport { job: job_id, run, outcome, summary })
         }
@@ -175,6 +197,8 @@ struct RunContext<'a> {
     job_id: JobId,
     run: RunId,
     progress: &'a watch::Sender<Progress>,
+    /// Checked between messages: a cancel stops the copy, skips deletion, and QUITs.
+    cancel: &'a CancellationToken,
 }
 
 /// One source message the run will retrieve (or skip without retrieving).
@@ -274,6 +298,11 @@ impl RunContext<'_> {
         let appender = imap.into_appender();
         let (pop, appender) = self.copy(pop, appender, to_copy, index).await?;
         appender.logout().await;
+        if self.cancel.is_cancelled() {
+            // No DELE was sent, so QUIT commits nothing; it just releases the maildrop.
+            pop.quit().await.map_err(|e| self.source_err(e))?;
+            return Ok(tally);
+        }
         self.delete_and_quit(pop, &listed).await?;
         Ok(tally)
     }
@@ -340,7 +369,11 @@ impl RunContext<'_> {
         let source = tokio::spawn(retrieve(pop, to_copy, window, limit, spool, budget, tx));
 
         let mut sink_result = Ok(());
-        while let Some(first) = rx.recv().await {
+        loop {
+            let first = tokio::select! {
+                item = rx.recv() => match item { Some(item) => item, None => break },
+                () = self.cancel.cancelled() => break,
+            };
             let mut batch = vec![first];
             let mut bytes = 0;
             while batch.len() < self.config.batch_messages && bytes < self.config.batch_bytes {

@@ -12,6 +12,7 @@ mod error;
 pub mod message;
 mod retry;
 pub mod spool;
+mod worker;
 
 pub use drain::{run_job, DrainJob, EngineConfig, Outcome, Progress, RunReport};
 /// Flags given for the destination must be IMAP atoms (RFC 3501 §9).
@@ -19,3 +20,4 @@ pub use mailferry_imap::wire::valid_flag as valid_imap_flag;
 pub use error::{EngineError, Result};
 pub use retry::RetryPolicy;
 pub use spool::SpoolConfig;
+pub use worker::{Worker, WorkerConfig};

@@ -5,6 +5,7 @@
 
 pub mod endpoint;
 pub mod error;
+pub mod hostlist;
 pub mod job;
 pub mod ledger;
 pub mod policy;
@@ -13,6 +14,7 @@ pub mod tls;
 
 pub use endpoint::{ImapAuth, ImapEndpoint, Pop3Auth, Pop3Endpoint, Security};
 pub use error::ErrorClass;
+pub use hostlist::{HostList, HostListError};
 pub use job::{JobCounts, JobOptions, JobSpec, JobState, Scope, SourceSpec, TargetSpec};
 pub use seal::{SealError, Sealed, Sealer};
 pub use ledger::{LedgerState, RunSummary, MessageFailure};

@@ -101,7 +101,15 @@ pub async fn run(args: MigrateArgs) -> u8 {
     };
     let (tx, rx) = watch::channel(Progress::default());
     let bar = (!args.json && std::io::stderr().is_terminal()).then(|| tokio::spawn(show_progress(rx)));
-    let result = run_job(store, &job, &config, Some(tx)).await;
+    // Ctrl-C stops between messages: what is copied stays recorded, nothing is deleted.
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let on_ctrl_c = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            on_ctrl_c.cancel();
+        }
+    });
+    let result = run_job(store, &job, &config, Some(tx), cancel).await;
     if let Some(bar) = bar {
         let _ = bar.await;
     }
@@ -111,6 +119,7 @@ pub async fn run(args: MigrateArgs) -> u8 {
             match report.outcome {
                 Outcome::Succeeded => exit::OK,
                 Outcome::Partial => exit::SOME_FAILED,
+                Outcome::Cancelled => exit::COULD_NOT_PROCEED,
             }
         }
         Err(e) => {
@@ -149,6 +158,7 @@ fn build_job(args: &MigrateArgs) -> Result<(DrainJob, PathBuf), UsageError> {
         }
         let (from_security, to_security) = (from.security_with(args.allow_plaintext), to.security_with(args.allow_plaintext));
         let job = DrainJob {
+            job_id: None,
             source: Pop3Endpoint {
                 host: from.host,
                 port: from.port,

@@ -1,0 +1,220 @@
+//! The worker pool: claim jobs from the shared store, run each under a heartbeat-renewed
+//! lease, and hand it back with its outcome.
+//!
+//! Many workers on many machines can share one PostgreSQL (DESIGN.md §5): claims are
+//! serialised by the store, per-host connection caps and one-session-per-maildrop are
+//! enforced at claim time, and a worker that dies simply stops renewing its lease; another
+//! worker takes the job over and the ledger makes the resumed run exactly once.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mailferry_model::{ImapEndpoint, JobSpec, JobState, Pop3Endpoint, Sealer, TargetSpec, TlsOptions};
+use mailferry_store::{Claimed, ClaimLimits, Release, Store};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::drain::{run_job, DrainJob, EngineConfig, Outcome};
+
+#[derive(Clone)]
+pub struct WorkerConfig {
+    /// Unique per process: names lease owners.
+    pub id: String,
+    /// Jobs this worker runs at once.
+    pub concurrency: usize,
+    pub lease: Duration,
+    /// How often an idle worker looks for work.
+    pub poll_interval: Duration,
+    pub limits: ClaimLimits,
+    pub engine: EngineConfig,
+    /// Hosts that may be reached without TLS (the API checks this at creation too).
+    pub plaintext_allowed: Arc<dyn Fn(&str) -> bool + Send + Sync>,
+    /// Extra trusted roots for every endpoint (PEM).
+    pub extra_roots_pem: Option<Vec<u8>>,
+}
+
+/// Why a running job was stopped from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopReason {
+    Cancel,
+    Pause,
+    Shutdown,
+    LeaseLost,
+}
+
+pub struct Worker {
+    store: Arc<dyn Store>,
+    sealer: Sealer,
+    config: WorkerConfig,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for WorkerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerConfig")
+            .field("id", &self.id)
+            .field("concurrency", &self.concurrency)
+            .field("lease", &self.lease)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Worker {
+    pub fn new(store: Arc<dyn Store>, sealer: Sealer, config: WorkerConfig) -> Self {
+        Self { store, sealer, config }
+    }
+
+    /// Claim and run jobs until `shutdown`; then stop claiming, let running jobs finish
+    /// their in-flight message, and give their leases back (state `queued`).
+    pub async fn run(self, shutdown: CancellationToken) {
+        let me = Arc::new(self);
+        let mut running: JoinSet<()> = JoinSet::new();
+        let mut stops: Vec<(CancellationToken, Arc<Mutex<Option<StopReason>>>)> = Vec::new();
+        tracing::info!(worker = %me.config.id, concurrency = me.config.concurrency, "worker started");
+        loop {
+            while running.try_join_next().is_some() {}
+            // Forget finished jobs: their reason cell is no longer shared with a task.
+            stops.retain(|(_, reason)| Arc::strong_count(reason) > 1);
+            let mut claimed_one = false;
+            if running.len() < me.config.concurrency.max(1) && !shutdown.is_cancelled() {
+                match me.store.claim_job(&me.config.id, me.config.lease, me.config.limits).await {
+                    Ok(Some(claimed)) => {
+                        let token = CancellationToken::new();
+                        let reason = Arc::new(Mutex::new(None));
+                        stops.push((token.clone(), Arc::clone(&reason)));
+                        running.spawn(Arc::clone(&me).run_claimed(claimed, token, reason));
+                        claimed_one = true;
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(error = %e, "claiming a job failed"),
+                }
+            }
+            if claimed_one {
+                continue;
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(me.config.poll_interval) => {}
+                Some(_) = running.join_next(), if !running.is_empty() => {}
+            }
+        }
+        tracing::info!(worker = %me.config.id, running = running.len(), "shutting down: releasing leases");
+        for (token, reason) in &stops {
+            reason.lock().expect("stop reason lock").get_or_insert(StopReason::Shutdown);
+            token.cancel();
+        }
+        while running.join_next().await.is_some() {}
+    }
+
+    #[tracing::instrument(skip_all, fields(job.id = claimed.job.id, takeover = claimed.takeover))]
+    async fn run_claimed(self: Arc<Self>, claimed: Claimed, cancel: CancellationToken, reason: Arc<Mutex<Option<StopReason>>>) {
+        let job = claimed.job;
+        let release = |state: JobState, error: Option<String>| Release { state, error, not_before: None };
+        let drain = match job.spec.as_ref().map(|spec| self.drain_job(job.id, spec)) {
+            Some(Ok(d)) => d,
+            Some(Err(why)) => {
+                self.release(job.id, release(JobState::Failed, Some(why))).await;
+                return;
+            }
+            None => {
+                self.release(job.id, release(JobState::Failed, Some("the job has no stored spec".into()))).await;
+                return;
+            }
+        };
+        let heartbeat = tokio::spawn(Arc::clone(&self).heartbeat(job.id, cancel.clone(), Arc::clone(&reason)));
+        let result = run_job(Arc::clone(&self.store), &drain, &self.config.engine, None, cancel.clone()).await;
+        heartbeat.abort();
+        let stop = *reason.lock().expect("stop reason lock");
+        let outcome = match (result, stop) {
+            (_, Some(StopReason::LeaseLost)) => {
+                tracing::warn!("lease lost: another worker owns the job now");
+                return;
+            }
+            (Ok(r), _) if r.outcome == Outcome::Succeeded => release(JobState::Succeeded, None),
+            (Ok(r), _) if r.outcome == Outcome::Partial => {
+                release(JobState::Partial, Some(format!("{} message(s) failed; see the ledger", r.summary.failed)))
+            }
+            (_, Some(StopReason::Pause)) => release(JobState::Paused, None),
+            (_, Some(StopReason::Shutdown)) => release(JobState::Queued, None),
+            (Ok(_), _) | (Err(_), Some(StopReason::Cancel)) => release(JobState::Cancelled, None),
+            (Err(e), None) => release(JobState::Failed, Some(e.to_string())),
+        };
+        tracing::info!(state = %outcome.state, "job finished");
+        self.release(job.id, outcome).await;
+    }
+
+    async fn release(&self, id: i64, release: Release) {
+        match self.store.release_job(id, &self.config.id, &release).await {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(job.id = id, "the lease was gone when releasing"),
+            Err(e) => tracing::error!(job.id = id, error = %e, "releasing the job failed; its lease will expire"),
+        }
+    }
+
+    /// Renew the lease every third of its length; relay cancel/pause requests and a lost lease.
+    async fn heartbeat(self: Arc<Self>, id: i64, cancel: CancellationToken, reason: Arc<Mutex<Option<StopReason>>>) {
+        let every = self.config.lease / 3;
+        loop {
+            tokio::time::sleep(every).await;
+            let stop = match self.store.heartbeat(id, &self.config.id, self.config.lease).await {
+                Ok(s) if !s.held => Some(StopReason::LeaseLost),
+                Ok(s) if s.cancel_requested => Some(StopReason::Cancel),
+                Ok(s) if s.pause_requested => Some(StopReason::Pause),
+                Ok(_) => None,
+                Err(e) => {
+                    tracing::warn!(error = %e, "heartbeat failed");
+                    None
+                }
+            };
+            if let Some(stop) = stop {
+                reason.lock().expect("stop reason lock").get_or_insert(stop);
+                cancel.cancel();
+                return;
+            }
+        }
+    }
+
+    /// Open the sealed secrets and build the engine's view of the job.
+    fn drain_job(&self, id: i64, spec: &JobSpec) -> Result<DrainJob, String> {
+        let open = |s| self.sealer.open(s).map_err(|e| e.to_string());
+        let tls = |host: &str| TlsOptions {
+            extra_roots_pem: self.config.extra_roots_pem.clone(),
+            insecure_skip_verify: false,
+            allow_plaintext: (self.config.plaintext_allowed)(host),
+        };
+        let TargetSpec::Imap { host, port, security, username, password, auth, folder, flags } = &spec.target else {
+            return Err("archive targets are not available yet".into());
+        };
+        Ok(DrainJob {
+            job_id: Some(id),
+            source: Pop3Endpoint {
+                host: spec.source.host.clone(),
+                port: spec.source.port,
+                security: spec.source.security,
+                username: spec.source.username.clone(),
+                secret: open(&spec.source.password)?,
+                auth: spec.source.auth,
+                tls: tls(&spec.source.host),
+            },
+            target: ImapEndpoint {
+                host: host.clone(),
+                port: *port,
+                security: *security,
+                username: username.clone(),
+                secret: open(password)?,
+                auth: *auth,
+                tls: tls(host),
+                folder: folder.clone(),
+                flags: flags.clone(),
+            },
+            delete: spec.options.delete,
+            dry_run: spec.options.dry_run,
+            max_message_bytes: spec.options.max_message_bytes,
+        })
+    }
+}
