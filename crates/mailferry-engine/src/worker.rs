@@ -33,6 +33,19 @@ pub struct WorkerConfig {
     pub extra_roots_pem: Option<Vec<u8>>,
 }
 
+/// How often a running job looks for cancel and pause requests.
+const CONTROL_POLL: Duration = Duration::from_secs(1);
+
+fn requested(cancel: bool, pause: bool) -> Option<StopReason> {
+    if cancel {
+        Some(StopReason::Cancel)
+    } else if pause {
+        Some(StopReason::Pause)
+    } else {
+        None
+    }
+}
+
 /// Why a running job was stopped from outside.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum StopReason {
@@ -156,19 +169,33 @@ impl Worker {
         }
     }
 
-    /// Renew the lease every third of its length; relay cancel/pause requests and a lost lease.
+    /// Renew the lease every third of its length, and look for cancel/pause requests every
+    /// second (a cheap read by primary key), so a cancel takes effect promptly; relay a lost
+    /// lease too.
     async fn heartbeat(self: Arc<Self>, id: i64, cancel: CancellationToken, reason: Arc<Mutex<Option<StopReason>>>) {
-        let every = self.config.lease / 3;
+        let renew_every = self.config.lease / 3;
+        let mut last_renewal = tokio::time::Instant::now();
         loop {
-            tokio::time::sleep(every).await;
-            let stop = match self.store.heartbeat(id, &self.config.id, self.config.lease).await {
-                Ok(s) if !s.held => Some(StopReason::LeaseLost),
-                Ok(s) if s.cancel_requested => Some(StopReason::Cancel),
-                Ok(s) if s.pause_requested => Some(StopReason::Pause),
-                Ok(_) => None,
-                Err(e) => {
-                    tracing::warn!(error = %e, "heartbeat failed");
-                    None
+            tokio::time::sleep(CONTROL_POLL.min(renew_every)).await;
+            let stop = if last_renewal.elapsed() >= renew_every {
+                last_renewal = tokio::time::Instant::now();
+                match self.store.heartbeat(id, &self.config.id, self.config.lease).await {
+                    Ok(s) if !s.held => Some(StopReason::LeaseLost),
+                    Ok(s) => requested(s.cancel_requested, s.pause_requested),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "heartbeat failed");
+                        None
+                    }
+                }
+            } else {
+                match self.store.get_job(id).await {
+                    Ok(Some(job)) if job.lease_owner.as_deref() != Some(self.config.id.as_str()) => Some(StopReason::LeaseLost),
+                    Ok(Some(job)) => requested(job.cancel_requested, job.pause_requested),
+                    Ok(None) => Some(StopReason::LeaseLost),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading the job's control flags failed");
+                        None
+                    }
                 }
             };
             if let Some(stop) = stop {

@@ -27,7 +27,8 @@ impl HostList {
     pub fn parse<'a>(entries: impl IntoIterator<Item = &'a str>) -> Result<Self, HostListError> {
         let mut rules = Vec::new();
         for raw in entries {
-            let e = raw.trim();
+            let lowered = raw.trim().trim_end_matches('.').to_ascii_lowercase();
+            let e = lowered.as_str();
             if e.is_empty() {
                 continue;
             }
@@ -40,8 +41,8 @@ impl HostList {
                 Rule::Net(ip, bits)
             } else if let Ok(ip) = e.trim_matches(['[', ']']).parse::<IpAddr>() {
                 Rule::Net(ip, if ip.is_ipv4() { 32 } else { 128 })
-            } else if e.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.') {
-                Rule::Name(e.to_ascii_lowercase())
+            } else if e.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_') {
+                Rule::Name(e.to_owned())
             } else {
                 return Err(HostListError(raw.into()));
             };
@@ -52,10 +53,14 @@ impl HostList {
 
     /// Whether `host` (a name or an IP literal) is on the list.
     pub fn contains(&self, host: &str) -> bool {
-        let host = host.trim_matches(['[', ']']);
-        let ip = host.parse::<IpAddr>().ok();
+        let host = host.trim().trim_end_matches('.').trim_matches(['[', ']']).to_ascii_lowercase();
+        // An IPv4-mapped IPv6 address (::ffff:127.0.0.1) is the IPv4 address it maps.
+        let ip = host.parse::<IpAddr>().ok().map(|ip| match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        });
         self.rules.iter().any(|r| match (r, ip) {
-            (Rule::Name(n), None) => n.eq_ignore_ascii_case(host),
+            (Rule::Name(n), None) => *n == host,
             (Rule::Net(net, bits), Some(ip)) => in_net(ip, *net, *bits),
             _ => false,
         })
@@ -83,10 +88,10 @@ mod tests {
     #[test]
     fn loopback_and_cidrs() {
         let l = HostList::loopback();
-        for yes in ["127.0.0.1", "127.9.9.9", "::1", "[::1]", "LOCALHOST"] {
+        for yes in ["127.0.0.1", "127.9.9.9", "::1", "[::1]", "LOCALHOST", "localhost.", "::ffff:127.0.0.1"] {
             assert!(l.contains(yes), "{yes}");
         }
-        for no in ["10.0.0.1", "example.com", "localhost.example.com", "::2"] {
+        for no in ["10.0.0.1", "example.com", "localhost.example.com", "::2", "127.0.0.1.evil.example", ""] {
             assert!(!l.contains(no), "{no}");
         }
         let l = HostList::parse(["10.1.0.0/16", "mail.example.org", "fd00::/8"]).unwrap();

@@ -1,18 +1,26 @@
 //! Persistence for mailferry: jobs, runs and the per-message ledger.
 //!
-//! The engine only sees the [`Store`] trait; the binary picks a backend. SQLite is the
-//! embedded default; the PostgreSQL implementation arrives with the service (the SQL is kept
-//! portable: plain types, RFC 3339 text timestamps, no SQLite-only upserts beyond
-//! `ON CONFLICT`, which PostgreSQL shares).
+//! The engine only sees the [`Store`] trait; the binary picks a backend: [`SqliteStore`]
+//! (the embedded default, one process) or [`PgStore`] (the service: many workers share one
+//! database). Both implement every method with the same semantics, proven by the
+//! conformance suite in `tests/conformance.rs`.
+//!
+//! Times: SQLite stores RFC 3339 UTC text with milliseconds; PostgreSQL stores TIMESTAMPTZ.
+//! Every time handed out (`created_at`, `lease_expires_at`, ledger times…) is rendered in
+//! that same text form (`2024-05-01T12:00:00.000Z`) by both backends.
 #![forbid(unsafe_code)]
 
+mod common;
+mod postgres;
 mod service;
 mod sqlite;
+mod sqlite_service;
 
 use async_trait::async_trait;
 use mailferry_model::LedgerState;
 
 pub use service::*;
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 pub type JobId = i64;

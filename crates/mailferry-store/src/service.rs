@@ -14,7 +14,8 @@ use mailferry_model::{JobCounts, JobSpec, JobState, LedgerState, Scope};
 
 use crate::{Result, StoreError};
 
-/// A job row as the API and the workers see it.
+/// A job row as the API and the workers see it. Times are RFC 3339 UTC text with
+/// milliseconds (`2024-05-01T12:00:00.000Z`) on both backends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobRecord {
     pub id: i64,
@@ -38,20 +39,25 @@ pub struct JobRecord {
     pub lease_expires_at: Option<String>,
 }
 
-/// Filters for `GET /jobs`; results ordered by id, `after` is the cursor (last id seen).
+/// Filters for `GET /jobs`, all combined with AND; results ordered by id, `after` is the
+/// cursor (last id seen).
 #[derive(Debug, Clone, Default)]
 pub struct JobFilter {
     pub state: Option<JobState>,
     pub batch: Option<i64>,
-    /// `key=value` label match.
+    /// `key=value` label match: the job's labels hold `key` with exactly `value`.
     pub label: Option<(String, String)>,
-    /// Substring of the source or target display (user/host search).
+    /// Case-insensitive substring of the source or target display (user/host search); no
+    /// wildcards. Empty means no filter. (SQLite folds ASCII case only.)
     pub text: Option<String>,
     pub after: Option<i64>,
+    /// Page size: 0 means 100, anything above 500 means 500.
     pub limit: u32,
 }
 
-/// Connection caps enforced across all workers sharing the database.
+/// Connection caps enforced across all workers sharing the database, counted over live
+/// leases. Host names compare case-insensitively; archive targets have no target host and
+/// no target cap. A cap of 0 means no cap.
 #[derive(Debug, Clone, Copy)]
 pub struct ClaimLimits {
     pub per_source_host: u32,
@@ -74,19 +80,23 @@ pub struct LeaseStatus {
     pub pause_requested: bool,
 }
 
-/// User actions on a job.
+/// User actions on a job. Jobs made by `mailferry migrate` (no spec) are driven by their
+/// own process: every action on them is a conflict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ControlAction {
     /// queued|paused → cancelled; running → cancel requested (the worker stops between messages).
     Cancel,
     /// queued → paused; running → pause requested.
     Pause,
-    /// paused → queued.
+    /// paused → queued; running with a pause requested → the request is withdrawn.
     Resume,
-    /// succeeded|partial|failed|cancelled → queued (a delta pass on the same ledger).
+    /// succeeded|partial|failed|cancelled → queued (a delta pass on the same ledger);
+    /// clears `last_error`, `finished_at` and both request flags.
     Rerun,
 }
 
+// A record is returned once per request; boxing it would only cost callers a deref.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ControlOutcome {
     Done(JobRecord),
@@ -95,11 +105,14 @@ pub enum ControlOutcome {
     NotFound,
 }
 
-/// How a worker hands a job back.
+/// How a worker hands a job back. The lease and both request flags are cleared;
+/// terminal states set `finished_at`.
 #[derive(Debug, Clone)]
 pub struct Release {
     /// succeeded | partial | failed | cancelled | paused, or queued (shutdown, retry later).
+    /// `running` is refused (`Unsupported`).
     pub state: JobState,
+    /// Becomes the job's `last_error` (`None` clears it).
     pub error: Option<String>,
     /// For `queued`: not claimable before this delay (retry backoff).
     pub not_before: Option<Duration>,
@@ -180,7 +193,8 @@ pub trait ServiceStore: Send + Sync {
     async fn job_counts(&self, id: i64) -> Result<JobCounts> {
         Err(StoreError::Unsupported("job_counts"))
     }
-    /// Ledger rows ordered by UIDL, after the cursor.
+    /// Ledger rows ordered by UIDL (byte order), after the cursor (the last UIDL seen).
+    /// `limit`: 0 means 100, anything above 500 means 500.
     async fn ledger_page(&self, job: i64, after: Option<&str>, limit: u32) -> Result<Vec<LedgerRow>> {
         Err(StoreError::Unsupported("ledger_page"))
     }
@@ -189,15 +203,18 @@ pub trait ServiceStore: Send + Sync {
     }
     /// Claim the oldest claimable job: `queued` (and past its `not_before`), or `running`
     /// with an expired lease; never one whose source mailbox has a live session, never
-    /// beyond the per-host caps counted over live leases.
+    /// beyond the per-host caps counted over live leases; never a job without a spec.
+    /// A claim of a queued job starts a pass (`runs + 1`, `started_at`); a takeover keeps
+    /// both, and keeps any pending cancel/pause request.
     async fn claim_job(&self, worker: &str, lease: Duration, limits: ClaimLimits) -> Result<Option<Claimed>> {
         Err(StoreError::Unsupported("claim_job"))
     }
-    /// Extend the lease if `worker` still holds it.
+    /// Extend the lease to now + `lease` if `worker` still holds it (owner and `running`;
+    /// an expired lease nobody took yet is still held). Flags are false when not held.
     async fn heartbeat(&self, id: i64, worker: &str, lease: Duration) -> Result<LeaseStatus> {
         Err(StoreError::Unsupported("heartbeat"))
     }
-    /// Hand the job back; false if `worker` no longer held it.
+    /// Hand the job back; false (and nothing changed) if `worker` no longer held it.
     async fn release_job(&self, id: i64, worker: &str, release: &Release) -> Result<bool> {
         Err(StoreError::Unsupported("release_job"))
     }
@@ -208,6 +225,7 @@ pub trait ServiceStore: Send + Sync {
     async fn create_token(&self, name: &str, scope: Scope, token_hash: &str) -> Result<TokenRecord> {
         Err(StoreError::Unsupported("create_token"))
     }
+    /// Also records the use (`last_used_at`).
     async fn token_by_hash(&self, token_hash: &str) -> Result<Option<TokenRecord>> {
         Err(StoreError::Unsupported("token_by_hash"))
     }

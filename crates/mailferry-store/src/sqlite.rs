@@ -7,17 +7,18 @@ use std::path::Path;
 use std::str::FromStr;
 
 use async_trait::async_trait;
-use mailferry_model::LedgerState;
+use mailferry_model::{JobState, LedgerState};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
+use crate::common::cli_source_key;
 use crate::{CopyDone, CopyIntent, JobId, LedgerEntry, Result, RunCounts, RunId, Store, StoreError};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    pool: SqlitePool,
+    pub(crate) pool: SqlitePool,
 }
 
 fn now() -> String {
@@ -48,42 +49,73 @@ impl SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn ensure_job(&self, mailbox_key: &str, source: &str, target: &str) -> Result<JobId> {
-        sqlx::query(
-            "INSERT INTO jobs (mailbox_key, source, target, created_at) VALUES (?, ?, ?, ?)
-             ON CONFLICT (mailbox_key) DO NOTHING",
+        // A CLI job: found by its key, marked running for the dashboard, never claimable
+        // (no spec). Its display forms stay those of its first run.
+        let (source_key, source_host) = cli_source_key(source);
+        let id = sqlx::query_scalar(
+            "INSERT INTO jobs (cli_key, mailbox_key, source, target, source_key, source_host, target_host,
+                               state, created_at, updated_at, started_at)
+             VALUES (?1, ?1, ?2, ?3, ?4, ?5, '', 'running', ?6, ?6, ?6)
+             ON CONFLICT (cli_key) DO UPDATE SET state = 'running', last_error = NULL, finished_at = NULL,
+                 started_at = excluded.started_at, updated_at = excluded.updated_at
+             RETURNING id",
         )
         .bind(mailbox_key)
         .bind(source)
         .bind(target)
+        .bind(source_key)
+        .bind(source_host)
         .bind(now())
-        .execute(&self.pool)
+        .fetch_one(&self.pool)
         .await?;
-        let id = sqlx::query_scalar("SELECT id FROM jobs WHERE mailbox_key = ?")
-            .bind(mailbox_key)
-            .fetch_one(&self.pool)
-            .await?;
         Ok(id)
     }
 
     async fn start_run(&self, job: JobId, dry_run: bool) -> Result<RunId> {
+        let now = now();
+        let mut tx = self.pool.begin().await?;
         let id = sqlx::query_scalar("INSERT INTO runs (job_id, dry_run, started_at) VALUES (?, ?, ?) RETURNING id")
             .bind(job)
             .bind(dry_run)
-            .bind(now())
-            .fetch_one(&self.pool)
+            .bind(&now)
+            .fetch_one(&mut *tx)
             .await?;
+        // Service jobs count passes when claimed; CLI jobs here.
+        sqlx::query("UPDATE jobs SET runs = runs + 1, updated_at = ? WHERE id = ? AND spec IS NULL")
+            .bind(&now)
+            .bind(job)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(id)
     }
 
     async fn finish_run(&self, run: RunId, outcome: &str, error: Option<&str>, summary_json: &str) -> Result<()> {
+        let now = now();
+        let mut tx = self.pool.begin().await?;
         sqlx::query("UPDATE runs SET finished_at = ?, outcome = ?, error = ?, summary = ? WHERE id = ?")
-            .bind(now())
+            .bind(&now)
             .bind(outcome)
             .bind(error)
             .bind(summary_json)
             .bind(run)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        // A CLI job's state follows its last run (service jobs: the worker's release_job).
+        if JobState::parse(outcome).is_some_and(JobState::is_terminal) {
+            sqlx::query(
+                "UPDATE jobs SET state = ?, last_error = ?, finished_at = ?, updated_at = ?
+                 WHERE id = (SELECT job_id FROM runs WHERE id = ?) AND spec IS NULL",
+            )
+            .bind(outcome)
+            .bind(error)
+            .bind(&now)
+            .bind(&now)
+            .bind(run)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -372,4 +404,3 @@ mod tests {
         assert_eq!(s.ledger(job).await.unwrap().len(), 1);
     }
 }
-#[async_trait::async_trait] impl crate::ServiceStore for SqliteStore {}

@@ -8,6 +8,8 @@
 
 mod endpoint_url;
 mod migrate;
+mod service;
+mod settings;
 
 use std::process::ExitCode;
 
@@ -24,6 +26,18 @@ struct Cli {
 enum Command {
     /// Copy one POP3 mailbox into one IMAP folder; reruns copy only what is new.
     Migrate(migrate::MigrateArgs),
+    /// Run the HTTP API and workers in one process (the embedded default).
+    Serve(service::ServeArgs),
+    /// Run workers only (scale-out against a shared PostgreSQL).
+    Worker,
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(service::TokenCommand),
+    /// Database maintenance.
+    #[command(subcommand)]
+    Db(service::DbCommand),
+    /// Print the OpenAPI document of the HTTP API.
+    Openapi,
 }
 
 /// Exit codes of the CLI contract.
@@ -44,8 +58,26 @@ fn main() -> ExitCode {
         }
     };
     let code = runtime.block_on(async {
-        match cli.command {
-            Command::Migrate(args) => migrate::run(args).await,
+        let result = match cli.command {
+            Command::Migrate(args) => return migrate::run(args).await,
+            Command::Serve(args) => {
+                service::init_logging();
+                service::serve(args).await
+            }
+            Command::Worker => {
+                service::init_logging();
+                service::worker_only().await
+            }
+            Command::Token(cmd) => service::token(cmd).await,
+            Command::Db(cmd) => service::db(cmd).await,
+            Command::Openapi => service::openapi(),
+        };
+        match result {
+            Ok(()) => exit::OK,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                exit::COULD_NOT_PROCEED
+            }
         }
     });
     ExitCode::from(code)

@@ -2,6 +2,8 @@
 //! and a way to run the real `mailferry` binary against it.
 #![allow(dead_code)]
 
+pub mod server;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 

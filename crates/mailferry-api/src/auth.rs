@@ -1,0 +1,115 @@
+//! Bearer-token authentication and scope checks.
+//!
+//! Tokens are `mf_` + 32 random bytes (base64url); only their SHA-256 is stored, so a
+//! leaked database holds no working credential. Every route except `/healthz` and
+//! `/readyz` needs a token; the scope needed follows from the route: token management is
+//! `admin`, reads (`GET`, `HEAD`) are `read`, everything else is `write`. The token itself
+//! is never logged.
+
+use axum::extract::{Request, State};
+use axum::http::{header, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use mailferry_model::Scope;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Prefix of every token, so leaked tokens are easy to spot by secret scanners.
+pub const TOKEN_PREFIX: &str = "mf_";
+
+/// Routes that answer without a token (liveness and readiness probes).
+pub const PUBLIC_PATHS: [&str; 2] = ["/healthz", "/readyz"];
+
+/// A fresh token and the hash to store for it: `(token, sha256_hex(token))`.
+pub fn new_token() -> (String, String) {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    let token = format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes));
+    let hash = hash_token(&token);
+    (token, hash)
+}
+
+/// SHA-256 of a token, lowercase hex: what the store keeps and looks up.
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// The authenticated caller, available to handlers as an extension.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub token_id: i64,
+    pub name: String,
+    pub scope: Scope,
+}
+
+/// The scope a request needs.
+pub fn required_scope(method: &Method, path: &str) -> Scope {
+    if path == "/api/v1/tokens" || path.starts_with("/api/v1/tokens/") {
+        Scope::Admin
+    } else if method == Method::GET || method == Method::HEAD {
+        Scope::Read
+    } else {
+        Scope::Write
+    }
+}
+
+/// The bearer token of a request, if it carries a well-formed `Authorization` header.
+fn bearer(req: &Request) -> Option<&str> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+}
+
+/// Middleware: authenticate, check the scope, and attach the [`Principal`].
+pub(crate) async fn require_token(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    if PUBLIC_PATHS.contains(&req.uri().path()) {
+        return next.run(req).await;
+    }
+    let Some(token) = bearer(&req) else {
+        return ApiError::Unauthorized("a bearer token is required (Authorization: Bearer <token>)").into_response();
+    };
+    let record = match state.store.token_by_hash(&hash_token(token)).await {
+        Ok(Some(record)) => record,
+        Ok(None) => return ApiError::Unauthorized("the bearer token is not valid").into_response(),
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let needed = required_scope(req.method(), req.uri().path());
+    if !record.scope.allows(needed) {
+        return ApiError::forbidden(needed, record.scope).into_response();
+    }
+    req.extensions_mut().insert(Principal { token_id: record.id, name: record.name, scope: record.scope });
+    next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_prefixed_random_and_hashed() {
+        let (a, ha) = new_token();
+        let (b, _) = new_token();
+        assert!(a.starts_with("mf_"));
+        assert_eq!(a.len(), 3 + 43);
+        assert_ne!(a, b);
+        assert_eq!(ha, hash_token(&a));
+        assert_eq!(ha.len(), 64);
+        assert!(!ha.contains(&a[3..]));
+    }
+
+    #[test]
+    fn scopes_follow_routes() {
+        assert_eq!(required_scope(&Method::GET, "/api/v1/jobs"), Scope::Read);
+        assert_eq!(required_scope(&Method::POST, "/api/v1/jobs"), Scope::Write);
+        assert_eq!(required_scope(&Method::POST, "/api/v1/jobs/1/cancel"), Scope::Write);
+        assert_eq!(required_scope(&Method::GET, "/api/v1/tokens"), Scope::Admin);
+        assert_eq!(required_scope(&Method::DELETE, "/api/v1/tokens/3"), Scope::Admin);
+        assert_eq!(required_scope(&Method::GET, "/api/v1/tokensx"), Scope::Read);
+        assert_eq!(required_scope(&Method::GET, "/api/docs/"), Scope::Read);
+    }
+}

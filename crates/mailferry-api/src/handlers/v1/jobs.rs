@@ -1,0 +1,434 @@
+//! `/api/v1/jobs`: create, list, inspect and control jobs; ledger pages, reports and the
+//! live progress stream. Every number comes from the ledger through the store.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures::{Stream, StreamExt};
+use mailferry_model::{JobCounts, JobState};
+use mailferry_store::{ControlAction, ControlOutcome, JobFilter};
+use serde::Deserialize;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::error::{ApiError, ApiResult, FieldError, Problem};
+use crate::extract::{ApiPath, ApiQuery, JsonBody};
+use crate::spec::{validate, JobBody};
+use crate::state::AppState;
+use crate::views::{Counts, JobPage, JobReport, JobView, MessagePage, MessageView};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(get))
+        .routes(routes!(cancel))
+        .routes(routes!(pause))
+        .routes(routes!(resume))
+        .routes(routes!(rerun))
+        .routes(routes!(messages))
+        .routes(routes!(report))
+        .routes(routes!(events))
+}
+
+pub(crate) fn not_found(id: i64) -> ApiError {
+    ApiError::NotFound(format!("there is no job {id}"))
+}
+
+/// A job with its ledger counts, or 404.
+pub(crate) async fn load(state: &AppState, id: i64) -> ApiResult<JobView> {
+    let job = state.store.get_job(id).await?.ok_or_else(|| not_found(id))?;
+    let counts = state.store.job_counts(id).await?;
+    Ok(JobView::new(job, counts))
+}
+
+/// Create a job (state `queued`). Passwords are encrypted before they are stored and are
+/// never returned.
+#[utoipa::path(post, operation_id = "create_job", path = "/jobs", tag = "jobs", request_body = JobBody,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Repeat-safe POST: a repeated key returns the first response")),
+    responses(
+        (status = 201, description = "Created", body = JobView, headers(("Location" = String, description = "URL of the new job"))),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid job (`/problems/validation`) or plaintext refused (`/problems/plaintext-not-allowed`)", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn create(State(state): State<AppState>, JsonBody(body): JsonBody<JobBody>) -> ApiResult<Response> {
+    let spec = validate(body, &state.config, &state.sealer)
+        .map_err(|errors| ApiError::from_field_errors("the job is invalid", errors))?;
+    let (_, jobs) = state.store.create_jobs(None, std::slice::from_ref(&spec)).await?;
+    let job = jobs.into_iter().next().ok_or_else(|| ApiError::Internal("create_jobs returned no job".into()))?;
+    tracing::info!(job.id = job.id, source = %spec.source_display(), target = %spec.target_display(), "job created");
+    let view = JobView::new(job, JobCounts::default());
+    let location = format!("/api/v1/jobs/{}", view.id);
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(view)).into_response())
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only jobs in this state.
+    pub state: Option<String>,
+    /// Only jobs of this batch.
+    pub batch: Option<i64>,
+    /// Only jobs with this label, as `key:value`.
+    pub label: Option<String>,
+    /// Substring of the source or target (user, host).
+    pub q: Option<String>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Page size (default 50, at most 500).
+    pub limit: Option<u32>,
+}
+
+/// List jobs, oldest first, with filters and cursor pagination.
+#[utoipa::path(get, operation_id = "list_jobs", path = "/jobs", tag = "jobs", params(ListQuery),
+    responses(
+        (status = 200, description = "A page of jobs", body = JobPage),
+        (status = 400, description = "Bad query", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Bad filter value", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list(State(state): State<AppState>, ApiQuery(q): ApiQuery<ListQuery>) -> ApiResult<Json<JobPage>> {
+    let mut errors = Vec::new();
+    let job_state = q.state.as_deref().filter(|s| !s.is_empty()).and_then(|s| {
+        let parsed = JobState::parse(s);
+        if parsed.is_none() {
+            errors.push(FieldError::invalid("state", format!("unknown state {s:?}")));
+        }
+        parsed
+    });
+    let label = q.label.as_deref().filter(|s| !s.is_empty()).and_then(|l| {
+        let kv = l.split_once(':').or_else(|| l.split_once('='));
+        if kv.is_none() {
+            errors.push(FieldError::invalid("label", "label filters are key:value"));
+        }
+        kv.map(|(k, v)| (k.to_owned(), v.to_owned()))
+    });
+    let after = parse_cursor(q.cursor.as_deref(), &mut errors);
+    if !errors.is_empty() {
+        return Err(ApiError::Validation { detail: "invalid list parameters".into(), errors });
+    }
+    let limit = state.config.page_size(q.limit);
+    let filter = JobFilter {
+        state: job_state,
+        batch: q.batch,
+        label,
+        text: q.q.filter(|s| !s.is_empty()),
+        after,
+        limit: limit + 1,
+    };
+    let mut jobs = state.store.list_jobs(&filter).await?;
+    let more = jobs.len() > limit as usize;
+    jobs.truncate(limit as usize);
+    let mut items = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let counts = state.store.job_counts(job.id).await?;
+        items.push(JobView::new(job, counts));
+    }
+    let next_cursor = more.then(|| items.last().map(|j| j.id.to_string())).flatten();
+    Ok(Json(JobPage { items, next_cursor }))
+}
+
+fn parse_cursor(cursor: Option<&str>, errors: &mut Vec<FieldError>) -> Option<i64> {
+    let cursor = cursor.filter(|c| !c.is_empty())?;
+    let parsed = cursor.parse::<i64>().ok();
+    if parsed.is_none() {
+        errors.push(FieldError::invalid("cursor", "not a cursor returned by this API"));
+    }
+    parsed
+}
+
+/// One job with its counts.
+#[utoipa::path(get, operation_id = "get_job", path = "/jobs/{id}", tag = "jobs", params(("id" = i64, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "The job", body = JobView),
+        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn get(State(state): State<AppState>, ApiPath(id): ApiPath<i64>) -> ApiResult<Json<JobView>> {
+    load(&state, id).await.map(Json)
+}
+
+async fn control(state: &AppState, id: i64, action: ControlAction) -> ApiResult<Json<JobView>> {
+    match state.store.control(id, action).await? {
+        ControlOutcome::Done(job) => {
+            tracing::info!(job.id = id, ?action, state = %job.state, "job control");
+            let counts = state.store.job_counts(id).await?;
+            Ok(Json(JobView::new(job, counts)))
+        }
+        ControlOutcome::Conflict(st) => {
+            let verb = format!("{action:?}").to_ascii_lowercase();
+            Err(ApiError::Conflict(format!("cannot {verb} job {id}: it is {st}")))
+        }
+        ControlOutcome::NotFound => Err(not_found(id)),
+    }
+}
+
+/// Cancel: a queued or paused job stops at once; a running one stops between messages
+/// (`cancel_requested` until then).
+#[utoipa::path(post, operation_id = "cancel_job", path = "/jobs/{id}/cancel", tag = "jobs", params(("id" = i64, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "The job after the action", body = JobView),
+        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not possible in the job's state", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn cancel(State(state): State<AppState>, ApiPath(id): ApiPath<i64>) -> ApiResult<Json<JobView>> {
+    control(&state, id, ControlAction::Cancel).await
+}
+
+/// Pause: a queued job is paused at once; a running one between messages.
+#[utoipa::path(post, operation_id = "pause_job", path = "/jobs/{id}/pause", tag = "jobs", params(("id" = i64, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "The job after the action", body = JobView),
+        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not possible in the job's state", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn pause(State(state): State<AppState>, ApiPath(id): ApiPath<i64>) -> ApiResult<Json<JobView>> {
+    control(&state, id, ControlAction::Pause).await
+}
+
+/// Resume a paused job (it is queued again and continues from the ledger).
+#[utoipa::path(post, operation_id = "resume_job", path = "/jobs/{id}/resume", tag = "jobs", params(("id" = i64, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "The job after the action", body = JobView),
+        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not possible in the job's state", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn resume(State(state): State<AppState>, ApiPath(id): ApiPath<i64>) -> ApiResult<Json<JobView>> {
+    control(&state, id, ControlAction::Resume).await
+}
+
+/// Rerun a finished job: a delta pass on the same ledger that copies only what is new.
+#[utoipa::path(post, operation_id = "rerun_job", path = "/jobs/{id}/rerun", tag = "jobs", params(("id" = i64, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "The job after the action", body = JobView),
+        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not possible in the job's state", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn rerun(State(state): State<AppState>, ApiPath(id): ApiPath<i64>) -> ApiResult<Json<JobView>> {
+    control(&state, id, ControlAction::Rerun).await
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Page size (default 50, at most 500).
+    pub limit: Option<u32>,
+}
+
+/// A page of the job's ledger, ordered by UIDL.
+#[utoipa::path(get, operation_id = "list_job_messages", path = "/jobs/{id}/messages", tag = "jobs",
+    params(("id" = i64, Path, description = "Job id"), PageQuery),
+    responses(
+        (status = 200, description = "A page of ledger rows", body = MessagePage),
+        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn messages(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<i64>,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<Json<MessagePage>> {
+    state.store.get_job(id).await?.ok_or_else(|| not_found(id))?;
+    let limit = state.config.page_size(q.limit);
+    let after = q.cursor.as_deref().filter(|c| !c.is_empty());
+    let mut rows = state.store.ledger_page(id, after, limit + 1).await?;
+    let more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    let next_cursor = more.then(|| rows.last().map(|r| r.uidl.clone())).flatten();
+    Ok(Json(MessagePage { items: rows.into_iter().map(MessageView::from).collect(), next_cursor }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ReportQuery {
+    /// `json` or `csv`; overrides the `Accept` header.
+    pub format: Option<String>,
+}
+
+const REPORT_PAGE: u32 = 1000;
+const REPORT_COLUMNS: [&str; 11] = [
+    "uidl", "size", "state", "reason", "digest", "dest_uid", "internal_date", "internal_date_source",
+    "first_seen_at", "copied_at", "deleted_at",
+];
+
+/// The job's report: the job, its counts and every ledger row; CSV (one row per message)
+/// with `Accept: text/csv` or `?format=csv`.
+#[utoipa::path(get, operation_id = "get_job_report", path = "/jobs/{id}/report", tag = "jobs",
+    params(("id" = i64, Path, description = "Job id"), ReportQuery),
+    responses(
+        (status = 200, description = "The report", content(
+            (JobReport = "application/json"),
+            (String = "text/csv", example = "uidl,size,state,reason,digest,dest_uid,internal_date,internal_date_source,first_seen_at,copied_at,deleted_at\n"),
+        )),
+        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn report(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<i64>,
+    ApiQuery(q): ApiQuery<ReportQuery>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let csv = match q.format.as_deref() {
+        Some("csv") => true,
+        Some("json") | None | Some("") => {
+            q.format.is_none() && headers.get_all(header::ACCEPT).iter().any(|v| v.to_str().is_ok_and(|v| v.contains("text/csv")))
+        }
+        Some(other) => {
+            let e = FieldError::invalid("format", format!("unknown report format {other:?}: json or csv"));
+            return Err(ApiError::Validation { detail: "invalid report format".into(), errors: vec![e] });
+        }
+    };
+    let job = load(&state, id).await?;
+    let mut messages = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = state.store.ledger_page(id, after.as_deref(), REPORT_PAGE).await?;
+        let full = page.len() == REPORT_PAGE as usize;
+        after = page.last().map(|r| r.uidl.clone());
+        messages.extend(page.into_iter().map(MessageView::from));
+        if !full {
+            break;
+        }
+    }
+    if !csv {
+        let counts = job.counts;
+        return Ok(Json(JobReport { job, counts, messages }).into_response());
+    }
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let csv_err = |e: csv::Error| ApiError::Internal(format!("writing CSV: {e}"));
+    w.write_record(REPORT_COLUMNS).map_err(csv_err)?;
+    let opt = |v: &Option<String>| v.clone().unwrap_or_default();
+    for m in &messages {
+        let state = serde_json::to_value(m.state).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+        w.write_record([
+            m.uidl.clone(),
+            m.size.to_string(),
+            state,
+            opt(&m.reason),
+            opt(&m.digest),
+            m.dest_uid.map(|u| u.to_string()).unwrap_or_default(),
+            opt(&m.internal_date),
+            opt(&m.internal_date_source),
+            m.first_seen_at.clone(),
+            opt(&m.copied_at),
+            opt(&m.deleted_at),
+        ])
+        .map_err(csv_err)?;
+    }
+    let body = w.into_inner().map_err(|e| ApiError::Internal(format!("writing CSV: {e}")))?;
+    Ok(csv_response(body, &format!("job-{id}-report.csv")))
+}
+
+pub(crate) fn csv_response(body: Vec<u8>, filename: &str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{filename}\"")),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// Live progress as Server-Sent Events: `state` when the job's state changes, `progress`
+/// (state and counts) when the counts change, at most a few per second, keep-alive
+/// comments in between. The stream ends once the job is finished or paused (or the
+/// server shuts down).
+#[utoipa::path(get, operation_id = "job_events", path = "/jobs/{id}/events", tag = "jobs", params(("id" = i64, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "`event: state` data `{id, state, last_error}`; `event: progress` data `{id, state, counts}`", content_type = "text/event-stream", body = String),
+        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn events(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    state.store.get_job(id).await?.ok_or_else(|| not_found(id))?;
+    let keep_alive = KeepAlive::new().interval(state.config.sse_keep_alive());
+    let poll = state.config.sse_poll();
+    let watch = Watch { state, id, poll, last_state: None, last_counts: None, done: false, first: true, failures: 0 };
+    let stream = futures::stream::unfold(watch, |mut w| async move {
+        if w.done || w.state.shutdown.is_cancelled() {
+            return None;
+        }
+        if !w.first {
+            tokio::select! {
+                () = tokio::time::sleep(w.poll) => {}
+                () = w.state.shutdown.cancelled() => return None,
+            }
+        }
+        w.first = false;
+        let events = w.tick().await;
+        Some((futures::stream::iter(events.into_iter().map(Ok)), w))
+    })
+    .flatten();
+    Ok(Sse::new(stream).keep_alive(keep_alive))
+}
+
+/// The state of one SSE stream: what the client was last told.
+struct Watch {
+    state: AppState,
+    id: i64,
+    poll: Duration,
+    last_state: Option<JobState>,
+    last_counts: Option<JobCounts>,
+    done: bool,
+    first: bool,
+    failures: u32,
+}
+
+impl Watch {
+    /// Consecutive store failures after which the stream gives up.
+    const MAX_FAILURES: u32 = 20;
+
+    async fn tick(&mut self) -> Vec<Event> {
+        let job = match self.state.store.get_job(self.id).await {
+            Ok(Some(job)) => job,
+            Ok(None) => {
+                self.done = true;
+                return vec![event("gone", &serde_json::json!({"id": self.id}))];
+            }
+            Err(e) => return self.failed(e),
+        };
+        let counts = match self.state.store.job_counts(self.id).await {
+            Ok(c) => c,
+            Err(e) => return self.failed(e),
+        };
+        self.failures = 0;
+        let mut out = Vec::new();
+        let state_changed = self.last_state != Some(job.state);
+        if state_changed {
+            let data = serde_json::json!({"id": self.id, "state": job.state, "last_error": job.last_error});
+            out.push(event("state", &data));
+            self.last_state = Some(job.state);
+        }
+        if state_changed || self.last_counts != Some(counts) {
+            let data = serde_json::json!({"id": self.id, "state": job.state, "counts": Counts::from(counts)});
+            out.push(event("progress", &data));
+            self.last_counts = Some(counts);
+        }
+        if job.state.is_terminal() || job.state == JobState::Paused {
+            self.done = true;
+        }
+        out
+    }
+
+    fn failed(&mut self, e: mailferry_store::StoreError) -> Vec<Event> {
+        self.failures += 1;
+        tracing::warn!(job.id = self.id, error = %e, "SSE poll failed");
+        if self.failures >= Self::MAX_FAILURES {
+            self.done = true;
+            return vec![event("error", &serde_json::json!({"id": self.id, "error": "the job's progress is unavailable"}))];
+        }
+        Vec::new()
+    }
+}
+
+fn event(name: &str, data: &serde_json::Value) -> Event {
+    Event::default().event(name).data(data.to_string())
+}

@@ -1,0 +1,14 @@
+//! `/api/v1`: one module per resource, each exporting its `router()`.
+
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::state::AppState;
+
+pub mod batches;
+pub mod jobs;
+pub mod tokens;
+
+/// Every v1 resource, with paths relative to `/api/v1`.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().merge(jobs::router()).merge(batches::router()).merge(tokens::router())
+}

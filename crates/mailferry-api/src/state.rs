@@ -1,0 +1,132 @@
+//! What every handler shares: the store, the sealer for secrets at rest, and the API's
+//! configuration (plaintext allow-list, body limits, page sizes, SSE pacing).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mailferry_model::{HostList, Sealer};
+use mailferry_store::Store;
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+/// Shared by every request. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    /// Seals mailbox passwords before they are stored (DESIGN.md §2.5).
+    pub sealer: Sealer,
+    pub config: Arc<ApiConfig>,
+    /// Cancelled at shutdown: open SSE streams end so a graceful shutdown is not held up
+    /// by clients watching jobs.
+    pub shutdown: CancellationToken,
+}
+
+impl AppState {
+    pub fn new(store: Arc<dyn Store>, sealer: Sealer, config: ApiConfig) -> Self {
+        Self { store, sealer, config: Arc::new(config), shutdown: CancellationToken::new() }
+    }
+
+    /// End long-lived responses (SSE) when `token` is cancelled; pass the token that
+    /// triggers `axum::serve(..).with_graceful_shutdown(..)`.
+    pub fn with_shutdown(mut self, token: CancellationToken) -> Self {
+        self.shutdown = token;
+        self
+    }
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").field("sealer", &self.sealer).field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+/// API settings; every field has a default, so it can sit in the server config as `[api]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Hosts that may be reached with `security: "none"`: host names, IP addresses or CIDR
+    /// blocks (`10.0.0.0/8`, `fd00::/8`). Names are compared literally, never resolved.
+    pub plaintext_allow: Vec<String>,
+    /// Limit for JSON request bodies.
+    pub max_body_bytes: usize,
+    /// Limit for batch uploads (CSV or JSON).
+    pub max_batch_bytes: usize,
+    /// Page size when a list request gives no `limit`.
+    pub default_per_page: u32,
+    /// Largest page a client may ask for.
+    pub max_per_page: u32,
+    /// How often an SSE stream polls the store for changes.
+    pub sse_poll_ms: u64,
+    /// Interval of SSE keep-alive comments.
+    pub sse_keep_alive_secs: u64,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            plaintext_allow: vec!["127.0.0.0/8".into(), "::1".into(), "localhost".into()],
+            max_body_bytes: 1024 * 1024,
+            max_batch_bytes: 10 * 1024 * 1024,
+            default_per_page: 50,
+            max_per_page: 500,
+            sse_poll_ms: 300,
+            sse_keep_alive_secs: 15,
+        }
+    }
+}
+
+impl ApiConfig {
+    /// Entries of `plaintext_allow` that are not a host name, an IP address or a CIDR block.
+    pub fn invalid_plaintext_entries(&self) -> Vec<String> {
+        self.plaintext_allow.iter().filter(|e| HostList::parse([e.as_str()]).is_err()).cloned().collect()
+    }
+
+    /// Whether `host` may be reached without TLS (invalid entries never match).
+    pub fn plaintext_allowed(&self, host: &str) -> bool {
+        self.plaintext_allow.iter().filter_map(|e| HostList::parse([e.as_str()]).ok()).any(|l| l.contains(host))
+    }
+
+    pub(crate) fn sse_poll(&self) -> Duration {
+        Duration::from_millis(self.sse_poll_ms.max(50))
+    }
+
+    pub(crate) fn sse_keep_alive(&self) -> Duration {
+        Duration::from_secs(self.sse_keep_alive_secs.max(1))
+    }
+
+    /// A page size from the client's `limit`, clamped to `1..=max_per_page`.
+    pub(crate) fn page_size(&self, limit: Option<u32>) -> u32 {
+        limit.unwrap_or(self.default_per_page).clamp(1, self.max_per_page.max(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_allow_list_is_loopback_only() {
+        let c = ApiConfig::default();
+        for ok in ["127.0.0.1", "127.5.6.7", "::1", "[::1]", "localhost", "LOCALHOST.", "::ffff:127.0.0.1"] {
+            assert!(c.plaintext_allowed(ok), "{ok}");
+        }
+        for no in ["10.0.0.1", "mail.example.com", "127.0.0.1.evil.example", "localhost.evil", "::2", ""] {
+            assert!(!c.plaintext_allowed(no), "{no}");
+        }
+        assert!(c.invalid_plaintext_entries().is_empty());
+    }
+
+    #[test]
+    fn cidrs_names_and_bad_entries() {
+        let c = ApiConfig {
+            plaintext_allow: vec!["10.1.0.0/16".into(), "fd00::/8".into(), "pop.lan".into(), "1.2.3.4/40".into(), "a b".into()],
+            ..ApiConfig::default()
+        };
+        assert!(c.plaintext_allowed("10.1.200.3"));
+        assert!(!c.plaintext_allowed("10.2.0.1"));
+        assert!(c.plaintext_allowed("fd12::1"));
+        assert!(c.plaintext_allowed("POP.lan"));
+        assert!(!c.plaintext_allowed("127.0.0.1"));
+        assert_eq!(c.invalid_plaintext_entries(), vec!["1.2.3.4/40".to_owned(), "a b".to_owned()]);
+    }
+}

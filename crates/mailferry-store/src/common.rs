@@ -1,0 +1,261 @@
+//! What both backends share: row → record conversion, the control state machine, the
+//! values derived from a spec, and limits. Only the SQL differs per backend.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use mailferry_model::{JobCounts, JobSpec, JobState, LedgerState, Scope};
+
+use crate::service::{BatchRecord, BatchSummary, ControlAction, JobRecord, LedgerRow, TokenRecord};
+use crate::{Result, StoreError};
+
+/// Largest page `list_jobs` and `ledger_page` return; a limit of 0 means [`DEFAULT_PAGE`].
+pub(crate) const MAX_PAGE: u32 = 500;
+pub(crate) const DEFAULT_PAGE: u32 = 100;
+
+pub(crate) fn page_limit(limit: u32) -> i64 {
+    i64::from(if limit == 0 { DEFAULT_PAGE } else { limit.min(MAX_PAGE) })
+}
+
+/// A per-host cap of 0 means "no cap".
+pub(crate) fn cap(n: u32) -> i64 {
+    if n == 0 {
+        i64::MAX
+    } else {
+        i64::from(n)
+    }
+}
+
+/// The one text form of a time both backends hand out: RFC 3339, UTC, milliseconds.
+pub(crate) fn fmt_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+pub(crate) fn now_string() -> String {
+    fmt_time(Utc::now())
+}
+
+pub(crate) fn parse_job_state(s: String) -> Result<JobState> {
+    JobState::parse(&s).ok_or(StoreError::UnknownState(s))
+}
+
+pub(crate) fn parse_ledger_state(s: String) -> Result<LedgerState> {
+    LedgerState::parse(&s).ok_or(StoreError::UnknownState(s))
+}
+
+pub(crate) fn parse_scope(s: String) -> Result<Scope> {
+    Scope::parse(&s).ok_or(StoreError::UnknownState(s))
+}
+
+/// The columns of a job row, times already rendered as text.
+#[derive(Debug)]
+pub(crate) struct JobParts {
+    pub id: i64,
+    pub state: String,
+    pub spec: Option<String>,
+    pub source: String,
+    pub target: String,
+    pub batch_id: Option<i64>,
+    pub labels: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub last_error: Option<String>,
+    pub runs: i64,
+    pub cancel_requested: bool,
+    pub pause_requested: bool,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<String>,
+}
+
+impl JobParts {
+    pub(crate) fn into_record(self) -> Result<JobRecord> {
+        let spec = match self.spec {
+            Some(s) => Some(serde_json::from_str::<JobSpec>(&s).map_err(|e| StoreError::BadSpec(format!("job {}: {e}", self.id)))?),
+            None => None,
+        };
+        let labels: BTreeMap<String, String> = serde_json::from_str(&self.labels)
+            .map_err(|e| StoreError::BadSpec(format!("job {} labels: {e}", self.id)))?;
+        Ok(JobRecord {
+            id: self.id,
+            state: parse_job_state(self.state)?,
+            spec,
+            source: self.source,
+            target: self.target,
+            batch_id: self.batch_id,
+            labels,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+            last_error: self.last_error,
+            runs: self.runs,
+            cancel_requested: self.cancel_requested,
+            pause_requested: self.pause_requested,
+            lease_owner: self.lease_owner,
+            lease_expires_at: self.lease_expires_at,
+        })
+    }
+}
+
+/// The columns of a ledger row for the API, times already rendered as text.
+#[derive(Debug)]
+pub(crate) struct LedgerParts {
+    pub uidl: String,
+    pub size: i64,
+    pub state: String,
+    pub reason: Option<String>,
+    pub digest: Option<String>,
+    pub dest_uid: Option<i64>,
+    pub internal_date: Option<String>,
+    pub internal_date_source: Option<String>,
+    pub first_seen_at: String,
+    pub copied_at: Option<String>,
+    pub deleted_at: Option<String>,
+}
+
+impl LedgerParts {
+    pub(crate) fn into_row(self) -> Result<LedgerRow> {
+        Ok(LedgerRow {
+            uidl: self.uidl,
+            size: self.size.max(0) as u64,
+            state: parse_ledger_state(self.state)?,
+            reason: self.reason,
+            digest: self.digest,
+            dest_uid: self.dest_uid.and_then(|u| u32::try_from(u).ok()),
+            internal_date: self.internal_date,
+            internal_date_source: self.internal_date_source,
+            first_seen_at: self.first_seen_at,
+            copied_at: self.copied_at,
+            deleted_at: self.deleted_at,
+        })
+    }
+}
+
+pub(crate) fn token_record(id: i64, name: String, scope: String, created_at: String) -> Result<TokenRecord> {
+    Ok(TokenRecord { id, name, scope: parse_scope(scope)?, created_at })
+}
+
+/// What a new service job row holds besides its state and times.
+#[derive(Debug)]
+pub(crate) struct NewJob {
+    pub mailbox_key: String,
+    pub source: String,
+    pub target: String,
+    pub source_key: String,
+    pub source_host: String,
+    pub target_host: String,
+    pub spec: String,
+    pub labels: String,
+}
+
+impl NewJob {
+    pub(crate) fn from_spec(spec: &JobSpec) -> Result<Self> {
+        Ok(Self {
+            mailbox_key: spec.mailbox_key(),
+            source: spec.source_display(),
+            target: spec.target_display(),
+            source_key: spec.source_key(),
+            source_host: spec.source.host.to_ascii_lowercase(),
+            target_host: spec.target_host().to_ascii_lowercase(),
+            spec: serde_json::to_string(spec).map_err(|e| StoreError::BadSpec(e.to_string()))?,
+            labels: serde_json::to_string(&spec.labels).map_err(|e| StoreError::BadSpec(e.to_string()))?,
+        })
+    }
+}
+
+/// `source_key` and `source_host` of a CLI job, from its source display
+/// (`pop3 user@host:port`). CLI jobs are never claimed, so this only has to be stable.
+pub(crate) fn cli_source_key(source: &str) -> (String, String) {
+    let key = source.strip_prefix("pop3 ").unwrap_or(source);
+    let host_port = key.rsplit_once('@').map_or(key, |(_, hp)| hp);
+    let host = host_port.rsplit_once(':').map_or(host_port, |(h, _)| h).to_ascii_lowercase();
+    let key = match key.rsplit_once('@') {
+        Some((user, _)) => format!("{user}@{}", host_port.to_ascii_lowercase()),
+        None => key.to_ascii_lowercase(),
+    };
+    (key, host)
+}
+
+/// What happens to `finished_at` on a control action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Finished {
+    Keep = 0,
+    Now = 1,
+    Clear = 2,
+}
+
+/// The row change a control action makes (always guarded by the state it was planned from).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ControlPlan {
+    pub state: JobState,
+    pub cancel_requested: bool,
+    pub pause_requested: bool,
+    pub clear_error: bool,
+    pub finished: Finished,
+    pub clear_not_before: bool,
+}
+
+/// The control state machine (see [`ControlAction`]); `None` is a conflict. CLI jobs
+/// (no spec) are driven by their own process: every action conflicts.
+pub(crate) fn plan_control(action: ControlAction, job: &JobRecord) -> Option<ControlPlan> {
+    job.spec.as_ref()?;
+    let keep = ControlPlan {
+        state: job.state,
+        cancel_requested: job.cancel_requested,
+        pause_requested: job.pause_requested,
+        clear_error: false,
+        finished: Finished::Keep,
+        clear_not_before: false,
+    };
+    let to = |state: JobState| ControlPlan {
+        state,
+        cancel_requested: false,
+        pause_requested: false,
+        clear_not_before: true,
+        ..keep
+    };
+    use ControlAction as A;
+    use JobState as S;
+    Some(match (action, job.state) {
+        (A::Cancel, S::Queued | S::Paused) => ControlPlan { finished: Finished::Now, ..to(S::Cancelled) },
+        (A::Cancel, S::Running) => ControlPlan { cancel_requested: true, ..keep },
+        (A::Pause, S::Queued) => to(S::Paused),
+        (A::Pause, S::Running) => ControlPlan { pause_requested: true, ..keep },
+        (A::Resume, S::Paused) => to(S::Queued),
+        (A::Resume, S::Running) if job.pause_requested => ControlPlan { pause_requested: false, ..keep },
+        (A::Rerun, s) if s.is_terminal() => ControlPlan { clear_error: true, finished: Finished::Clear, ..to(S::Queued) },
+        _ => return None,
+    })
+}
+
+/// A batch summary with states in [`JobState::ALL`] order (only states that occur).
+pub(crate) fn summary(batch: BatchRecord, per_state: Vec<(String, i64)>, counts: JobCounts) -> Result<BatchSummary> {
+    let mut states = Vec::new();
+    for (state, n) in per_state {
+        states.push((parse_job_state(state)?, n.max(0) as u64));
+    }
+    states.sort_by_key(|(s, _)| JobState::ALL.iter().position(|a| a == s));
+    let jobs = states.iter().map(|(_, n)| n).sum();
+    Ok(BatchSummary { batch, jobs, states, counts })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_source_keys() {
+        assert_eq!(cli_source_key("pop3 Ann@Mail.Example:995"), ("Ann@mail.example:995".into(), "mail.example".into()));
+        assert_eq!(cli_source_key("odd"), ("odd".into(), "odd".into()));
+    }
+
+    #[test]
+    fn page_limits() {
+        assert_eq!(page_limit(0), 100);
+        assert_eq!(page_limit(7), 7);
+        assert_eq!(page_limit(10_000), 500);
+        assert_eq!(cap(0), i64::MAX);
+    }
+}
