@@ -237,3 +237,60 @@ async fn the_per_host_cap_holds_across_workers() {
     assert!(max_pop3 >= 1, "sessions were observed");
     assert!(max_pop3 <= 2, "at most 2 sessions per host, saw {max_pop3}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_and_resume_between_messages() {
+    let lab = Lab::start();
+    let msgs = realistic(1500, 6);
+    lab.dovecot.seed("src", &msgs);
+    let server = Server::start(&lab.dovecot, None, &[], &[]);
+    let api = server.client();
+    let (_, job, _) = api.post("/api/v1/jobs", &job_body(&lab.dovecot, "src", "dst", "keep")).await;
+    let id = job["id"].as_i64().unwrap();
+    while api.job(id).await["counts"]["copied"].as_u64().unwrap_or(0) == 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, _, text) = api.post(&format!("/api/v1/jobs/{id}/pause"), &json!({})).await;
+    assert_eq!(status, 200, "{text}");
+    let paused = api.wait_state(id, &["paused"], 60).await;
+    let copied = paused["counts"]["copied"].as_u64().unwrap();
+    assert!(copied < 1500, "paused before the end: {paused}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(lab.dst().len() as u64, copied, "nothing moves while paused");
+    let (status, _, text) = api.post(&format!("/api/v1/jobs/{id}/resume"), &json!({})).await;
+    assert_eq!(status, 200, "{text}");
+    api.wait_state(id, &["succeeded"], 180).await;
+    assert_same_messages(&msgs, &lab.dst());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_releases_the_lease_and_a_restart_finishes_exactly_once() {
+    let lab = Lab::start();
+    let msgs = realistic(1500, 7);
+    lab.dovecot.seed("src", &msgs);
+    let mut server = Server::start(&lab.dovecot, None, &[], &[]);
+    let api = server.client();
+    let (_, job, _) = api.post("/api/v1/jobs", &job_body(&lab.dovecot, "src", "dst", "after-verified")).await;
+    let id = job["id"].as_i64().unwrap();
+    while api.job(id).await["counts"]["copied"].as_u64().unwrap_or(0) == 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status = server.terminate(Duration::from_secs(30));
+    assert!(status.success(), "graceful exit: {status:?}");
+    assert!(lab.dst().len() < msgs.len(), "stopped mid-job");
+
+    let released = server.logs().lines().any(|l| l.contains("job finished") && l.contains("\"state\":\"queued\""));
+    assert!(released, "the worker handed the job back as queued on SIGTERM");
+
+    server.restart();
+    let api = server.client();
+    let job = api.wait_state(id, &["succeeded"], 180).await;
+    assert_eq!(job["counts"]["copied"], 1500);
+    assert_same_messages(&msgs, &lab.dst());
+    assert_eq!(lab.src().len(), 0);
+
+    // The embedded default's secret key is private to its owner.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(server.data.path().join("secret.key")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+}

@@ -60,6 +60,29 @@ pub struct Server {
     pub data: tempfile::TempDir,
     env: Vec<(String, String)>,
     workers: Vec<Child>,
+    serve_args: Vec<String>,
+}
+
+fn spawn_serve(data: &std::path::Path, env: &[(String, String)], serve_args: &[&str]) -> (Child, String) {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(data.join("serve.log")).unwrap();
+    let mut child = Command::new(bin())
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0"])
+        .args(serve_args)
+        .envs(env.iter().cloned())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let base = line.trim().rsplit(' ').next().expect("listening line").to_owned();
+    assert!(
+        base.starts_with("http://127.0.0.1:"),
+        "unexpected first line {line:?}; log: {}",
+        std::fs::read_to_string(data.join("serve.log")).unwrap_or_default()
+    );
+    (child, base)
 }
 
 pub fn bin() -> &'static str {
@@ -85,21 +108,29 @@ impl Server {
         let stdout = String::from_utf8_lossy(&out.stdout);
         let token = stdout.split_whitespace().last().expect("token printed last").to_owned();
 
-        let log = std::fs::File::create(data.path().join("serve.log")).unwrap();
-        let mut child = Command::new(bin())
-            .arg("serve")
-            .args(["--listen", "127.0.0.1:0"])
-            .args(serve_args)
-            .envs(env.clone())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let base = line.trim().rsplit(' ').next().expect("listening line").to_owned();
-        assert!(base.starts_with("http://127.0.0.1:"), "unexpected first line {line:?}; log: {}", std::fs::read_to_string(data.path().join("serve.log")).unwrap_or_default());
-        Self { child, base, token, data, env, workers: Vec::new() }
+        let (child, base) = spawn_serve(data.path(), &env, serve_args);
+        Self { child, base, token, data, env, workers: Vec::new(), serve_args: serve_args.iter().map(|a| a.to_string()).collect() }
+    }
+
+    /// SIGTERM the server and wait for it to exit (graceful shutdown).
+    pub fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "the server did not stop within {within:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Start `mailferry serve` again on the same data and database.
+    pub fn restart(&mut self) {
+        let args: Vec<&str> = self.serve_args.iter().map(String::as_str).collect();
+        let (child, base) = spawn_serve(self.data.path(), &self.env, &args);
+        self.child = child;
+        self.base = base;
     }
 
     /// Start a `mailferry worker` process sharing this server's database; returns its index.
