@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mailferry_engine::{run_job, DrainJob, EngineConfig, EngineError, Outcome, RetryPolicy};
+use mailferry_engine::{run_job, DrainJob, EngineConfig, EngineError, Outcome, RetryPolicy, Target};
 use mailferry_model::{DeletePolicy, ErrorClass, ImapAuth, ImapEndpoint, Pop3Auth, Pop3Endpoint, Security, TlsOptions};
 use mailferry_store::SqliteStore;
 use mailferry_tests::fake::{FakeConfig, FakePop3, FakeScript, ANY_CONN};
@@ -46,7 +46,7 @@ fn job(s: &Setup, fake: &FakePop3, delete: DeletePolicy) -> DrainJob {
             auth: Pop3Auth::Auto,
             tls: plain.clone(),
         },
-        target: ImapEndpoint {
+        target: Target::Imap(ImapEndpoint {
             host: "127.0.0.1".into(),
             port: s.dovecot.imap_port(),
             security: Security::None,
@@ -56,7 +56,7 @@ fn job(s: &Setup, fake: &FakePop3, delete: DeletePolicy) -> DrainJob {
             tls: plain,
             folder: "INBOX".into(),
             flags: vec![],
-        },
+        }),
         delete,
         dry_run: false,
         max_message_bytes: None,

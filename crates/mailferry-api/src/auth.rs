@@ -1,8 +1,9 @@
 //! Bearer-token authentication and scope checks.
 //!
 //! Tokens are `mf_` + 32 random bytes (base64url); only their SHA-256 is stored, so a
-//! leaked database holds no working credential. Every route except `/healthz` and
-//! `/readyz` needs a token; the scope needed follows from the route: token management is
+//! leaked database holds no working credential. Every route except `/healthz`, `/readyz`
+//! and the dashboard's page and static assets (`/`, `/assets/*`: no data, the page signs
+//! in by itself) needs a token; the scope needed follows from the route: token management is
 //! `admin`, reads (`GET`, `HEAD`) are `read`, everything else is `write`. The token itself
 //! is never logged.
 
@@ -67,7 +68,8 @@ fn bearer(req: &Request) -> Option<&str> {
 
 /// Middleware: authenticate, check the scope, and attach the [`Principal`].
 pub(crate) async fn require_token(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    if PUBLIC_PATHS.contains(&req.uri().path()) {
+    let page = matches!(*req.method(), Method::GET | Method::HEAD) && crate::web::is_public(req.uri().path());
+    if page || PUBLIC_PATHS.contains(&req.uri().path()) {
         return next.run(req).await;
     }
     let Some(token) = bearer(&req) else {

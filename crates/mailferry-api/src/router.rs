@@ -1,8 +1,10 @@
 //! The whole application: routes, OpenAPI document, docs UI and the middleware stack.
 //!
-//! Layers, outermost first: problem+json for any error response that is not one already
-//! (axum's 405, unknown static files); the body limit; bearer authentication (all but
-//! the probes); `Idempotency-Key` handling; then the routes.
+//! Layers, outermost first: the security headers (CSP, `nosniff`, no referrer, no
+//! framing) on every response; problem+json for any error response that is not one
+//! already (axum's 405, unknown static files); the body limit; bearer authentication (all
+//! but the probes and the dashboard's page and assets); `Idempotency-Key` handling; then
+//! the routes.
 
 use axum::body::Body;
 use axum::extract::DefaultBodyLimit;
@@ -20,7 +22,7 @@ use crate::error::{ApiError, FieldError, Problem, PROBLEM_JSON};
 use crate::handlers::{health, v1};
 use crate::idempotency::{self, Idempotency};
 use crate::state::AppState;
-use crate::{auth, views};
+use crate::{auth, views, web};
 
 pub const OPENAPI_PATH: &str = "/api/openapi.json";
 pub const DOCS_PATH: &str = "/api/docs";
@@ -29,8 +31,8 @@ pub const DOCS_PATH: &str = "/api/docs";
 #[openapi(
     info(
         title = "mailferry",
-        description = "Drain POP3 mailboxes into IMAP, exactly once. Every route except /healthz and /readyz \
-                       needs `Authorization: Bearer <token>` (scopes: read for GET, write for other methods, \
+        description = "Drain POP3 mailboxes into IMAP, exactly once. Every route except /healthz, /readyz and the \
+                       web dashboard's page and assets (GET / and /assets/*) needs `Authorization: Bearer <token>` (scopes: read for GET, write for other methods, \
                        admin for /tokens). Errors are RFC 9457 application/problem+json with a stable `type`."
     ),
     modifiers(&BearerAuth),
@@ -71,17 +73,19 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     api_router().into_openapi()
 }
 
-/// The whole HTTP application: `/api/v1/*`, `/healthz`, `/readyz`, `/api/openapi.json`
-/// and the offline docs at `/api/docs`.
+/// The whole HTTP application: `/api/v1/*`, `/healthz`, `/readyz`, `/api/openapi.json`,
+/// the offline docs at `/api/docs`, and the dashboard at `/` and `/assets/*`.
 pub fn app(state: AppState) -> Router {
     let (routes, api) = api_router().split_for_parts();
     routes
         .merge(SwaggerUi::new(DOCS_PATH).url(OPENAPI_PATH, api))
+        .merge(web::router())
         .fallback(not_found)
         .layer(from_fn_with_state(Idempotency::new(state.clone()), idempotency::middleware))
         .layer(from_fn_with_state(state.clone(), auth::require_token))
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(map_response(problemize))
+        .layer(map_response(web::security_headers))
         .with_state(state)
 }
 

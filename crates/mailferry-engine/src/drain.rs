@@ -4,9 +4,9 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use chrono::Utc;
-use mailferry_imap::{AppendMessage, AppendOutcome, Appender, DestinationIndex, ImapOptions, ImapSession};
+use mailferry_imap::{AppendMessage, AppendOutcome, DestinationIndex, ImapOptions, ImapSession};
 use mailferry_model::{
-    DeletePolicy, ImapEndpoint, LedgerState, MessageFailure, Pop3Endpoint, RunSummary,
+    DeletePolicy, LedgerState, MessageFailure, Pop3Endpoint, RunSummary,
 };
 use mailferry_pop3::{Pop3Options, Pop3Session};
 use mailferry_store::{CopyDone, CopyIntent, JobId, LedgerEntry, RunId, Store};
@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::{EngineError, Result};
 use crate::message::header_facts;
 use crate::retry::RetryPolicy;
+use crate::sink::{Sink, SinkError, Target};
 use crate::spool::{Incoming, Received, SpoolConfig};
 
 /// What to drain, where to, and how.
@@ -24,7 +25,7 @@ pub struct DrainJob {
     /// The job row this run belongs to; `None` finds or creates it by mailbox key (CLI).
     pub job_id: Option<JobId>,
     pub source: Pop3Endpoint,
-    pub target: ImapEndpoint,
+    pub target: Target,
     pub delete: DeletePolicy,
     pub dry_run: bool,
     /// Larger messages are skipped with a reason (and stay at the source).
@@ -35,11 +36,7 @@ impl DrainJob {
     /// Identifies the source mailbox and target folder: reruns share one ledger.
     pub fn mailbox_key(&self) -> String {
         let s = &self.source;
-        let t = &self.target;
-        format!(
-            "pop3://{}@{}:{} -> imap://{}@{}:{}/{}",
-            s.username, s.host, s.port, t.username, t.host, t.port, t.folder
-        )
+        format!("pop3://{}@{}:{} -> {}", s.username, s.host, s.port, self.target.key())
     }
 }
 
@@ -227,6 +224,13 @@ impl RunContext<'_> {
         EngineError::Destination { endpoint: self.job.target.display(), source }
     }
 
+    fn sink_err(&self, e: SinkError) -> EngineError {
+        match e {
+            SinkError::Imap(e) => self.dest_err(e),
+            SinkError::Archive(source) => EngineError::Archive { name: self.job.target.display(), source },
+        }
+    }
+
     async fn attempt(&mut self) -> Result<Tally> {
         let store = Arc::clone(&self.store);
         let mut pop = Pop3Session::connect(&self.job.source, &self.config.pop3).await.map_err(|e| self.source_err(e))?;
@@ -276,28 +280,59 @@ impl RunContext<'_> {
         for (number, reason) in &listing.invalid {
             tracing::warn!(number, reason, "invalid UIDL; message left in place");
         }
-        let mut imap = ImapSession::connect(&self.job.target, &self.config.imap).await.map_err(|e| self.dest_err(e))?;
-
-        // Exactly once: copies whose APPEND outcome was never recorded are looked up at the
-        // destination before anything is appended again.
-        let in_doubt: Vec<&LedgerEntry> = before.values().filter(|e| e.state == LedgerState::Copying).collect();
-        let mut index = None;
-        if imap.exists() > 0 && ledger_was_empty {
-            tracing::warn!("no ledger for this job but the destination folder holds messages: indexing it to avoid duplicates");
-            index = Some(imap.build_index(None).await.map_err(|e| self.dest_err(e))?);
-        } else if !in_doubt.is_empty() {
-            let copied: Vec<&LedgerEntry> = before.values().filter(|e| e.state.is_copied()).collect();
-            let found = self.resolve_in_doubt(&mut imap, &in_doubt, &copied).await?;
-            to_copy.retain(|p| !found.contains(&p.uidl));
-        }
+        let (sink, index) = match &self.job.target {
+            Target::Imap(endpoint) => {
+                let mut imap = ImapSession::connect(endpoint, &self.config.imap).await.map_err(|e| self.dest_err(e))?;
+                // Exactly once: copies whose APPEND outcome was never recorded are looked up
+                // at the destination before anything is appended again.
+                let in_doubt: Vec<&LedgerEntry> = before.values().filter(|e| e.state == LedgerState::Copying).collect();
+                let mut index = None;
+                if imap.exists() > 0 && ledger_was_empty {
+                    tracing::warn!("no ledger for this job but the destination folder holds messages: indexing it to avoid duplicates");
+                    index = Some(imap.build_index(None).await.map_err(|e| self.dest_err(e))?);
+                } else if !in_doubt.is_empty() {
+                    let copied: Vec<&LedgerEntry> = before.values().filter(|e| e.state.is_copied()).collect();
+                    let found = self.resolve_in_doubt(&mut imap, &in_doubt, &copied).await?;
+                    to_copy.retain(|p| !found.contains(&p.uidl));
+                }
+                (Sink::Imap(imap.into_appender()), index)
+            }
+            Target::Archive(target) => {
+                // The archive records every arrival by (host, account, UIDL): whatever the
+                // ledger lost or left in doubt, the archive itself says what already arrived.
+                let mut found = Vec::new();
+                for p in &to_copy {
+                    let hit = target
+                        .archive
+                        .find_occurrence(&self.job.source.host, &self.job.source.username, &p.uidl)
+                        .await
+                        .map_err(|e| self.sink_err(SinkError::Archive(e)))?;
+                    if hit.is_some() {
+                        found.push(CopyDone { uidl: p.uidl.clone(), dest_uid: None, dest_uidvalidity: None, found_at_destination: true });
+                    }
+                }
+                if !found.is_empty() {
+                    store.mark_copied(self.job_id, self.run, &found).await?;
+                    let found: HashSet<&str> = found.iter().map(|d| d.uidl.as_str()).collect();
+                    to_copy.retain(|p| !found.contains(p.uidl.as_str()));
+                }
+                let sink = Sink::Archive {
+                    archive: std::sync::Arc::clone(&target.archive),
+                    source_host: self.job.source.host.clone(),
+                    account: self.job.source.username.clone(),
+                    job: self.job_id,
+                    run: self.run,
+                };
+                (sink, None)
+            }
+        };
         self.progress.send_modify(|p| {
             p.listed = tally.listed;
             p.to_copy = to_copy.len() as u64;
         });
 
-        let appender = imap.into_appender();
-        let (pop, appender) = self.copy(pop, appender, to_copy, index).await?;
-        appender.logout().await;
+        let (pop, appender) = self.copy(pop, sink, to_copy, index).await?;
+        appender.close().await;
         if self.cancel.is_cancelled() {
             // No DELE was sent, so QUIT commits nothing; it just releases the maildrop.
             pop.quit().await.map_err(|e| self.source_err(e))?;
@@ -352,11 +387,11 @@ impl RunContext<'_> {
     async fn copy(
         &self,
         pop: Pop3Session,
-        mut appender: Appender,
+        mut appender: Sink,
         to_copy: Vec<Planned>,
         mut index: Option<DestinationIndex>,
-    ) -> Result<(Pop3Session, Appender)> {
-        let limit = match (self.job.max_message_bytes, appender.capabilities().append_limit) {
+    ) -> Result<(Pop3Session, Sink)> {
+        let limit = match (self.job.max_message_bytes, appender.append_limit()) {
             (Some(job), Some(server)) if server < job => Some((server, "the destination's APPENDLIMIT (RFC 7889)")),
             (None, Some(server)) => Some((server, "the destination's APPENDLIMIT (RFC 7889)")),
             (Some(job), _) => Some((job, "the job's max_message_bytes")),
@@ -364,7 +399,7 @@ impl RunContext<'_> {
         };
         let window = if pop.capabilities().pipelining { self.config.retr_window.max(1) } else { 1 };
         let (tx, mut rx) = mpsc::channel::<Item>(self.config.channel_capacity.max(1));
-        let spool = self.config.spool.clone();
+        let spool = SpoolConfig { normalize: self.job.target.normalizes_line_endings(), ..self.config.spool.clone() };
         let budget = Arc::new(Semaphore::new(kib(self.config.memory_budget) as usize));
         let source = tokio::spawn(retrieve(pop, to_copy, window, limit, spool, budget, tx));
 
@@ -404,7 +439,7 @@ impl RunContext<'_> {
         Ok((pop, appender))
     }
 
-    async fn sink_batch(&self, appender: &mut Appender, batch: Vec<Item>, mut index: Option<&mut DestinationIndex>) -> Result<()> {
+    async fn sink_batch(&self, appender: &mut Sink, batch: Vec<Item>, mut index: Option<&mut DestinationIndex>) -> Result<()> {
         let store = &self.store;
         let retrieved_at = Utc::now().fixed_offset();
         let mut intents = Vec::new();
@@ -426,7 +461,10 @@ impl RunContext<'_> {
                     let facts = header_facts(&r.head, retrieved_at);
                     let msg = AppendMessage {
                         body: r.body,
-                        flags: self.job.target.flags.clone(),
+                        flags: appender.flags(match &self.job.target {
+                            Target::Imap(t) => &t.flags,
+                            Target::Archive(_) => &[],
+                        }),
                         internal_date: Some(facts.internal_date),
                         has_nul: r.has_nul,
                     };
@@ -464,7 +502,8 @@ impl RunContext<'_> {
         // Recorded before the APPEND leaves: a crash from here on leaves `copying` rows that
         // the next run resolves against the destination.
         store.mark_copying(self.job_id, self.run, &intents).await?;
-        let outcomes = appender.append_batch(&msgs).await.map_err(|e| self.dest_err(e))?;
+        let uidls: Vec<String> = intents.iter().map(|i| i.uidl.clone()).collect();
+        let outcomes = appender.deliver(&msgs, &uidls).await.map_err(|e| self.sink_err(e))?;
         let mut done = Vec::new();
         let mut bytes = 0;
         for (intent, outcome) in intents.iter().zip(outcomes) {

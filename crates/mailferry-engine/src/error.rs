@@ -11,6 +11,8 @@ pub enum EngineError {
     Source { endpoint: String, source: Pop3Error },
     #[error("destination {endpoint}: {source}")]
     Destination { endpoint: String, source: ImapError },
+    #[error("archive {name}: {source}")]
+    Archive { name: String, source: mailferry_archive::ArchiveError },
     #[error("ledger: {0}")]
     Store(#[from] StoreError),
     #[error("spooling a message to disk failed: {0}")]
@@ -26,6 +28,13 @@ impl EngineError {
         match self {
             Self::Source { source, .. } => source.class(),
             Self::Destination { source, .. } => source.class(),
+            // Storage hiccups may pass; damaged data or bad configuration will not.
+            Self::Archive { source, .. } => match source {
+                mailferry_archive::ArchiveError::Io(_)
+                | mailferry_archive::ArchiveError::Sql(_)
+                | mailferry_archive::ArchiveError::ObjectStore(_) => ErrorClass::Retryable,
+                _ => ErrorClass::Fatal,
+            },
             Self::Store(_) | Self::Spool(_) | Self::Internal(_) => ErrorClass::Fatal,
         }
     }

@@ -11,6 +11,7 @@ mod drain;
 mod error;
 pub mod message;
 mod retry;
+mod sink;
 pub mod spool;
 mod worker;
 
@@ -19,5 +20,6 @@ pub use drain::{run_job, DrainJob, EngineConfig, Outcome, Progress, RunReport};
 pub use mailferry_imap::wire::valid_flag as valid_imap_flag;
 pub use error::{EngineError, Result};
 pub use retry::RetryPolicy;
+pub use sink::{ArchiveTarget, Archives, Target};
 pub use spool::SpoolConfig;
 pub use worker::{Worker, WorkerConfig};

@@ -19,11 +19,13 @@ pub struct SpoolConfig {
     /// Messages larger than this (after normalisation) go to a spool file.
     pub memory_threshold: usize,
     pub dir: PathBuf,
+    /// Convert bare LF to CRLF (IMAP). Archives keep the exact retrieved bytes.
+    pub normalize: bool,
 }
 
 impl Default for SpoolConfig {
     fn default() -> Self {
-        Self { memory_threshold: 1024 * 1024, dir: std::env::temp_dir() }
+        Self { memory_threshold: 1024 * 1024, dir: std::env::temp_dir(), normalize: true }
     }
 }
 
@@ -81,7 +83,11 @@ impl<'a> Incoming<'a> {
     pub fn push(&mut self, chunk: &[u8]) -> std::io::Result<()> {
         self.has_nul |= chunk.contains(&0);
         self.scratch.clear();
-        self.normalizer.push(chunk, &mut self.scratch);
+        if self.config.normalize {
+            self.normalizer.push(chunk, &mut self.scratch);
+        } else {
+            self.scratch.extend_from_slice(chunk);
+        }
         if self.wire.is_none() && self.scratch.len() != chunk.len() {
             // First bare LF: the wire bytes so far were the raw bytes so far.
             self.wire = Some(self.raw.clone());
@@ -146,7 +152,7 @@ mod tests {
     #[test]
     fn spools_large_messages_and_keeps_small_ones_in_memory() {
         let dir = tempfile::tempdir().unwrap();
-        let config = SpoolConfig { memory_threshold: 100, dir: dir.path().to_owned() };
+        let config = SpoolConfig { memory_threshold: 100, dir: dir.path().to_owned(), normalize: true };
         let msg: Vec<u8> = b"Subject: x\n\n".iter().chain(&[b'a'; 300]).copied().collect();
 
         let mut small = Incoming::new(&config);

@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::drain::{run_job, DrainJob, EngineConfig, Outcome};
+use crate::sink::{ArchiveTarget, Archives, Target};
 
 #[derive(Clone)]
 pub struct WorkerConfig {
@@ -31,6 +32,8 @@ pub struct WorkerConfig {
     pub plaintext_allowed: Arc<dyn Fn(&str) -> bool + Send + Sync>,
     /// Extra trusted roots for every endpoint (PEM).
     pub extra_roots_pem: Option<Vec<u8>>,
+    /// The archives jobs may target, opened once per process.
+    pub archives: Arc<Archives>,
 }
 
 /// How often a running job looks for cancel and pause requests.
@@ -128,14 +131,14 @@ impl Worker {
     async fn run_claimed(self: Arc<Self>, claimed: Claimed, cancel: CancellationToken, reason: Arc<Mutex<Option<StopReason>>>) {
         let job = claimed.job;
         let release = |state: JobState, error: Option<String>| Release { state, error, not_before: None };
-        let drain = match job.spec.as_ref().map(|spec| self.drain_job(job.id, spec)) {
-            Some(Ok(d)) => d,
-            Some(Err(why)) => {
+        let drain = match &job.spec {
+            Some(spec) => self.drain_job(job.id, spec).await,
+            None => Err("the job has no stored spec".into()),
+        };
+        let drain = match drain {
+            Ok(d) => d,
+            Err(why) => {
                 self.release(job.id, release(JobState::Failed, Some(why))).await;
-                return;
-            }
-            None => {
-                self.release(job.id, release(JobState::Failed, Some("the job has no stored spec".into()))).await;
                 return;
             }
         };
@@ -207,15 +210,29 @@ impl Worker {
     }
 
     /// Open the sealed secrets and build the engine's view of the job.
-    fn drain_job(&self, id: i64, spec: &JobSpec) -> Result<DrainJob, String> {
+    async fn drain_job(&self, id: i64, spec: &JobSpec) -> Result<DrainJob, String> {
         let open = |s| self.sealer.open(s).map_err(|e| e.to_string());
         let tls = |host: &str| TlsOptions {
             extra_roots_pem: self.config.extra_roots_pem.clone(),
             insecure_skip_verify: false,
             allow_plaintext: (self.config.plaintext_allowed)(host),
         };
-        let TargetSpec::Imap { host, port, security, username, password, auth, folder, flags } = &spec.target else {
-            return Err("archive targets are not available yet".into());
+        let target = match &spec.target {
+            TargetSpec::Imap { host, port, security, username, password, auth, folder, flags } => Target::Imap(ImapEndpoint {
+                host: host.clone(),
+                port: *port,
+                security: *security,
+                username: username.clone(),
+                secret: open(password)?,
+                auth: *auth,
+                tls: tls(host),
+                folder: folder.clone(),
+                flags: flags.clone(),
+            }),
+            TargetSpec::Archive { archive } => {
+                let opened = self.config.archives.get(archive).await.map_err(|e| format!("archive {archive}: {e}"))?;
+                Target::Archive(ArchiveTarget { name: archive.clone(), archive: opened })
+            }
         };
         Ok(DrainJob {
             job_id: Some(id),
@@ -228,17 +245,7 @@ impl Worker {
                 auth: spec.source.auth,
                 tls: tls(&spec.source.host),
             },
-            target: ImapEndpoint {
-                host: host.clone(),
-                port: *port,
-                security: *security,
-                username: username.clone(),
-                secret: open(password)?,
-                auth: *auth,
-                tls: tls(host),
-                folder: folder.clone(),
-                flags: flags.clone(),
-            },
+            target,
             delete: spec.options.delete,
             dry_run: spec.options.dry_run,
             max_message_bytes: spec.options.max_message_bytes,

@@ -6,6 +6,7 @@
 //! proceed (authentication failure, unreachable host, ...).
 #![forbid(unsafe_code)]
 
+mod archive_cmd;
 mod endpoint_url;
 mod migrate;
 mod service;
@@ -38,6 +39,8 @@ enum Command {
     Db(service::DbCommand),
     /// Print the OpenAPI document of the HTTP API.
     Openapi,
+    /// Verify, search, export the compliance archives.
+    Archive(archive_cmd::ArchiveArgs),
 }
 
 /// Exit codes of the CLI contract.
@@ -60,6 +63,7 @@ fn main() -> ExitCode {
     let code = runtime.block_on(async {
         let result = match cli.command {
             Command::Migrate(args) => return migrate::run(args).await,
+            Command::Archive(args) => return archive_cmd::run(args).await,
             Command::Serve(args) => {
                 service::init_logging();
                 service::serve(args).await

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use mailferry_engine::{run_job, DrainJob, EngineConfig, EngineError, Outcome, Progress, RunReport, SpoolConfig};
+use mailferry_engine::{
+    run_job, ArchiveTarget, Archives, DrainJob, EngineConfig, EngineError, Outcome, Progress, RunReport, SpoolConfig, Target,
+};
 use mailferry_model::{DeletePolicy, ImapAuth, ImapEndpoint, Pop3Auth, Pop3Endpoint, TlsOptions};
 use mailferry_store::SqliteStore;
 use secrecy::SecretString;
@@ -21,7 +23,8 @@ pub struct MigrateArgs {
     /// Source mailbox: pop3s://USER@HOST[:PORT] (implicit TLS) or pop3://USER@HOST[:PORT] (STLS).
     #[arg(long, value_name = "URL")]
     from: String,
-    /// Destination: imaps://USER@HOST[:PORT][/FOLDER] or imap://… (STARTTLS). Folder defaults to INBOX.
+    /// Destination: imaps://USER@HOST[:PORT][/FOLDER] or imap://… (STARTTLS), folder defaults
+    /// to INBOX; or archive:NAME, the deduplicating archive under the state directory.
     #[arg(long, value_name = "URL")]
     to: String,
     /// Environment variable holding the source password (or OAuth2 token).
@@ -79,7 +82,7 @@ struct UsageError(anyhow::Error);
 
 pub async fn run(args: MigrateArgs) -> u8 {
     crate_telemetry(args.json);
-    let (job, state) = match build_job(&args) {
+    let (job, state) = match build_job(&args).await {
         Ok(x) => x,
         Err(UsageError(e)) => {
             eprintln!("error: {e:#}");
@@ -129,7 +132,11 @@ pub async fn run(args: MigrateArgs) -> u8 {
     }
 }
 
-fn build_job(args: &MigrateArgs) -> Result<(DrainJob, PathBuf), UsageError> {
+async fn build_job(args: &MigrateArgs) -> Result<(DrainJob, PathBuf), UsageError> {
+    // An archive target needs no password and no URL parsing.
+    if let Some(name) = args.to.strip_prefix("archive:") {
+        return archive_job(args, name).await.map_err(UsageError);
+    }
     (|| {
         let from = endpoint_url::parse(&args.from).map_err(|e| anyhow::anyhow!("--from: {e}"))?;
         let to = endpoint_url::parse(&args.to).map_err(|e| anyhow::anyhow!("--to: {e}"))?;
@@ -137,7 +144,7 @@ fn build_job(args: &MigrateArgs) -> Result<(DrainJob, PathBuf), UsageError> {
             bail!("--from must be a pop3s:// or pop3:// URL");
         }
         if to.protocol != Protocol::Imap {
-            bail!("--to must be an imaps:// or imap:// URL (archive targets arrive with the archive feature)");
+            bail!("--to must be an imaps:// or imap:// URL, or archive:NAME");
         }
         let tls = TlsOptions {
             extra_roots_pem: match &args.ca_file {
@@ -168,7 +175,7 @@ fn build_job(args: &MigrateArgs) -> Result<(DrainJob, PathBuf), UsageError> {
                 auth: parse_pop3_auth(&args.from_auth)?,
                 tls: tls.clone(),
             },
-            target: ImapEndpoint {
+            target: Target::Imap(ImapEndpoint {
                 host: to.host,
                 port: to.port,
                 security: to_security,
@@ -178,7 +185,7 @@ fn build_job(args: &MigrateArgs) -> Result<(DrainJob, PathBuf), UsageError> {
                 tls,
                 folder: to.folder.unwrap_or_else(|| "INBOX".to_owned()),
                 flags: args.flags.clone(),
-            },
+            }),
             delete: args.delete.parse::<DeletePolicy>()?,
             dry_run: args.dry_run,
             max_message_bytes: args.max_message_bytes,
@@ -186,6 +193,50 @@ fn build_job(args: &MigrateArgs) -> Result<(DrainJob, PathBuf), UsageError> {
         Ok((job, args.state.clone()))
     })()
     .map_err(UsageError)
+}
+
+/// `--to archive:NAME`: the archive lives beside the ledger (`<state dir>/archive/NAME`).
+async fn archive_job(args: &MigrateArgs, name: &str) -> anyhow::Result<(DrainJob, PathBuf)> {
+    let from = endpoint_url::parse(&args.from).map_err(|e| anyhow::anyhow!("--from: {e}"))?;
+    if from.protocol != Protocol::Pop3 {
+        bail!("--from must be a pop3s:// or pop3:// URL");
+    }
+    if !Archives::valid_name(name) {
+        bail!("--to archive:{name}: an archive name is 1-64 letters, digits, '.', '_' or '-'");
+    }
+    if !args.flags.is_empty() {
+        bail!("--flag applies to IMAP destinations only");
+    }
+    let tls = TlsOptions {
+        extra_roots_pem: match &args.ca_file {
+            Some(f) => Some(std::fs::read(f).with_context(|| format!("cannot read --ca-file {}", f.display()))?),
+            None => None,
+        },
+        insecure_skip_verify: args.insecure,
+        allow_plaintext: args.allow_plaintext,
+    };
+    tls.client_config().context("--ca-file")?;
+    let from_secret = secret("source", "--from", args.from_password_env.as_deref(), args.from_password_file.as_ref())?;
+    let archives = crate::archive_cmd::archives_beside(&args.state)?;
+    let archive = archives.get(name).await.with_context(|| format!("cannot open archive {name}"))?;
+    let security = from.security_with(args.allow_plaintext);
+    let job = DrainJob {
+        job_id: None,
+        source: Pop3Endpoint {
+            host: from.host,
+            port: from.port,
+            security,
+            username: from.username,
+            secret: from_secret,
+            auth: parse_pop3_auth(&args.from_auth)?,
+            tls,
+        },
+        target: Target::Archive(ArchiveTarget { name: name.to_owned(), archive }),
+        delete: args.delete.parse::<DeletePolicy>()?,
+        dry_run: args.dry_run,
+        max_message_bytes: args.max_message_bytes,
+    };
+    Ok((job, args.state.clone()))
 }
 
 impl endpoint_url::EndpointUrl {

@@ -70,6 +70,7 @@ fn worker(settings: &Settings, store: Arc<dyn Store>) -> Worker {
         engine,
         plaintext_allowed: Arc::new(move |host: &str| allow.contains(host)),
         extra_roots_pem: settings.ca_pem.clone(),
+        archives: Arc::clone(&settings.archives),
     };
     Worker::new(store, settings.sealer.clone(), config)
 }

@@ -32,6 +32,8 @@ pub struct Settings {
     /// The same list as written, for the API's own check.
     pub plaintext_allow_raw: Vec<String>,
     pub ca_pem: Option<Vec<u8>>,
+    /// Archives under `<data dir>/archive/`, keys from `MAILFERRY_ARCHIVE_KEYS`.
+    pub archives: Arc<mailferry_engine::Archives>,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -75,6 +77,7 @@ impl Settings {
             Some(f) => Some(std::fs::read(&f).with_context(|| format!("MAILFERRY_CA_FILE: cannot read {f}"))?),
             None => None,
         };
+        let archives_root = data_dir.join("archive");
         Ok(Self {
             data_dir,
             database_url,
@@ -85,6 +88,7 @@ impl Settings {
             plaintext_allow,
             plaintext_allow_raw,
             ca_pem,
+            archives: Arc::new(mailferry_engine::Archives::new(archives_root, crate::archive_cmd::archive_keys()?)),
         })
     }
 

@@ -5,6 +5,7 @@ mod auth;
 mod batches;
 mod jobs;
 mod misc;
+mod web;
 
 use std::sync::Arc;
 

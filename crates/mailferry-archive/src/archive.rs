@@ -1,0 +1,905 @@
+//! The [`Archive`] handle: open, put (dedup + occurrence), get (verified), metadata, stats,
+//! the event log and per-run Merkle roots. Retention, search, verify and export live in
+//! their own modules as further `impl Archive` blocks.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{SqliteConnection, SqlitePool};
+
+use crate::backend::{self, Backend};
+use crate::blob;
+use crate::chain::{self, Event, EventKind};
+use crate::config::ArchiveConfig;
+use crate::digest::{Digest, Hasher};
+use crate::error::{ArchiveError, IntegrityError, IntegrityKind, Result};
+use crate::keys::KeyRing;
+use crate::merkle::{self, MerkleProof};
+use crate::meta::{self, Extracted, MessageMeta};
+use crate::search::SearchIndex;
+
+/// Where a message's bytes come from. Files are streamed (hashed, then compressed) and
+/// never read whole into memory; `Bytes` is shared, not copied.
+#[derive(Debug, Clone)]
+pub enum MessageSource {
+    Bytes(Bytes),
+    Path(PathBuf),
+}
+
+impl From<Bytes> for MessageSource {
+    fn from(b: Bytes) -> Self {
+        MessageSource::Bytes(b)
+    }
+}
+impl From<Vec<u8>> for MessageSource {
+    fn from(b: Vec<u8>) -> Self {
+        MessageSource::Bytes(b.into())
+    }
+}
+impl From<&'static [u8]> for MessageSource {
+    fn from(b: &'static [u8]) -> Self {
+        MessageSource::Bytes(Bytes::from_static(b))
+    }
+}
+impl From<PathBuf> for MessageSource {
+    fn from(p: PathBuf) -> Self {
+        MessageSource::Path(p)
+    }
+}
+impl From<&Path> for MessageSource {
+    fn from(p: &Path) -> Self {
+        MessageSource::Path(p.to_path_buf())
+    }
+}
+
+impl MessageSource {
+    fn reader(&self) -> std::io::Result<Box<dyn Read + Send + '_>> {
+        Ok(match self {
+            MessageSource::Bytes(b) => Box::new(&b[..]),
+            MessageSource::Path(p) => Box::new(std::io::BufReader::with_capacity(
+                64 * 1024,
+                std::fs::File::open(p)?,
+            )),
+        })
+    }
+}
+
+/// Provenance of one arrival, given by the caller (the engine knows the job and mailbox).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Occurrence {
+    pub source_host: String,
+    pub account: String,
+    pub uidl: String,
+    pub job_id: Option<i64>,
+    pub run_id: Option<i64>,
+    pub retrieved_at: DateTime<Utc>,
+}
+
+/// An occurrence as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OccurrenceRecord {
+    pub id: i64,
+    pub archive: String,
+    pub source_host: String,
+    pub account: String,
+    pub uidl: String,
+    pub job_id: Option<i64>,
+    pub run_id: Option<i64>,
+    pub retrieved_at: DateTime<Utc>,
+    pub ingested_at: DateTime<Utc>,
+    pub digest: Digest,
+    pub size: u64,
+    pub event_seq: i64,
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct OccRow {
+    id: i64,
+    source_host: String,
+    account: String,
+    uidl: String,
+    job_id: Option<i64>,
+    run_id: Option<i64>,
+    retrieved_at: String,
+    ingested_at: String,
+    digest: String,
+    size: i64,
+    event_seq: i64,
+}
+
+pub(crate) const OCC_COLS: &str =
+    "id, source_host, account, uidl, job_id, run_id, retrieved_at, ingested_at, digest, size, event_seq";
+
+impl OccRow {
+    pub(crate) fn into_record(self, archive: &str) -> Result<OccurrenceRecord> {
+        Ok(OccurrenceRecord {
+            id: self.id,
+            archive: archive.to_string(),
+            source_host: self.source_host,
+            account: self.account,
+            uidl: self.uidl,
+            job_id: self.job_id,
+            run_id: self.run_id,
+            retrieved_at: parse_ts(&self.retrieved_at)?,
+            ingested_at: parse_ts(&self.ingested_at)?,
+            digest: self.digest.parse()?,
+            size: self.size as u64,
+            event_seq: self.event_seq,
+        })
+    }
+}
+
+/// What `put` did. `stored_new` is false when the bytes were already in the archive;
+/// `occurrence_new` is false when this (host, account, UIDL) was already recorded (rerun).
+/// Either way, once `put` returns the message is durable: blob fsynced (or PUT acknowledged)
+/// and the index committed — the engine may mark the ledger row `copied`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutOutcome {
+    pub digest: Digest,
+    pub size: u64,
+    pub stored_new: bool,
+    pub occurrence_new: bool,
+    pub occurrence_id: i64,
+    /// Encoded size in object storage when this call stored the blob.
+    pub stored_size: Option<u64>,
+}
+
+/// Lifecycle state of a blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BlobState {
+    Stored,
+    Purged,
+}
+
+/// A purge's trace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tombstone {
+    pub digest: Digest,
+    pub size: u64,
+    pub reason: String,
+    pub purged_by: String,
+    pub purged_at: DateTime<Utc>,
+    pub event_seq: i64,
+}
+
+/// Everything known about one message: `GET …/messages/{digest}/meta`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageRecord {
+    pub digest: Digest,
+    pub state: BlobState,
+    pub size: u64,
+    pub stored_size: u64,
+    pub key_id: Option<String>,
+    pub stored_at: DateTime<Utc>,
+    /// `None` once purged.
+    pub meta: Option<MessageMeta>,
+    pub occurrences: Vec<OccurrenceRecord>,
+    pub tombstone: Option<Tombstone>,
+}
+
+/// `GET /api/v1/archives` figures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArchiveStats {
+    pub name: String,
+    /// Distinct stored messages (blobs not purged).
+    pub messages: u64,
+    pub occurrences: u64,
+    pub purged: u64,
+    /// Bytes in object storage (compressed, sealed).
+    pub stored_bytes: u64,
+    /// Sum of occurrence sizes: bytes before dedup and compression.
+    pub logical_bytes: u64,
+    /// Sum of distinct message sizes (after dedup, before compression).
+    pub unique_bytes: u64,
+    /// logical / unique (1.0 = no duplicates).
+    pub dedup_ratio: f64,
+    /// stored / logical.
+    pub storage_ratio: f64,
+}
+
+/// Merkle root of one job run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRoot {
+    pub job_id: i64,
+    pub run_id: i64,
+    pub leaves: u64,
+    pub root: String,
+}
+
+/// One named archive. Open it once per process (the search index takes a writer lock);
+/// share it behind an `Arc`. All methods take `&self`.
+pub struct Archive {
+    pub(crate) name: String,
+    pub(crate) dir: PathBuf,
+    pub(crate) spool: PathBuf,
+    pub(crate) keys: Arc<KeyRing>,
+    pub(crate) scan_limit: usize,
+    pub(crate) backend: Backend,
+    pub(crate) db: SqlitePool,
+    /// Serialises writers: the event chain needs "read head, append" to be atomic, and
+    /// SQLite allows one writer anyway. Readers are not blocked (WAL).
+    pub(crate) write: tokio::sync::Mutex<()>,
+    pub(crate) search: SearchIndex,
+}
+
+impl std::fmt::Debug for Archive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Archive")
+            .field("name", &self.name)
+            .field("dir", &self.dir)
+            .field("keys", &self.keys)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn fmt_ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+pub(crate) fn parse_ts(s: &str) -> Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|d| d.with_timezone(&Utc))
+        .map_err(|e| ArchiveError::Config(format!("bad timestamp {s:?} in index: {e}")))
+}
+
+impl Archive {
+    /// Opens (creating if needed) the archive described by `cfg`, migrates its index and
+    /// brings the search index up to date with the SQLite index.
+    pub async fn open(cfg: ArchiveConfig) -> Result<Self> {
+        if cfg.name.is_empty() || cfg.name.contains(['/', '\\']) {
+            return Err(ArchiveError::Config(format!(
+                "bad archive name {:?}",
+                cfg.name
+            )));
+        }
+        std::fs::create_dir_all(&cfg.dir)?;
+        let spool = cfg.dir.join("tmp");
+        std::fs::create_dir_all(&spool)?;
+        let backend = Backend::open(&cfg)?;
+        let opts = SqliteConnectOptions::new()
+            .filename(cfg.dir.join("index.sqlite"))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a committed occurrence survives power loss, as DESIGN.md §2.1 needs.
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(std::time::Duration::from_secs(30));
+        let db = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await?;
+        sqlx::migrate!("./migrations").run(&db).await?;
+        let search = SearchIndex::open(&cfg.dir.join("search"), cfg.search_commit_every)?;
+        let archive = Archive {
+            name: cfg.name,
+            dir: cfg.dir,
+            spool,
+            keys: Arc::new(cfg.keys),
+            scan_limit: cfg.metadata_scan_limit,
+            backend,
+            db,
+            write: tokio::sync::Mutex::new(()),
+            search,
+        };
+        archive.catch_up_search().await?;
+        Ok(archive)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where a blob's file is on local disk (local backend only).
+    pub fn blob_path(&self, digest: &Digest) -> Option<PathBuf> {
+        self.backend.local_path(digest)
+    }
+
+    /// Closes the index cleanly (commits pending search documents).
+    pub async fn close(self) -> Result<()> {
+        self.search.commit()?;
+        self.db.close().await;
+        Ok(())
+    }
+
+    /// Stores a message and records its occurrence. Identity is the SHA-256 of exactly
+    /// these bytes; identical bytes are stored once, every (host, account, UIDL) is recorded
+    /// once. Returns only when both the blob and the index rows are durable.
+    #[tracing::instrument(skip_all, err, fields(archive = %self.name, account = %occ.account, uidl = %occ.uidl))]
+    pub async fn put(
+        &self,
+        source: impl Into<MessageSource>,
+        occ: Occurrence,
+    ) -> Result<PutOutcome> {
+        let source = source.into();
+        // Pass 1: hash the whole message, keep a bounded prefix for metadata.
+        let limit = self.scan_limit;
+        let src = source.clone();
+        let (digest, size, extracted) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let mut r = src.reader()?;
+            let mut h = Hasher::new();
+            let mut prefix = Vec::new();
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut size = 0u64;
+            loop {
+                let n = r.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+                if prefix.len() < limit {
+                    let take = (limit - prefix.len()).min(n);
+                    prefix.extend_from_slice(&buf[..take]);
+                }
+                size += n as u64;
+            }
+            let extracted = meta::extract(&prefix, size);
+            Ok((h.finish(), size, extracted))
+        })
+        .await??;
+
+        if let Some(existing) = self.occurrence_by_key(&occ).await? {
+            return self.repeat_outcome(existing, &occ, digest, size);
+        }
+
+        // Pass 2 (only for new bytes): compress + seal into a staged, fsynced file and
+        // hand it to the backend, which returns once the object is durable.
+        let state: Option<String> = sqlx::query_scalar("SELECT state FROM blobs WHERE digest = ?")
+            .bind(digest.to_hex())
+            .fetch_optional(&self.db)
+            .await?;
+        let mut stored = None;
+        if state.as_deref() != Some("stored") {
+            let keys = self.keys.clone();
+            let spool = self.spool.clone();
+            let src = source.clone();
+            let (staged, n) = tokio::task::spawn_blocking(move || -> Result<_> {
+                let mut staged = backend::stage_file(&spool)?;
+                let mut r = src.reader()?;
+                let n = {
+                    let mut w = std::io::BufWriter::new(staged.as_file_mut());
+                    let n = blob::encode(&mut r, &mut w, &keys)?;
+                    std::io::Write::flush(&mut w)?;
+                    n
+                };
+                backend::sync_staged(&mut staged)?;
+                Ok((staged, n))
+            })
+            .await??;
+            self.backend.put_staged(&digest, staged).await?;
+            stored = Some(n);
+        }
+
+        let _w = self.write.lock().await;
+        // Re-check under the lock: a concurrent put of the same occurrence may have won.
+        if let Some(existing) = self.occurrence_by_key(&occ).await? {
+            return self.repeat_outcome(existing, &occ, digest, size);
+        }
+        let now = fmt_ts(Utc::now());
+        let mut tx = self.db.begin().await?;
+        let mut stored_new = false;
+        if let Some(n) = stored {
+            let key_id = self.keys.active().map(|(id, _)| id.to_string());
+            let r = sqlx::query(
+                "INSERT INTO blobs (digest, size, stored_size, key_id, stored_at, state) \
+                 VALUES (?, ?, ?, ?, ?, 'stored') \
+                 ON CONFLICT (digest) DO UPDATE SET stored_size = excluded.stored_size, \
+                   key_id = excluded.key_id, stored_at = excluded.stored_at, state = 'stored' \
+                 WHERE blobs.state = 'purged'",
+            )
+            .bind(digest.to_hex())
+            .bind(size as i64)
+            .bind(n as i64)
+            .bind(key_id)
+            .bind(&now)
+            .execute(&mut *tx)
+            .await?;
+            stored_new = r.rows_affected() == 1;
+        }
+        let meta_json = serde_json::to_string(&extracted.meta)
+            .map_err(|e| ArchiveError::Config(e.to_string()))?;
+        sqlx::query(
+            "INSERT OR IGNORE INTO messages (digest, meta, subject, message_id, date, has_attachment) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(digest.to_hex())
+        .bind(meta_json)
+        .bind(&extracted.meta.subject)
+        .bind(&extracted.meta.message_id)
+        .bind(extracted.meta.date.map(fmt_ts))
+        .bind(extracted.meta.has_attachment)
+        .execute(&mut *tx)
+        .await?;
+        let actor = match occ.job_id {
+            Some(j) => format!("job:{j}"),
+            None => "ingest".to_string(),
+        };
+        let ev = append_event(
+            &mut tx,
+            EventKind::Ingest,
+            &actor,
+            serde_json::json!({
+                "digest": digest.to_hex(), "size": size, "source_host": occ.source_host,
+                "account": occ.account, "uidl": occ.uidl, "job_id": occ.job_id,
+                "run_id": occ.run_id, "stored_new": stored_new,
+            }),
+        )
+        .await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO occurrences (source_host, account, uidl, job_id, run_id, retrieved_at, \
+             ingested_at, digest, size, event_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(&occ.source_host)
+        .bind(&occ.account)
+        .bind(&occ.uidl)
+        .bind(occ.job_id)
+        .bind(occ.run_id)
+        .bind(fmt_ts(occ.retrieved_at))
+        .bind(&now)
+        .bind(digest.to_hex())
+        .bind(size as i64)
+        .bind(ev.seq)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+
+        let rec = OccurrenceRecord {
+            id,
+            archive: self.name.clone(),
+            source_host: occ.source_host,
+            account: occ.account,
+            uidl: occ.uidl,
+            job_id: occ.job_id,
+            run_id: occ.run_id,
+            retrieved_at: occ.retrieved_at,
+            ingested_at: parse_ts(&now)?,
+            digest,
+            size,
+            event_seq: ev.seq,
+        };
+        // The search index is derived data: a failure here is logged, not fatal — the
+        // SQLite rows are the truth and `open`/`reindex` catch the search index up.
+        if let Err(e) = self.search.add(&rec, &extracted) {
+            tracing::warn!(error = %e, "search index update failed; will catch up on reopen");
+        }
+        Ok(PutOutcome {
+            digest,
+            size,
+            stored_new,
+            occurrence_new: true,
+            occurrence_id: id,
+            stored_size: stored,
+        })
+    }
+
+    fn repeat_outcome(
+        &self,
+        existing: OccurrenceRecord,
+        occ: &Occurrence,
+        digest: Digest,
+        size: u64,
+    ) -> Result<PutOutcome> {
+        if existing.digest != digest {
+            return Err(ArchiveError::OccurrenceConflict(Box::new(
+                crate::error::OccurrenceConflict {
+                    host: occ.source_host.clone(),
+                    account: occ.account.clone(),
+                    uidl: occ.uidl.clone(),
+                    existing: existing.digest,
+                    offered: digest,
+                },
+            )));
+        }
+        Ok(PutOutcome {
+            digest,
+            size,
+            stored_new: false,
+            occurrence_new: false,
+            occurrence_id: existing.id,
+            stored_size: None,
+        })
+    }
+
+    async fn occurrence_by_key(&self, occ: &Occurrence) -> Result<Option<OccurrenceRecord>> {
+        let row: Option<OccRow> = sqlx::query_as(&format!(
+            "SELECT {OCC_COLS} FROM occurrences WHERE source_host = ? AND account = ? AND uidl = ?"
+        ))
+        .bind(&occ.source_host)
+        .bind(&occ.account)
+        .bind(&occ.uidl)
+        .fetch_optional(&self.db)
+        .await?;
+        row.map(|r| r.into_record(&self.name)).transpose()
+    }
+
+    /// Whether (host, account, UIDL) is already archived, and as which digest (the engine's
+    /// "diff against the destination" when its ledger is lost, DESIGN.md §2.2).
+    pub async fn find_occurrence(
+        &self,
+        source_host: &str,
+        account: &str,
+        uidl: &str,
+    ) -> Result<Option<OccurrenceRecord>> {
+        self.occurrence_by_key(&Occurrence {
+            source_host: source_host.into(),
+            account: account.into(),
+            uidl: uidl.into(),
+            job_id: None,
+            run_id: None,
+            retrieved_at: Utc::now(),
+        })
+        .await
+    }
+
+    /// The message's exact bytes, decrypted, decompressed and re-hashed. A mismatch is an
+    /// [`ArchiveError::Integrity`]; the bytes are never returned then.
+    pub async fn get(&self, digest: &Digest) -> Result<Bytes> {
+        self.check_stored(digest).await?;
+        let raw = self.backend.get(digest).await?.ok_or_else(|| {
+            ArchiveError::Integrity(IntegrityError {
+                digest: *digest,
+                kind: IntegrityKind::Missing,
+            })
+        })?;
+        let keys = self.keys.clone();
+        let d = *digest;
+        let out =
+            tokio::task::spawn_blocking(move || blob::decode_to_vec(&d, &raw, &keys)).await??;
+        Ok(out.into())
+    }
+
+    /// Like [`get`](Self::get) but writes to `dest` (via a temp file renamed into place only
+    /// after the digest checked out), so a 50 MB message need not sit in memory twice.
+    pub async fn get_to_path(&self, digest: &Digest, dest: &Path) -> Result<u64> {
+        self.check_stored(digest).await?;
+        let raw = self.backend.get(digest).await?.ok_or_else(|| {
+            ArchiveError::Integrity(IntegrityError {
+                digest: *digest,
+                kind: IntegrityKind::Missing,
+            })
+        })?;
+        let keys = self.keys.clone();
+        let d = *digest;
+        let dest = dest.to_path_buf();
+        tokio::task::spawn_blocking(move || -> Result<u64> {
+            let dir = dest
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+            let (_, n) = {
+                let mut w = std::io::BufWriter::new(tmp.as_file_mut());
+                let r = blob::decode(&d, &mut &raw[..], &mut w, &keys)?;
+                std::io::Write::flush(&mut w)?;
+                r
+            };
+            tmp.persist(&dest).map_err(|e| e.error)?;
+            Ok(n)
+        })
+        .await?
+    }
+
+    async fn check_stored(&self, digest: &Digest) -> Result<()> {
+        let state: Option<String> = sqlx::query_scalar("SELECT state FROM blobs WHERE digest = ?")
+            .bind(digest.to_hex())
+            .fetch_optional(&self.db)
+            .await?;
+        match state.as_deref() {
+            None => Err(ArchiveError::NotFound(*digest)),
+            Some("purged") => Err(ArchiveError::Purged(*digest)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Metadata and every occurrence of one message.
+    pub async fn meta(&self, digest: &Digest) -> Result<MessageRecord> {
+        #[derive(sqlx::FromRow)]
+        struct B {
+            size: i64,
+            stored_size: i64,
+            key_id: Option<String>,
+            stored_at: String,
+            state: String,
+        }
+        let b: B = sqlx::query_as(
+            "SELECT size, stored_size, key_id, stored_at, state FROM blobs WHERE digest = ?",
+        )
+        .bind(digest.to_hex())
+        .fetch_optional(&self.db)
+        .await?
+        .ok_or(ArchiveError::NotFound(*digest))?;
+        let meta: Option<String> = sqlx::query_scalar("SELECT meta FROM messages WHERE digest = ?")
+            .bind(digest.to_hex())
+            .fetch_optional(&self.db)
+            .await?;
+        let meta = meta.and_then(|m| serde_json::from_str(&m).ok());
+        let occurrences = self.occurrences_of(digest).await?;
+        let tombstone = self.tombstone(digest).await?;
+        Ok(MessageRecord {
+            digest: *digest,
+            state: if b.state == "purged" {
+                BlobState::Purged
+            } else {
+                BlobState::Stored
+            },
+            size: b.size as u64,
+            stored_size: b.stored_size as u64,
+            key_id: b.key_id,
+            stored_at: parse_ts(&b.stored_at)?,
+            meta,
+            occurrences,
+            tombstone,
+        })
+    }
+
+    pub async fn occurrences_of(&self, digest: &Digest) -> Result<Vec<OccurrenceRecord>> {
+        let rows: Vec<OccRow> = sqlx::query_as(&format!(
+            "SELECT {OCC_COLS} FROM occurrences WHERE digest = ? ORDER BY id"
+        ))
+        .bind(digest.to_hex())
+        .fetch_all(&self.db)
+        .await?;
+        rows.into_iter()
+            .map(|r| r.into_record(&self.name))
+            .collect()
+    }
+
+    /// Occurrences of one job run, in ingest order (for the job report).
+    pub async fn occurrences_of_run(
+        &self,
+        job_id: i64,
+        run_id: i64,
+    ) -> Result<Vec<OccurrenceRecord>> {
+        let rows: Vec<OccRow> = sqlx::query_as(&format!(
+            "SELECT {OCC_COLS} FROM occurrences WHERE job_id = ? AND run_id = ? ORDER BY id"
+        ))
+        .bind(job_id)
+        .bind(run_id)
+        .fetch_all(&self.db)
+        .await?;
+        rows.into_iter()
+            .map(|r| r.into_record(&self.name))
+            .collect()
+    }
+
+    pub async fn stats(&self) -> Result<ArchiveStats> {
+        let (messages, unique, stored): (i64, Option<i64>, Option<i64>) = sqlx::query_as(
+            "SELECT COUNT(*), SUM(size), SUM(stored_size) FROM blobs WHERE state = 'stored'",
+        )
+        .fetch_one(&self.db)
+        .await?;
+        let purged: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM blobs WHERE state = 'purged'")
+            .fetch_one(&self.db)
+            .await?;
+        let (occurrences, logical): (i64, Option<i64>) = sqlx::query_as(
+            "SELECT COUNT(*), SUM(o.size) FROM occurrences o JOIN blobs b ON b.digest = o.digest \
+             WHERE b.state = 'stored'",
+        )
+        .fetch_one(&self.db)
+        .await?;
+        let (unique, stored, logical) = (
+            unique.unwrap_or(0) as u64,
+            stored.unwrap_or(0) as u64,
+            logical.unwrap_or(0) as u64,
+        );
+        let ratio = |a: u64, b: u64| if b == 0 { 1.0 } else { a as f64 / b as f64 };
+        Ok(ArchiveStats {
+            name: self.name.clone(),
+            messages: messages as u64,
+            occurrences: occurrences as u64,
+            purged: purged as u64,
+            stored_bytes: stored,
+            logical_bytes: logical,
+            unique_bytes: unique,
+            dedup_ratio: ratio(logical, unique),
+            storage_ratio: if logical == 0 {
+                1.0
+            } else {
+                ratio(stored, logical)
+            },
+        })
+    }
+
+    /// The event log, `seq > after`, at most `limit` records.
+    pub async fn events(&self, after: i64, limit: u32) -> Result<Vec<Event>> {
+        Ok(sqlx::query_as("SELECT seq, at, kind, actor, detail, prev_hash, hash FROM events WHERE seq > ? ORDER BY seq LIMIT ?")
+            .bind(after)
+            .bind(limit as i64)
+            .fetch_all(&self.db)
+            .await?)
+    }
+
+    /// The hash of the newest event: publish it (job report, ticket, email) and any later
+    /// rewrite of history up to that point is detectable even by someone who can edit
+    /// the whole database.
+    pub async fn chain_head(&self) -> Result<Option<(i64, String)>> {
+        Ok(
+            sqlx::query_as("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&self.db)
+                .await?,
+        )
+    }
+
+    pub(crate) async fn log_event(
+        &self,
+        kind: EventKind,
+        actor: &str,
+        detail: serde_json::Value,
+    ) -> Result<Event> {
+        let _w = self.write.lock().await;
+        let mut tx = self.db.begin().await?;
+        let ev = append_event(&mut tx, kind, actor, detail).await?;
+        tx.commit().await?;
+        Ok(ev)
+    }
+
+    async fn run_digests(&self, job_id: i64, run_id: i64) -> Result<Vec<Digest>> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT digest FROM occurrences WHERE job_id = ? AND run_id = ?",
+        )
+        .bind(job_id)
+        .bind(run_id)
+        .fetch_all(&self.db)
+        .await?;
+        rows.iter().map(|d| Digest::from_str(d)).collect()
+    }
+
+    /// Merkle root over the distinct digests one job run ingested.
+    pub async fn merkle_root(&self, job_id: i64, run_id: i64) -> Result<RunRoot> {
+        let ds = self.run_digests(job_id, run_id).await?;
+        let mut uniq = ds.clone();
+        uniq.sort();
+        uniq.dedup();
+        Ok(RunRoot {
+            job_id,
+            run_id,
+            leaves: uniq.len() as u64,
+            root: hex::encode(merkle::merkle_root(&ds)),
+        })
+    }
+
+    /// Computes the run's root and records it in the event log (call when a run ends).
+    pub async fn record_run_root(&self, job_id: i64, run_id: i64, who: &str) -> Result<RunRoot> {
+        let root = self.merkle_root(job_id, run_id).await?;
+        self.log_event(
+            EventKind::RunRoot,
+            who,
+            serde_json::to_value(&root).unwrap_or_default(),
+        )
+        .await?;
+        Ok(root)
+    }
+
+    /// Proof that `digest` is among the run's leaves; `None` if it is not.
+    pub async fn merkle_proof(
+        &self,
+        digest: &Digest,
+        job_id: i64,
+        run_id: i64,
+    ) -> Result<Option<MerkleProof>> {
+        Ok(merkle::merkle_proof(
+            &self.run_digests(job_id, run_id).await?,
+            digest,
+        ))
+    }
+
+    pub async fn tombstone(&self, digest: &Digest) -> Result<Option<Tombstone>> {
+        let row: Option<(String, i64, String, String, String, i64)> = sqlx::query_as(
+            "SELECT digest, size, reason, purged_by, purged_at, event_seq FROM tombstones WHERE digest = ?",
+        )
+        .bind(digest.to_hex())
+        .fetch_optional(&self.db)
+        .await?;
+        row.map(tombstone_from_row).transpose()
+    }
+
+    pub async fn tombstones(&self) -> Result<Vec<Tombstone>> {
+        let rows: Vec<(String, i64, String, String, String, i64)> = sqlx::query_as(
+            "SELECT digest, size, reason, purged_by, purged_at, event_seq FROM tombstones ORDER BY purged_at, digest",
+        )
+        .fetch_all(&self.db)
+        .await?;
+        rows.into_iter().map(tombstone_from_row).collect()
+    }
+
+    /// Occurrences by id (search hits), in the order given.
+    pub(crate) async fn occurrences_by_ids(&self, ids: &[i64]) -> Result<Vec<OccurrenceRecord>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders = vec!["?"; ids.len()].join(",");
+        let sql = format!("SELECT {OCC_COLS} FROM occurrences WHERE id IN ({placeholders})");
+        let mut q = sqlx::query_as::<_, OccRow>(&sql);
+        for id in ids {
+            q = q.bind(id);
+        }
+        let mut recs: Vec<OccurrenceRecord> = q
+            .fetch_all(&self.db)
+            .await?
+            .into_iter()
+            .map(|r| r.into_record(&self.name))
+            .collect::<Result<_>>()?;
+        recs.sort_by_key(|r| ids.iter().position(|i| *i == r.id));
+        Ok(recs)
+    }
+
+    pub(crate) async fn message_meta(&self, digest: &Digest) -> Result<Option<MessageMeta>> {
+        let meta: Option<String> = sqlx::query_scalar("SELECT meta FROM messages WHERE digest = ?")
+            .bind(digest.to_hex())
+            .fetch_optional(&self.db)
+            .await?;
+        Ok(meta.and_then(|m| serde_json::from_str(&m).ok()))
+    }
+
+    /// Re-reads a stored blob and re-extracts what the search index needs.
+    pub(crate) async fn extract_stored(&self, digest: &Digest) -> Result<Extracted> {
+        let bytes = self.get(digest).await?;
+        let limit = self.scan_limit;
+        Ok(tokio::task::spawn_blocking(move || {
+            let n = bytes.len() as u64;
+            meta::extract(&bytes[..bytes.len().min(limit)], n)
+        })
+        .await?)
+    }
+}
+
+fn tombstone_from_row(r: (String, i64, String, String, String, i64)) -> Result<Tombstone> {
+    Ok(Tombstone {
+        digest: r.0.parse()?,
+        size: r.1 as u64,
+        reason: r.2,
+        purged_by: r.3,
+        purged_at: parse_ts(&r.4)?,
+        event_seq: r.5,
+    })
+}
+
+/// Appends one record to the chain inside the caller's transaction (the caller holds the
+/// archive's write lock, so "read head, insert next" cannot interleave).
+pub(crate) async fn append_event(
+    conn: &mut SqliteConnection,
+    kind: EventKind,
+    actor: &str,
+    detail: serde_json::Value,
+) -> Result<Event> {
+    let head: Option<(i64, String)> =
+        sqlx::query_as("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *conn)
+            .await?;
+    let (seq, prev_hash) = match head {
+        Some((s, h)) => (s + 1, h),
+        None => (1, chain::GENESIS.to_string()),
+    };
+    let at = fmt_ts(Utc::now());
+    let detail = detail.to_string();
+    let hash = chain::event_hash(seq, &at, kind.as_str(), actor, &detail, &prev_hash);
+    sqlx::query("INSERT INTO events (seq, at, kind, actor, detail, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?)")
+        .bind(seq)
+        .bind(&at)
+        .bind(kind.as_str())
+        .bind(actor)
+        .bind(&detail)
+        .bind(&prev_hash)
+        .bind(&hash)
+        .execute(&mut *conn)
+        .await?;
+    Ok(Event {
+        seq,
+        at,
+        kind: kind.as_str().to_string(),
+        actor: actor.to_string(),
+        detail,
+        prev_hash,
+        hash,
+    })
+}

@@ -1,0 +1,96 @@
+//! How an archive is opened: where its index lives, where its blobs go, which keys seal them.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use object_store::ObjectStore;
+
+use crate::keys::KeyRing;
+
+/// One named archive. `dir` always holds the SQLite index (`index.sqlite`), the search
+/// index (`search/`) and a spool for staging (`tmp/`); with [`BlobStoreConfig::Local`]
+/// it also holds the blobs (`blobs/ab/cd/<sha256>`).
+#[derive(Debug, Clone)]
+pub struct ArchiveConfig {
+    /// The archive's name (DESIGN.md §3: a named, tenant-scoped store).
+    pub name: String,
+    /// e.g. `./mailferry-data/archive/NAME`.
+    pub dir: PathBuf,
+    pub blobs: BlobStoreConfig,
+    pub keys: KeyRing,
+    /// Only the first this-many bytes of a message are parsed for metadata and body text,
+    /// so memory stays bounded for huge messages (the blob itself is always complete).
+    pub metadata_scan_limit: usize,
+    /// Search-index commits are batched: at most this many documents wait uncommitted.
+    /// (The SQLite index is always committed before `put` returns.)
+    pub search_commit_every: usize,
+}
+
+impl ArchiveConfig {
+    /// The embedded default: blobs on local disk under `dir`, unsealed.
+    pub fn local(name: impl Into<String>, dir: impl Into<PathBuf>) -> Self {
+        Self {
+            name: name.into(),
+            dir: dir.into(),
+            blobs: BlobStoreConfig::Local,
+            keys: KeyRing::none(),
+            metadata_scan_limit: 16 * 1024 * 1024,
+            search_commit_every: 1000,
+        }
+    }
+
+    pub fn with_keys(mut self, keys: KeyRing) -> Self {
+        self.keys = keys;
+        self
+    }
+
+    pub fn with_blobs(mut self, blobs: BlobStoreConfig) -> Self {
+        self.blobs = blobs;
+        self
+    }
+}
+
+/// Where blobs live.
+#[derive(Clone)]
+pub enum BlobStoreConfig {
+    /// `<dir>/blobs/…` on local disk, written with fsync (tamper-evident, not WORM).
+    Local,
+    /// S3-compatible object storage (objects under `<prefix>/blobs/ab/cd/<sha256>`).
+    #[cfg(feature = "aws")]
+    S3(S3Config),
+    /// Any other `object_store` implementation (tests use `InMemory`). Its `put` must
+    /// only return once the object is durable.
+    Custom(Arc<dyn ObjectStore>),
+}
+
+impl fmt::Debug for BlobStoreConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BlobStoreConfig::Local => f.write_str("Local"),
+            #[cfg(feature = "aws")]
+            BlobStoreConfig::S3(c) => f.debug_tuple("S3").field(c).finish(),
+            BlobStoreConfig::Custom(s) => write!(f, "Custom({s})"),
+        }
+    }
+}
+
+/// S3 settings. Credentials are not here: they come from the standard environment
+/// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, …) so they are never
+/// in a config file or a Debug print.
+#[cfg(feature = "aws")]
+#[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize)]
+pub struct S3Config {
+    pub bucket: String,
+    /// e.g. `http://127.0.0.1:9000` for MinIO/moto; `None` for AWS.
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    /// Key prefix inside the bucket; defaults to the archive name.
+    pub prefix: Option<String>,
+    /// Needed for `http://` endpoints (test servers). Off by default.
+    #[serde(default)]
+    pub allow_http: bool,
+    /// Path-style requests (`endpoint/bucket/key`), which most S3-compatible servers want.
+    #[serde(default)]
+    pub path_style: bool,
+}

@@ -1,0 +1,89 @@
+//! The archive's one error type. Integrity failures get their own variant so no caller can
+//! mistake "these bytes are not what we stored" for an ordinary I/O hiccup.
+
+use crate::digest::Digest;
+
+pub type Result<T, E = ArchiveError> = std::result::Result<T, E>;
+
+/// What exactly failed when a stored blob was read back.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("integrity error on blob {digest}: {kind}")]
+pub struct IntegrityError {
+    pub digest: Digest,
+    pub kind: IntegrityKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize)]
+#[serde(tag = "kind", content = "detail", rename_all = "kebab-case")]
+pub enum IntegrityKind {
+    /// The blob decoded, but its SHA-256 is not the digest it is stored under.
+    #[error("content hashes to {0}")]
+    DigestMismatch(String),
+    /// The AEAD tag did not verify (tampered ciphertext, or a wrong key under the same id).
+    #[error("sealed blob failed authentication")]
+    Authentication,
+    /// Header or compressed stream is malformed.
+    #[error("blob is corrupt: {0}")]
+    Corrupt(String),
+    /// The index says the blob is stored, the object store does not have it.
+    #[error("blob is missing from object storage")]
+    Missing,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "occurrence {host}/{account}/{uidl} is already archived with digest {existing}, not {offered}"
+)]
+pub struct OccurrenceConflict {
+    pub host: String,
+    pub account: String,
+    pub uidl: String,
+    pub existing: Digest,
+    pub offered: Digest,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    /// Loud, never retried, never served.
+    #[error(transparent)]
+    Integrity(#[from] IntegrityError),
+    #[error("blob {0} is sealed with key id {1:?}, which is not configured")]
+    UnknownKey(Digest, String),
+    #[error("no message with digest {0} in this archive")]
+    NotFound(Digest),
+    #[error("message {0} was purged (see its tombstone)")]
+    Purged(Digest),
+    /// The same (host, account, UIDL) arrived again with different bytes: a source that
+    /// reuses UIDLs. Refused, so the first arrival's record is never overwritten.
+    #[error(transparent)]
+    OccurrenceConflict(Box<OccurrenceConflict>),
+    #[error("invalid digest: {0}")]
+    InvalidDigest(String),
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("search query: {0}")]
+    Query(String),
+    #[error("hold {0} not found or already released")]
+    HoldNotFound(i64),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Sql(#[from] sqlx::Error),
+    #[error(transparent)]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(transparent)]
+    ObjectStore(#[from] object_store::Error),
+    #[error("search index: {0}")]
+    Search(#[from] tantivy::TantivyError),
+    #[error("export: {0}")]
+    Zip(#[from] zip::result::ZipError),
+    #[error("background task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+impl ArchiveError {
+    /// True for failures that mean stored data is not trustworthy.
+    pub fn is_integrity(&self) -> bool {
+        matches!(self, ArchiveError::Integrity(_))
+    }
+}

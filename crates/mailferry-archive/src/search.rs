@@ -1,0 +1,496 @@
+//! Full-text and field search with tantivy. One document per *occurrence* (so "account:"
+//! finds a custodian's copy, and the same message in three mailboxes is three hits); the
+//! index is derived data, rebuilt from blobs by [`Archive::reindex`]. The SQLite index stays
+//! the truth: search returns occurrence ids, and hits are read back from SQLite.
+//!
+//! Commits are batched (see `search_commit_every`); the commit payload records the highest
+//! occurrence id indexed, so [`Archive::open`] can index whatever a crash left out.
+
+use std::collections::BTreeSet;
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tantivy::collector::{Count, TopDocs};
+use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, QueryParser, RangeQuery, TermQuery};
+use tantivy::schema::{
+    DateOptions, DateTimePrecision, Field, IndexRecordOption, NumericOptions, Schema, STORED,
+    STRING, TEXT,
+};
+use tantivy::{
+    DateTime as TDate, Index, IndexReader, IndexWriter, Order, ReloadPolicy, TantivyDocument, Term,
+};
+
+use crate::archive::{Archive, OccurrenceRecord};
+use crate::digest::Digest;
+use crate::error::{ArchiveError, Result};
+use crate::meta::{Extracted, MessageMeta};
+
+/// A search over an archive. Every set field must match (AND). Text fields match words or
+/// phrases (case-insensitive); `account`, `source_host` and `message_id` match exactly.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SearchQuery {
+    /// Free text in tantivy query syntax over from, to, cc, subject, body and attachment
+    /// names (e.g. `invoice AND subject:march`).
+    pub text: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub cc: Option<String>,
+    pub subject: Option<String>,
+    pub body: Option<String>,
+    pub attachment: Option<String>,
+    pub has_attachment: Option<bool>,
+    /// Date header, inclusive lower bound.
+    pub date_from: Option<DateTime<Utc>>,
+    /// Date header, exclusive upper bound.
+    pub date_to: Option<DateTime<Utc>>,
+    /// Size in bytes, inclusive.
+    pub size_min: Option<u64>,
+    pub size_max: Option<u64>,
+    pub account: Option<String>,
+    pub source_host: Option<String>,
+    pub message_id: Option<String>,
+    pub job_id: Option<i64>,
+}
+
+/// One hit: an occurrence and its message's metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SearchHit {
+    pub occurrence: OccurrenceRecord,
+    pub meta: Option<MessageMeta>,
+}
+
+/// A page of hits in ingest order. Pass `next_cursor` back to get the next page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SearchPage {
+    pub hits: Vec<SearchHit>,
+    pub next_cursor: Option<String>,
+    /// Hits for the whole query (all pages).
+    pub total: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Fields {
+    occ: Field,
+    digest: Field,
+    account: Field,
+    host: Field,
+    job: Field,
+    from: Field,
+    to: Field,
+    cc: Field,
+    subject: Field,
+    body: Field,
+    attachment: Field,
+    message_id: Field,
+    has_attachment: Field,
+    date: Field,
+    size: Field,
+}
+
+fn schema() -> (Schema, Fields) {
+    let mut b = Schema::builder();
+    let num = NumericOptions::default().set_indexed().set_fast();
+    let date = DateOptions::default()
+        .set_indexed()
+        .set_fast()
+        .set_precision(DateTimePrecision::Seconds);
+    let f = Fields {
+        occ: b.add_u64_field("occ", num.clone().set_stored()),
+        digest: b.add_text_field("digest", STRING | STORED),
+        account: b.add_text_field("account", STRING),
+        host: b.add_text_field("source_host", STRING),
+        job: b.add_i64_field("job", num.clone()),
+        from: b.add_text_field("from", TEXT),
+        to: b.add_text_field("to", TEXT),
+        cc: b.add_text_field("cc", TEXT),
+        subject: b.add_text_field("subject", TEXT),
+        body: b.add_text_field("body", TEXT),
+        attachment: b.add_text_field("attachment", TEXT),
+        message_id: b.add_text_field("message_id", STRING),
+        has_attachment: b.add_u64_field("has_attachment", num.clone()),
+        date: b.add_date_field("date", date),
+        size: b.add_u64_field("size", num),
+    };
+    (b.build(), f)
+}
+
+pub(crate) struct SearchIndex {
+    index: Index,
+    reader: IndexReader,
+    writer: Mutex<IndexWriter>,
+    f: Fields,
+    pending: AtomicUsize,
+    max_added: AtomicI64,
+    commit_every: usize,
+}
+
+impl SearchIndex {
+    pub(crate) fn open(dir: &Path, commit_every: usize) -> Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let (schema, f) = schema();
+        let mmap = tantivy::directory::MmapDirectory::open(dir)
+            .map_err(|e| ArchiveError::Search(tantivy::TantivyError::SystemError(e.to_string())))?;
+        let index = Index::open_or_create(mmap, schema)?;
+        // One indexing thread: ingest is I/O-bound and the machine is shared with the engine.
+        let writer = index.writer_with_num_threads(1, 32_000_000)?;
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()?;
+        let max = Self::payload_of(&index)?;
+        Ok(Self {
+            index,
+            reader,
+            writer: Mutex::new(writer),
+            f,
+            pending: AtomicUsize::new(0),
+            max_added: AtomicI64::new(max),
+            commit_every: commit_every.max(1),
+        })
+    }
+
+    fn payload_of(index: &Index) -> Result<i64> {
+        Ok(index
+            .load_metas()?
+            .payload
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0))
+    }
+
+    /// Highest occurrence id known to be in the committed index.
+    pub(crate) fn indexed_upto(&self) -> Result<i64> {
+        Self::payload_of(&self.index)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, IndexWriter> {
+        // A panic while holding the lock leaves the writer usable; the data is derived anyway.
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn add(&self, occ: &OccurrenceRecord, ex: &Extracted) -> Result<()> {
+        let f = &self.f;
+        let m = &ex.meta;
+        let mut doc = TantivyDocument::default();
+        doc.add_u64(f.occ, occ.id as u64);
+        doc.add_text(f.digest, occ.digest.to_hex());
+        doc.add_text(f.account, &occ.account);
+        doc.add_text(f.host, &occ.source_host);
+        if let Some(j) = occ.job_id {
+            doc.add_i64(f.job, j);
+        }
+        for a in &m.from {
+            doc.add_text(f.from, a);
+        }
+        for a in &m.to {
+            doc.add_text(f.to, a);
+        }
+        for a in &m.cc {
+            doc.add_text(f.cc, a);
+        }
+        if let Some(s) = &m.subject {
+            doc.add_text(f.subject, s);
+        }
+        doc.add_text(f.body, &ex.body_text);
+        for a in &m.attachment_names {
+            doc.add_text(f.attachment, a);
+        }
+        if let Some(id) = &m.message_id {
+            doc.add_text(f.message_id, id);
+        }
+        doc.add_u64(f.has_attachment, u64::from(m.has_attachment));
+        if let Some(d) = m.date {
+            doc.add_date(f.date, TDate::from_timestamp_secs(d.timestamp()));
+        }
+        doc.add_u64(f.size, m.size);
+        let w = self.lock();
+        w.add_document(doc)?;
+        self.max_added.fetch_max(occ.id, Ordering::SeqCst);
+        let n = self.pending.fetch_add(1, Ordering::SeqCst) + 1;
+        drop(w);
+        if n >= self.commit_every {
+            self.commit()?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn delete_digest(&self, d: &Digest) {
+        let w = self.lock();
+        w.delete_term(Term::from_field_text(self.f.digest, &d.to_hex()));
+        self.pending.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn delete_all(&self) -> Result<()> {
+        let w = self.lock();
+        w.delete_all_documents()?;
+        self.max_added.store(0, Ordering::SeqCst);
+        self.pending.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Commits pending documents (no-op if none) and makes them searchable.
+    pub(crate) fn commit(&self) -> Result<()> {
+        let mut w = self.lock();
+        if self.pending.load(Ordering::SeqCst) == 0 {
+            return Ok(());
+        }
+        let mut prepared = w.prepare_commit()?;
+        prepared.set_payload(&self.max_added.load(Ordering::SeqCst).to_string());
+        prepared.commit()?;
+        self.pending.store(0, Ordering::SeqCst);
+        drop(w);
+        self.reader.reload()?;
+        Ok(())
+    }
+
+    fn text_clause(&self, field: Field, value: &str) -> Result<Box<dyn Query>> {
+        // Quote the value so it is a phrase, never query syntax.
+        let cleaned: String = value
+            .chars()
+            .map(|c| if c == '"' || c == '\\' { ' ' } else { c })
+            .collect();
+        let parser = QueryParser::for_index(&self.index, vec![field]);
+        parser
+            .parse_query(&format!("\"{}\"", cleaned.trim()))
+            .map_err(|e| ArchiveError::Query(e.to_string()))
+    }
+
+    fn exact(&self, field: Field, value: &str) -> Box<dyn Query> {
+        Box::new(TermQuery::new(
+            Term::from_field_text(field, value),
+            IndexRecordOption::Basic,
+        ))
+    }
+
+    fn build(&self, q: &SearchQuery) -> Result<Box<dyn Query>> {
+        let f = &self.f;
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        if let Some(t) = q.text.as_deref().filter(|t| !t.trim().is_empty()) {
+            let mut parser = QueryParser::for_index(
+                &self.index,
+                vec![f.from, f.to, f.cc, f.subject, f.body, f.attachment],
+            );
+            parser.set_conjunction_by_default();
+            clauses.push((
+                Occur::Must,
+                parser
+                    .parse_query(t)
+                    .map_err(|e| ArchiveError::Query(e.to_string()))?,
+            ));
+        }
+        for (field, v) in [
+            (f.from, &q.from),
+            (f.to, &q.to),
+            (f.cc, &q.cc),
+            (f.subject, &q.subject),
+            (f.body, &q.body),
+            (f.attachment, &q.attachment),
+        ] {
+            if let Some(v) = v.as_deref() {
+                clauses.push((Occur::Must, self.text_clause(field, v)?));
+            }
+        }
+        if let Some(a) = &q.account {
+            clauses.push((Occur::Must, self.exact(f.account, a)));
+        }
+        if let Some(h) = &q.source_host {
+            clauses.push((Occur::Must, self.exact(f.host, h)));
+        }
+        if let Some(m) = &q.message_id {
+            let m = m.trim().trim_start_matches('<').trim_end_matches('>');
+            clauses.push((Occur::Must, self.exact(f.message_id, m)));
+        }
+        if let Some(j) = q.job_id {
+            clauses.push((
+                Occur::Must,
+                Box::new(TermQuery::new(
+                    Term::from_field_i64(f.job, j),
+                    IndexRecordOption::Basic,
+                )),
+            ));
+        }
+        if let Some(h) = q.has_attachment {
+            clauses.push((
+                Occur::Must,
+                Box::new(TermQuery::new(
+                    Term::from_field_u64(f.has_attachment, u64::from(h)),
+                    IndexRecordOption::Basic,
+                )),
+            ));
+        }
+        if q.date_from.is_some() || q.date_to.is_some() {
+            let t = |d: &DateTime<Utc>| {
+                Term::from_field_date_for_search(f.date, TDate::from_timestamp_secs(d.timestamp()))
+            };
+            let lo = q
+                .date_from
+                .as_ref()
+                .map_or(Bound::Unbounded, |d| Bound::Included(t(d)));
+            let hi = q
+                .date_to
+                .as_ref()
+                .map_or(Bound::Unbounded, |d| Bound::Excluded(t(d)));
+            clauses.push((Occur::Must, Box::new(RangeQuery::new(lo, hi))));
+        }
+        if q.size_min.is_some() || q.size_max.is_some() {
+            let lo = q.size_min.map_or(Bound::Unbounded, |v| {
+                Bound::Included(Term::from_field_u64(f.size, v))
+            });
+            let hi = q.size_max.map_or(Bound::Unbounded, |v| {
+                Bound::Included(Term::from_field_u64(f.size, v))
+            });
+            clauses.push((Occur::Must, Box::new(RangeQuery::new(lo, hi))));
+        }
+        if clauses.is_empty() {
+            return Ok(Box::new(AllQuery));
+        }
+        Ok(Box::new(BooleanQuery::new(clauses)))
+    }
+
+    /// Occurrence ids matching `q` after `cursor`, ascending; `limit + 1` fetched to know
+    /// whether another page exists.
+    fn query_ids(
+        &self,
+        q: &SearchQuery,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<(Vec<u64>, bool, u64)> {
+        let base = self.build(q)?;
+        let searcher = self.reader.searcher();
+        let total = searcher.search(&*base, &Count)? as u64;
+        let paged: Box<dyn Query> = match after {
+            None => base,
+            Some(a) => Box::new(BooleanQuery::new(vec![
+                (Occur::Must, base),
+                (
+                    Occur::Must,
+                    Box::new(RangeQuery::new(
+                        Bound::Excluded(Term::from_field_u64(self.f.occ, a)),
+                        Bound::Unbounded,
+                    )),
+                ),
+            ])),
+        };
+        let top = TopDocs::with_limit(limit + 1).order_by_u64_field("occ", Order::Asc);
+        let docs = searcher.search(&*paged, &top)?;
+        let mut ids: Vec<u64> = docs.into_iter().filter_map(|(v, _)| v).collect();
+        let more = ids.len() > limit;
+        ids.truncate(limit);
+        Ok((ids, more, total))
+    }
+}
+
+impl Archive {
+    /// Searches the archive; hits are occurrences in ingest order. `limit` is capped at 1000.
+    pub async fn search(
+        &self,
+        q: &SearchQuery,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<SearchPage> {
+        self.search.commit()?;
+        let after = match cursor {
+            None | Some("") => None,
+            Some(c) => Some(
+                c.parse::<u64>()
+                    .map_err(|_| ArchiveError::Query(format!("bad cursor {c:?}")))?,
+            ),
+        };
+        let limit = limit.clamp(1, 1000);
+        let (ids, more, total) = self.search.query_ids(q, after, limit)?;
+        let ids: Vec<i64> = ids.iter().map(|i| *i as i64).collect();
+        let occs = self.occurrences_by_ids(&ids).await?;
+        let mut hits = Vec::with_capacity(occs.len());
+        for o in occs {
+            let meta = self.message_meta(&o.digest).await?;
+            hits.push(SearchHit {
+                occurrence: o,
+                meta,
+            });
+        }
+        let next_cursor = if more {
+            ids.last().map(|i| i.to_string())
+        } else {
+            None
+        };
+        Ok(SearchPage {
+            hits,
+            next_cursor,
+            total,
+        })
+    }
+
+    /// Every distinct digest matching `q`, in first-ingest order.
+    pub async fn search_digests(&self, q: &SearchQuery) -> Result<Vec<Digest>> {
+        let mut out = Vec::new();
+        let mut seen = BTreeSet::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = self.search(q, 1000, cursor.as_deref()).await?;
+            for h in page.hits {
+                if seen.insert(h.occurrence.digest) {
+                    out.push(h.occurrence.digest);
+                }
+            }
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// Rebuilds the search index from the blobs (each read verified). Returns documents indexed.
+    pub async fn reindex(&self) -> Result<u64> {
+        let _w = self.write.lock().await;
+        self.search.delete_all()?;
+        self.search.commit()?;
+        let n = self.index_occurrences_after(0).await?;
+        self.search.commit()?;
+        Ok(n)
+    }
+
+    /// Indexes occurrences newer than the search index's commit payload (crash recovery).
+    pub(crate) async fn catch_up_search(&self) -> Result<()> {
+        let _w = self.write.lock().await;
+        let from = self.search.indexed_upto()?;
+        let n = self.index_occurrences_after(from).await?;
+        if n > 0 {
+            tracing::info!(archive = %self.name, documents = n, "search index caught up");
+        }
+        self.search.commit()
+    }
+
+    async fn index_occurrences_after(&self, after: i64) -> Result<u64> {
+        let mut n = 0;
+        let mut last = after;
+        loop {
+            let rows: Vec<crate::archive::OccRow> = sqlx::query_as(&format!(
+                "SELECT {} FROM occurrences o WHERE id > ? AND EXISTS \
+                 (SELECT 1 FROM blobs b WHERE b.digest = o.digest AND b.state = 'stored') ORDER BY id LIMIT 500",
+                crate::archive::OCC_COLS
+            ))
+            .bind(last)
+            .fetch_all(&self.db)
+            .await?;
+            if rows.is_empty() {
+                return Ok(n);
+            }
+            for r in rows {
+                let rec = r.into_record(&self.name)?;
+                last = rec.id;
+                match self.extract_stored(&rec.digest).await {
+                    Ok(ex) => {
+                        self.search.add(&rec, &ex)?;
+                        n += 1;
+                    }
+                    // A blob that fails its check is reported by verify; index what we can.
+                    Err(e) => tracing::warn!(digest = %rec.digest, error = %e, "not indexed"),
+                }
+            }
+        }
+    }
+}

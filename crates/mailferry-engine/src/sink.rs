@@ -1,0 +1,178 @@
+//! Where a drain delivers: an IMAP folder or a compliance archive. The pipeline is the same;
+//! what "durably confirmed" means differs (a tagged OK to APPEND; an fsynced blob plus a
+//! committed archive index row), and so do the exactly-once lookups.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chrono::Utc;
+use mailferry_archive::{Archive, ArchiveConfig, ArchiveError, KeyRing, MessageSource, Occurrence};
+use mailferry_imap::{AppendBody, AppendMessage, AppendOutcome, Appender};
+use mailferry_model::ImapEndpoint;
+use tokio::sync::Mutex;
+
+/// The destination of a drain.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Imap(ImapEndpoint),
+    Archive(ArchiveTarget),
+}
+
+/// A named archive, opened once per process and shared.
+#[derive(Debug, Clone)]
+pub struct ArchiveTarget {
+    pub name: String,
+    pub archive: Arc<Archive>,
+}
+
+impl Target {
+    /// `imap user@host:port/folder` or `archive NAME`; never a secret.
+    pub fn display(&self) -> String {
+        match self {
+            Self::Imap(ep) => ep.display(),
+            Self::Archive(a) => format!("archive {}", a.name),
+        }
+    }
+
+    /// The ledger identity part of the target.
+    pub fn key(&self) -> String {
+        match self {
+            Self::Imap(t) => format!("imap://{}@{}:{}/{}", t.username, t.host, t.port, t.folder),
+            Self::Archive(a) => format!("archive:{}", a.name),
+        }
+    }
+
+    /// IMAP needs CRLF; an archive keeps the retrieved bytes exactly (its identity is their
+    /// SHA-256, DESIGN.md §3).
+    pub fn normalizes_line_endings(&self) -> bool {
+        matches!(self, Self::Imap(_))
+    }
+}
+
+/// The open destination during a run.
+pub(crate) enum Sink {
+    Imap(Appender),
+    Archive { archive: Arc<Archive>, source_host: String, account: String, job: i64, run: i64 },
+}
+
+impl Sink {
+    pub(crate) fn append_limit(&self) -> Option<u64> {
+        match self {
+            Self::Imap(a) => a.capabilities().append_limit,
+            Self::Archive { .. } => None,
+        }
+    }
+
+    pub(crate) fn precheck(&self, msg: &AppendMessage) -> Option<String> {
+        match self {
+            Self::Imap(a) => a.precheck(msg),
+            Self::Archive { .. } => None,
+        }
+    }
+
+    pub(crate) fn flags(&self, configured: &[String]) -> Vec<String> {
+        match self {
+            Self::Imap(_) => configured.to_vec(),
+            Self::Archive { .. } => Vec::new(),
+        }
+    }
+
+    /// Deliver a batch: one outcome per message. `Err` means the destination failed and the
+    /// outcome of the batch is unknown (the rows stay `copying` for the next run to resolve).
+    pub(crate) async fn deliver(&mut self, msgs: &[AppendMessage], uidls: &[String]) -> Result<Vec<AppendOutcome>, SinkError> {
+        match self {
+            Self::Imap(a) => a.append_batch(msgs).await.map_err(SinkError::Imap),
+            Self::Archive { archive, source_host, account, job, run } => {
+                let mut outcomes = Vec::with_capacity(msgs.len());
+                for (msg, uidl) in msgs.iter().zip(uidls) {
+                    let source = match &msg.body {
+                        AppendBody::Memory(v) => MessageSource::from(v.clone()),
+                        AppendBody::Spooled { path, .. } => MessageSource::from(path.to_path_buf()),
+                    };
+                    let occurrence = Occurrence {
+                        source_host: source_host.clone(),
+                        account: account.clone(),
+                        uidl: uidl.clone(),
+                        job_id: Some(*job),
+                        run_id: Some(*run),
+                        retrieved_at: Utc::now(),
+                    };
+                    // put() returns once the blob is fsynced and the index row committed.
+                    match archive.put(source, occurrence).await {
+                        Ok(_) => outcomes.push(AppendOutcome::Appended { uid: None, uid_validity: None }),
+                        Err(ArchiveError::OccurrenceConflict(c)) => outcomes.push(AppendOutcome::Refused(format!(
+                            "the archive already holds different bytes for this UIDL ({})",
+                            c.existing
+                        ))),
+                        Err(e) => return Err(SinkError::Archive(e)),
+                    }
+                }
+                Ok(outcomes)
+            }
+        }
+    }
+
+    pub(crate) async fn close(self) {
+        if let Self::Imap(a) = self {
+            a.logout().await;
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) enum SinkError {
+    Imap(mailferry_imap::ImapError),
+    Archive(ArchiveError),
+}
+
+/// Archives by name under one root directory, each opened once per process (the search
+/// index holds a writer lock).
+#[derive(Debug)]
+pub struct Archives {
+    root: PathBuf,
+    keys: KeyRing,
+    open: Mutex<HashMap<String, Arc<Archive>>>,
+}
+
+impl Archives {
+    pub fn new(root: PathBuf, keys: KeyRing) -> Self {
+        Self { root, keys, open: Mutex::new(HashMap::new()) }
+    }
+
+    /// Archive names are path components: letters, digits, `.`, `_`, `-`, at most 64.
+    pub fn valid_name(name: &str) -> bool {
+        !name.is_empty()
+            && name.len() <= 64
+            && !name.starts_with('.')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    }
+
+    pub async fn get(&self, name: &str) -> Result<Arc<Archive>, ArchiveError> {
+        if !Self::valid_name(name) {
+            return Err(ArchiveError::Config(format!("invalid archive name {name:?}")));
+        }
+        let mut open = self.open.lock().await;
+        if let Some(a) = open.get(name) {
+            return Ok(Arc::clone(a));
+        }
+        let config = ArchiveConfig::local(name, self.root.join(name)).with_keys(self.keys.clone());
+        let archive = Arc::new(Archive::open(config).await?);
+        open.insert(name.to_owned(), Arc::clone(&archive));
+        Ok(archive)
+    }
+
+    /// Names of the archives that exist on disk.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&self.root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| Self::valid_name(n))
+            .collect();
+        names.sort();
+        names
+    }
+}

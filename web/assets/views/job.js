@@ -1,0 +1,179 @@
+// One job: timestamps, runs, counts, last error, live progress, controls, report
+// downloads and the ledger page by page (failed and skipped messages with their reasons).
+
+import { getJSON, qs, request, streamEvents } from '../api.js';
+import { badge, bytes, confirmDialog, download, empty, fill, h, notice, num, problemBox, progress, time } from '../dom.js';
+
+const LEDGER_PAGE = 50;
+
+/** What each control does, when it applies, and whether it asks first. */
+const ACTIONS = [
+  { verb: 'pause', label: 'Pause', when: (j) => (j.state === 'queued' || j.state === 'running') && !j.pause_requested },
+  { verb: 'resume', label: 'Resume', when: (j) => j.state === 'paused' || (j.state === 'running' && j.pause_requested) },
+  {
+    verb: 'rerun', label: 'Rerun', when: (j) => ['succeeded', 'partial', 'failed', 'cancelled'].includes(j.state),
+    confirm: (j) => ['Rerun this job?', `Job #${j.id} will run again on the same ledger and copy only messages that are new at the source.`, 'Rerun'],
+  },
+  {
+    verb: 'cancel', label: 'Cancel job', danger: true, when: (j) => ['queued', 'running', 'paused'].includes(j.state) && !j.cancel_requested,
+    confirm: (j) => ['Cancel this job?', `Job #${j.id} stops after the message in flight. Messages already copied stay copied; the rest are not copied unless you rerun it.`, 'Cancel job'],
+  },
+];
+
+export async function render(main, { params }, { signal }) {
+  const id = Number(params[0]);
+  let job = await getJSON(`/jobs/${id}`, { signal });
+  let stream = null;
+
+  const head = h('div');
+  const status = h('div', { role: 'status', 'aria-live': 'polite' });
+  const controls = h('div.actions');
+  const summary = h('div');
+  const ledger = h('section.card', { 'aria-labelledby': 'ledger-h' });
+  fill(main,
+    h('p', h('a', { href: '#/jobs' }, '← All jobs')),
+    head, status, controls, summary,
+    h('section.card', h('h2', 'Report'),
+      h('p', 'Every ledger row with its state, reason, digest and destination UID.'),
+      h('div.actions',
+        h('button.secondary', { type: 'button', onclick: () => report('csv') }, 'Download CSV'),
+        h('button.secondary', { type: 'button', onclick: () => report('json') }, 'Download JSON'))),
+    ledger);
+
+  function show() {
+    fill(head, h('div.title-row', h('h1', `Job #${job.id}`), badge(job.state),
+      job.cancel_requested ? h('span.muted', 'cancel requested…') : null,
+      job.pause_requested ? h('span.muted', 'pause requested…') : null));
+    const target = job.target;
+    const src = job.source;
+    fill(summary, h('section.grid',
+      h('div.card', h('h2', 'Progress'), progress(job.counts, job.id),
+        h('dl.kv',
+          kv('Listed', num(job.counts.listed)), kv('Copied', num(job.counts.copied)),
+          kv('Skipped', num(job.counts.skipped)), kv('Failed', num(job.counts.failed)),
+          kv('Deleted at source', num(job.counts.deleted)), kv('Bytes copied', bytes(job.counts.bytes)))),
+      h('div.card', h('h2', 'Mailboxes'),
+        h('dl.kv',
+          kv('Source', job.source_display),
+          src ? kv('Source security', `${src.security}, auth ${src.auth}`) : null,
+          kv('Target', job.target_display),
+          target && target.protocol === 'imap' ? kv('Target security', `${target.security}, auth ${target.auth}`) : null,
+          target && target.flags && target.flags.length ? kv('Flags', target.flags.join(' ')) : null,
+          job.options ? kv('Delete at source', job.options.delete) : null,
+          job.options && job.options.max_message_bytes ? kv('Largest message', bytes(job.options.max_message_bytes)) : null,
+          job.options && job.options.dry_run ? kv('Dry run', 'yes') : null,
+          job.batch_id ? kv('Batch', h('a', { href: `#/batches/${job.batch_id}` }, `batch ${job.batch_id}`)) : null,
+          Object.keys(job.labels).length ? kv('Labels', Object.entries(job.labels).map(([k, v]) => `${k}:${v}`).join(', ')) : null)),
+      h('div.card', h('h2', 'Timeline'),
+        h('dl.kv',
+          kv('Created', time(job.created_at)), kv('Started', time(job.started_at)),
+          kv('Finished', time(job.finished_at)), kv('Updated', time(job.updated_at)), kv('Runs', num(job.runs)))),
+    ), job.last_error ? h('div.problem', { role: 'alert' }, h('strong', 'Last error'), h('p.error-text', job.last_error)) : null);
+
+    const available = job.source ? ACTIONS.filter((a) => a.when(job)) : [];
+    fill(controls, available.map((a) => h(`button${a.danger ? '.danger' : '.secondary'}`, { type: 'button', dataset: { action: a.verb }, onclick: () => act(a) }, a.label)),
+      !job.source ? h('p.muted', 'This job was started by mailferry migrate and is controlled by that command.') : null);
+  }
+
+  async function act(a) {
+    if (a.confirm && !(await confirmDialog(...a.confirm(job)))) return;
+    fill(status);
+    try {
+      job = await (await request(`/jobs/${id}/${a.verb}`, { method: 'POST' })).json();
+      notice(`Job #${id}: ${a.verb} requested.`);
+      show();
+      watch();
+      loadLedger(true);
+    } catch (e) {
+      fill(status, problemBox(e));
+    }
+  }
+
+  async function report(format) {
+    fill(status);
+    try {
+      const res = await request(`/jobs/${id}/report?format=${format}`, { signal });
+      download(await res.blob(), `job-${id}-report.${format}`);
+    } catch (e) {
+      if (e.name !== 'AbortError') fill(status, problemBox(e));
+    }
+  }
+
+  /** Follow the job's events while it is active; refresh the job on state changes. */
+  function watch() {
+    if (stream) stream.abort();
+    if (!['queued', 'running'].includes(job.state) && !job.cancel_requested && !job.pause_requested) return;
+    const c = new AbortController();
+    stream = c;
+    signal.addEventListener('abort', () => c.abort(), { once: true });
+    let refreshing = null;
+    const refresh = () => {
+      refreshing ??= getJSON(`/jobs/${id}`, { signal: c.signal }).then((j) => { job = j; show(); }).catch(() => {}).finally(() => { refreshing = null; });
+    };
+    streamEvents(`/jobs/${id}/events`, (name, data) => {
+      if (name === 'progress' && data.counts) {
+        job = { ...job, state: data.state, counts: data.counts };
+        const bar = summary.querySelector('.progress');
+        if (bar) bar.replaceWith(progress(data.counts, id));
+        for (const [k, v] of Object.entries({ Listed: data.counts.listed, Copied: data.counts.copied, Skipped: data.counts.skipped, Failed: data.counts.failed })) {
+          const dd = summary.querySelector(`dd[data-k="${k}"]`);
+          if (dd) dd.textContent = num(v);
+        }
+      }
+      if (name === 'state') refresh();
+    }, c.signal).then(() => {
+      if (!c.signal.aborted) {
+        refresh();
+        loadLedger(true);
+      }
+    }).catch((e) => { if (!c.signal.aborted) fill(status, problemBox(e)); });
+  }
+
+  // Ledger paging: a stack of cursors, like the jobs table.
+  const cursors = [''];
+  let next = null;
+  const isBad = (m) => m.state === 'failed' || m.state === 'skipped';
+  const onlyBad = h('input', { type: 'checkbox', id: 'only-bad', onchange: () => loadLedger(true) });
+  async function loadLedger(stay) {
+    if (!stay) next = null;
+    const cursor = cursors[cursors.length - 1];
+    let page;
+    try {
+      page = await getJSON(`/jobs/${id}/messages${qs({ cursor, limit: LEDGER_PAGE })}`, { signal });
+    } catch (e) {
+      if (e.name !== 'AbortError') fill(ledger, h('h2#ledger-h', 'Ledger'), problemBox(e));
+      return;
+    }
+    next = page.next_cursor;
+    const n = cursors.length;
+    const failed = page.items.filter(isBad).length;
+    fill(ledger,
+      h('h2#ledger-h', 'Ledger'),
+      h('p.muted', 'One row per source message: what happened to it and why. ', failed ? `${failed} failed or skipped on this page.` : ''),
+      h('div.field.check', onlyBad, h('label', { for: 'only-bad' }, 'Show only failed and skipped messages of this page')),
+      page.items.length
+        ? h('div.table-wrap', h('table.ledger.stack',
+          h('thead', h('tr', ['UIDL', 'State', 'Reason', 'Size', 'Dest. UID', 'Internal date', 'Copied'].map((c) => h('th', { scope: 'col' }, c)))),
+          h('tbody', page.items.filter((m) => !onlyBad.checked || isBad(m)).map((m) => h('tr', { class: isBad(m) ? 'row-bad' : '' },
+            h('td.mono', m.uidl),
+            h('td', badge(m.state)),
+            m.reason ? h('td.wrap', m.reason) : h('td', h('span.muted', '—')),
+            h('td.num', { 'data-label': 'Size' }, bytes(m.size)),
+            h('td.num', { 'data-label': 'Dest. UID' }, m.dest_uid ?? '—'),
+            h('td', { 'data-label': 'Date' }, time(m.internal_date), m.internal_date_source ? h('span.muted', ` (${m.internal_date_source})`) : null),
+            h('td', { 'data-label': 'Copied' }, time(m.copied_at)))))))
+        : empty('The ledger is empty.', job.state === 'queued' ? 'The job has not listed its mailbox yet; rows appear once it runs.' : 'The source mailbox had no messages.'),
+      h('nav.pager', { 'aria-label': 'Ledger pages' },
+        h('button.secondary', { type: 'button', disabled: n <= 1, onclick: () => { cursors.pop(); loadLedger(); } }, '← Previous page'),
+        h('span.muted', `Page ${n}`),
+        h('button.secondary', { type: 'button', disabled: !next, onclick: () => { cursors.push(next); loadLedger(); } }, 'Next page →')));
+  }
+
+  show();
+  watch();
+  await loadLedger();
+}
+
+function kv(k, v) {
+  return [h('dt', k), h('dd', { dataset: { k } }, v)];
+}

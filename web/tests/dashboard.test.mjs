@@ -1,0 +1,313 @@
+// The dashboard in headless Chromium (Debian's package, never a downloaded browser),
+// driven by playwright-core, against a real `mailferry serve` and the lab Dovecot.
+// Run by crates/mailferry/tests/browser.rs, which sets:
+//   BASE_URL, TOKEN                 the server and an admin token
+//   LAB_HOST, POP3S_PORT, IMAPS_PORT, SRC_PW, DST_PW, LAB_CA_FILE   the lab mailboxes
+//   SCREENSHOT_DIR, FAILURE_DIR, USER_DATA_ROOT, CHROMIUM
+// Every test fails on a console error, an uncaught page error, a failed request or an
+// HTTP error response that it did not announce with `expectStatus`.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const env = (k) => {
+  const v = process.env[k];
+  if (!v) throw new Error(`${k} is not set: run these tests through cargo test -p mailferry --test browser`);
+  return v;
+};
+const BASE = env('BASE_URL');
+const TOKEN = env('TOKEN');
+const LAB = { host: env('LAB_HOST'), pop3s: Number(env('POP3S_PORT')), imaps: Number(env('IMAPS_PORT')), srcPw: env('SRC_PW'), dstPw: env('DST_PW') };
+const SHOTS = env('SCREENSHOT_DIR');
+const FAILURES = env('FAILURE_DIR');
+const USER_DATA_ROOT = env('USER_DATA_ROOT');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+
+/** The API, straight from node (for setup and for checking what the page claims). */
+async function api(path, init = {}) {
+  const res = await fetch(`${BASE}/api/v1${path}`, {
+    ...init,
+    headers: { Authorization: `Bearer ${TOKEN}`, 'Content-Type': 'application/json', ...(init.headers || {}) },
+  });
+  const text = await res.text();
+  return { status: res.status, body: text ? JSON.parse(text) : null };
+}
+
+function jobBody(src, dst, labels = {}) {
+  return {
+    source: { protocol: 'pop3', host: LAB.host, port: LAB.pop3s, security: 'tls', username: src, password: LAB.srcPw },
+    target: { protocol: 'imap', host: LAB.host, port: LAB.imaps, security: 'tls', username: dst, password: LAB.dstPw, folder: 'INBOX' },
+    labels,
+  };
+}
+
+/**
+ * A fresh browser (own user-data-dir) with a page that records every problem; `run`
+ * gets {page, expectStatus}. Screenshots the page when `run` throws.
+ */
+async function withPage(name, run, { viewport = { width: 1280, height: 900 }, colorScheme = 'light' } = {}) {
+  const userDataDir = mkdtempSync(join(USER_DATA_ROOT, 'chromium-'));
+  const context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath: CHROMIUM, headless: true, args: ARGS, viewport, colorScheme, acceptDownloads: true,
+  });
+  const page = context.pages()[0] || (await context.newPage());
+  const problems = [];
+  const expected = []; // [{status, path}] the test announced
+  const isExpected = (status, url) => expected.some((e) => e.status === status && new URL(url).pathname === e.path);
+  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+  page.on('console', (msg) => {
+    if (msg.type() !== 'error') return;
+    // Chromium logs every HTTP error response; those are judged by the response handler.
+    const m = /status of (\d+)/.exec(msg.text());
+    if (m && isExpected(Number(m[1]), msg.location().url)) return;
+    problems.push(`console error: ${msg.text()} (${msg.location().url})`);
+  });
+  page.on('requestfailed', (req) => {
+    const why = req.failure() ? req.failure().errorText : 'failed';
+    // The page aborts its own event streams and in-flight reads when it leaves a view.
+    if (why === 'net::ERR_ABORTED' && new URL(req.url()).pathname.startsWith('/api/v1/')) return;
+    problems.push(`request failed: ${req.method()} ${req.url()}: ${why}`);
+  });
+  page.on('response', (res) => {
+    if (res.status() >= 400 && !isExpected(res.status(), res.url())) {
+      problems.push(`unexpected HTTP ${res.status()}: ${res.request().method()} ${res.url()}`);
+    }
+  });
+  const expectStatus = (status, path) => expected.push({ status, path });
+  try {
+    await run({ page, expectStatus });
+    assert.deepEqual(problems, [], 'the browser saw no error');
+  } catch (e) {
+    mkdirSync(FAILURES, { recursive: true });
+    const file = join(FAILURES, `${name.replace(/\W+/g, '-')}.png`);
+    await page.screenshot({ path: file, fullPage: true }).catch(() => {});
+    if (problems.length) e.message += `\nbrowser problems:\n  ${problems.join('\n  ')}`;
+    e.message += `\nscreenshot: ${file}`;
+    throw e;
+  } finally {
+    await context.close();
+  }
+}
+
+async function signIn(page) {
+  await page.goto(`${BASE}/`);
+  await page.getByLabel('API token').fill(TOKEN);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('heading', { name: 'Overview' }).waitFor();
+}
+
+const T = { timeout: 180_000 };
+
+test('sign in with a token, reject a bad one, sign out', T, () => withPage('sign-in', async ({ page, expectStatus }) => {
+  expectStatus(401, '/api/v1/jobs');
+  await page.goto(`${BASE}/`);
+  const tokenInput = page.getByLabel('API token');
+  await tokenInput.fill('mf_not-a-real-token');
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('alert').filter({ hasText: 'the bearer token is not valid' }).waitFor();
+
+  await tokenInput.fill(TOKEN);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('heading', { name: 'Overview' }).waitFor();
+  assert.equal(await page.evaluate(() => sessionStorage.getItem('mailferry.token')), TOKEN, 'kept in session storage');
+  assert.ok(!(await page.content()).includes(TOKEN), 'the token is not shown on the page');
+
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await page.getByRole('heading', { name: 'Sign in' }).waitFor();
+  assert.equal(await page.evaluate(() => sessionStorage.getItem('mailferry.token')), null, 'forgotten on sign-out');
+}));
+
+test('create a job from the form and watch its progress bar reach 100% live', T, () => withPage('create-job', async ({ page, expectStatus }) => {
+  await signIn(page);
+  await page.getByRole('link', { name: 'New job' }).click();
+  await page.getByRole('heading', { name: 'New job' }).waitFor();
+
+  // First a mistake: the API's field errors appear next to their fields.
+  expectStatus(422, '/api/v1/jobs');
+  const source = page.getByRole('group', { name: 'Source (POP3)' });
+  const target = page.getByRole('group', { name: 'Target (IMAP)' });
+  await source.getByLabel('Host').fill(LAB.host);
+  await source.getByLabel('Port').fill('70000');
+  await source.getByLabel('Username').fill('src');
+  await page.getByRole('button', { name: 'Create job' }).click();
+  const portError = page.locator('#' + (await source.getByLabel('Port').getAttribute('id')) + '-err');
+  await assertText(portError, 'source.port must be between 1 and 65535');
+  const pwId = await source.getByLabel('Password').getAttribute('id');
+  await assertText(page.locator(`#${pwId}-err`), 'source.password is required');
+  assert.equal(await source.getByLabel('Password').getAttribute('aria-invalid'), 'true');
+  await page.getByRole('alert').filter({ hasText: 'the job is invalid' }).waitFor();
+
+  // Then the real thing: implicit TLS to the lab, trusted through the server's CA file.
+  await source.getByLabel('Port').fill(String(LAB.pop3s));
+  await source.getByLabel('Security').selectOption('tls');
+  await source.getByLabel('Password').fill(LAB.srcPw);
+  await target.getByLabel('Host').fill(LAB.host);
+  await target.getByLabel('Port').fill(String(LAB.imaps));
+  await target.getByLabel('Username').fill('dst');
+  await target.getByLabel('Password').fill(LAB.dstPw);
+  await page.getByLabel('Labels').fill('wave=1\nteam=ui');
+  await page.getByRole('button', { name: 'Create job' }).click();
+  await page.waitForURL(/#\/jobs\/\d+$/);
+  const id = Number(new URL(page.url()).hash.split('/').pop());
+  await page.getByRole('heading', { name: `Job #${id}` }).waitFor();
+  assert.equal(await page.locator('.field-error:not([hidden])').count(), 0);
+
+  // Watch it live: no reload (the marker survives), and the bar passes through values
+  // below 100% before it gets there.
+  await page.evaluate(() => {
+    window.__noReload = true;
+    window.__seen = new Set();
+    const watch = () => {
+      const p = document.querySelector('.card .progress');
+      if (p) window.__seen.add(p.dataset.pct);
+    };
+    new MutationObserver(watch).observe(document.getElementById('main'), { subtree: true, childList: true, attributes: true });
+    watch();
+  });
+  const bar = page.locator(`.card .progress[data-job="${id}"]`);
+  await bar.and(page.locator('[data-pct="100"]')).waitFor({ timeout: 120_000 });
+  await page.locator('.title-row .badge', { hasText: 'succeeded' }).waitFor({ timeout: 30_000 });
+  assert.equal(await page.evaluate(() => window.__noReload), true, 'the page was not reloaded');
+  const seen = await page.evaluate(() => [...window.__seen]);
+  assert.ok(seen.some((p) => Number(p) < 100), `progress was seen below 100% first: ${seen}`);
+  assert.match(await bar.locator('.progress-label').textContent(), /200 \/ 200 copied/);
+
+  const job = (await api(`/jobs/${id}`)).body;
+  assert.equal(job.state, 'succeeded');
+  assert.equal(job.counts.copied, 200);
+
+  // The ledger, page by page (50 rows a page), and the report download.
+  await page.locator('table.ledger tbody tr').first().waitFor();
+  assert.equal(await page.locator('table.ledger tbody tr').count(), 50);
+  await page.getByRole('navigation', { name: 'Ledger pages' }).getByRole('button', { name: 'Next page →' }).click();
+  await page.getByText('Page 2').waitFor();
+  const [download] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: 'Download CSV' }).click()]);
+  const csv = readFileSync(await download.path(), 'utf8');
+  assert.equal(csv.trim().split('\n').length, 201, 'header + one row per message');
+  assert.equal(download.suggestedFilename(), `job-${id}-report.csv`);
+
+  // In the jobs table, filtered by label, with its bar at 100%.
+  await page.getByRole('link', { name: 'Jobs', exact: true }).click();
+  await page.getByLabel('Label').fill('team:ui');
+  await page.getByRole('button', { name: 'Filter' }).click();
+  await page.locator(`tr[data-job="${id}"] .progress[data-pct="100"]`).waitFor();
+  assert.equal(await page.locator('table.jobs tbody tr').count(), 1);
+}));
+
+test('upload a CSV batch with one bad row: its error is shown and nothing is created', T, () => withPage('csv-batch', async ({ page, expectStatus }) => {
+  await signIn(page);
+  const before = (await api('/jobs?limit=500')).body.items.length;
+  const header = 'source_host,source_port,source_security,source_user,source_password,target_host,target_port,target_security,target_user,target_password,labels';
+  const row = (u, port = LAB.pop3s) => `${LAB.host},${port},tls,${u},${LAB.srcPw},${LAB.host},${LAB.imaps},tls,${u}dst,${LAB.dstPw},wave=2`;
+  const dir = mkdtempSync(join(USER_DATA_ROOT, 'csv-'));
+  const bad = join(dir, 'bad.csv');
+  writeFileSync(bad, [header, row('b1'), row('b2', 'pop3-port'), ''].join('\n'));
+
+  expectStatus(422, '/api/v1/batches');
+  await page.getByRole('link', { name: 'Batches' }).click();
+  await page.getByLabel('CSV file').setInputFiles(bad);
+  await page.getByLabel('Batch name (optional)').fill('browser wave');
+  await page.getByRole('button', { name: 'Upload and create jobs' }).click();
+  const errorRow = page.locator('table.row-errors tr[data-row="2"]');
+  await errorRow.waitFor();
+  assert.match(await errorRow.textContent(), /Row 2.*source_port.*must be a number/);
+  assert.equal(await page.locator('table.row-errors tbody tr').count(), 1, 'only the bad row is listed');
+  await page.getByRole('alert').filter({ hasText: 'nothing was created' }).waitFor();
+  assert.equal((await api('/jobs?limit=500')).body.items.length, before, 'no job was created');
+
+  // Fixed, it goes through and the batch view shows its aggregate progress.
+  const good = join(dir, 'good.csv');
+  writeFileSync(good, [header, row('b1'), row('b2'), ''].join('\n'));
+  await page.getByLabel('CSV file').setInputFiles(good);
+  await page.getByRole('button', { name: 'Upload and create jobs' }).click();
+  await page.waitForURL(/#\/batches\/\d+$/);
+  await page.getByRole('heading', { name: /^Batch #\d+$/ }).waitFor();
+  await page.locator('.card .progress[data-pct="100"]').first().waitFor({ timeout: 60_000 });
+  assert.match(await page.locator('.card .progress-label').first().textContent(), /10 \/ 10 copied/);
+  assert.equal(await page.locator('table tbody tr[data-job]').count(), 2);
+}));
+
+test('cancel a running job after confirming', T, () => withPage('cancel', async ({ page }) => {
+  const created = await api('/jobs', { method: 'POST', body: JSON.stringify(jobBody('big', 'bigdst', { size: 'big' })) });
+  assert.equal(created.status, 201, JSON.stringify(created.body));
+  const id = created.body.id;
+  await signIn(page);
+  await page.goto(`${BASE}/#/jobs/${id}`);
+  await page.locator('.title-row .badge', { hasText: 'running' }).waitFor({ timeout: 60_000 });
+  // Some progress first, so the cancel really stops a transfer in flight.
+  await page.waitForFunction(() => Number(document.querySelector('.card .progress')?.dataset.pct) >= 1, null, { timeout: 60_000 });
+
+  // "Keep it" leaves the job alone...
+  await page.getByRole('button', { name: 'Cancel job' }).click();
+  const dialog = page.getByRole('dialog', { name: 'Cancel this job?' });
+  await dialog.waitFor();
+  await dialog.getByRole('button', { name: 'Keep it' }).click();
+  await dialog.waitFor({ state: 'hidden' });
+  assert.equal((await api(`/jobs/${id}`)).body.cancel_requested, false);
+
+  // ..."Cancel job" in the dialog stops it.
+  await page.getByRole('button', { name: 'Cancel job' }).click();
+  await dialog.getByRole('button', { name: 'Cancel job' }).click();
+  await page.locator('.title-row .badge', { hasText: 'cancelled' }).waitFor({ timeout: 60_000 });
+  const job = (await api(`/jobs/${id}`)).body;
+  assert.equal(job.state, 'cancelled');
+  assert.ok(job.counts.copied < 1500, `stopped early: ${job.counts.copied} copied`);
+  await page.getByRole('button', { name: 'Rerun' }).waitFor();
+}));
+
+test('every main view, wide and phone-sized, light and dark: screenshots for review', T, async () => {
+  mkdirSync(SHOTS, { recursive: true });
+  const jobs = (await api('/jobs?limit=500')).body.items;
+  const done = jobs.find((j) => j.state === 'succeeded' && !j.batch_id);
+  const batch = jobs.find((j) => j.batch_id);
+  assert.ok(done && batch, 'the earlier tests left a finished job and a batch');
+  // [file name, route, heading, what shows once the view has its data]
+  const views = [
+    ['overview', '#/', 'Overview', '[data-total="messages"]'],
+    ['jobs', '#/jobs', 'Jobs', 'table.jobs tbody tr'],
+    ['job', `#/jobs/${done.id}`, `Job #${done.id}`, 'table.ledger tbody tr'],
+    ['new-job', '#/new', 'New job', 'form.job-form'],
+    ['batches', '#/batches', 'Batches', 'section table tbody tr'],
+    ['batch', `#/batches/${batch.batch_id}`, `Batch #${batch.batch_id}`, 'table tbody tr[data-job]'],
+    ['archives', '#/archives', 'Archives', '[data-empty="archives"]'],
+  ];
+  for (const [size, viewport] of [['1280', { width: 1280, height: 900 }], ['390', { width: 390, height: 844 }]]) {
+    for (const scheme of ['light', 'dark']) {
+      await withPage(`views-${size}-${scheme}`, async ({ page }) => {
+        await signIn(page);
+        if (size === '1280' && scheme === 'light') {
+          // Something moving for the chart: rerun the cancelled big job (~1,300 messages left).
+          const big = jobs.find((j) => j.state === 'cancelled');
+          assert.ok(big, 'the cancel test left a cancelled job');
+          assert.equal((await api(`/jobs/${big.id}/rerun`, { method: 'POST', body: '{}' })).status, 200);
+          await page.waitForFunction(() => Number(document.querySelector('[data-rate="msgs"]')?.textContent.split(' ')[0]) > 0, null, { timeout: 60_000 });
+          await page.waitForTimeout(6000);
+        } else {
+          await page.waitForTimeout(2500); // two samples: the chart has a line
+        }
+        for (const [name, hash, heading, ready] of views) {
+          await page.goto(`${BASE}/${hash}`);
+          await page.getByRole('heading', { name: heading, exact: true }).waitFor();
+          await page.locator(ready).first().waitFor();
+          if (name === 'archives') await page.getByText('Archives arrive with the archive feature').waitFor();
+          // Nothing is wider than the screen (tables scroll inside their own box).
+          const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+          assert.ok(overflow <= 0, `${name} at ${size}px is ${overflow}px wider than the screen`);
+          await page.screenshot({ path: join(SHOTS, `${name}-${size}-${scheme}.png`), fullPage: true });
+        }
+        // Times are the viewer's local time with UTC on hover.
+        await page.goto(`${BASE}/#/jobs/${done.id}`);
+        const t = page.locator('time').first();
+        assert.match(await t.getAttribute('title'), /UTC$/);
+      }, { viewport, colorScheme: scheme });
+    }
+  }
+});
+
+async function assertText(locator, text) {
+  await locator.filter({ hasText: text }).waitFor();
+}
