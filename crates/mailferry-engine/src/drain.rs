@@ -153,7 +153,19 @@ pub async fn run_job(
                 dry_run: job.dry_run,
                 failures: failures(counts.failed),
                 skips: failures(counts.skipped),
+                merkle_root: None,
+                merkle_leaves: None,
             };
+            let mut summary = summary;
+            if let (Target::Archive(target), false) = (&job.target, job.dry_run) {
+                let root = target
+                    .archive
+                    .record_run_root(job_id, run, "mailferry-engine")
+                    .await
+                    .map_err(|source| EngineError::Archive { name: job.target.display(), source })?;
+                summary.merkle_root = Some(root.root);
+                summary.merkle_leaves = Some(root.leaves);
+            }
             let outcome = if cancel.is_cancelled() {
                 Outcome::Cancelled
             } else if summary.failed > 0 {

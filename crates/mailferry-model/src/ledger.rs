@@ -73,4 +73,11 @@ pub struct RunSummary {
     pub dry_run: bool,
     pub failures: Vec<MessageFailure>,
     pub skips: Vec<MessageFailure>,
+    /// Archive targets: the Merkle root over the digests this run ingested (also written to
+    /// the archive's event log), so any one message can later be proven with a short path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merkle_root: Option<String>,
+    /// Archive targets: how many distinct digests the root covers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merkle_leaves: Option<u64>,
 }
