@@ -64,8 +64,10 @@ fn job(s: &Setup, fake: &FakePop3, delete: DeletePolicy) -> DrainJob {
 }
 
 fn config(attempts: u32) -> EngineConfig {
-    let mut c = EngineConfig::default();
-    c.retry = RetryPolicy { attempts, base_delay: Duration::from_millis(10), max_delay: Duration::from_millis(50) };
+    let mut c = EngineConfig {
+        retry: RetryPolicy { attempts, base_delay: Duration::from_millis(10), max_delay: Duration::from_millis(50) },
+        ..EngineConfig::default()
+    };
     c.pop3.io_timeout = Duration::from_secs(5);
     c
 }

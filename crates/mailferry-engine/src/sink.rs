@@ -50,7 +50,9 @@ impl Target {
     }
 }
 
-/// The open destination during a run.
+/// The open destination during a run (one per run, so the size difference between the
+/// variants does not matter).
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Sink {
     Imap(Appender),
     Archive { archive: Arc<Archive>, source_host: String, account: String, job: i64, run: i64 },

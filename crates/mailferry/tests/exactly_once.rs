@@ -81,7 +81,7 @@ fn kill_9_at_any_moment_then_rerun_is_exactly_once() {
 
     // Kill the process at several moments of one migration, resuming each time.
     for delay_ms in [150u64, 400, 700] {
-        let mut child = lab.command(&["--from", &lab.from_tls(), "--to", &lab.to_tls("INBOX")]).spawn().unwrap();
+        let mut child = lab.command(&["--from", &lab.source_url(), "--to", &lab.to_tls("INBOX")]).spawn().unwrap();
         let started = Instant::now();
         while started.elapsed() < Duration::from_millis(delay_ms) {
             if child.try_wait().unwrap().is_some() {

@@ -74,7 +74,7 @@ fn stls_and_starttls_against_the_lab_ca() {
 fn untrusted_certificate_is_refused() {
     let lab = Lab::start();
     lab.dovecot.seed("src", &[b"Subject: x\r\n\r\ny\r\n".to_vec()]);
-    let from = lab.from_tls();
+    let from = lab.source_url();
     let to = lab.to_tls("INBOX");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailferry"))
         .args(["migrate", "--from", &from, "--to", &to, "--state"])
@@ -95,7 +95,7 @@ fn wrong_password_exits_1_with_a_clear_sentence_and_no_secret() {
     let lab = Lab::start();
     lab.dovecot.seed("src", &[b"Subject: x\r\n\r\ny\r\n".to_vec()]);
     let run = Run::from(
-        lab.command(&["--from", &lab.from_tls(), "--to", &lab.to_tls("INBOX")])
+        lab.command(&["--from", &lab.source_url(), "--to", &lab.to_tls("INBOX")])
             .env("MF_SRC_PW", "wrong-Passw0rd-xyz")
             .output()
             .unwrap(),
@@ -171,7 +171,7 @@ fn nothing_is_deleted_when_the_destination_fails() {
     let msgs: Vec<Vec<u8>> = (0..3).map(|i| format!("Subject: m{i}\r\n\r\nbody\r\n").into_bytes()).collect();
     lab.dovecot.seed("src", &msgs);
     let run = Run::from(
-        lab.command(&["--from", &lab.from_tls(), "--to", &lab.to_tls("INBOX"), "--delete", "after-verified"])
+        lab.command(&["--from", &lab.source_url(), "--to", &lab.to_tls("INBOX"), "--delete", "after-verified"])
             .env("MF_DST_PW", "not-the-password")
             .output()
             .unwrap(),
@@ -201,7 +201,7 @@ fn dry_run_changes_nothing() {
 fn logs_never_contain_a_password() {
     let lab = Lab::start();
     lab.dovecot.seed("src", &[b"Subject: x\r\n\r\ny\r\n".to_vec()]);
-    let run = Run::from(lab.command(&["--from", &lab.from_tls(), "--to", &lab.to_tls("INBOX")]).env("MAILFERRY_LOG", "trace").output().unwrap());
+    let run = Run::from(lab.command(&["--from", &lab.source_url(), "--to", &lab.to_tls("INBOX")]).env("MAILFERRY_LOG", "trace").output().unwrap());
     run.assert_code(0);
     assert!(run.stderr.len() > 100, "trace logging produced output");
     for secret in [SRC_PW, DST_PW] {
@@ -229,7 +229,7 @@ fn sasl_plain_and_xoauth2_on_both_sides() {
     assert!(log.contains("method=PLAIN") && log.contains("method=XOAUTH2"), "{log}");
 
     let bad = Run::from(
-        lab.command(&["--from", &lab.from_tls(), "--to", &lab.to_tls("INBOX"), "--to-auth", "xoauth2"])
+        lab.command(&["--from", &lab.source_url(), "--to", &lab.to_tls("INBOX"), "--to-auth", "xoauth2"])
             .env("MF_DST_PW", "expired-token")
             .output()
             .unwrap(),
@@ -246,7 +246,7 @@ fn flags_are_set_as_configured() {
     let out = lab.dovecot.doveadm(&["fetch", "-u", "dst", "flags", "mailbox", "INBOX", "all"]);
     let flags = String::from_utf8_lossy(&out.stdout);
     assert!(flags.contains("\\Seen") && flags.contains("$Migrated"), "{flags}");
-    lab.migrate_raw(&["--from", &lab.from_tls(), "--to", &lab.to_tls("INBOX"), "--flag", "bad flag"]).assert_code(2);
+    lab.migrate_raw(&["--from", &lab.source_url(), "--to", &lab.to_tls("INBOX"), "--flag", "bad flag"]).assert_code(2);
 }
 
 #[test]

@@ -33,7 +33,7 @@ impl Lab {
         self.state_dir.path().join("state.db")
     }
 
-    pub fn from_tls(&self) -> String {
+    pub fn source_url(&self) -> String {
         format!("pop3s://src@127.0.0.1:{}", self.dovecot.pop3s_port())
     }
 
@@ -43,7 +43,7 @@ impl Lab {
 
     /// `mailferry migrate` over implicit TLS trusting the lab CA, plus `extra` flags.
     pub fn migrate(&self, extra: &[&str]) -> Run {
-        let from = self.from_tls();
+        let from = self.source_url();
         let to = self.to_tls("INBOX");
         let mut args = vec!["--from", &from, "--to", &to];
         args.extend_from_slice(extra);
