@@ -13,6 +13,8 @@ const routes = [
   [/^\/batches$/, 'batches', () => import('./views/batches.js')],
   [/^\/batches\/(\d+)$/, 'batches', () => import('./views/batch.js')],
   [/^\/archives$/, 'archives', () => import('./views/archives.js')],
+  [/^\/archives\/([\w.-]+)$/, 'archives', () => import('./views/archive.js')],
+  [/^\/archives\/([\w.-]+)\/messages\/([0-9a-f]{64})$/, 'archives', () => import('./views/archive-message.js')],
 ];
 
 const main = document.getElementById('main');

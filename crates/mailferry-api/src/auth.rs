@@ -3,9 +3,9 @@
 //! Tokens are `mf_` + 32 random bytes (base64url); only their SHA-256 is stored, so a
 //! leaked database holds no working credential. Every route except `/healthz`, `/readyz`
 //! and the dashboard's page and static assets (`/`, `/assets/*`: no data, the page signs
-//! in by itself) needs a token; the scope needed follows from the route: token management is
-//! `admin`, reads (`GET`, `HEAD`) are `read`, everything else is `write`. The token itself
-//! is never logged.
+//! in by itself) needs a token; the scope needed follows from the route: token management
+//! and changes to an archive's legal holds or retention are `admin`, reads (`GET`, `HEAD`)
+//! are `read`, everything else is `write`. The token itself is never logged.
 
 use axum::extract::{Request, State};
 use axum::http::{header, Method};
@@ -50,13 +50,22 @@ pub struct Principal {
 
 /// The scope a request needs.
 pub fn required_scope(method: &Method, path: &str) -> Scope {
-    if path == "/api/v1/tokens" || path.starts_with("/api/v1/tokens/") {
+    let reading = method == Method::GET || method == Method::HEAD;
+    if path == "/api/v1/tokens" || path.starts_with("/api/v1/tokens/") || (!reading && is_archive_policy(path)) {
         Scope::Admin
     } else if method == Method::GET || method == Method::HEAD {
         Scope::Read
     } else {
         Scope::Write
     }
+}
+
+/// `/api/v1/archives/{name}/holds[/{id}]` and `/api/v1/archives/{name}/retention`.
+fn is_archive_policy(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix("/api/v1/archives/") else { return false };
+    let mut parts = rest.split('/');
+    let _name = parts.next();
+    matches!(parts.next(), Some("holds" | "retention"))
 }
 
 /// The bearer token of a request, if it carries a well-formed `Authorization` header.
@@ -113,5 +122,11 @@ mod tests {
         assert_eq!(required_scope(&Method::DELETE, "/api/v1/tokens/3"), Scope::Admin);
         assert_eq!(required_scope(&Method::GET, "/api/v1/tokensx"), Scope::Read);
         assert_eq!(required_scope(&Method::GET, "/api/docs/"), Scope::Read);
+        assert_eq!(required_scope(&Method::POST, "/api/v1/archives/legal/verify"), Scope::Write);
+        assert_eq!(required_scope(&Method::POST, "/api/v1/archives/legal/holds"), Scope::Admin);
+        assert_eq!(required_scope(&Method::DELETE, "/api/v1/archives/legal/holds/2"), Scope::Admin);
+        assert_eq!(required_scope(&Method::PUT, "/api/v1/archives/legal/retention"), Scope::Admin);
+        assert_eq!(required_scope(&Method::GET, "/api/v1/archives/holds/messages"), Scope::Read);
+        assert_eq!(required_scope(&Method::POST, "/api/v1/archives/holds/export"), Scope::Write);
     }
 }

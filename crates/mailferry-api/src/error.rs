@@ -67,6 +67,9 @@ pub struct Problem {
     /// Field-level problems (validation errors, batch rows).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+    /// The archived message concerned (`/problems/integrity`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +93,12 @@ pub enum ApiError {
     MethodNotAllowed(String),
     #[error("{0}")]
     Conflict(String),
+    /// The resource existed and was removed for good (a purged archive message).
+    #[error("{0}")]
+    Gone(String),
+    /// Stored archive data failed its integrity check: never served, always logged.
+    #[error("{detail}")]
+    Integrity { digest: String, detail: String },
     #[error("the request body is larger than the limit of {0} bytes")]
     PayloadTooLarge(usize),
     #[error("{0}")]
@@ -130,6 +139,8 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Gone(_) => StatusCode::GONE,
+            Self::Integrity { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -148,6 +159,8 @@ impl ApiError {
             Self::NotFound(_) => "/problems/not-found",
             Self::MethodNotAllowed(_) => "/problems/method-not-allowed",
             Self::Conflict(_) => "/problems/conflict",
+            Self::Gone(_) => "/problems/gone",
+            Self::Integrity { .. } => "/problems/integrity",
             Self::PayloadTooLarge(_) => "/problems/payload-too-large",
             Self::UnsupportedMediaType(_) => "/problems/unsupported-media-type",
             Self::IdempotencyKeyReused => "/problems/idempotency-key-reused",
@@ -166,6 +179,8 @@ impl ApiError {
             Self::NotFound(_) => "Not found",
             Self::MethodNotAllowed(_) => "Method not allowed",
             Self::Conflict(_) => "Conflict",
+            Self::Gone(_) => "Gone",
+            Self::Integrity { .. } => "Archived message failed its integrity check",
             Self::PayloadTooLarge(_) => "Payload too large",
             Self::UnsupportedMediaType(_) => "Unsupported media type",
             Self::IdempotencyKeyReused => "Idempotency key reused",
@@ -184,20 +199,30 @@ impl ApiError {
             Self::Validation { errors, .. } | Self::PlaintextNotAllowed { errors, .. } => errors.clone(),
             _ => Vec::new(),
         };
+        let digest = match self {
+            Self::Integrity { digest, .. } => Some(digest.clone()),
+            _ => None,
+        };
         Problem {
             kind: self.problem_type().to_owned(),
             title: self.title().to_owned(),
             status: self.status_code().as_u16(),
             detail,
             errors,
+            digest,
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let Self::Internal(cause) = &self {
-            tracing::error!(error = %cause, "request failed with an internal error");
+        match &self {
+            Self::Internal(cause) => tracing::error!(error = %cause, "request failed with an internal error"),
+            // Loud on purpose: stored evidence no longer matches its digest.
+            Self::Integrity { digest, detail } => {
+                tracing::error!(archive.digest = %digest, error = %detail, "ARCHIVE INTEGRITY FAILURE: refused to serve a message");
+            }
+            _ => {}
         }
         let status = self.status_code();
         let body = serde_json::to_vec(&self.to_problem()).unwrap_or_default();

@@ -31,15 +31,16 @@ pub const DOCS_PATH: &str = "/api/docs";
 #[openapi(
     info(
         title = "mailferry",
-        description = "Drain POP3 mailboxes into IMAP, exactly once. Every route except /healthz, /readyz and the \
+        description = "Drain POP3 mailboxes into IMAP or a compliance archive, exactly once. Every route except /healthz, /readyz and the \
                        web dashboard's page and assets (GET / and /assets/*) needs `Authorization: Bearer <token>` (scopes: read for GET, write for other methods, \
-                       admin for /tokens). Errors are RFC 9457 application/problem+json with a stable `type`."
+                       admin for /tokens and for archive holds and retention). Errors are RFC 9457 application/problem+json with a stable `type`."
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
     tags(
         (name = "jobs", description = "One mailbox drain each: create, watch, control, report"),
         (name = "batches", description = "Many jobs at once, from CSV or JSON"),
+        (name = "archives", description = "Compliance archives: search, exact bytes, provenance, verify, export; holds and retention (admin scope)"),
         (name = "tokens", description = "API tokens (admin scope)"),
         (name = "health", description = "Probes (no token needed)"),
     ),

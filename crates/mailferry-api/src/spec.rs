@@ -66,7 +66,7 @@ pub struct SourceBody {
 #[serde(tag = "protocol", rename_all = "lowercase", try_from = "serde_json::Value")]
 pub enum TargetBody {
     Imap(ImapTargetBody),
-    /// Not available yet: refused with 422.
+    /// A compliance archive on this server (created on first use).
     Archive(ArchiveTargetBody),
 }
 
@@ -120,6 +120,8 @@ pub struct ImapTargetBody {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ArchiveTargetBody {
+    /// Archive name: letters, digits, `.`, `_`, `-` (at most 64, not starting with `.`).
+    #[schema(required = true, example = "legal")]
     pub archive: Option<String>,
 }
 
@@ -137,6 +139,12 @@ pub struct OptionsBody {
 }
 
 const MAX_LABELS: usize = 32;
+
+/// A valid target, before sealing.
+enum TargetParts {
+    Imap(ImapParts),
+    Archive(String),
+}
 
 /// A valid IMAP target, before sealing.
 struct ImapParts {
@@ -164,10 +172,20 @@ pub fn validate(body: JobBody, config: &ApiConfig, sealer: &Sealer) -> Result<Jo
     plaintext("source.security", src_security, src_host.as_deref(), config, &mut errs);
 
     let target = match body.target {
-        TargetBody::Archive(_) => {
-            errs.push(FieldError::new("target.protocol", "unsupported", "archive targets are not available yet"));
-            None
-        }
+        TargetBody::Archive(a) => match a.archive.filter(|n| !n.is_empty()) {
+            None => {
+                errs.push(FieldError::required("target.archive"));
+                None
+            }
+            Some(name) if !mailferry_engine::Archives::valid_name(&name) => {
+                errs.push(FieldError::invalid(
+                    "target.archive",
+                    "target.archive must be 1 to 64 letters, digits, '.', '_' or '-', not starting with '.'",
+                ));
+                None
+            }
+            Some(name) => Some(TargetParts::Archive(name)),
+        },
         TargetBody::Imap(t) => {
             let t_host = host("target.host", t.host, &mut errs);
             let security = t.security.unwrap_or(Security::Tls);
@@ -179,7 +197,7 @@ pub fn validate(body: JobBody, config: &ApiConfig, sealer: &Sealer) -> Result<Jo
             let flags = t.flags.unwrap_or_default();
             check_flags(&flags, &mut errs);
             match (t_host, user, pass, folder) {
-                (Some(host), Some(username), Some(password), Some(folder)) => Some(ImapParts {
+                (Some(host), Some(username), Some(password), Some(folder)) => Some(TargetParts::Imap(ImapParts {
                     host,
                     port: t_port,
                     security,
@@ -188,7 +206,7 @@ pub fn validate(body: JobBody, config: &ApiConfig, sealer: &Sealer) -> Result<Jo
                     folder,
                     flags,
                     auth: t.auth.unwrap_or_default(),
-                }),
+                })),
                 _ => None,
             }
         }
@@ -222,15 +240,18 @@ pub fn validate(body: JobBody, config: &ApiConfig, sealer: &Sealer) -> Result<Jo
             password: sealer.seal(&src_pass),
             auth: src.auth.unwrap_or_default().into(),
         },
-        target: TargetSpec::Imap {
-            host: t.host,
-            port: t.port,
-            security: t.security.into(),
-            username: t.username,
-            password: sealer.seal(&t.password),
-            auth: t.auth.into(),
-            folder: t.folder,
-            flags: t.flags,
+        target: match t {
+            TargetParts::Imap(t) => TargetSpec::Imap {
+                host: t.host,
+                port: t.port,
+                security: t.security.into(),
+                username: t.username,
+                password: sealer.seal(&t.password),
+                auth: t.auth.into(),
+                folder: t.folder,
+                flags: t.flags,
+            },
+            TargetParts::Archive(archive) => TargetSpec::Archive { archive },
         },
         options: JobOptions {
             delete,
@@ -410,7 +431,7 @@ mod tests {
     }
 
     #[test]
-    fn plaintext_only_to_allowed_hosts_and_archive_refused() {
+    fn plaintext_only_to_allowed_hosts_and_archive_targets() {
         let mut b = good();
         b["source"]["security"] = "none".into();
         let errs = validate(body(b.clone()), &ApiConfig::default(), &sealer()).unwrap_err();
@@ -421,8 +442,13 @@ mod tests {
 
         let mut b = good();
         b["target"] = serde_json::json!({"protocol": "archive", "archive": "legal"});
-        let errs = validate(body(b), &ApiConfig::default(), &sealer()).unwrap_err();
-        assert_eq!(errs[0].message, "archive targets are not available yet");
+        let spec = validate(body(b.clone()), &ApiConfig::default(), &sealer()).unwrap();
+        assert!(matches!(&spec.target, TargetSpec::Archive { archive } if archive == "legal"));
+        for bad in ["", "../x", ".hidden", "a/b", "x y"] {
+            b["target"]["archive"] = bad.into();
+            let errs = validate(body(b.clone()), &ApiConfig::default(), &sealer()).unwrap_err();
+            assert_eq!(errs[0].field, "target.archive", "{bad:?}");
+        }
     }
 
     #[test]

@@ -1,9 +1,11 @@
-//! What every handler shares: the store, the sealer for secrets at rest, and the API's
-//! configuration (plaintext allow-list, body limits, page sizes, SSE pacing).
+//! What every handler shares: the store, the sealer for secrets at rest, the archives, the
+//! in-memory registry of archive tasks (verify, export), and the API's configuration
+//! (plaintext allow-list, body limits, page sizes, SSE pacing).
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use mailferry_engine::Archives;
 use mailferry_model::{HostList, Sealer};
 use mailferry_store::Store;
 use serde::Deserialize;
@@ -16,14 +18,27 @@ pub struct AppState {
     /// Seals mailbox passwords before they are stored (DESIGN.md §2.5).
     pub sealer: Sealer,
     pub config: Arc<ApiConfig>,
+    /// The compliance archives, each opened once per process (shared with the in-process
+    /// workers: the search index has one writer).
+    pub archives: Arc<Archives>,
+    /// Verify and export runs started over the API (kept in memory, see
+    /// [`ArchiveTasks`](crate::tasks::ArchiveTasks)).
+    pub tasks: Arc<crate::tasks::ArchiveTasks>,
     /// Cancelled at shutdown: open SSE streams end so a graceful shutdown is not held up
     /// by clients watching jobs.
     pub shutdown: CancellationToken,
 }
 
 impl AppState {
-    pub fn new(store: Arc<dyn Store>, sealer: Sealer, config: ApiConfig) -> Self {
-        Self { store, sealer, config: Arc::new(config), shutdown: CancellationToken::new() }
+    pub fn new(store: Arc<dyn Store>, sealer: Sealer, config: ApiConfig, archives: Arc<Archives>) -> Self {
+        Self {
+            store,
+            sealer,
+            config: Arc::new(config),
+            archives,
+            tasks: Arc::default(),
+            shutdown: CancellationToken::new(),
+        }
     }
 
     /// End long-lived responses (SSE) when `token` is cancelled; pass the token that

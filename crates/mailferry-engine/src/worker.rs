@@ -32,6 +32,8 @@ pub struct WorkerConfig {
     pub plaintext_allowed: Arc<dyn Fn(&str) -> bool + Send + Sync>,
     /// Extra trusted roots for every endpoint (PEM).
     pub extra_roots_pem: Option<Vec<u8>>,
+    /// Where endpoints may resolve to (SSRF guard, checked after DNS).
+    pub network: Arc<mailferry_model::NetworkPolicy>,
     /// The archives jobs may target, opened once per process.
     pub archives: Arc<Archives>,
 }
@@ -216,6 +218,7 @@ impl Worker {
             extra_roots_pem: self.config.extra_roots_pem.clone(),
             insecure_skip_verify: false,
             allow_plaintext: (self.config.plaintext_allowed)(host),
+            network: Arc::clone(&self.config.network),
         };
         let target = match &spec.target {
             TargetSpec::Imap { host, port, security, username, password, auth, folder, flags } => Target::Imap(ImapEndpoint {

@@ -14,6 +14,8 @@ pub enum ImapError {
     Tls(String),
     #[error("plaintext IMAP refused: use imaps:// or STARTTLS, or allow plaintext explicitly")]
     PlaintextRefused,
+    #[error("the IMAP server's address is refused: {0}")]
+    Denied(String),
     #[error("the server does not offer STARTTLS")]
     StartTlsUnavailable,
     #[error("the server refused the connection: {0}")]

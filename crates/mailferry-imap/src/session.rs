@@ -166,7 +166,16 @@ impl ImapSession {
         if ep.security == Security::None && !ep.tls.allow_plaintext {
             return Err(ImapError::PlaintextRefused);
         }
-        let tcp = tokio::time::timeout(opts.connect_timeout, TcpStream::connect((ep.host.as_str(), ep.port)))
+        // Resolve, check against the network policy, connect only to the checked addresses.
+        let host = ep.host.trim_start_matches('[').trim_end_matches(']');
+        let addrs: Vec<std::net::SocketAddr> =
+            tokio::time::timeout(opts.connect_timeout, tokio::net::lookup_host((host, ep.port)))
+                .await
+                .map_err(|_| ImapError::Timeout("resolving the server's name"))??
+                .collect();
+        let ips: Vec<std::net::IpAddr> = addrs.iter().map(|a| a.ip()).collect();
+        ep.tls.network.check(host, &ips).map_err(ImapError::Denied)?;
+        let tcp = tokio::time::timeout(opts.connect_timeout, TcpStream::connect(&addrs[..]))
             .await
             .map_err(|_| ImapError::Timeout("connecting"))??;
         tcp.set_nodelay(true)?;

@@ -51,6 +51,10 @@ impl HostList {
         Ok(Self { rules })
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
     /// Whether `host` (a name or an IP literal) is on the list.
     pub fn contains(&self, host: &str) -> bool {
         let host = host.trim().trim_end_matches('.').trim_matches(['[', ']']).to_ascii_lowercase();

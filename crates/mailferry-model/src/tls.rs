@@ -10,6 +10,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
+/// Connection options of one endpoint: TLS trust, the plaintext opt-in, the network policy.
 #[derive(Clone, Default)]
 pub struct TlsOptions {
     /// Extra trusted roots, PEM encoded (from `--ca-file`).
@@ -18,6 +19,8 @@ pub struct TlsOptions {
     pub insecure_skip_verify: bool,
     /// Permit `Security::None` (no TLS at all) for this endpoint.
     pub allow_plaintext: bool,
+    /// Which addresses the connection may go to (checked after DNS resolution).
+    pub network: std::sync::Arc<crate::netpolicy::NetworkPolicy>,
 }
 
 impl std::fmt::Debug for TlsOptions {
@@ -26,6 +29,7 @@ impl std::fmt::Debug for TlsOptions {
             .field("extra_roots", &self.extra_roots_pem.is_some())
             .field("insecure_skip_verify", &self.insecure_skip_verify)
             .field("allow_plaintext", &self.allow_plaintext)
+            .field("network", &self.network)
             .finish()
     }
 }

@@ -26,7 +26,15 @@ impl Pop3Session {
             return Err(Pop3Error::PlaintextRefused);
         }
         let host = ep.host.trim_start_matches('[').trim_end_matches(']');
-        let tcp = match timeout(opts.connect_timeout, TcpStream::connect((host, ep.port))).await {
+        // Resolve, check every address against the network policy, and connect only to the
+        // checked addresses (no second lookup that could answer differently).
+        let addrs: Vec<std::net::SocketAddr> = match timeout(opts.connect_timeout, tokio::net::lookup_host((host, ep.port))).await {
+            Err(_) => return Err(Pop3Error::Timeout { what: "resolving the POP3 server's name" }),
+            Ok(r) => r?.collect(),
+        };
+        let ips: Vec<std::net::IpAddr> = addrs.iter().map(|a| a.ip()).collect();
+        ep.tls.network.check(host, &ips).map_err(Pop3Error::Denied)?;
+        let tcp = match timeout(opts.connect_timeout, TcpStream::connect(&addrs[..])).await {
             Err(_) => return Err(Pop3Error::Timeout { what: "connecting to the POP3 server" }),
             Ok(r) => r?,
         };

@@ -46,6 +46,9 @@ pub enum Pop3Error {
     #[error("the endpoint has no TLS and plaintext was not explicitly allowed")]
     PlaintextRefused,
 
+    #[error("the POP3 server's address is refused: {0}")]
+    Denied(String),
+
     #[error("the POP3 server offers no usable login mechanism ({mechanism})")]
     MechanismUnavailable { mechanism: &'static str },
 
@@ -96,7 +99,7 @@ impl Pop3Error {
             }
             Self::Server { .. } | Self::AuthFailed { .. } => Fatal,
             Self::LineTooLong { .. } | Self::MessageTooLarge { .. } => Fatal,
-            Self::StlsUnavailable { .. } | Self::PlaintextRefused | Self::MechanismUnavailable { .. } => Fatal,
+            Self::StlsUnavailable { .. } | Self::PlaintextRefused | Self::Denied(_) | Self::MechanismUnavailable { .. } => Fatal,
             Self::InvalidArgument { .. } | Self::Misuse(_) => Fatal,
         }
     }

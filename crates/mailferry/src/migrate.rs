@@ -153,6 +153,7 @@ async fn build_job(args: &MigrateArgs) -> Result<(DrainJob, PathBuf), UsageError
             },
             insecure_skip_verify: args.insecure,
             allow_plaintext: args.allow_plaintext,
+            network: crate::settings::network_policy_from_env()?,
         };
         // Fail on a bad CA file now, with a usage error, not later as a TLS failure.
         tls.client_config().context("--ca-file")?;
@@ -214,6 +215,7 @@ async fn archive_job(args: &MigrateArgs, name: &str) -> anyhow::Result<(DrainJob
         },
         insecure_skip_verify: args.insecure,
         allow_plaintext: args.allow_plaintext,
+        network: crate::settings::network_policy_from_env()?,
     };
     tls.client_config().context("--ca-file")?;
     let from_secret = secret("source", "--from", args.from_password_env.as_deref(), args.from_password_file.as_ref())?;

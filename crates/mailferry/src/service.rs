@@ -70,6 +70,7 @@ fn worker(settings: &Settings, store: Arc<dyn Store>) -> Worker {
         engine,
         plaintext_allowed: Arc::new(move |host: &str| allow.contains(host)),
         extra_roots_pem: settings.ca_pem.clone(),
+        network: Arc::clone(&settings.network),
         archives: Arc::clone(&settings.archives),
     };
     Worker::new(store, settings.sealer.clone(), config)
@@ -103,6 +104,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Arc::clone(&store),
         settings.sealer.clone(),
         mailferry_api::ApiConfig { plaintext_allow: settings.plaintext_allow_raw.clone(), ..Default::default() },
+        // The same instances the in-process workers write to (one search-index writer).
+        Arc::clone(&settings.archives),
     )
     // SSE streams end at shutdown too, so graceful shutdown is not held open by them.
     .with_shutdown(shutdown.clone());

@@ -11,13 +11,15 @@
 //! | `MAILFERRY_LEASE_SECS` | 30 |
 //! | `MAILFERRY_PLAINTEXT_ALLOW` | `127.0.0.0/8,::1,localhost` (hosts that may be reached without TLS) |
 //! | `MAILFERRY_CA_FILE` | none: extra trusted CA certificates (PEM) for every endpoint |
+//! | `MAILFERRY_NETWORK_ALLOW` | empty (any host not denied): hosts/CIDRs mail endpoints may resolve to |
+//! | `MAILFERRY_NETWORK_DENY` | link-local and cloud metadata addresses (`mailferry_model::netpolicy::DEFAULT_DENY`); replaces the default when set |
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use mailferry_model::{HostList, Sealer};
+use mailferry_model::{HostList, NetworkPolicy, Sealer};
 use mailferry_store::{PgStore, SqliteStore, Store};
 
 #[derive(Debug)]
@@ -32,6 +34,7 @@ pub struct Settings {
     /// The same list as written, for the API's own check.
     pub plaintext_allow_raw: Vec<String>,
     pub ca_pem: Option<Vec<u8>>,
+    pub network: Arc<NetworkPolicy>,
     /// Archives under `<data dir>/archive/`, keys from `MAILFERRY_ARCHIVE_KEYS`.
     pub archives: Arc<mailferry_engine::Archives>,
 }
@@ -88,6 +91,7 @@ impl Settings {
             plaintext_allow,
             plaintext_allow_raw,
             ca_pem,
+            network: network_policy_from_env()?,
             archives: Arc::new(mailferry_engine::Archives::new(archives_root, crate::archive_cmd::archive_keys()?)),
         })
     }
@@ -107,6 +111,18 @@ impl Settings {
             bail!("DATABASE_URL must start with postgres:// or sqlite://")
         }
     }
+}
+
+/// The network policy for mail endpoints (also used by `mailferry migrate`).
+pub fn network_policy_from_env() -> anyhow::Result<Arc<NetworkPolicy>> {
+    let allow = var("MAILFERRY_NETWORK_ALLOW").unwrap_or_default();
+    let deny = var("MAILFERRY_NETWORK_DENY");
+    let policy = NetworkPolicy::parse(
+        allow.split(',').map(str::trim).filter(|s| !s.is_empty()),
+        deny.as_deref().map(|d| d.split(',').map(str::trim).filter(|s| !s.is_empty()).collect()),
+    )
+    .context("MAILFERRY_NETWORK_ALLOW / MAILFERRY_NETWORK_DENY")?;
+    Ok(Arc::new(policy))
 }
 
 /// The embedded default keeps its key beside the data, readable by the owner only.

@@ -62,6 +62,16 @@ fn dashboard_in_headless_chromium() {
         lab.dovecot.add_user(&format!("{user}dst"), DST_PW);
         lab.dovecot.seed(user, &small(5, user));
     }
+    // `arch1`, `arch2` → archive `legal`: two mailboxes sharing a message (dedup, two
+    // occurrences), one with HTML that must show as text.
+    let shared = b"From: Carol <carol@example.com>\r\nTo: legal@example.com\r\nSubject: Quarterly invoice\r\n\
+        Message-ID: <inv1@lab>\r\nDate: Mon, 4 Mar 2024 10:00:00 +0000\r\n\r\nPlease pay the zeppelin invoice.\r\n"
+        .to_vec();
+    let html = b"From: Mallory <mallory@example.com>\r\nSubject: Totally safe\r\n\r\n<img src=x onerror=alert(1)><b>bold?</b>\r\n".to_vec();
+    for (user, own) in [("arch1", html), ("arch2", b"Subject: Lunch\r\n\r\nTacos?\r\n".to_vec())] {
+        lab.dovecot.add_user(user, SRC_PW);
+        lab.dovecot.seed(user, &[shared.clone(), own]);
+    }
     let server = Server::start(&lab.dovecot, None, &[], &[]);
 
     let shots = root.join("target/screenshots");

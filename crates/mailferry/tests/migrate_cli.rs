@@ -264,3 +264,29 @@ fn after_days_waits_before_deleting() {
     assert_eq!(lab.src().len(), 0);
     assert_same_messages(&msgs, &lab.dst());
 }
+
+#[test]
+fn the_network_policy_refuses_denied_addresses_before_connecting() {
+    let lab = Lab::start();
+    lab.dovecot.seed("src", &[b"Subject: x\r\n\r\ny\r\n".to_vec()]);
+    // A loopback address stands in for a metadata endpoint: nothing leaves the machine even
+    // if the guard were broken.
+    let from = format!("pop3s://src@127.0.0.2:{}", lab.dovecot.pop3s_port());
+    let run = Run::from(
+        lab.command(&["--from", &from, "--to", &lab.to_tls("INBOX")])
+            .env("MAILFERRY_NETWORK_DENY", "127.0.0.2,169.254.0.0/16")
+            .output()
+            .unwrap(),
+    );
+    run.assert_code(1);
+    assert!(run.stderr.contains("network policy"), "{}", run.stderr);
+    let allowed = Run::from(
+        lab.command(&["--from", &lab.source_url(), "--to", &lab.to_tls("INBOX")])
+            .env("MAILFERRY_NETWORK_ALLOW", "10.0.0.0/8")
+            .output()
+            .unwrap(),
+    );
+    allowed.assert_code(1);
+    assert!(allowed.stderr.contains("allow list"), "{}", allowed.stderr);
+    lab.migrate(&[]).assert_code(0);
+}

@@ -1,4 +1,4 @@
-// New job: a POP3 source, an IMAP target and options. The API is the one validator: the
+// New job: a POP3 source, an IMAP folder or a compliance archive as target, and options. The API is the one validator: the
 // form sends what was typed and shows each problem+json `errors[]` entry next to its field.
 
 import { go } from '../app.js';
@@ -18,6 +18,29 @@ export async function render(main) {
   daysField.hidden = true;
   deleteSel.addEventListener('change', () => { daysField.hidden = deleteSel.value !== 'after-days'; });
 
+  const protocolSel = select('target.protocol', [opt('imap', 'IMAP folder'), opt('archive', 'Compliance archive')]);
+  const archiveField = field('Archive name', input('target.archive', { autocomplete: 'off', placeholder: 'legal', spellcheck: 'false' }),
+    'Letters, digits, ".", "_" or "-"; created on first use. Messages are kept byte for byte, deduplicated.');
+  const imapRows = h('div',
+    h('div.row',
+      field('Host', input('target.host', { autocomplete: 'off', placeholder: 'imap.example.com', spellcheck: 'false' })),
+      field('Port', input('target.port', { type: 'number', min: '1', max: '65535', inputmode: 'numeric', placeholder: '993' }), 'Empty: 993 for TLS, 143 otherwise'),
+      field('Security', select('target.security', [opt('tls', 'TLS'), opt('starttls', 'STARTTLS'), opt('none', 'None (allow-listed hosts only)')]))),
+    h('div.row',
+      field('Username', input('target.username', { autocomplete: 'off', spellcheck: 'false' })),
+      field('Password', input('target.password', { type: 'password', autocomplete: 'new-password' })),
+      field('Authentication', select('target.auth', ['auto', 'login', 'plain', 'xoauth2'].map((v) => opt(v))))),
+    h('div.row',
+      field('Folder', input('target.folder', { value: 'INBOX', spellcheck: 'false' })),
+      field('Flags', input('target.flags', { placeholder: '\\Seen', spellcheck: 'false' }), 'Set on every copied message, separated by spaces')));
+  const showTarget = () => {
+    const archive = protocolSel.value === 'archive';
+    imapRows.hidden = archive;
+    archiveField.hidden = !archive;
+  };
+  protocolSel.addEventListener('change', showTarget);
+  showTarget();
+
   const labels = h('textarea', { name: 'labels', rows: '2', placeholder: 'team=sales\nwave=1', spellcheck: 'false' });
   controls.labels = labels;
   const general = h('div');
@@ -35,18 +58,9 @@ export async function render(main) {
         field('Password', input('source.password', { type: 'password', autocomplete: 'new-password' })),
         field('Authentication', select('source.auth', ['auto', 'user', 'apop', 'plain', 'xoauth2'].map((v) => opt(v)))))),
     h('fieldset',
-      h('legend', 'Target (IMAP)'),
-      h('div.row',
-        field('Host', input('target.host', { autocomplete: 'off', placeholder: 'imap.example.com', spellcheck: 'false' })),
-        field('Port', input('target.port', { type: 'number', min: '1', max: '65535', inputmode: 'numeric', placeholder: '993' }), 'Empty: 993 for TLS, 143 otherwise'),
-        field('Security', select('target.security', [opt('tls', 'TLS'), opt('starttls', 'STARTTLS'), opt('none', 'None (allow-listed hosts only)')]))),
-      h('div.row',
-        field('Username', input('target.username', { autocomplete: 'off', spellcheck: 'false' })),
-        field('Password', input('target.password', { type: 'password', autocomplete: 'new-password' })),
-        field('Authentication', select('target.auth', ['auto', 'login', 'plain', 'xoauth2'].map((v) => opt(v))))),
-      h('div.row',
-        field('Folder', input('target.folder', { value: 'INBOX', spellcheck: 'false' })),
-        field('Flags', input('target.flags', { placeholder: '\\Seen', spellcheck: 'false' }), 'Set on every copied message, separated by spaces'))),
+      h('legend', 'Target'),
+      h('div.row', field('Deliver to', protocolSel), archiveField),
+      imapRows),
     h('fieldset',
       h('legend', 'Options'),
       h('div.row',
@@ -59,7 +73,7 @@ export async function render(main) {
     general,
     h('div.actions', submit));
 
-  fill(main, h('h1', 'New job'), h('p.muted', 'Drain one POP3 mailbox into an IMAP folder. Passwords are encrypted at rest and never shown again.'), form);
+  fill(main, h('h1', 'New job'), h('p.muted', 'Drain one POP3 mailbox into an IMAP folder or a compliance archive. Passwords are encrypted at rest and never shown again.'), form);
 
   function body() {
     const v = (p) => controls[p].value.trim();
@@ -80,7 +94,7 @@ export async function render(main) {
         protocol: 'pop3', host: or(v('source.host')), port: port('source.port'), security: v('source.security'),
         username: or(v('source.username')), password: or(controls['source.password'].value), auth: v('source.auth'),
       },
-      target: {
+      target: protocolSel.value === 'archive' ? { protocol: 'archive', archive: or(v('target.archive')) } : {
         protocol: 'imap', host: or(v('target.host')), port: port('target.port'), security: v('target.security'),
         username: or(v('target.username')), password: or(controls['target.password'].value), auth: v('target.auth'),
         folder: or(v('target.folder')), flags: flags.length ? flags : undefined,

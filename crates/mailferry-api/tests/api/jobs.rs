@@ -75,8 +75,13 @@ async fn plaintext_is_refused_unless_the_host_is_allowed() {
 
     let mut body = job_body("bob");
     body["target"] = json!({"protocol": "archive", "archive": "legal"});
+    let r = app.post_json("/api/v1/jobs", &app.write, &body).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.json()["target"], json!({"protocol": "archive", "archive": "legal"}));
+    assert_eq!(r.json()["target_display"], "archive legal");
+    body["target"] = json!({"protocol": "archive", "archive": "../etc"});
     let p = app.post_json("/api/v1/jobs", &app.write, &body).await.problem(422, "/problems/validation");
-    assert_eq!(p["errors"][0]["message"], "archive targets are not available yet");
+    assert_eq!(p["errors"][0]["field"], "target.archive");
 }
 
 #[tokio::test]

@@ -84,7 +84,8 @@ impl TestApp {
         }
         let sealer = Sealer::from_hex(&Sealer::generate_hex()).unwrap();
         let shutdown = tokio_util::sync::CancellationToken::new();
-        let state = AppState::new(store.clone() as Arc<dyn Store>, sealer, config).with_shutdown(shutdown.clone());
+        let archives = Arc::new(mailferry_engine::Archives::new(dir.path().join("archive"), Default::default()));
+        let state = AppState::new(store.clone() as Arc<dyn Store>, sealer, config, archives).with_shutdown(shutdown.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app(state)).await.unwrap() });

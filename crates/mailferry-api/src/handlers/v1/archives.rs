@@ -1,0 +1,489 @@
+//! `/api/v1/archives`: the compliance archives (DESIGN.md §3 "Archive", issue 4) — list with
+//! counts and dedup ratio, search, the exact bytes of a message (verified on the way out),
+//! its metadata and provenance, verify and export runs, legal holds and retention.
+//!
+//! Reads need `read`; starting verify or export needs `write`; holds and retention need
+//! `admin` (see [`crate::auth::required_scope`]). An archive exists once a job has written
+//! to it (jobs create it on first use); other names are 404.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use mailferry_archive::{Archive, ArchiveError, Digest, HoldScope};
+use mailferry_engine::Archives;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::archive_views::*;
+use crate::auth::Principal;
+use crate::error::{ApiError, ApiResult, FieldError, Problem};
+use crate::extract::{ApiPath, ApiQuery, JsonBody};
+use crate::state::AppState;
+use crate::tasks::{sidecar, Outcome, TaskKind, TaskRun};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(search))
+        .routes(routes!(raw))
+        .routes(routes!(meta))
+        .routes(routes!(verify))
+        .routes(routes!(verify_status))
+        .routes(routes!(export))
+        .routes(routes!(export_status))
+        .routes(routes!(export_download))
+        .routes(routes!(place_hold))
+        .routes(routes!(release_hold))
+        .routes(routes!(set_retention))
+}
+
+/// An archive that exists (never creates one), or 404.
+async fn open(state: &AppState, name: &str) -> ApiResult<Arc<Archive>> {
+    if !Archives::valid_name(name) || !state.archives.names().iter().any(|n| n == name) {
+        return Err(ApiError::NotFound(format!("there is no archive {name:?}")));
+    }
+    state.archives.get(name).await.map_err(archive_error)
+}
+
+fn archive_error(e: ArchiveError) -> ApiError {
+    match e {
+        ArchiveError::NotFound(d) => ApiError::NotFound(format!("there is no message {d} in this archive")),
+        ArchiveError::Purged(d) => {
+            ApiError::Gone(format!("message {d} was purged under retention; its tombstone is in …/messages/{d}/meta"))
+        }
+        ArchiveError::HoldNotFound(id) => ApiError::NotFound(format!("there is no active hold {id}")),
+        ArchiveError::Query(m) => ApiError::Validation {
+            detail: format!("invalid search: {m}"),
+            errors: vec![FieldError::invalid("q", m)],
+        },
+        ArchiveError::Integrity(i) => ApiError::Integrity { digest: i.digest.to_hex(), detail: i.to_string() },
+        other => ApiError::Internal(format!("archive: {other}")),
+    }
+}
+
+fn digest(hex: &str) -> ApiResult<Digest> {
+    hex.parse().map_err(|_| ApiError::BadRequest(format!("{hex:?} is not a SHA-256 digest (64 hex digits)")))
+}
+
+/// Who did it, for the archive's event log: the token's id and name, never the token.
+fn who(p: &Principal) -> String {
+    format!("api-token:{}:{}", p.token_id, p.name)
+}
+
+fn query(q: &ArchiveQuery, prefix: &str) -> ApiResult<mailferry_archive::SearchQuery> {
+    let mut errors = Vec::new();
+    let s = q.to_search(prefix, &mut errors);
+    if errors.is_empty() { Ok(s) } else { Err(ApiError::Validation { detail: "invalid search".into(), errors }) }
+}
+
+/// Every archive with its counts (distinct messages vs occurrences, stored vs logical
+/// bytes, dedup ratio), retention period and active legal holds.
+#[utoipa::path(get, operation_id = "list_archives", path = "/archives", tag = "archives",
+    responses((status = 200, description = "The archives", body = ArchiveList)))]
+pub async fn list(State(state): State<AppState>) -> ApiResult<Json<ArchiveList>> {
+    let mut items = Vec::new();
+    for name in state.archives.names() {
+        let a = state.archives.get(&name).await.map_err(archive_error)?;
+        let stats = a.stats().await.map_err(archive_error)?;
+        let retention = a.retention().await.map_err(archive_error)?;
+        let holds = a.holds(false).await.map_err(archive_error)?;
+        items.push(ArchiveView::new(stats, retention.retention_days, holds));
+    }
+    Ok(Json(ArchiveList { items }))
+}
+
+/// Search an archive. Hits are occurrences (the same message from three mailboxes is three
+/// hits, one per custodian) in ingest order, with cursor pagination.
+#[utoipa::path(get, operation_id = "search_archive", path = "/archives/{name}/messages", tag = "archives",
+    params(("name" = String, Path, description = "Archive name"), MessagesParams),
+    responses(
+        (status = 200, description = "A page of hits", body = ArchiveHitPage),
+        (status = 404, description = "No such archive", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Bad query, date or cursor", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn search(
+    State(state): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(params): ApiQuery<MessagesParams>,
+) -> ApiResult<Json<ArchiveHitPage>> {
+    let a = open(&state, &name).await?;
+    let (q, cursor, limit) = params.split();
+    let q = query(&q, "")?;
+    let limit = state.config.page_size(limit) as usize;
+    let page = a.search(&q, limit, cursor.as_deref()).await.map_err(|e| match e {
+        ArchiveError::Query(m) if m.contains("cursor") => {
+            ApiError::Validation { detail: m.clone(), errors: vec![FieldError::invalid("cursor", m)] }
+        }
+        e => archive_error(e),
+    })?;
+    Ok(Json(ArchiveHitPage {
+        items: page.hits.into_iter().map(ArchiveHit::from).collect(),
+        next_cursor: page.next_cursor,
+        total: page.total,
+    }))
+}
+
+/// The exact bytes of a message as `message/rfc822`, re-hashed on the way out. If they no
+/// longer match their digest the answer is a 500 `/problems/integrity` naming the digest
+/// (and a loud log line), never the bytes.
+#[utoipa::path(get, operation_id = "get_archived_message", path = "/archives/{name}/messages/{digest}", tag = "archives",
+    params(("name" = String, Path, description = "Archive name"), ("digest" = String, Path, description = "SHA-256 of the message, hex")),
+    responses(
+        (status = 200, description = "The message, byte for byte", content_type = "message/rfc822", body = Vec<u8>),
+        (status = 400, description = "Not a digest", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such archive or message", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "Purged under retention", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "Integrity failure (`/problems/integrity`, with `digest`)", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn raw(State(state): State<AppState>, ApiPath((name, hex)): ApiPath<(String, String)>) -> ApiResult<Response> {
+    let a = open(&state, &name).await?;
+    let d = digest(&hex)?;
+    let bytes = a.get(&d).await.map_err(archive_error)?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "message/rfc822".to_owned()),
+            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{d}.eml\"")),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+/// A message's parsed headers, every occurrence (provenance: host, account, UIDL, job,
+/// times) and its tombstone if purged.
+#[utoipa::path(get, operation_id = "get_archived_message_meta", path = "/archives/{name}/messages/{digest}/meta", tag = "archives",
+    params(("name" = String, Path, description = "Archive name"), ("digest" = String, Path, description = "SHA-256 of the message, hex")),
+    responses(
+        (status = 200, description = "Metadata and provenance", body = MessageMetaView),
+        (status = 404, description = "No such archive or message", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn meta(State(state): State<AppState>, ApiPath((name, hex)): ApiPath<(String, String)>) -> ApiResult<Json<MessageMetaView>> {
+    let a = open(&state, &name).await?;
+    let d = digest(&hex)?;
+    Ok(Json(a.meta(&d).await.map_err(archive_error)?.into()))
+}
+
+fn verify_view(run: &TaskRun) -> VerifyRun {
+    let (outcome, finished) = run.outcome();
+    let (state, error, report) = match outcome {
+        Outcome::Running => (RunState::Running, None, None),
+        Outcome::Verified(r) => (RunState::Done, None, Some(VerifyReportView::from(*r))),
+        Outcome::Failed(e) => (RunState::Failed, Some(e), None),
+        Outcome::Exported(_) => (RunState::Failed, Some("not a verify run".into()), None),
+    };
+    VerifyRun {
+        id: run.id,
+        archive: run.archive.clone(),
+        state,
+        progress: RunProgress {
+            done: run.done.load(std::sync::atomic::Ordering::Relaxed),
+            total: run.total.load(std::sync::atomic::Ordering::Relaxed),
+        },
+        started_at: timestamp(run.started_at),
+        finished_at: finished.map(timestamp),
+        error,
+        report,
+    }
+}
+
+/// Start verifying the archive: re-hash every blob, check every occurrence against its
+/// blob and ingest event, walk the event chain. Issue 4's "runs as a job with progress" in a
+/// light form: a background task in this server process whose progress and report are
+/// polled at `GET …/verify/{id}` and kept in memory (a restart forgets the run; the
+/// archive's event log keeps every verify result).
+#[utoipa::path(post, operation_id = "start_archive_verify", path = "/archives/{name}/verify", tag = "archives",
+    params(("name" = String, Path, description = "Archive name")),
+    responses(
+        (status = 202, description = "Started", body = VerifyRun, headers(("Location" = String, description = "Where to poll"))),
+        (status = 404, description = "No such archive", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn verify(
+    State(state): State<AppState>,
+    Extension(p): Extension<Principal>,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<Response> {
+    let a = open(&state, &name).await?;
+    let run = state.tasks.start(&name, TaskKind::Verify, |_| None);
+    let who = who(&p);
+    let task = Arc::clone(&run);
+    tokio::spawn(async move {
+        let progress = Arc::clone(&task);
+        let outcome = match a.verify_with_progress(&who, move |done, total| progress.progress(done, total)).await {
+            Ok(report) => {
+                if report.ok() {
+                    tracing::info!(archive = %task.archive, blobs = report.blobs_checked, "archive verified: no discrepancies");
+                } else {
+                    tracing::error!(archive = %task.archive, discrepancies = report.discrepancies.len(),
+                        "ARCHIVE VERIFY FOUND DISCREPANCIES");
+                }
+                Outcome::Verified(Box::new(report))
+            }
+            Err(e) => {
+                tracing::error!(archive = %task.archive, error = %e, "archive verify failed");
+                Outcome::Failed(e.to_string())
+            }
+        };
+        task.finish(outcome);
+    });
+    let location = format!("/api/v1/archives/{name}/verify/{}", run.id);
+    Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(verify_view(&run))).into_response())
+}
+
+/// A verify run: `running` with progress (blobs done / total), then `done` with the report
+/// (`report.ok`, every discrepancy) or `failed` with the error.
+#[utoipa::path(get, operation_id = "get_archive_verify", path = "/archives/{name}/verify/{id}", tag = "archives",
+    params(("name" = String, Path, description = "Archive name"), ("id" = u64, Path, description = "Verify run id")),
+    responses(
+        (status = 200, description = "The run", body = VerifyRun),
+        (status = 404, description = "No such archive or run (runs are forgotten at restart)", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn verify_status(State(state): State<AppState>, ApiPath((name, id)): ApiPath<(String, u64)>) -> ApiResult<Json<VerifyRun>> {
+    let run = state
+        .tasks
+        .get(&name, TaskKind::Verify, id)
+        .ok_or_else(|| ApiError::NotFound(format!("there is no verify run {id} of archive {name:?}")))?;
+    Ok(Json(verify_view(&run)))
+}
+
+fn export_view(run: &TaskRun, format: ExportFormatBody) -> ExportRun {
+    let (outcome, finished) = run.outcome();
+    let (state, error, result) = match outcome {
+        Outcome::Running => (RunState::Running, None, None),
+        Outcome::Exported(r) => {
+            let manifest = r.manifest.iter().map(|m| format!("{}  {}\n", m.digest, m.name)).collect();
+            let result = ExportResult {
+                messages: r.messages,
+                bytes: r.bytes,
+                file_sha256: r.file_sha256.clone(),
+                download: format!("/api/v1/archives/{}/exports/{}/download", run.archive, run.id),
+                manifest,
+            };
+            (RunState::Done, None, Some(result))
+        }
+        Outcome::Failed(e) => (RunState::Failed, Some(e), None),
+        Outcome::Verified(_) => (RunState::Failed, Some("not an export run".into()), None),
+    };
+    ExportRun {
+        id: run.id,
+        archive: run.archive.clone(),
+        format,
+        state,
+        started_at: timestamp(run.started_at),
+        finished_at: finished.map(timestamp),
+        error,
+        result,
+    }
+}
+
+fn run_format(run: &TaskRun) -> ExportFormatBody {
+    match run.path.as_ref().and_then(|p| p.extension()).and_then(|e| e.to_str()) {
+        Some("zip") => ExportFormatBody::EmlZip,
+        _ => ExportFormatBody::Mbox,
+    }
+}
+
+/// Start an export of the distinct messages matching `query` as an mbox (mboxrd) or a zip
+/// of `.eml` files, each with a SHA-256 manifest; every message is read through the
+/// verified path and the export is recorded in the archive's event log. Runs in the
+/// background like verify; the file is written under the archive's `exports/` directory
+/// and downloaded from `…/exports/{id}/download`.
+#[utoipa::path(post, operation_id = "start_archive_export", path = "/archives/{name}/exports", tag = "archives",
+    request_body = ExportBody,
+    params(("name" = String, Path, description = "Archive name")),
+    responses(
+        (status = 202, description = "Started", body = ExportRun, headers(("Location" = String, description = "Where to poll"))),
+        (status = 404, description = "No such archive", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid query or format", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn export(
+    State(state): State<AppState>,
+    Extension(p): Extension<Principal>,
+    ApiPath(name): ApiPath<String>,
+    JsonBody(body): JsonBody<ExportBody>,
+) -> ApiResult<Response> {
+    let a = open(&state, &name).await?;
+    let q = query(&body.query, "query.")?;
+    let dir = a.dir().join("exports");
+    tokio::fs::create_dir_all(&dir).await.map_err(|e| ApiError::Internal(format!("create {}: {e}", dir.display())))?;
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+    let ext = body.format.extension();
+    let run = state.tasks.start(&name, TaskKind::Export, |id| Some(dir.join(format!("export-{stamp}-{id}.{ext}"))));
+    let who = who(&p);
+    let task = Arc::clone(&run);
+    let format = body.format;
+    tokio::spawn(async move {
+        let Some(path) = task.path.clone() else { return };
+        let outcome = match a.export(&q, format.library(), &path, &who).await {
+            Ok(report) => {
+                tracing::info!(archive = %task.archive, messages = report.messages, "archive export written");
+                Outcome::Exported(Box::new(report))
+            }
+            Err(e) => {
+                tracing::error!(archive = %task.archive, error = %e, "archive export failed");
+                let _ = std::fs::remove_file(&path);
+                let _ = std::fs::remove_file(sidecar(&path));
+                Outcome::Failed(e.to_string())
+            }
+        };
+        task.finish(outcome);
+    });
+    let location = format!("/api/v1/archives/{name}/exports/{}", run.id);
+    Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(export_view(&run, format))).into_response())
+}
+
+fn export_run(state: &AppState, name: &str, id: u64) -> ApiResult<Arc<TaskRun>> {
+    state
+        .tasks
+        .get(name, TaskKind::Export, id)
+        .ok_or_else(|| ApiError::NotFound(format!("there is no export {id} of archive {name:?}")))
+}
+
+/// An export run: `running`, then `done` (with its download URL and manifest) or `failed`.
+#[utoipa::path(get, operation_id = "get_archive_export", path = "/archives/{name}/exports/{id}", tag = "archives",
+    params(("name" = String, Path, description = "Archive name"), ("id" = u64, Path, description = "Export id")),
+    responses(
+        (status = 200, description = "The run", body = ExportRun),
+        (status = 404, description = "No such archive or export (exports are forgotten at restart)", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn export_status(State(state): State<AppState>, ApiPath((name, id)): ApiPath<(String, u64)>) -> ApiResult<Json<ExportRun>> {
+    let run = export_run(&state, &name, id)?;
+    Ok(Json(export_view(&run, run_format(&run))))
+}
+
+/// The export file, streamed (`application/mbox` or `application/zip`).
+#[utoipa::path(get, operation_id = "download_archive_export", path = "/archives/{name}/exports/{id}/download", tag = "archives",
+    params(("name" = String, Path, description = "Archive name"), ("id" = u64, Path, description = "Export id")),
+    responses(
+        (status = 200, description = "The file", content(
+            (Vec<u8> = "application/mbox"),
+            (Vec<u8> = "application/zip"),
+        )),
+        (status = 404, description = "No such export", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Still running, or failed", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn export_download(State(state): State<AppState>, ApiPath((name, id)): ApiPath<(String, u64)>) -> ApiResult<Response> {
+    let run = export_run(&state, &name, id)?;
+    match run.outcome().0 {
+        Outcome::Exported(_) => {}
+        Outcome::Running => return Err(ApiError::Conflict(format!("export {id} is still running"))),
+        _ => return Err(ApiError::Conflict(format!("export {id} failed; there is nothing to download"))),
+    }
+    let path = run.path.clone().ok_or_else(|| ApiError::Internal("export without a path".into()))?;
+    let file = tokio::fs::File::open(&path).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => ApiError::NotFound(format!("the file of export {id} is gone")),
+        _ => ApiError::Internal(format!("open {}: {e}", path.display())),
+    })?;
+    let len = file.metadata().await.map(|m| m.len()).ok();
+    let format = run_format(&run);
+    let filename = format!("{name}-export-{id}.{}", format.extension());
+    let mut response = (
+        [
+            (header::CONTENT_TYPE, format.media_type().to_owned()),
+            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{filename}\"")),
+        ],
+        Body::from_stream(tokio_util::io::ReaderStream::new(file)),
+    )
+        .into_response();
+    if let Some(len) = len {
+        response.headers_mut().insert(header::CONTENT_LENGTH, len.into());
+    }
+    Ok(response)
+}
+
+/// Place a legal hold (admin): while active it blocks every purge of what it covers —
+/// the whole archive, one account, or whatever matches a query at purge time.
+#[utoipa::path(post, operation_id = "place_archive_hold", path = "/archives/{name}/holds", tag = "archives",
+    request_body = HoldBody,
+    params(("name" = String, Path, description = "Archive name")),
+    responses(
+        (status = 201, description = "Placed", body = HoldView),
+        (status = 403, description = "Needs the admin scope", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such archive", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid scope or reason", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn place_hold(
+    State(state): State<AppState>,
+    Extension(p): Extension<Principal>,
+    ApiPath(name): ApiPath<String>,
+    JsonBody(body): JsonBody<HoldBody>,
+) -> ApiResult<Response> {
+    let a = open(&state, &name).await?;
+    let reason = body.reason.trim();
+    let mut errors = Vec::new();
+    if reason.is_empty() || reason.len() > 1000 {
+        errors.push(FieldError::invalid("reason", "a hold needs a reason of at most 1000 bytes"));
+    }
+    let scope = match body.scope {
+        HoldScopeBody::Archive => HoldScope::Archive,
+        HoldScopeBody::Account(acct) if acct.trim().is_empty() => {
+            errors.push(FieldError::required("scope.account"));
+            HoldScope::Archive
+        }
+        HoldScopeBody::Account(acct) => HoldScope::Account(acct.trim().to_owned()),
+        HoldScopeBody::Query(q) => {
+            let s = q.to_search("scope.query.", &mut errors);
+            if s == mailferry_archive::SearchQuery::default() {
+                errors.push(FieldError::invalid("scope.query", "an empty query would hold everything: use scope \"archive\""));
+            }
+            HoldScope::Query(Box::new(s))
+        }
+    };
+    if !errors.is_empty() {
+        return Err(ApiError::Validation { detail: "invalid hold".into(), errors });
+    }
+    let hold = a.place_hold(scope, reason, &who(&p)).await.map_err(archive_error)?;
+    tracing::info!(archive = %name, hold.id = hold.id, "legal hold placed");
+    Ok((StatusCode::CREATED, Json(HoldView::from(hold))).into_response())
+}
+
+/// Release a legal hold (admin). Recorded in the event log; the hold stops blocking purges.
+#[utoipa::path(delete, operation_id = "release_archive_hold", path = "/archives/{name}/holds/{id}", tag = "archives",
+    params(("name" = String, Path, description = "Archive name"), ("id" = i64, Path, description = "Hold id")),
+    responses(
+        (status = 204, description = "Released"),
+        (status = 403, description = "Needs the admin scope", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such archive or active hold", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn release_hold(
+    State(state): State<AppState>,
+    Extension(p): Extension<Principal>,
+    ApiPath((name, id)): ApiPath<(String, i64)>,
+) -> ApiResult<StatusCode> {
+    let a = open(&state, &name).await?;
+    a.release_hold(id, &who(&p)).await.map_err(archive_error)?;
+    tracing::info!(archive = %name, hold.id = id, "legal hold released");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Set the retention period (admin), counted from each message's ingest; `null` keeps
+/// messages forever. Recorded in the event log. Purging stays an explicit operation.
+#[utoipa::path(put, operation_id = "set_archive_retention", path = "/archives/{name}/retention", tag = "archives",
+    request_body = RetentionBody,
+    params(("name" = String, Path, description = "Archive name")),
+    responses(
+        (status = 200, description = "The policy now", body = RetentionView),
+        (status = 403, description = "Needs the admin scope", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such archive", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid days", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn set_retention(
+    State(state): State<AppState>,
+    Extension(p): Extension<Principal>,
+    ApiPath(name): ApiPath<String>,
+    JsonBody(body): JsonBody<RetentionBody>,
+) -> ApiResult<Json<RetentionView>> {
+    if body.days == Some(0) {
+        return Err(ApiError::Validation {
+            detail: "invalid retention".into(),
+            errors: vec![FieldError::invalid("days", "days must be at least 1 (null keeps messages forever)")],
+        });
+    }
+    let a = open(&state, &name).await?;
+    let policy = a.set_retention(body.days, &who(&p)).await.map_err(archive_error)?;
+    tracing::info!(archive = %name, retention_days = ?body.days, "archive retention changed");
+    Ok(Json(policy.into()))
+}
