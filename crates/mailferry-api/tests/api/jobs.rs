@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use mailferry_store::{ClaimLimits, CopyDone, CopyIntent, Release, ServiceStore, Store};
+use mailferry_store::{ClaimLimits, CopyDone, CopyIntent, Release};
 use mailferry_model::JobState;
 use serde_json::json;
 

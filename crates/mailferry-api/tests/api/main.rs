@@ -1,5 +1,7 @@
-//! App tests: the real router served by `axum::serve` on 127.0.0.1:0, a fresh SQLite
-//! store per test, driven over HTTP (STYLE.md, tests 3).
+//! App tests: the real router served by `axum::serve` on 127.0.0.1:0, a fresh store per
+//! test, driven over HTTP (STYLE.md, tests 3). SQLite by default; with
+//! `MAILFERRY_API_TEST_BACKEND=postgres` every test runs on a fresh PostgreSQL database at
+//! `MAILFERRY_TEST_DATABASE_URL` instead (./scripts/test runs the suite both ways).
 
 mod auth;
 mod batches;
@@ -11,23 +13,29 @@ use std::sync::Arc;
 
 use mailferry_api::{app, new_token, ApiConfig, AppState};
 use mailferry_model::{Scope, Sealer};
-use mailferry_store::{ServiceStore, SqliteStore, Store};
+use mailferry_store::{PgStore, SqliteStore, Store};
 use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
 
 pub const SRC_PASSWORD: &str = "src-Secret-7f3a9";
 pub const DST_PASSWORD: &str = "dst-Secret-91bc2";
 
-#[derive(Debug)]
 pub struct TestApp {
     pub base: String,
-    pub store: Arc<SqliteStore>,
+    pub store: Arc<dyn Store>,
+    _pg: Option<PgDatabase>,
     pub http: reqwest::Client,
     pub admin: String,
     pub write: String,
     pub read: String,
     pub shutdown: tokio_util::sync::CancellationToken,
     _dir: tempfile::TempDir,
+}
+
+impl std::fmt::Debug for TestApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestApp").field("base", &self.base).finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug)]
@@ -75,7 +83,14 @@ impl TestApp {
 
     pub async fn spawn_with(config: ApiConfig) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(SqliteStore::open(&dir.path().join("state.db")).await.unwrap());
+        let (store, pg): (Arc<dyn Store>, Option<PgDatabase>) =
+            match std::env::var("MAILFERRY_API_TEST_BACKEND").as_deref() {
+                Ok("postgres") => {
+                    let db = PgDatabase::create();
+                    (Arc::new(PgStore::connect(&db.url).await.unwrap()), Some(db))
+                }
+                _ => (Arc::new(SqliteStore::open(&dir.path().join("state.db")).await.unwrap()), None),
+            };
         let mut tokens = Vec::new();
         for (name, scope) in [("admin", Scope::Admin), ("write", Scope::Write), ("read", Scope::Read)] {
             let (token, hash) = new_token();
@@ -85,14 +100,24 @@ impl TestApp {
         let sealer = Sealer::from_hex(&Sealer::generate_hex()).unwrap();
         let shutdown = tokio_util::sync::CancellationToken::new();
         let archives = Arc::new(mailferry_engine::Archives::new(dir.path().join("archive"), Default::default()));
-        let state = AppState::new(store.clone() as Arc<dyn Store>, sealer, config, archives).with_shutdown(shutdown.clone());
+        let state = AppState::new(Arc::clone(&store), sealer, config, archives).with_shutdown(shutdown.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app(state)).await.unwrap() });
         let read = tokens.pop().unwrap();
         let write = tokens.pop().unwrap();
         let admin = tokens.pop().unwrap();
-        Self { base: format!("http://{addr}"), store, http: reqwest::Client::new(), admin, write, read, shutdown, _dir: dir }
+        Self {
+            base: format!("http://{addr}"),
+            store,
+            _pg: pg,
+            http: reqwest::Client::new(),
+            admin,
+            write,
+            read,
+            shutdown,
+            _dir: dir,
+        }
     }
 
     pub async fn send(&self, req: reqwest::RequestBuilder) -> Resp {
@@ -140,4 +165,43 @@ pub fn job_body(user: &str) -> Value {
         "options": {"delete": "keep", "max_message_bytes": null, "dry_run": false},
         "labels": {"wave": "1"}
     })
+}
+
+/// A PostgreSQL database made for one test and dropped after it (even when the test fails).
+#[derive(Debug)]
+pub struct PgDatabase {
+    admin_url: String,
+    name: String,
+    pub url: String,
+}
+
+impl PgDatabase {
+    fn create() -> Self {
+        let admin_url = std::env::var("MAILFERRY_TEST_DATABASE_URL")
+            .expect("MAILFERRY_API_TEST_BACKEND=postgres needs MAILFERRY_TEST_DATABASE_URL");
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let name = format!(
+            "mf_api_{}_{}",
+            std::process::id(),
+            SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        );
+        let out = std::process::Command::new("psql")
+            .arg(&admin_url)
+            .args(["-qc", &format!("CREATE DATABASE {name}")])
+            .output()
+            .expect("psql");
+        assert!(out.status.success(), "CREATE DATABASE: {}", String::from_utf8_lossy(&out.stderr));
+        let (base, _) = admin_url.rsplit_once('/').expect("URL with a database");
+        let url = format!("{base}/{name}");
+        Self { admin_url, name, url }
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("psql")
+            .arg(&self.admin_url)
+            .args(["-qc", &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)])
+            .output();
+    }
 }
