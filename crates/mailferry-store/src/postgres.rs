@@ -528,6 +528,22 @@ impl ServiceStore for PgStore {
         Ok(ControlOutcome::Done(done))
     }
 
+    async fn job_events(&self, job: i64, after: i64, limit: u32) -> Result<Vec<JobEvent>> {
+        let rows: Vec<(i64, i64, DateTime<Utc>, String, Option<String>)> = sqlx::query_as(
+            "SELECT id, job_id, at, state, detail FROM job_events WHERE job_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+        )
+        .bind(job)
+        .bind(after)
+        .bind(page_limit(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(id, job_id, at, state, detail)| {
+                Ok(JobEvent { id, job_id, at: fmt_time(at), state: parse_job_state(state)?, detail })
+            })
+            .collect()
+    }
+
     async fn claim_job(&self, worker: &str, lease: Duration, limits: ClaimLimits) -> Result<Option<Claimed>> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(CLAIM_LOCK).execute(&mut *tx).await?;

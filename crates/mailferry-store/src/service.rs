@@ -160,6 +160,17 @@ pub struct LedgerRow {
     pub deleted_at: Option<String>,
 }
 
+/// One recorded change of a job (table `job_events`, written by database triggers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobEvent {
+    pub id: i64,
+    pub job_id: i64,
+    pub at: String,
+    pub state: JobState,
+    /// The job's last error on a state change, or `cancel requested` / `pause requested`.
+    pub detail: Option<String>,
+}
+
 /// The first response to a POST with an `Idempotency-Key`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredResponse {
@@ -200,6 +211,10 @@ pub trait ServiceStore: Send + Sync {
     }
     async fn control(&self, id: i64, action: ControlAction) -> Result<ControlOutcome> {
         Err(StoreError::Unsupported("control"))
+    }
+    /// The job's events with id above `after`, oldest first.
+    async fn job_events(&self, job: i64, after: i64, limit: u32) -> Result<Vec<JobEvent>> {
+        Err(StoreError::Unsupported("job_events"))
     }
     /// Claim the oldest claimable job: `queued` (and past its `not_before`), or `running`
     /// with an expired lease; never one whose source mailbox has a live session, never

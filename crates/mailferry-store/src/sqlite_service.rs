@@ -235,6 +235,20 @@ impl ServiceStore for SqliteStore {
         Ok(ControlOutcome::Done(done))
     }
 
+    async fn job_events(&self, job: i64, after: i64, limit: u32) -> Result<Vec<JobEvent>> {
+        let rows: Vec<(i64, i64, String, String, Option<String>)> = sqlx::query_as(
+            "SELECT id, job_id, at, state, detail FROM job_events WHERE job_id = ? AND id > ? ORDER BY id LIMIT ?",
+        )
+        .bind(job)
+        .bind(after)
+        .bind(page_limit(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(id, job_id, at, state, detail)| Ok(JobEvent { id, job_id, at, state: parse_job_state(state)?, detail }))
+            .collect()
+    }
+
     async fn claim_job(&self, worker: &str, lease: Duration, limits: ClaimLimits) -> Result<Option<Claimed>> {
         let now = now_string();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;

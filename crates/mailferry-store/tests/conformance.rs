@@ -420,6 +420,32 @@ async fn control_transitions(s: Arc<dyn Store>) {
     let j = s.get_job(b).await.unwrap().unwrap();
     assert_eq!((j.state, j.pause_requested, j.finished_at), (JobState::Paused, false, None));
     assert_eq!(state(s.control(b, Resume).await.unwrap()), JobState::Queued);
+
+    // Every change above left an event, in order (database triggers, same transaction).
+    use JobState::*;
+    let events = s.job_events(b, 0, 100).await.unwrap();
+    let seen: Vec<(JobState, Option<&str>)> = events.iter().map(|e| (e.state, e.detail.as_deref())).collect();
+    assert_eq!(
+        seen,
+        vec![
+            (Queued, None),
+            (Running, None),
+            (Running, Some("pause requested")),
+            (Running, Some("cancel requested")),
+            (Cancelled, None),
+            (Queued, None),
+            (Running, None),
+            (Failed, Some("auth refused")),
+            (Queued, None),
+            (Running, None),
+            (Running, Some("pause requested")),
+            (Paused, None),
+            (Queued, None),
+        ]
+    );
+    assert!(events.windows(2).all(|w| w[0].id < w[1].id && w[0].at <= w[1].at));
+    let after = s.job_events(b, events[10].id, 100).await.unwrap();
+    assert_eq!(after.len(), 2, "resume from the last id seen");
 }
 
 async fn claim_order_and_not_before(s: Arc<dyn Store>) {

@@ -28,6 +28,8 @@ async fn job_runs_to_succeeded_and_reruns_incrementally(database_url: Option<&st
     let last_state = events.iter().rev().find_map(|(_, d)| d["state"].as_str().map(str::to_owned));
     assert_eq!(last_state.as_deref(), Some("succeeded"), "SSE ends on the terminal state: {events:?}");
     assert!(events.iter().any(|(e, _)| e == "progress"), "progress events: {events:?}");
+    let states: Vec<&str> = events.iter().filter(|(e, _)| e == "state").filter_map(|(_, d)| d["state"].as_str()).collect();
+    assert_eq!(states, ["queued", "running", "succeeded"], "every state change, in order, from the job_events table");
 
     let job = api.job(id).await;
     assert_eq!(job["state"], "succeeded");

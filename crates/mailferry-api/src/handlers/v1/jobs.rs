@@ -347,11 +347,18 @@ pub(crate) fn csv_response(body: Vec<u8>, filename: &str) -> Response {
 pub async fn events(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<i64>,
+    headers: axum::http::HeaderMap,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     state.store.get_job(id).await?.ok_or_else(|| not_found(id))?;
+    // A reconnecting EventSource resumes after the last state event it saw.
+    let last_event_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .unwrap_or(0);
     let keep_alive = KeepAlive::new().interval(state.config.sse_keep_alive());
     let poll = state.config.sse_poll();
-    let watch = Watch { state, id, poll, last_state: None, last_counts: None, done: false, first: true, failures: 0 };
+    let watch = Watch { state, id, poll, last_event_id, last_counts: None, done: false, first: true, failures: 0 };
     let stream = futures::stream::unfold(watch, |mut w| async move {
         if w.done || w.state.shutdown.is_cancelled() {
             return None;
@@ -375,7 +382,9 @@ struct Watch {
     state: AppState,
     id: i64,
     poll: Duration,
-    last_state: Option<JobState>,
+    /// The last `job_events` row sent: state changes come from that table, in order, so a
+    /// quick queued → running → succeeded is never collapsed into one change.
+    last_event_id: i64,
     last_counts: Option<JobCounts>,
     done: bool,
     first: bool,
@@ -399,13 +408,20 @@ impl Watch {
             Ok(c) => c,
             Err(e) => return self.failed(e),
         };
+        let changes = match self.state.store.job_events(self.id, self.last_event_id, 100).await {
+            Ok(c) => c,
+            Err(e) => return self.failed(e),
+        };
         self.failures = 0;
         let mut out = Vec::new();
-        let state_changed = self.last_state != Some(job.state);
-        if state_changed {
-            let data = serde_json::json!({"id": self.id, "state": job.state, "last_error": job.last_error});
-            out.push(event("state", &data));
-            self.last_state = Some(job.state);
+        let state_changed = !changes.is_empty();
+        for change in changes {
+            let data = serde_json::json!({
+                "id": self.id, "state": change.state, "detail": change.detail, "at": change.at,
+                "last_error": if change.state == job.state { job.last_error.clone() } else { None },
+            });
+            out.push(event("state", &data).id(change.id.to_string()));
+            self.last_event_id = change.id;
         }
         if state_changed || self.last_counts != Some(counts) {
             let data = serde_json::json!({"id": self.id, "state": job.state, "counts": Counts::from(counts)});
