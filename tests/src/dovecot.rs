@@ -284,10 +284,20 @@ impl Dovecot {
     /// assigned one, then (not yet seen by Dovecot) by file-name timestamp. A missing
     /// folder yields an empty list.
     pub fn folder_messages(&self, user: &str, folder: &str) -> Vec<Vec<u8>> {
-        self.folder_files(user, folder)
-            .iter()
-            .map(|p| fs::read(p).unwrap())
-            .collect()
+        // Dovecot may be renaming a file (new/ → cur/, or a delivery still in progress after
+        // its client was killed) between our listing and our read: list again then.
+        for _ in 0..50 {
+            let read: Result<Vec<Vec<u8>>, std::io::Error> =
+                self.folder_files(user, folder).iter().map(fs::read).collect();
+            match read {
+                Ok(messages) => return messages,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                Err(e) => panic!("reading {user}'s {folder}: {e}"),
+            }
+        }
+        panic!("{user}'s {folder} kept changing while being read")
     }
 
     /// Number of messages in `user`'s INBOX.

@@ -18,7 +18,11 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqli
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
+    /// The single writer (SQLite's model; one connection avoids SQLITE_BUSY).
     pub(crate) pool: SqlitePool,
+    /// Readers: WAL lets them run beside the writer, so API polling never queues in front
+    /// of a worker's ledger commit.
+    pub(crate) reader: SqlitePool,
 }
 
 fn now() -> String {
@@ -40,9 +44,10 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(std::time::Duration::from_secs(30));
         // One writer at a time is SQLite's model; a single connection avoids SQLITE_BUSY.
-        let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
         MIGRATOR.run(&pool).await?;
-        Ok(Self { pool })
+        let reader = SqlitePoolOptions::new().max_connections(4).connect_with(options.read_only(true)).await?;
+        Ok(Self { pool, reader })
     }
 }
 
@@ -125,7 +130,7 @@ impl Store for SqliteStore {
              FROM ledger WHERE job_id = ?",
         )
         .bind(job)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reader)
         .await?;
         rows.into_iter()
             .map(|r| {
@@ -277,12 +282,12 @@ impl Store for SqliteStore {
         )
         .bind(job)
         .bind(run)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.reader)
         .await?;
         let deleted: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ledger WHERE job_id = ? AND deleted_run_id = ?")
             .bind(job)
             .bind(run)
-            .fetch_one(&self.pool)
+            .fetch_one(&self.reader)
             .await?;
         let problems = sqlx::query(
             "SELECT uidl, state, COALESCE(reason, '') AS reason FROM ledger
@@ -290,7 +295,7 @@ impl Store for SqliteStore {
         )
         .bind(job)
         .bind(run)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reader)
         .await?;
         let mut counts = RunCounts {
             copied: row.get::<i64, _>("n") as u64,

@@ -126,7 +126,7 @@ impl ServiceStore for SqliteStore {
     async fn get_job(&self, id: i64) -> Result<Option<JobRecord>> {
         let row = sqlx::query(&format!("SELECT {JOB_COLS} FROM jobs WHERE id = ?"))
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.reader)
             .await?;
         row.as_ref().map(job).transpose()
     }
@@ -155,12 +155,12 @@ impl ServiceStore for SqliteStore {
                 .push(")) > 0)");
         }
         q.push(" ORDER BY id LIMIT ").push_bind(page_limit(filter.limit));
-        let rows = q.build().fetch_all(&self.pool).await?;
+        let rows = q.build().fetch_all(&self.reader).await?;
         rows.iter().map(job).collect()
     }
 
     async fn job_counts(&self, id: i64) -> Result<JobCounts> {
-        let row = sqlx::query(&counts_sql("job_id = ?")).bind(id).fetch_one(&self.pool).await?;
+        let row = sqlx::query(&counts_sql("job_id = ?")).bind(id).fetch_one(&self.reader).await?;
         counts(&row)
     }
 
@@ -174,7 +174,7 @@ impl ServiceStore for SqliteStore {
             None => sqlx::query(&from_start).bind(job),
         }
         .bind(page_limit(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reader)
         .await?;
         rows.iter()
             .map(|r| {
@@ -242,7 +242,7 @@ impl ServiceStore for SqliteStore {
         .bind(job)
         .bind(after)
         .bind(page_limit(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reader)
         .await?;
         rows.into_iter()
             .map(|(id, job_id, at, state, detail)| Ok(JobEvent { id, job_id, at, state: parse_job_state(state)?, detail }))
@@ -345,7 +345,7 @@ impl ServiceStore for SqliteStore {
         let Some((id, name, created_at)) =
             sqlx::query_as::<_, (i64, String, String)>("SELECT id, name, created_at FROM batches WHERE id = ?")
                 .bind(id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.reader)
                 .await?
         else {
             return Ok(None);
@@ -353,11 +353,11 @@ impl ServiceStore for SqliteStore {
         let per_state: Vec<(String, i64)> =
             sqlx::query_as("SELECT state, COUNT(*) FROM jobs WHERE batch_id = ? GROUP BY state")
                 .bind(id)
-                .fetch_all(&self.pool)
+                .fetch_all(&self.reader)
                 .await?;
         let row = sqlx::query(&counts_sql("job_id IN (SELECT id FROM jobs WHERE batch_id = ?)"))
             .bind(id)
-            .fetch_one(&self.pool)
+            .fetch_one(&self.reader)
             .await?;
         summary(BatchRecord { id, name, created_at }, per_state, counts(&row)?).map(Some)
     }
@@ -387,7 +387,7 @@ impl ServiceStore for SqliteStore {
 
     async fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
         let rows: Vec<(i64, String, String, String)> =
-            sqlx::query_as("SELECT id, name, scope, created_at FROM api_tokens ORDER BY id").fetch_all(&self.pool).await?;
+            sqlx::query_as("SELECT id, name, scope, created_at FROM api_tokens ORDER BY id").fetch_all(&self.reader).await?;
         rows.into_iter().map(|(id, name, scope, created_at)| token_record(id, name, scope, created_at)).collect()
     }
 
@@ -404,7 +404,7 @@ impl ServiceStore for SqliteStore {
             sqlx::query_as("SELECT request_hash, status, body FROM idempotency_keys WHERE token_id = ? AND key = ?")
                 .bind(token_id)
                 .bind(key)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.reader)
                 .await?;
         Ok(row.map(|(request_hash, status, body)| StoredResponse {
             request_hash,
