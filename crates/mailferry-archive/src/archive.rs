@@ -349,7 +349,9 @@ impl Archive {
         .await??;
 
         if let Some(existing) = self.occurrence_by_key(&occ).await? {
-            return self.repeat_outcome(existing, &occ, digest, size);
+            let outcome = self.repeat_outcome(existing, &occ, digest, size)?;
+            self.lock_blob(&digest).await?;
+            return Ok(outcome);
         }
 
         // Pass 2 (only for new bytes): compress + seal into a staged, fsynced file and
@@ -383,7 +385,10 @@ impl Archive {
         let _w = self.write.lock().await;
         // Re-check under the lock: a concurrent put of the same occurrence may have won.
         if let Some(existing) = self.occurrence_by_key(&occ).await? {
-            return self.repeat_outcome(existing, &occ, digest, size);
+            drop(_w);
+            let outcome = self.repeat_outcome(existing, &occ, digest, size)?;
+            self.lock_blob(&digest).await?;
+            return Ok(outcome);
         }
         let now = fmt_ts(Utc::now());
         let mut tx = self.db.begin().await?;
@@ -452,6 +457,9 @@ impl Archive {
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
+        drop(_w);
+        // WORM where the storage offers it, before the engine may DELE the source.
+        self.lock_blob(&digest).await?;
 
         let rec = OccurrenceRecord {
             id,
@@ -850,6 +858,17 @@ impl Archive {
             meta::extract(&bytes[..bytes.len().min(limit)], n)
         })
         .await?)
+    }
+}
+
+/// Without S3 support there is no Object Lock to apply.
+#[cfg(not(feature = "aws"))]
+impl Archive {
+    pub(crate) async fn lock_blob(&self, _digest: &Digest) -> Result<()> {
+        Ok(())
+    }
+    pub(crate) async fn sync_object_locks(&self) -> Result<u64> {
+        Ok(0)
     }
 }
 

@@ -27,6 +27,9 @@ pub(crate) struct Backend {
     /// `Some(root)` when blobs live on local disk under `root`.
     local_root: Option<PathBuf>,
     prefix: Option<ObjPath>,
+    /// S3 Object Lock per object, when configured.
+    #[cfg(feature = "aws")]
+    pub(crate) locker: Option<crate::object_lock::ObjectLocker>,
 }
 
 /// `blobs/ab/cd/<hex>`: two levels of fan-out keep directories small on local disk.
@@ -46,6 +49,8 @@ impl Backend {
                     store: Arc::new(fs),
                     local_root: Some(root),
                     prefix: None,
+                    #[cfg(feature = "aws")]
+                    locker: None,
                 })
             }
             #[cfg(feature = "aws")]
@@ -61,16 +66,24 @@ impl Backend {
                     b = b.with_region(r);
                 }
                 let prefix = s3.prefix.clone().unwrap_or_else(|| cfg.name.clone());
+                let store = Arc::new(b.clone().build()?);
+                let locker = s3
+                    .object_lock
+                    .map(|mode| crate::object_lock::ObjectLocker::new(&b, store.clone(), mode))
+                    .transpose()?;
                 Ok(Self {
-                    store: Arc::new(b.build()?),
+                    store,
                     local_root: None,
                     prefix: Some(ObjPath::from(prefix)),
+                    locker,
                 })
             }
             BlobStoreConfig::Custom(store) => Ok(Self {
                 store: store.clone(),
                 local_root: None,
                 prefix: Some(ObjPath::from(cfg.name.clone())),
+                #[cfg(feature = "aws")]
+                locker: None,
             }),
         }
     }
@@ -80,6 +93,11 @@ impl Backend {
             Some(p) => ObjPath::from(format!("{p}/{key}")),
             None => ObjPath::from(key),
         }
+    }
+
+    /// The blob's full object key (with the archive prefix).
+    pub(crate) fn object_key(&self, d: &Digest) -> String {
+        self.path(&blob_key(d)).to_string()
     }
 
     /// Where a blob sits on local disk (local backend only; for tests and operators).

@@ -93,4 +93,9 @@ pub struct S3Config {
     /// Path-style requests (`endpoint/bucket/key`), which most S3-compatible servers want.
     #[serde(default)]
     pub path_style: bool,
+    /// Set Object Lock retention (until ingest + the archive's retention period) and legal
+    /// holds on every blob, so the storage itself enforces WORM. The bucket must have been
+    /// created with Object Lock enabled. `None`: rely on the bucket's default retention.
+    #[serde(default)]
+    pub object_lock: Option<crate::object_lock::LockMode>,
 }

@@ -63,6 +63,9 @@ pub enum ArchiveError {
     Config(String),
     #[error("search query: {0}")]
     Query(String),
+    /// S3 refused or failed an Object Lock call (retention or legal hold).
+    #[error("S3 object lock: {0}")]
+    ObjectLock(String),
     #[error("hold {0} not found or already released")]
     HoldNotFound(i64),
     #[error(transparent)]

@@ -24,6 +24,8 @@ mod export;
 mod keys;
 pub mod merkle;
 pub mod meta;
+#[cfg(feature = "aws")]
+mod object_lock;
 mod retention;
 mod search;
 mod verify;
@@ -35,6 +37,8 @@ pub use archive::{
 pub use chain::{ChainBreak, Event, EventKind};
 #[cfg(feature = "aws")]
 pub use config::S3Config;
+#[cfg(feature = "aws")]
+pub use object_lock::{LockMode, ObjectLockState};
 pub use config::{ArchiveConfig, BlobStoreConfig};
 pub use digest::{Digest, Hasher};
 pub use error::{ArchiveError, IntegrityError, IntegrityKind, OccurrenceConflict, Result};

@@ -120,6 +120,7 @@ impl Archive {
         .await?;
         tx.commit().await?;
         drop(_w);
+        self.sync_object_locks().await?;
         self.retention().await
     }
 
@@ -153,6 +154,8 @@ impl Archive {
         )
         .await?;
         tx.commit().await?;
+        drop(_w);
+        self.sync_object_locks().await?;
         Ok(Hold {
             id,
             scope,
@@ -184,6 +187,8 @@ impl Archive {
         )
         .await?;
         tx.commit().await?;
+        drop(_w);
+        self.sync_object_locks().await?;
         Ok(())
     }
 
@@ -231,29 +236,12 @@ impl Archive {
         if candidates.is_empty() {
             return Ok(report);
         }
-        let holds = self.holds(false).await?;
-        if holds.iter().any(|h| h.scope == HoldScope::Archive) {
+        let held = self.held_digests().await?;
+        if held.is_none() {
             report.held = candidates.len() as u64;
             return Ok(report);
         }
-        let mut held: HashSet<Digest> = HashSet::new();
-        for h in &holds {
-            match &h.scope {
-                HoldScope::Account(a) => {
-                    let ds: Vec<String> = sqlx::query_scalar(
-                        "SELECT DISTINCT digest FROM occurrences WHERE account = ?",
-                    )
-                    .bind(a)
-                    .fetch_all(&self.db)
-                    .await?;
-                    for d in ds {
-                        held.insert(d.parse()?);
-                    }
-                }
-                HoldScope::Query(q) => held.extend(self.search_digests(q).await?),
-                HoldScope::Archive => {}
-            }
-        }
+        let held = held.unwrap_or_default();
         for (d, size) in candidates {
             let digest: Digest = d.parse()?;
             if held.contains(&digest) {
@@ -266,6 +254,32 @@ impl Archive {
         }
         self.search.commit()?;
         Ok(report)
+    }
+
+    /// What the active holds cover: `None` means everything (an archive-wide hold).
+    pub(crate) async fn held_digests(&self) -> Result<Option<HashSet<Digest>>> {
+        let holds = self.holds(false).await?;
+        if holds.iter().any(|h| h.scope == HoldScope::Archive) {
+            return Ok(None);
+        }
+        let mut held: HashSet<Digest> = HashSet::new();
+        for h in &holds {
+            match &h.scope {
+                HoldScope::Account(a) => {
+                    let ds: Vec<String> =
+                        sqlx::query_scalar("SELECT DISTINCT digest FROM occurrences WHERE account = $1")
+                            .bind(a)
+                            .fetch_all(&self.db)
+                            .await?;
+                    for d in ds {
+                        held.insert(d.parse()?);
+                    }
+                }
+                HoldScope::Query(q) => held.extend(self.search_digests(q).await?),
+                HoldScope::Archive => {}
+            }
+        }
+        Ok(Some(held))
     }
 
     /// Index first (tombstone committed), object second: a crash in between leaves an

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use mailferry_archive::{Archive, ArchiveConfig, BlobStoreConfig, Discrepancy, KeyRing, S3Config};
+use mailferry_archive::{Archive, ArchiveConfig, BlobStoreConfig, Discrepancy, KeyRing, LockMode, S3Config};
 
 struct Moto(Child);
 impl Drop for Moto {
@@ -41,8 +41,8 @@ fn http(port: u16, method: &str, path: &str, headers: &str, body: &str) -> Strin
     out
 }
 
-#[tokio::test]
-async fn archive_on_s3_compatible_storage() {
+/// Starts moto on a free loopback port, or says why not (the test command installs it).
+fn start_moto() -> Option<(Moto, u16)> {
     if Command::new("moto_server")
         .arg("--help")
         .stdout(Stdio::null())
@@ -51,10 +51,10 @@ async fn archive_on_s3_compatible_storage() {
         .is_err()
     {
         eprintln!("skipping: moto_server not installed (pip install 'moto[server]')");
-        return;
+        return None;
     }
     let port = free_port();
-    let _moto = Moto(
+    let moto = Moto(
         Command::new("moto_server")
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
@@ -67,6 +67,12 @@ async fn archive_on_s3_compatible_storage() {
         assert!(Instant::now() < deadline, "moto did not start");
         std::thread::sleep(Duration::from_millis(100));
     }
+    Some((moto, port))
+}
+
+#[tokio::test]
+async fn archive_on_s3_compatible_storage() {
+    let Some((_moto, port)) = start_moto() else { return };
     // A versioned bucket with Object Lock enabled, as production would use.
     let r = http(
         port,
@@ -88,6 +94,7 @@ async fn archive_on_s3_compatible_storage() {
         prefix: Some("tenant-a/legal".into()),
         allow_http: true,
         path_style: true,
+        object_lock: None,
     };
     let keys = KeyRing::none()
         .with_key("k1", &[5u8; 32])
@@ -150,4 +157,103 @@ async fn archive_on_s3_compatible_storage() {
         "{:?}",
         rep.discrepancies
     );
+}
+
+/// A SigV4-signed request (moto refuses unsigned deletes): status, version id, body.
+async fn signed(port: u16, method: &str, path: &str, body: &'static str) -> (u16, Option<String>, String) {
+    use object_store::aws::{AwsAuthorizer, AwsCredential};
+    use object_store::client::{HttpConnector, HttpRequestBody, ReqwestConnector};
+    let cred = AwsCredential { key_id: "test".into(), secret_key: "test".into(), token: None };
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(format!("http://127.0.0.1:{port}{path}"))
+        .body(HttpRequestBody::from(bytes::Bytes::from_static(body.as_bytes())))
+        .unwrap();
+    AwsAuthorizer::new(&cred, "s3", "us-east-1").authorize(&mut req, None);
+    let client = ReqwestConnector::default()
+        .connect(&object_store::ClientOptions::new().with_allow_http(true))
+        .unwrap();
+    let resp = client.execute(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let version = resp.headers().get("x-amz-version-id").map(|v| v.to_str().unwrap().to_string());
+    let text = resp.into_body().bytes().await.unwrap();
+    (status, version, String::from_utf8_lossy(&text).into_owned())
+}
+
+#[tokio::test]
+async fn object_lock_makes_s3_refuse_deletes_until_retention_ends_and_while_held() {
+    let Some((_moto, port)) = start_moto() else { return };
+    let r = http(port, "PUT", "/mf-worm", "x-amz-bucket-object-lock-enabled: true\r\n", "");
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    // AWS turns versioning on with Object Lock; moto needs telling.
+    let r = http(
+        port,
+        "PUT",
+        "/mf-worm?versioning",
+        "",
+        "<VersioningConfiguration><Status>Enabled</Status></VersioningConfiguration>",
+    );
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    std::env::set_var("AWS_ACCESS_KEY_ID", "test");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = S3Config {
+        bucket: "mf-worm".into(),
+        endpoint: Some(format!("http://127.0.0.1:{port}")),
+        region: Some("us-east-1".into()),
+        prefix: Some("worm".into()),
+        allow_http: true,
+        path_style: true,
+        object_lock: Some(LockMode::Compliance),
+    };
+    let a = Archive::open(ArchiveConfig::local("worm", dir.path()).with_blobs(BlobStoreConfig::S3(s3)))
+        .await
+        .unwrap();
+    a.set_retention(Some(30), "officer").await.unwrap();
+    let kept = a.put(msg("a@x", "b@x", "Kept", "seven years"), occ("bob", "1")).await.unwrap();
+    let other = a.put(msg("a@x", "c@x", "Other", "other"), occ("carol", "1")).await.unwrap();
+    let path = |d: &mailferry_archive::Digest| {
+        let h = d.to_hex();
+        format!("/mf-worm/worm/blobs/{}/{}/{h}", &h[..2], &h[2..4])
+    };
+
+    // Retention: S3 reports COMPLIANCE until ingest + 30 days, and refuses to delete the version.
+    let st = a.object_lock_state(&kept.digest).await.unwrap().unwrap();
+    assert_eq!(st.mode.as_deref(), Some("COMPLIANCE"), "{st:?}");
+    let until = chrono::DateTime::parse_from_rfc3339(st.retain_until.as_deref().unwrap()).unwrap();
+    let days = (until.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_hours();
+    assert!((29 * 24..=30 * 24).contains(&days), "retain until {until} is not ingest + 30 days");
+    assert!(!st.legal_hold);
+    let version = st.version_id.clone().expect("versioned bucket");
+    let (status, _, body) =
+        signed(port, "DELETE", &format!("{}?versionId={version}", path(&kept.digest)), "").await;
+    assert!(status == 403 && body.contains("AccessDenied"), "S3 deleted a locked object version: {status} {body}");
+    // Control: the same request deletes an object version nobody locked.
+    let (status, v, _) = signed(port, "PUT", "/mf-worm/unlocked/x", "plain").await;
+    assert_eq!(status, 200);
+    let (status, _, body) = signed(port, "DELETE", &format!("/mf-worm/unlocked/x?versionId={}", v.unwrap()), "").await;
+    assert_eq!(status, 204, "{body}");
+
+    // Legal hold on one account: ON for its messages only, OFF again once released.
+    let hold = a
+        .place_hold(mailferry_archive::HoldScope::Account("bob".into()), "litigation", "officer")
+        .await
+        .unwrap();
+    assert!(a.object_lock_state(&kept.digest).await.unwrap().unwrap().legal_hold);
+    assert!(!a.object_lock_state(&other.digest).await.unwrap().unwrap().legal_hold);
+    // A new arrival in the held account is held from its first moment.
+    let late = a.put(msg("a@x", "b@x", "Late", "after the hold"), occ("bob", "2")).await.unwrap();
+    assert!(a.object_lock_state(&late.digest).await.unwrap().unwrap().legal_hold);
+    a.release_hold(hold.id, "officer").await.unwrap();
+    assert!(!a.object_lock_state(&kept.digest).await.unwrap().unwrap().legal_hold);
+    assert!(!a.object_lock_state(&late.digest).await.unwrap().unwrap().legal_hold);
+
+    // A longer policy extends every object's date; a rerun of the same UIDL changes nothing.
+    a.set_retention(Some(60), "officer").await.unwrap();
+    let st = a.object_lock_state(&other.digest).await.unwrap().unwrap();
+    let until = chrono::DateTime::parse_from_rfc3339(st.retain_until.as_deref().unwrap()).unwrap();
+    assert!((until.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_days() >= 59, "{st:?}");
+    let again = a.put(msg("a@x", "b@x", "Kept", "seven years"), occ("bob", "1")).await.unwrap();
+    assert!(!again.occurrence_new);
+    assert!(a.verify("t").await.unwrap().ok());
 }
