@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 mod config;
+pub mod oauth2;
 
 use config::{config, make_certs};
 use nix::errno::Errno;
@@ -65,6 +66,8 @@ pub struct Dovecot {
     users: Mutex<Vec<String>>,
     /// Monotonic counter for seeded file names, so later seeds sort after earlier ones.
     seq: AtomicU64,
+    /// The HS256 key the oauth2 passdb validates access tokens with (see [`oauth2`]).
+    oauth2_key: Vec<u8>,
     // Last field: dropped after the child is dead (fields drop in declaration order,
     // and `Drop::drop` below runs before any of them).
     dir: tempfile::TempDir,
@@ -115,6 +118,8 @@ impl Dovecot {
         fs::set_permissions(root.join("ssl/key.pem"), fs::Permissions::from_mode(0o600))
             .map_err(|e| e.to_string())?;
 
+        let oauth2_key = oauth2::write_config(root).map_err(|e| e.to_string())?;
+
         let ports = free_ports::<4>();
         let [pop3, pop3s, imap, imaps] = ports;
         let conf = root.join("dovecot.conf");
@@ -150,6 +155,7 @@ impl Dovecot {
             gid,
             users: Mutex::new(Vec::new()),
             seq: AtomicU64::new(0),
+            oauth2_key,
             dir,
         };
         lab.wait_ready()?;

@@ -71,7 +71,8 @@ first_valid_gid = {gid}
 mail_privileged_group = {gid}
 
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+# XOAUTH2 and OAUTHBEARER are offered too; nothing picks them unless asked to.
+auth_mechanisms = plain login xoauth2 oauthbearer
 auth_cache_size = 1M
 # a failed login must not hide a user added a moment later
 auth_cache_negative_ttl = 0
@@ -82,6 +83,15 @@ auth_failure_delay = 0
 passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {d}/users/%u
+}}
+# OAuth2 bearer tokens (XOAUTH2, OAUTHBEARER): JWTs validated locally against the lab's
+# HS256 key (dovecot/oauth2.rs), no introspection server. Tried after the passwd-file, so a
+# user's password still works as an XOAUTH2 "token" (Dovecot 2.3 checks a token like a
+# password), and password logins never reach this passdb.
+passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {d}/oauth2/dovecot-oauth2.conf.ext
 }}
 userdb {{
   driver = passwd-file
