@@ -552,47 +552,73 @@ impl Archive {
     /// The message's exact bytes, decrypted, decompressed and re-hashed. A mismatch is an
     /// [`ArchiveError::Integrity`]; the bytes are never returned then.
     pub async fn get(&self, digest: &Digest) -> Result<Bytes> {
-        self.check_stored(digest).await?;
-        let raw = self.backend.get(digest).await?.ok_or_else(|| {
-            ArchiveError::Integrity(IntegrityError {
-                digest: *digest,
-                kind: IntegrityKind::Missing,
-            })
-        })?;
-        let keys = self.keys.clone();
-        let d = *digest;
-        let out =
-            tokio::task::spawn_blocking(move || blob::decode_to_vec(&d, &raw, &keys)).await??;
-        Ok(out.into())
+        let mut out = Vec::new();
+        self.decode_into(digest, move |r| {
+            let n = r(&mut out)?;
+            Ok((out, n))
+        })
+        .await
+        .map(|(v, _)| v.into())
     }
 
     /// Like [`get`](Self::get) but writes to `dest` (via a temp file renamed into place only
-    /// after the digest checked out), so a 50 MB message need not sit in memory twice.
+    /// after the digest checked out); memory stays bounded whatever the message size.
     pub async fn get_to_path(&self, digest: &Digest, dest: &Path) -> Result<u64> {
-        self.check_stored(digest).await?;
-        let raw = self.backend.get(digest).await?.ok_or_else(|| {
-            ArchiveError::Integrity(IntegrityError {
-                digest: *digest,
-                kind: IntegrityKind::Missing,
-            })
-        })?;
-        let keys = self.keys.clone();
-        let d = *digest;
         let dest = dest.to_path_buf();
-        tokio::task::spawn_blocking(move || -> Result<u64> {
+        self.decode_into(digest, move |r| {
             let dir = dest
                 .parent()
                 .filter(|p| !p.as_os_str().is_empty())
                 .unwrap_or(Path::new("."));
             let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-            let (_, n) = {
+            let n = {
                 let mut w = std::io::BufWriter::new(tmp.as_file_mut());
-                let r = blob::decode(&d, &mut &raw[..], &mut w, &keys)?;
+                let n = r(&mut w)?;
                 std::io::Write::flush(&mut w)?;
-                r
+                n
             };
             tmp.persist(&dest).map_err(|e| e.error)?;
             Ok(n)
+        })
+        .await
+    }
+
+    /// The verified message in an unnamed temp file (gone when closed), rewound, with its
+    /// size: for serving large messages without holding them in memory. Nothing is handed
+    /// out unless the whole message hashed to its digest.
+    pub async fn open_verified(&self, digest: &Digest) -> Result<(std::fs::File, u64)> {
+        let spool = self.spool.clone();
+        self.decode_into(digest, move |r| {
+            let mut f = tempfile::tempfile_in(&spool)?;
+            let n = {
+                let mut w = std::io::BufWriter::new(&mut f);
+                let n = r(&mut w)?;
+                std::io::Write::flush(&mut w)?;
+                n
+            };
+            std::io::Seek::rewind(&mut f)?;
+            Ok((f, n))
+        })
+        .await
+    }
+
+    /// Streams the stored blob through [`blob::decode`] on a blocking thread; `sink` gets a
+    /// function that decodes into any writer and returns the plaintext length.
+    async fn decode_into<T: Send + 'static>(
+        &self,
+        digest: &Digest,
+        sink: impl FnOnce(&mut dyn FnMut(&mut dyn std::io::Write) -> Result<u64>) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        self.check_stored(digest).await?;
+        let mut src = self.backend.reader(digest).await?.ok_or(ArchiveError::Integrity(IntegrityError {
+            digest: *digest,
+            kind: IntegrityKind::Missing,
+        }))?;
+        let keys = self.keys.clone();
+        let d = *digest;
+        tokio::task::spawn_blocking(move || {
+            let mut decode = |mut w: &mut dyn std::io::Write| blob::decode(&d, &mut src, &mut w, &keys).map(|(_, n)| n);
+            sink(&mut decode)
         })
         .await?
     }

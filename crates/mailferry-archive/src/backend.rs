@@ -8,11 +8,10 @@
 //! directory (and any directory we created) — and use `LocalFileSystem` only to read,
 //! list and delete. Remote stores acknowledge a PUT only once it is durable.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, ObjectStoreExt};
@@ -128,10 +127,23 @@ impl Backend {
         Ok(())
     }
 
-    /// The stored (encoded) bytes, or `None` if the object does not exist.
-    pub(crate) async fn get(&self, d: &Digest) -> Result<Option<Bytes>> {
+    /// A blocking reader over the stored (encoded) bytes, or `None` if the object does not
+    /// exist. Local blobs are plain files; remote ones stream in as they are read (bridged
+    /// to `Read`, so use it inside `spawn_blocking`), so a 50 MB blob is never held whole.
+    pub(crate) async fn reader(&self, d: &Digest) -> Result<Option<Box<dyn Read + Send>>> {
+        if let Some(root) = &self.local_root {
+            return match std::fs::File::open(root.join(blob_key(d))) {
+                Ok(f) => Ok(Some(Box::new(std::io::BufReader::with_capacity(64 * 1024, f)))),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e.into()),
+            };
+        }
         match self.store.get(&self.path(&blob_key(d))).await {
-            Ok(r) => Ok(Some(r.bytes().await?)),
+            Ok(r) => {
+                let stream = r.into_stream().map_err(std::io::Error::other);
+                let reader = tokio_util::io::StreamReader::new(stream);
+                Ok(Some(Box::new(tokio_util::io::SyncIoBridge::new(reader))))
+            }
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(e.into()),
         }

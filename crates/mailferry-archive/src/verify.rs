@@ -87,15 +87,16 @@ impl Archive {
                 purged.insert(digest);
                 continue;
             }
-            match self.backend.get(&digest).await? {
+            match self.backend.reader(&digest).await? {
                 None => d.push(Discrepancy::Blob {
                     digest,
                     kind: IntegrityKind::Missing,
                 }),
-                Some(raw) => {
+                Some(mut raw) => {
                     let keys = self.keys.clone();
+                    // Streamed: verify's memory does not grow with message size.
                     let r = tokio::task::spawn_blocking(move || {
-                        blob::decode(&digest, &mut &raw[..], &mut std::io::sink(), &keys)
+                        blob::decode(&digest, &mut raw, &mut std::io::sink(), &keys)
                     })
                     .await?;
                     match r {
