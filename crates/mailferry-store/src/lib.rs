@@ -11,14 +11,18 @@
 #![forbid(unsafe_code)]
 
 mod common;
+mod ops;
 mod postgres;
+mod postgres_ops;
 mod service;
 mod sqlite;
+mod sqlite_ops;
 mod sqlite_service;
 
 use async_trait::async_trait;
 use mailferry_model::LedgerState;
 
+pub use ops::{AuditEntry, AuditFilter, ClusterFigures, NewAuditEntry, OpsStore};
 pub use service::*;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -95,10 +99,10 @@ pub struct RunCounts {
 }
 
 /// The persistence the engine and the API need. Every method is one transaction.
-/// The service methods live in [`service`] (defaults there say `Unsupported` until a
-/// backend implements them).
+/// The service methods live in [`service`], the audit log and cluster figures in
+/// [`OpsStore`] (defaults there say `Unsupported` until a backend implements them).
 #[async_trait]
-pub trait Store: Send + Sync + 'static + ServiceStore {
+pub trait Store: Send + Sync + 'static + ServiceStore + OpsStore {
     /// Find or create the job for this source → target pair.
     async fn ensure_job(&self, mailbox_key: &str, source: &str, target: &str) -> Result<JobId>;
     async fn start_run(&self, job: JobId, dry_run: bool) -> Result<RunId>;

@@ -33,7 +33,7 @@ const JOB_COLS: &str = "id, state, spec::text AS spec, source, target, batch_id,
 
 #[derive(Debug, Clone)]
 pub struct PgStore {
-    pool: PgPool,
+    pub(crate) pool: PgPool,
 }
 
 impl PgStore {

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use mailferry_model::{JobSpec, JobState, LedgerState, Scope, Sealer, Security, SourceSpec, TargetSpec};
 use mailferry_store::{
-    ClaimLimits, ControlAction, ControlOutcome, CopyDone, CopyIntent, JobFilter, PgStore, Release, SqliteStore, Store,
-    StoredResponse,
+    AuditFilter, ClaimLimits, ControlAction, ControlOutcome, CopyDone, CopyIntent, JobFilter, NewAuditEntry, PgStore,
+    Release, SqliteStore, Store, StoredResponse,
 };
 use secrecy::SecretString;
 
@@ -57,6 +57,9 @@ stories!(
     tokens,
     idempotency_insert_if_absent,
     ledger_pages_and_counts,
+    audit_log,
+    cluster_figures,
+    trace_context,
 );
 
 async fn sqlite_store() -> (tempfile::TempDir, Arc<dyn Store>) {
@@ -765,4 +768,152 @@ async fn ledger_pages_and_counts(s: Arc<dyn Store>) {
     assert_eq!(s.ledger_page(job, Some("u5"), 3).await.unwrap(), vec![]);
     assert_eq!(s.ledger_page(job, None, 0).await.unwrap().len(), 7, "limit 0 means the default page");
     assert_eq!(s.ledger_page(other, None, 10).await.unwrap().len(), 1);
+}
+
+fn audit(token: Option<(i64, &str)>, method: &str, route: &str, target: Option<&str>, status: u16) -> NewAuditEntry {
+    NewAuditEntry {
+        token_id: token.map(|t| t.0),
+        token_name: token.map(|t| t.1.to_owned()),
+        method: method.into(),
+        route: route.into(),
+        target: target.map(str::to_owned),
+        status,
+        client: Some("192.0.2.7".into()),
+    }
+}
+
+async fn audit_log(s: Arc<dyn Store>) {
+    let all = |limit| AuditFilter { limit, ..AuditFilter::default() };
+    assert!(s.list_audit(&all(0)).await.unwrap().is_empty());
+    let ci = s.create_token("ci", Scope::Write, "h-ci").await.unwrap();
+    let ops = s.create_token("ops", Scope::Admin, "h-ops").await.unwrap();
+    let written = [
+        audit(Some((ci.id, "ci")), "POST", "/api/v1/jobs", Some("1"), 201),
+        audit(Some((ci.id, "ci")), "POST", "/api/v1/jobs/{id}/cancel", Some("1"), 409),
+        audit(Some((ops.id, "ops")), "DELETE", "/api/v1/tokens/{id}", Some(&ci.id.to_string()), 204),
+        audit(Some((ops.id, "ops")), "POST", "/api/v1/tokens", None, 422),
+    ];
+    let mut ids = Vec::new();
+    for e in &written {
+        ids.push(s.record_audit(e).await.unwrap());
+    }
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids grow: {ids:?}");
+    // Revoking a token does not rewrite what it did.
+    assert!(s.delete_token(ci.id).await.unwrap());
+
+    let page = s.list_audit(&all(0)).await.unwrap();
+    assert_eq!(page.len(), 4);
+    let got: Vec<NewAuditEntry> = page.iter().map(|e| e.entry.clone()).collect();
+    let newest_first: Vec<NewAuditEntry> = written.iter().rev().cloned().collect();
+    assert_eq!(got, newest_first, "newest first, every field as written");
+    assert_eq!(page.iter().map(|e| e.id).collect::<Vec<_>>(), ids.iter().rev().copied().collect::<Vec<_>>());
+    assert!(page.iter().all(|e| is_rfc3339(&e.at)), "{page:?}");
+    assert!(page.windows(2).all(|w| w[0].at >= w[1].at));
+
+    // Cursor pages of two.
+    let first = s.list_audit(&all(2)).await.unwrap();
+    assert_eq!(first.iter().map(|e| e.id).collect::<Vec<_>>(), vec![ids[3], ids[2]]);
+    let second = s.list_audit(&AuditFilter { before: Some(ids[2]), limit: 2, ..AuditFilter::default() }).await.unwrap();
+    assert_eq!(second.iter().map(|e| e.id).collect::<Vec<_>>(), vec![ids[1], ids[0]]);
+    assert!(s.list_audit(&AuditFilter { before: Some(ids[0]), ..AuditFilter::default() }).await.unwrap().is_empty());
+
+    // Filters: token, method, time range (and all of them together).
+    let by_ci = s.list_audit(&AuditFilter { token_id: Some(ci.id), ..AuditFilter::default() }).await.unwrap();
+    assert_eq!(by_ci.iter().map(|e| e.id).collect::<Vec<_>>(), vec![ids[1], ids[0]]);
+    let deletes = s.list_audit(&AuditFilter { method: Some("DELETE".into()), ..AuditFilter::default() }).await.unwrap();
+    assert_eq!(deletes.iter().map(|e| e.id).collect::<Vec<_>>(), vec![ids[2]]);
+    let hour = chrono::Duration::hours(1);
+    let now = chrono::Utc::now();
+    let window = |since, until| AuditFilter { since, until, ..AuditFilter::default() };
+    assert_eq!(s.list_audit(&window(Some(now - hour), Some(now + hour))).await.unwrap().len(), 4);
+    assert!(s.list_audit(&window(Some(now + hour), None)).await.unwrap().is_empty());
+    assert!(s.list_audit(&window(None, Some(now - hour))).await.unwrap().is_empty());
+    let at0 = chrono::DateTime::parse_from_rfc3339(&page[3].at).unwrap().with_timezone(&chrono::Utc);
+    assert!(s.list_audit(&window(None, Some(at0))).await.unwrap().is_empty(), "until is exclusive");
+    assert_eq!(s.list_audit(&window(Some(at0), None)).await.unwrap().len(), 4, "since is inclusive");
+    let combined = AuditFilter {
+        since: Some(now - hour),
+        token_id: Some(ops.id),
+        method: Some("POST".into()),
+        ..AuditFilter::default()
+    };
+    assert_eq!(s.list_audit(&combined).await.unwrap().iter().map(|e| e.id).collect::<Vec<_>>(), vec![ids[3]]);
+}
+
+async fn cluster_figures(s: Arc<dyn Store>) {
+    let f = s.cluster_figures().await.unwrap();
+    assert_eq!(f.jobs_by_state.len(), 7, "every state, zeros included: {f:?}");
+    assert!(f.jobs_by_state.iter().all(|(_, n)| *n == 0));
+    assert_eq!(f.ledger_by_state.len(), 6);
+    assert_eq!((f.queue_ready, f.expired_leases, f.oldest_queued_age_secs), (0, 0, 0.0));
+    assert!(f.sessions_by_source_host.is_empty() && f.sessions_by_target_host.is_empty());
+
+    let ids = create(
+        &s,
+        vec![
+            spec("a", "Pop.A", imap("a", "IMAP.X", "INBOX"), &[]),
+            spec("b", "pop.a", archive("legal"), &[]),
+            spec("c", "pop.b", imap("c", "imap.x", "INBOX"), &[]),
+            spec("d", "pop.c", imap("d", "imap.y", "INBOX"), &[]),
+        ],
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let f = s.cluster_figures().await.unwrap();
+    let state = |f: &mailferry_store::ClusterFigures, st: JobState| f.jobs_by_state.iter().find(|(s, _)| *s == st).unwrap().1;
+    assert_eq!((state(&f, JobState::Queued), f.queue_ready), (4, 4));
+    assert!(f.oldest_queued_age_secs >= 0.02 && f.oldest_queued_age_secs < 60.0, "{f:?}");
+
+    // Three leases (hosts compare lower-cased), one of them short; one job left queued.
+    let a = s.claim_job("w1", MINUTE, WIDE).await.unwrap().unwrap();
+    let b = s.claim_job("w1", MINUTE, WIDE).await.unwrap().unwrap();
+    let c = s.claim_job("w2", Duration::from_millis(100), WIDE).await.unwrap().unwrap();
+    assert_eq!((a.job.id, b.job.id, c.job.id), (ids[0], ids[1], ids[2]));
+    let f = s.cluster_figures().await.unwrap();
+    assert_eq!((state(&f, JobState::Running), state(&f, JobState::Queued)), (3, 1));
+    assert_eq!(f.sessions_by_source_host, vec![("pop.a".to_owned(), 2), ("pop.b".to_owned(), 1)]);
+    assert_eq!(f.sessions_by_target_host, vec![("imap.x".to_owned(), 2)], "archive targets hold no IMAP session");
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let f = s.cluster_figures().await.unwrap();
+    assert_eq!(f.expired_leases, 1, "{f:?}");
+    assert_eq!(f.sessions_by_source_host, vec![("pop.a".to_owned(), 2)], "an expired lease holds no session");
+    assert_eq!(f.sessions_by_target_host, vec![("imap.x".to_owned(), 1)]);
+
+    // A retry backoff keeps a queued job out of the ready count, not out of the queue.
+    assert!(s.release_job(ids[1], "w1", &Release { state: JobState::Queued, error: None, not_before: Some(MINUTE) }).await.unwrap());
+    let f = s.cluster_figures().await.unwrap();
+    assert_eq!((state(&f, JobState::Queued), f.queue_ready), (2, 1), "{f:?}");
+
+    // The ledger, by state, over every job.
+    let run = s.start_run(ids[0], false).await.unwrap();
+    s.record_listed(ids[0], run, &[("u1".into(), 10), ("u2".into(), 20), ("u3".into(), 30)]).await.unwrap();
+    s.mark_copying(ids[0], run, &[intent("u1", 11), intent("u2", 21)]).await.unwrap();
+    s.mark_copied(ids[0], run, &[done("u1", 1)]).await.unwrap();
+    assert!(s.release_job(ids[0], "w1", &release(JobState::Succeeded)).await.unwrap());
+    let f = s.cluster_figures().await.unwrap();
+    let ledger = |st: LedgerState| f.ledger_by_state.iter().find(|(s, _)| *s == st).unwrap().1;
+    assert_eq!((ledger(LedgerState::Listed), ledger(LedgerState::Copying), ledger(LedgerState::Copied)), (1, 1, 1));
+    assert_eq!(state(&f, JobState::Succeeded), 1);
+    assert_eq!(f.jobs_by_state.iter().map(|(_, n)| n).sum::<u64>(), 4);
+}
+
+/// The `traceparent` a job was created under comes back on every read and on the claim
+/// (the worker continues the trace from it); jobs created without one have none.
+async fn trace_context(s: Arc<dyn Store>) {
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let specs = vec![spec("a", "h1", archive("x"), &[]), spec("b", "h2", archive("x"), &[])];
+    let (batch, jobs) = s.create_jobs_traced(Some("traced"), &specs, Some(tp)).await.unwrap();
+    assert!(batch.is_some());
+    assert_eq!(jobs.len(), 2);
+    assert!(jobs.iter().all(|j| j.trace_parent.as_deref() == Some(tp)), "{jobs:?}");
+    let plain = create(&s, vec![spec("c", "h3", archive("x"), &[])]).await[0];
+    assert_eq!(s.get_job(plain).await.unwrap().unwrap().trace_parent, None);
+    assert_eq!(s.get_job(jobs[1].id).await.unwrap().unwrap().trace_parent.as_deref(), Some(tp));
+    let listed = s.list_jobs(&JobFilter::default()).await.unwrap();
+    let by_id: HashMap<i64, Option<String>> = listed.into_iter().map(|j| (j.id, j.trace_parent)).collect();
+    assert_eq!(by_id[&jobs[0].id].as_deref(), Some(tp));
+    assert_eq!(by_id[&plain], None);
+    let claimed = s.claim_job("w1", Duration::from_secs(60), WIDE).await.unwrap().unwrap();
+    assert_eq!(claimed.job.id, jobs[0].id);
+    assert_eq!(claimed.job.trace_parent.as_deref(), Some(tp));
 }
