@@ -67,6 +67,7 @@ pub(crate) struct JobParts {
     pub pause_requested: bool,
     pub lease_owner: Option<String>,
     pub lease_expires_at: Option<String>,
+    pub trace_parent: Option<String>,
 }
 
 impl JobParts {
@@ -95,6 +96,7 @@ impl JobParts {
             pause_requested: self.pause_requested,
             lease_owner: self.lease_owner,
             lease_expires_at: self.lease_expires_at,
+            trace_parent: self.trace_parent,
         })
     }
 }

@@ -29,7 +29,7 @@ const CLAIM_LOCK: i64 = 0x006d_6663_6c61_696d;
 
 const JOB_COLS: &str = "id, state, spec::text AS spec, source, target, batch_id, labels::text AS labels, \
      created_at, updated_at, started_at, finished_at, last_error, runs, cancel_requested, pause_requested, \
-     lease_owner, lease_expires_at";
+     lease_owner, lease_expires_at, trace_parent";
 
 #[derive(Debug, Clone)]
 pub struct PgStore {
@@ -83,6 +83,7 @@ fn job(r: &PgRow) -> Result<JobRecord> {
         pause_requested: r.try_get("pause_requested")?,
         lease_owner: r.try_get("lease_owner")?,
         lease_expires_at: opt_time(r, "lease_expires_at")?,
+        trace_parent: r.try_get("trace_parent")?,
     }
     .into_record()
 }
@@ -379,7 +380,12 @@ impl ServiceStore for PgStore {
         Ok(())
     }
 
-    async fn create_jobs(&self, batch_name: Option<&str>, specs: &[JobSpec]) -> Result<(Option<BatchRecord>, Vec<JobRecord>)> {
+    async fn create_jobs_traced(
+        &self,
+        batch_name: Option<&str>,
+        specs: &[JobSpec],
+        trace_parent: Option<&str>,
+    ) -> Result<(Option<BatchRecord>, Vec<JobRecord>)> {
         let news = specs.iter().map(NewJob::from_spec).collect::<Result<Vec<_>>>()?;
         let mut tx = self.pool.begin().await?;
         let batch = match batch_name {
@@ -395,8 +401,8 @@ impl ServiceStore for PgStore {
         };
         let sql = format!(
             "INSERT INTO jobs (mailbox_key, source, target, source_key, source_host, target_host, spec, labels,
-                               batch_id, state)
-             VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb, $9, 'queued') RETURNING {JOB_COLS}"
+                               batch_id, state, trace_parent)
+             VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb, $9, 'queued', $10) RETURNING {JOB_COLS}"
         );
         let mut jobs = Vec::with_capacity(news.len());
         for n in news {
@@ -410,6 +416,7 @@ impl ServiceStore for PgStore {
                 .bind(n.spec)
                 .bind(n.labels)
                 .bind(batch.as_ref().map(|b| b.id))
+                .bind(trace_parent)
                 .fetch_one(&mut *tx)
                 .await?;
             jobs.push(job(&row)?);

@@ -37,6 +37,9 @@ pub struct JobRecord {
     pub pause_requested: bool,
     pub lease_owner: Option<String>,
     pub lease_expires_at: Option<String>,
+    /// W3C `traceparent` of the API request that created the job: the job's spans continue
+    /// that trace on whichever worker runs it.
+    pub trace_parent: Option<String>,
 }
 
 /// Filters for `GET /jobs`, all combined with AND; results ordered by id, `after` is the
@@ -191,6 +194,17 @@ pub trait ServiceStore: Send + Sync {
     }
     /// Create jobs (state `queued`), in a new batch when `batch_name` is given; one transaction.
     async fn create_jobs(&self, batch_name: Option<&str>, specs: &[JobSpec]) -> Result<(Option<BatchRecord>, Vec<JobRecord>)> {
+        self.create_jobs_traced(batch_name, specs, None).await
+    }
+    /// [`create_jobs`](Self::create_jobs), each job remembering the W3C `traceparent` its
+    /// spans continue (stored as given; the caller validates it).
+    async fn create_jobs_traced(
+        &self,
+        batch_name: Option<&str>,
+        specs: &[JobSpec],
+        trace_parent: Option<&str>,
+    ) -> Result<(Option<BatchRecord>, Vec<JobRecord>)> {
+        let _ = (batch_name, specs, trace_parent);
         Err(StoreError::Unsupported("create_jobs"))
     }
     async fn get_job(&self, id: i64) -> Result<Option<JobRecord>> {

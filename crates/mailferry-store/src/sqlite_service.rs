@@ -20,7 +20,7 @@ use crate::sqlite::SqliteStore;
 use crate::{Result, StoreError};
 
 const JOB_COLS: &str = "id, state, spec, source, target, batch_id, labels, created_at, updated_at, started_at, \
-     finished_at, last_error, runs, cancel_requested, pause_requested, lease_owner, lease_expires_at";
+     finished_at, last_error, runs, cancel_requested, pause_requested, lease_owner, lease_expires_at, trace_parent";
 
 fn job(r: &SqliteRow) -> Result<JobRecord> {
     JobParts {
@@ -41,6 +41,7 @@ fn job(r: &SqliteRow) -> Result<JobRecord> {
         pause_requested: r.try_get("pause_requested")?,
         lease_owner: r.try_get("lease_owner")?,
         lease_expires_at: r.try_get("lease_expires_at")?,
+        trace_parent: r.try_get("trace_parent")?,
     }
     .into_record()
 }
@@ -81,7 +82,12 @@ impl ServiceStore for SqliteStore {
         Ok(())
     }
 
-    async fn create_jobs(&self, batch_name: Option<&str>, specs: &[JobSpec]) -> Result<(Option<BatchRecord>, Vec<JobRecord>)> {
+    async fn create_jobs_traced(
+        &self,
+        batch_name: Option<&str>,
+        specs: &[JobSpec],
+        trace_parent: Option<&str>,
+    ) -> Result<(Option<BatchRecord>, Vec<JobRecord>)> {
         let news = specs.iter().map(NewJob::from_spec).collect::<Result<Vec<_>>>()?;
         let now = now_string();
         let mut tx = self.pool.begin().await?;
@@ -98,8 +104,8 @@ impl ServiceStore for SqliteStore {
         };
         let sql = format!(
             "INSERT INTO jobs (mailbox_key, source, target, source_key, source_host, target_host, spec, labels,
-                               batch_id, state, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?) RETURNING {JOB_COLS}"
+                               batch_id, state, created_at, updated_at, trace_parent)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?) RETURNING {JOB_COLS}"
         );
         let mut jobs = Vec::with_capacity(news.len());
         for n in news {
@@ -115,6 +121,7 @@ impl ServiceStore for SqliteStore {
                 .bind(batch.as_ref().map(|b| b.id))
                 .bind(&now)
                 .bind(&now)
+                .bind(trace_parent)
                 .fetch_one(&mut *tx)
                 .await?;
             jobs.push(job(&row)?);
