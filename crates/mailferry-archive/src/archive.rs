@@ -10,13 +10,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{SqliteConnection, SqlitePool};
+use sqlx::{AnyConnection, AnyPool};
 
 use crate::backend::{self, Backend};
 use crate::blob;
 use crate::chain::{self, Event, EventKind};
-use crate::config::ArchiveConfig;
+use crate::config::{ArchiveConfig, IndexConfig};
 use crate::digest::{Digest, Hasher};
 use crate::error::{ArchiveError, IntegrityError, IntegrityKind, Result};
 use crate::keys::KeyRing;
@@ -222,11 +221,19 @@ pub struct Archive {
     pub(crate) keys: Arc<KeyRing>,
     pub(crate) scan_limit: usize,
     pub(crate) backend: Backend,
-    pub(crate) db: SqlitePool,
-    /// Serialises writers: the event chain needs "read head, append" to be atomic, and
-    /// SQLite allows one writer anyway. Readers are not blocked (WAL).
+    /// The index: SQLite beside a local archive, or a PostgreSQL schema shared by workers.
+    pub(crate) db: AnyPool,
+    /// `Some(advisory lock key)` when the index is shared through PostgreSQL.
+    pub(crate) shared: Option<i64>,
+    /// Serialises writers in this process: the event chain needs "read head, append" to be
+    /// atomic (across processes a PostgreSQL advisory lock does the same, see
+    /// [`Archive::begin_write`]). Readers are never blocked.
     pub(crate) write: tokio::sync::Mutex<()>,
-    pub(crate) search: SearchIndex,
+    /// The tantivy index in `<dir>/search`, opened on first use: a worker feeding a shared
+    /// archive never opens it (the searching process catches up from the event log).
+    pub(crate) search: tokio::sync::OnceCell<SearchIndex>,
+    search_dir: PathBuf,
+    search_commit_every: usize,
 }
 
 impl std::fmt::Debug for Archive {
@@ -263,33 +270,58 @@ impl Archive {
         let spool = cfg.dir.join("tmp");
         std::fs::create_dir_all(&spool)?;
         let backend = Backend::open(&cfg)?;
-        let opts = SqliteConnectOptions::new()
-            .filename(cfg.dir.join("index.sqlite"))
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // FULL: a committed occurrence survives power loss, as DESIGN.md §2.1 needs.
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(std::time::Duration::from_secs(30));
-        let db = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(opts)
-            .await?;
-        sqlx::migrate!("./migrations").run(&db).await?;
-        let search = SearchIndex::open(&cfg.dir.join("search"), cfg.search_commit_every)?;
+        let (db, shared) = match &cfg.index {
+            IndexConfig::Local => (crate::index::open_sqlite(&cfg.dir.join("index.sqlite")).await?, None),
+            IndexConfig::Postgres(url) => {
+                let (db, key) = crate::index::open_postgres(url.expose(), &cfg.name).await?;
+                (db, Some(key))
+            }
+        };
         let archive = Archive {
             name: cfg.name,
-            dir: cfg.dir,
+            dir: cfg.dir.clone(),
             spool,
             keys: Arc::new(cfg.keys),
             scan_limit: cfg.metadata_scan_limit,
             backend,
             db,
+            shared,
             write: tokio::sync::Mutex::new(()),
-            search,
+            search: tokio::sync::OnceCell::new(),
+            search_dir: cfg.dir.join("search"),
+            search_commit_every: cfg.search_commit_every,
         };
-        archive.catch_up_search().await?;
+        if archive.shared.is_none() {
+            // A local archive keeps its search index current as it ingests; after a crash
+            // it catches up here.
+            archive.catch_up_search().await?;
+        }
         Ok(archive)
+    }
+
+    /// The search index, opened (and its writer lock taken) on first use.
+    pub(crate) async fn search_index(&self) -> Result<&SearchIndex> {
+        self.search
+            .get_or_try_init(|| async { SearchIndex::open(&self.search_dir, self.search_commit_every) })
+            .await
+    }
+
+    /// Starts a write transaction that may append to the event chain: this process's writer
+    /// mutex, and for a shared index a transaction-scoped advisory lock, so writers on every
+    /// machine append one after another and the chain stays linear.
+    pub(crate) async fn begin_write(
+        &self,
+    ) -> Result<(tokio::sync::MutexGuard<'_, ()>, sqlx::Transaction<'static, sqlx::Any>)> {
+        let guard = self.write.lock().await;
+        let mut tx = self.db.begin().await?;
+        if let Some(key) = self.shared {
+            // Wrapped so the void result never reaches the Any driver's row decoding.
+            sqlx::query("SELECT 1 FROM (SELECT pg_advisory_xact_lock($1)) AS l")
+                .bind(key)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok((guard, tx))
     }
 
     pub fn name(&self) -> &str {
@@ -307,7 +339,9 @@ impl Archive {
 
     /// Closes the index cleanly (commits pending search documents).
     pub async fn close(self) -> Result<()> {
-        self.search.commit()?;
+        if let Some(search) = self.search.get() {
+            search.commit()?;
+        }
         self.db.close().await;
         Ok(())
     }
@@ -356,7 +390,7 @@ impl Archive {
 
         // Pass 2 (only for new bytes): compress + seal into a staged, fsynced file and
         // hand it to the backend, which returns once the object is durable.
-        let state: Option<String> = sqlx::query_scalar("SELECT state FROM blobs WHERE digest = ?")
+        let state: Option<String> = sqlx::query_scalar("SELECT state FROM blobs WHERE digest = $1")
             .bind(digest.to_hex())
             .fetch_optional(&self.db)
             .await?;
@@ -382,22 +416,22 @@ impl Archive {
             stored = Some(n);
         }
 
-        let _w = self.write.lock().await;
+        let (_w, mut tx) = self.begin_write().await?;
         // Re-check under the lock: a concurrent put of the same occurrence may have won.
         if let Some(existing) = self.occurrence_by_key(&occ).await? {
+            drop(tx);
             drop(_w);
             let outcome = self.repeat_outcome(existing, &occ, digest, size)?;
             self.lock_blob(&digest).await?;
             return Ok(outcome);
         }
         let now = fmt_ts(Utc::now());
-        let mut tx = self.db.begin().await?;
         let mut stored_new = false;
         if let Some(n) = stored {
             let key_id = self.keys.active().map(|(id, _)| id.to_string());
             let r = sqlx::query(
                 "INSERT INTO blobs (digest, size, stored_size, key_id, stored_at, state) \
-                 VALUES (?, ?, ?, ?, ?, 'stored') \
+                 VALUES ($1, $2, $3, $4, $5, 'stored') \
                  ON CONFLICT (digest) DO UPDATE SET stored_size = excluded.stored_size, \
                    key_id = excluded.key_id, stored_at = excluded.stored_at, state = 'stored' \
                  WHERE blobs.state = 'purged'",
@@ -414,15 +448,15 @@ impl Archive {
         let meta_json = serde_json::to_string(&extracted.meta)
             .map_err(|e| ArchiveError::Config(e.to_string()))?;
         sqlx::query(
-            "INSERT OR IGNORE INTO messages (digest, meta, subject, message_id, date, has_attachment) \
-             VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO messages (digest, meta, subject, message_id, date, has_attachment) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (digest) DO NOTHING",
         )
         .bind(digest.to_hex())
         .bind(meta_json)
         .bind(&extracted.meta.subject)
         .bind(&extracted.meta.message_id)
         .bind(extracted.meta.date.map(fmt_ts))
-        .bind(extracted.meta.has_attachment)
+        .bind(i64::from(extracted.meta.has_attachment))
         .execute(&mut *tx)
         .await?;
         let actor = match occ.job_id {
@@ -442,7 +476,7 @@ impl Archive {
         .await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO occurrences (source_host, account, uidl, job_id, run_id, retrieved_at, \
-             ingested_at, digest, size, event_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+             ingested_at, digest, size, event_seq) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
         )
         .bind(&occ.source_host)
         .bind(&occ.account)
@@ -477,8 +511,15 @@ impl Archive {
         };
         // The search index is derived data: a failure here is logged, not fatal — the
         // SQLite rows are the truth and `open`/`reindex` catch the search index up.
-        if let Err(e) = self.search.add(&rec, &extracted) {
-            tracing::warn!(error = %e, "search index update failed; will catch up on reopen");
+        // A shared index is searched by another process, which catches up from the log.
+        if self.shared.is_none() {
+            let added = match self.search_index().await {
+                Ok(search) => search.add(&rec, &extracted),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = added {
+                tracing::warn!(error = %e, "search index update failed; will catch up on reopen");
+            }
         }
         Ok(PutOutcome {
             digest,
@@ -520,7 +561,7 @@ impl Archive {
 
     async fn occurrence_by_key(&self, occ: &Occurrence) -> Result<Option<OccurrenceRecord>> {
         let row: Option<OccRow> = sqlx::query_as(&format!(
-            "SELECT {OCC_COLS} FROM occurrences WHERE source_host = ? AND account = ? AND uidl = ?"
+            "SELECT {OCC_COLS} FROM occurrences WHERE source_host = $1 AND account = $2 AND uidl = $3"
         ))
         .bind(&occ.source_host)
         .bind(&occ.account)
@@ -624,7 +665,7 @@ impl Archive {
     }
 
     async fn check_stored(&self, digest: &Digest) -> Result<()> {
-        let state: Option<String> = sqlx::query_scalar("SELECT state FROM blobs WHERE digest = ?")
+        let state: Option<String> = sqlx::query_scalar("SELECT state FROM blobs WHERE digest = $1")
             .bind(digest.to_hex())
             .fetch_optional(&self.db)
             .await?;
@@ -646,13 +687,13 @@ impl Archive {
             state: String,
         }
         let b: B = sqlx::query_as(
-            "SELECT size, stored_size, key_id, stored_at, state FROM blobs WHERE digest = ?",
+            "SELECT size, stored_size, key_id, stored_at, state FROM blobs WHERE digest = $1",
         )
         .bind(digest.to_hex())
         .fetch_optional(&self.db)
         .await?
         .ok_or(ArchiveError::NotFound(*digest))?;
-        let meta: Option<String> = sqlx::query_scalar("SELECT meta FROM messages WHERE digest = ?")
+        let meta: Option<String> = sqlx::query_scalar("SELECT meta FROM messages WHERE digest = $1")
             .bind(digest.to_hex())
             .fetch_optional(&self.db)
             .await?;
@@ -678,7 +719,7 @@ impl Archive {
 
     pub async fn occurrences_of(&self, digest: &Digest) -> Result<Vec<OccurrenceRecord>> {
         let rows: Vec<OccRow> = sqlx::query_as(&format!(
-            "SELECT {OCC_COLS} FROM occurrences WHERE digest = ? ORDER BY id"
+            "SELECT {OCC_COLS} FROM occurrences WHERE digest = $1 ORDER BY id"
         ))
         .bind(digest.to_hex())
         .fetch_all(&self.db)
@@ -695,7 +736,7 @@ impl Archive {
         run_id: i64,
     ) -> Result<Vec<OccurrenceRecord>> {
         let rows: Vec<OccRow> = sqlx::query_as(&format!(
-            "SELECT {OCC_COLS} FROM occurrences WHERE job_id = ? AND run_id = ? ORDER BY id"
+            "SELECT {OCC_COLS} FROM occurrences WHERE job_id = $1 AND run_id = $2 ORDER BY id"
         ))
         .bind(job_id)
         .bind(run_id)
@@ -708,7 +749,7 @@ impl Archive {
 
     pub async fn stats(&self) -> Result<ArchiveStats> {
         let (messages, unique, stored): (i64, Option<i64>, Option<i64>) = sqlx::query_as(
-            "SELECT COUNT(*), SUM(size), SUM(stored_size) FROM blobs WHERE state = 'stored'",
+            "SELECT COUNT(*), CAST(SUM(size) AS BIGINT), CAST(SUM(stored_size) AS BIGINT) FROM blobs WHERE state = 'stored'",
         )
         .fetch_one(&self.db)
         .await?;
@@ -716,7 +757,7 @@ impl Archive {
             .fetch_one(&self.db)
             .await?;
         let (occurrences, logical): (i64, Option<i64>) = sqlx::query_as(
-            "SELECT COUNT(*), SUM(o.size) FROM occurrences o JOIN blobs b ON b.digest = o.digest \
+            "SELECT COUNT(*), CAST(SUM(o.size) AS BIGINT) FROM occurrences o JOIN blobs b ON b.digest = o.digest \
              WHERE b.state = 'stored'",
         )
         .fetch_one(&self.db)
@@ -746,7 +787,7 @@ impl Archive {
 
     /// The event log, `seq > after`, at most `limit` records.
     pub async fn events(&self, after: i64, limit: u32) -> Result<Vec<Event>> {
-        Ok(sqlx::query_as("SELECT seq, at, kind, actor, detail, prev_hash, hash FROM events WHERE seq > ? ORDER BY seq LIMIT ?")
+        Ok(sqlx::query_as("SELECT seq, at, kind, actor, detail, prev_hash, hash FROM events WHERE seq > $1 ORDER BY seq LIMIT $2")
             .bind(after)
             .bind(limit as i64)
             .fetch_all(&self.db)
@@ -770,8 +811,7 @@ impl Archive {
         actor: &str,
         detail: serde_json::Value,
     ) -> Result<Event> {
-        let _w = self.write.lock().await;
-        let mut tx = self.db.begin().await?;
+        let (_w, mut tx) = self.begin_write().await?;
         let ev = append_event(&mut tx, kind, actor, detail).await?;
         tx.commit().await?;
         Ok(ev)
@@ -779,7 +819,7 @@ impl Archive {
 
     async fn run_digests(&self, job_id: i64, run_id: i64) -> Result<Vec<Digest>> {
         let rows: Vec<String> = sqlx::query_scalar(
-            "SELECT DISTINCT digest FROM occurrences WHERE job_id = ? AND run_id = ?",
+            "SELECT DISTINCT digest FROM occurrences WHERE job_id = $1 AND run_id = $2",
         )
         .bind(job_id)
         .bind(run_id)
@@ -829,7 +869,7 @@ impl Archive {
 
     pub async fn tombstone(&self, digest: &Digest) -> Result<Option<Tombstone>> {
         let row: Option<(String, i64, String, String, String, i64)> = sqlx::query_as(
-            "SELECT digest, size, reason, purged_by, purged_at, event_seq FROM tombstones WHERE digest = ?",
+            "SELECT digest, size, reason, purged_by, purged_at, event_seq FROM tombstones WHERE digest = $1",
         )
         .bind(digest.to_hex())
         .fetch_optional(&self.db)
@@ -851,7 +891,8 @@ impl Archive {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let placeholders = vec!["?"; ids.len()].join(",");
+        let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+        let placeholders = placeholders.join(",");
         let sql = format!("SELECT {OCC_COLS} FROM occurrences WHERE id IN ({placeholders})");
         let mut q = sqlx::query_as::<_, OccRow>(&sql);
         for id in ids {
@@ -868,7 +909,7 @@ impl Archive {
     }
 
     pub(crate) async fn message_meta(&self, digest: &Digest) -> Result<Option<MessageMeta>> {
-        let meta: Option<String> = sqlx::query_scalar("SELECT meta FROM messages WHERE digest = ?")
+        let meta: Option<String> = sqlx::query_scalar("SELECT meta FROM messages WHERE digest = $1")
             .bind(digest.to_hex())
             .fetch_optional(&self.db)
             .await?;
@@ -912,7 +953,7 @@ fn tombstone_from_row(r: (String, i64, String, String, String, i64)) -> Result<T
 /// Appends one record to the chain inside the caller's transaction (the caller holds the
 /// archive's write lock, so "read head, insert next" cannot interleave).
 pub(crate) async fn append_event(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     kind: EventKind,
     actor: &str,
     detail: serde_json::Value,
@@ -928,7 +969,7 @@ pub(crate) async fn append_event(
     let at = fmt_ts(Utc::now());
     let detail = detail.to_string();
     let hash = chain::event_hash(seq, &at, kind.as_str(), actor, &detail, &prev_hash);
-    sqlx::query("INSERT INTO events (seq, at, kind, actor, detail, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?)")
+    sqlx::query("INSERT INTO events (seq, at, kind, actor, detail, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7)")
         .bind(seq)
         .bind(&at)
         .bind(kind.as_str())

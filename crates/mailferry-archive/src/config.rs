@@ -18,6 +18,8 @@ pub struct ArchiveConfig {
     /// e.g. `./mailferry-data/archive/NAME`.
     pub dir: PathBuf,
     pub blobs: BlobStoreConfig,
+    /// Where the index (occurrences, blobs, events, holds…) lives.
+    pub index: IndexConfig,
     pub keys: KeyRing,
     /// Only the first this-many bytes of a message are parsed for metadata and body text,
     /// so memory stays bounded for huge messages (the blob itself is always complete).
@@ -34,6 +36,7 @@ impl ArchiveConfig {
             name: name.into(),
             dir: dir.into(),
             blobs: BlobStoreConfig::Local,
+            index: IndexConfig::Local,
             keys: KeyRing::none(),
             metadata_scan_limit: 16 * 1024 * 1024,
             search_commit_every: 1000,
@@ -48,6 +51,47 @@ impl ArchiveConfig {
     pub fn with_blobs(mut self, blobs: BlobStoreConfig) -> Self {
         self.blobs = blobs;
         self
+    }
+
+    pub fn with_index(mut self, index: IndexConfig) -> Self {
+        self.index = index;
+        self
+    }
+}
+
+/// Where an archive's index lives.
+#[derive(Debug, Clone, Default)]
+pub enum IndexConfig {
+    /// `<dir>/index.sqlite`: the archive is self-contained (one process at a time).
+    #[default]
+    Local,
+    /// A schema of its own in this PostgreSQL database, so workers on many machines can
+    /// ingest into one archive (blobs then belong on S3). The search index stays per
+    /// process and catches up from the shared event log.
+    Postgres(DatabaseUrl),
+}
+
+/// A database URL, which may carry a password: never printed whole.
+#[derive(Clone)]
+pub struct DatabaseUrl(secrecy::SecretString);
+
+impl DatabaseUrl {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(secrecy::SecretString::from(url.into()))
+    }
+
+    pub(crate) fn expose(&self) -> &str {
+        secrecy::ExposeSecret::expose_secret(&self.0)
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Scheme and host are useful in logs; credentials are not.
+        let shown = url::Url::parse(self.expose())
+            .map(|u| format!("{}://{}/{}", u.scheme(), u.host_str().unwrap_or(""), u.path().trim_start_matches('/')))
+            .unwrap_or_else(|_| "<unparseable url>".into());
+        f.write_str(&shown)
     }
 }
 

@@ -21,6 +21,7 @@ mod config;
 mod digest;
 mod error;
 mod export;
+mod index;
 mod keys;
 pub mod merkle;
 pub mod meta;
@@ -39,7 +40,8 @@ pub use chain::{ChainBreak, Event, EventKind};
 pub use config::S3Config;
 #[cfg(feature = "aws")]
 pub use object_lock::{LockMode, ObjectLockState};
-pub use config::{ArchiveConfig, BlobStoreConfig};
+pub use config::{ArchiveConfig, BlobStoreConfig, DatabaseUrl, IndexConfig};
+pub use index::shared_archive_names;
 pub use digest::{Digest, Hasher};
 pub use error::{ArchiveError, IntegrityError, IntegrityKind, OccurrenceConflict, Result};
 pub use export::{mboxrd_quote, mboxrd_split, ExportFormat, ExportReport, ManifestEntry};

@@ -100,11 +100,10 @@ impl Archive {
 
     /// Sets the archive's retention period (logged as a policy change).
     pub async fn set_retention(&self, days: Option<u32>, who: &str) -> Result<RetentionPolicy> {
-        let _w = self.write.lock().await;
-        let mut tx = self.db.begin().await?;
+        let (_w, mut tx) = self.begin_write().await?;
         let now = fmt_ts(Utc::now());
         sqlx::query(
-            "UPDATE policy SET retention_days = ?, updated_at = ?, updated_by = ? WHERE id = 1",
+            "UPDATE policy SET retention_days = $1, updated_at = $2, updated_by = $3 WHERE id = 1",
         )
         .bind(days.map(i64::from))
         .bind(&now)
@@ -133,11 +132,10 @@ impl Archive {
                 serde_json::to_string(q).map_err(|e| ArchiveError::Config(e.to_string()))?,
             ),
         };
-        let _w = self.write.lock().await;
-        let mut tx = self.db.begin().await?;
+        let (_w, mut tx) = self.begin_write().await?;
         let now = fmt_ts(Utc::now());
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO holds (scope, value, reason, placed_by, placed_at) VALUES (?, ?, ?, ?, ?) RETURNING id",
+            "INSERT INTO holds (scope, value, reason, placed_by, placed_at) VALUES ($1, $2, $3, $4, $5) RETURNING id",
         )
         .bind(kind)
         .bind(&value)
@@ -168,9 +166,8 @@ impl Archive {
     }
 
     pub async fn release_hold(&self, id: i64, who: &str) -> Result<()> {
-        let _w = self.write.lock().await;
-        let mut tx = self.db.begin().await?;
-        let r = sqlx::query("UPDATE holds SET released_by = ?, released_at = ? WHERE id = ? AND released_at IS NULL")
+        let (_w, mut tx) = self.begin_write().await?;
+        let r = sqlx::query("UPDATE holds SET released_by = $1, released_at = $2 WHERE id = $3 AND released_at IS NULL")
             .bind(who)
             .bind(fmt_ts(Utc::now()))
             .bind(id)
@@ -228,7 +225,7 @@ impl Archive {
         // Expired: no occurrence of the blob was ingested after the cutoff.
         let candidates: Vec<(String, i64)> = sqlx::query_as(
             "SELECT b.digest, b.size FROM blobs b WHERE b.state = 'stored' AND NOT EXISTS \
-             (SELECT 1 FROM occurrences o WHERE o.digest = b.digest AND o.ingested_at > ?) ORDER BY b.digest",
+             (SELECT 1 FROM occurrences o WHERE o.digest = b.digest AND o.ingested_at > $1) ORDER BY b.digest",
         )
         .bind(&cutoff)
         .fetch_all(&self.db)
@@ -252,7 +249,7 @@ impl Archive {
             report.purged.push(digest);
             report.bytes_freed += size as u64;
         }
-        self.search.commit()?;
+        self.search_index().await?.commit()?;
         Ok(report)
     }
 
@@ -294,11 +291,10 @@ impl Archive {
         cutoff: &str,
     ) -> Result<()> {
         {
-            let _w = self.write.lock().await;
-            let mut tx = self.db.begin().await?;
+            let (_w, mut tx) = self.begin_write().await?;
             // Re-check under the lock: a new occurrence may have arrived since the scan.
             let fresh: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM occurrences WHERE digest = ? AND ingested_at > ?",
+                "SELECT COUNT(*) FROM occurrences WHERE digest = $1 AND ingested_at > $2",
             )
             .bind(digest.to_hex())
             .bind(cutoff)
@@ -314,16 +310,16 @@ impl Archive {
                 serde_json::json!({ "digest": digest.to_hex(), "size": size, "reason": reason }),
             )
             .await?;
-            sqlx::query("UPDATE blobs SET state = 'purged' WHERE digest = ?")
+            sqlx::query("UPDATE blobs SET state = 'purged' WHERE digest = $1")
                 .bind(digest.to_hex())
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query("DELETE FROM messages WHERE digest = ?")
+            sqlx::query("DELETE FROM messages WHERE digest = $1")
                 .bind(digest.to_hex())
                 .execute(&mut *tx)
                 .await?;
             sqlx::query(
-                "INSERT INTO tombstones (digest, size, reason, purged_by, purged_at, event_seq) VALUES (?, ?, ?, ?, ?, ?) \
+                "INSERT INTO tombstones (digest, size, reason, purged_by, purged_at, event_seq) VALUES ($1, $2, $3, $4, $5, $6) \
                  ON CONFLICT (digest) DO UPDATE SET reason = excluded.reason, purged_by = excluded.purged_by, \
                  purged_at = excluded.purged_at, event_seq = excluded.event_seq",
             )
@@ -338,7 +334,7 @@ impl Archive {
             tx.commit().await?;
         }
         self.backend.delete(digest).await?;
-        self.search.delete_digest(digest);
+        self.search_index().await?.delete_digest(digest);
         Ok(())
     }
 }

@@ -25,6 +25,7 @@ use tantivy::{
 };
 
 use crate::archive::{Archive, OccurrenceRecord};
+use crate::chain::EventKind;
 use crate::digest::Digest;
 use crate::error::{ArchiveError, Result};
 use crate::meta::{Extracted, MessageMeta};
@@ -142,7 +143,7 @@ impl SearchIndex {
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
             .try_into()?;
-        let max = Self::payload_of(&index)?;
+        let max = Self::payload_of(&index)?.unwrap_or(0);
         Ok(Self {
             index,
             reader,
@@ -154,17 +155,23 @@ impl SearchIndex {
         })
     }
 
-    fn payload_of(index: &Index) -> Result<i64> {
-        Ok(index
-            .load_metas()?
-            .payload
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0))
+    /// The commit payload is `seq:N`: every event up to sequence N is reflected. `None`
+    /// for an index written before that format (it counted occurrence ids): rebuild it.
+    fn payload_of(index: &Index) -> Result<Option<i64>> {
+        Ok(match index.load_metas()?.payload {
+            None => Some(0),
+            Some(p) => p.strip_prefix("seq:").and_then(|n| n.parse().ok()),
+        })
     }
 
-    /// Highest occurrence id known to be in the committed index.
-    pub(crate) fn indexed_upto(&self) -> Result<i64> {
+    /// Highest event sequence known to be reflected in the committed index.
+    pub(crate) fn indexed_upto(&self) -> Result<Option<i64>> {
         Self::payload_of(&self.index)
+    }
+
+    /// Records that events up to `seq` are reflected (also those that add no document).
+    pub(crate) fn advance_to(&self, seq: i64) {
+        self.max_added.fetch_max(seq, Ordering::SeqCst);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, IndexWriter> {
@@ -209,7 +216,7 @@ impl SearchIndex {
         doc.add_u64(f.size, m.size);
         let w = self.lock();
         w.add_document(doc)?;
-        self.max_added.fetch_max(occ.id, Ordering::SeqCst);
+        self.max_added.fetch_max(occ.event_seq, Ordering::SeqCst);
         let n = self.pending.fetch_add(1, Ordering::SeqCst) + 1;
         drop(w);
         if n >= self.commit_every {
@@ -239,7 +246,7 @@ impl SearchIndex {
             return Ok(());
         }
         let mut prepared = w.prepare_commit()?;
-        prepared.set_payload(&self.max_added.load(Ordering::SeqCst).to_string());
+        prepared.set_payload(&format!("seq:{}", self.max_added.load(Ordering::SeqCst)));
         prepared.commit()?;
         self.pending.store(0, Ordering::SeqCst);
         drop(w);
@@ -392,7 +399,12 @@ impl Archive {
         limit: usize,
         cursor: Option<&str>,
     ) -> Result<SearchPage> {
-        self.search.commit()?;
+        if self.shared.is_some() {
+            // Other processes ingest into the shared index: pick up what they committed.
+            self.catch_up_search().await?;
+        }
+        let search = self.search_index().await?;
+        search.commit()?;
         let after = match cursor {
             None | Some("") => None,
             Some(c) => Some(
@@ -401,7 +413,7 @@ impl Archive {
             ),
         };
         let limit = limit.clamp(1, 1000);
-        let (ids, more, total) = self.search.query_ids(q, after, limit)?;
+        let (ids, more, total) = search.query_ids(q, after, limit)?;
         let ids: Vec<i64> = ids.iter().map(|i| *i as i64).collect();
         let occs = self.occurrences_by_ids(&ids).await?;
         let mut hits = Vec::with_capacity(occs.len());
@@ -446,51 +458,82 @@ impl Archive {
     /// Rebuilds the search index from the blobs (each read verified). Returns documents indexed.
     pub async fn reindex(&self) -> Result<u64> {
         let _w = self.write.lock().await;
-        self.search.delete_all()?;
-        self.search.commit()?;
-        let n = self.index_occurrences_after(0).await?;
-        self.search.commit()?;
+        let search = self.search_index().await?;
+        search.delete_all()?;
+        search.commit()?;
+        let n = self.index_events_after(search, 0).await?;
+        search.commit()?;
         Ok(n)
     }
 
-    /// Indexes occurrences newer than the search index's commit payload (crash recovery).
+    /// Brings the search index up to the event log: crash recovery for a local archive, and
+    /// how a process sees what other workers ingested into a shared one. The log is in
+    /// commit order (its writers are serialised), so "every event after N" misses nothing —
+    /// unlike occurrence ids, which concurrent transactions may commit out of order.
     pub(crate) async fn catch_up_search(&self) -> Result<()> {
         let _w = self.write.lock().await;
-        let from = self.search.indexed_upto()?;
-        let n = self.index_occurrences_after(from).await?;
+        let search = self.search_index().await?;
+        let n = match search.indexed_upto()? {
+            Some(from) => self.index_events_after(search, from).await?,
+            None => {
+                tracing::info!(archive = %self.name, "search index predates event-ordered catch-up; rebuilding");
+                search.delete_all()?;
+                search.commit()?;
+                self.index_events_after(search, 0).await?
+            }
+        };
         if n > 0 {
             tracing::info!(archive = %self.name, documents = n, "search index caught up");
         }
-        self.search.commit()
+        search.commit()
     }
 
-    async fn index_occurrences_after(&self, after: i64) -> Result<u64> {
+    async fn index_events_after(&self, search: &SearchIndex, after: i64) -> Result<u64> {
         let mut n = 0;
         let mut last = after;
         loop {
-            let rows: Vec<crate::archive::OccRow> = sqlx::query_as(&format!(
-                "SELECT {} FROM occurrences o WHERE id > ? AND EXISTS \
-                 (SELECT 1 FROM blobs b WHERE b.digest = o.digest AND b.state = 'stored') ORDER BY id LIMIT 500",
-                crate::archive::OCC_COLS
-            ))
+            let events: Vec<(i64, String, String)> = sqlx::query_as(
+                "SELECT seq, kind, detail FROM events WHERE seq > $1 ORDER BY seq LIMIT 500",
+            )
             .bind(last)
             .fetch_all(&self.db)
             .await?;
-            if rows.is_empty() {
+            let Some(upto) = events.last().map(|e| e.0) else {
                 return Ok(n);
+            };
+            let rows: Vec<crate::archive::OccRow> = sqlx::query_as(&format!(
+                "SELECT {} FROM occurrences o WHERE event_seq > $1 AND event_seq <= $2 AND EXISTS \
+                 (SELECT 1 FROM blobs b WHERE b.digest = o.digest AND b.state = 'stored') ORDER BY event_seq",
+                crate::archive::OCC_COLS
+            ))
+            .bind(last)
+            .bind(upto)
+            .fetch_all(&self.db)
+            .await?;
+            // Deletes first: the adds below are only for blobs stored *now*.
+            for (_, kind, detail) in events.iter().filter(|e| e.1 == EventKind::Purge.as_str()) {
+                let digest = serde_json::from_str::<serde_json::Value>(detail)
+                    .ok()
+                    .and_then(|v| v.get("digest").and_then(|d| d.as_str()).and_then(|d| d.parse().ok()));
+                if let Some(d) = digest {
+                    search.delete_digest(&d);
+                } else {
+                    tracing::warn!(archive = %self.name, kind, "purge event without a digest");
+                }
             }
             for r in rows {
                 let rec = r.into_record(&self.name)?;
-                last = rec.id;
                 match self.extract_stored(&rec.digest).await {
                     Ok(ex) => {
-                        self.search.add(&rec, &ex)?;
+                        search.add(&rec, &ex)?;
                         n += 1;
                     }
                     // A blob that fails its check is reported by verify; index what we can.
                     Err(e) => tracing::warn!(digest = %rec.digest, error = %e, "not indexed"),
                 }
             }
+            search.advance_to(upto);
+            last = upto;
         }
     }
 }
