@@ -51,7 +51,7 @@ fn job(s: &Setup, fake: &FakePop3, delete: DeletePolicy) -> DrainJob {
             port: s.dovecot.imap_port(),
             security: Security::None,
             username: "dst".into(),
-            secret: SecretString::from("dst-pw"),
+            credential: mailferry_model::Credential::Password(SecretString::from("dst-pw")),
             auth: ImapAuth::Auto,
             tls: plain,
             folder: "INBOX".into(),

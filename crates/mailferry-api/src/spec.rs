@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use mailferry_model::{DeletePolicy, JobOptions, JobSpec, Sealer, SourceSpec, TargetSpec};
+use mailferry_model::{DeletePolicy, JobOptions, JobSpec, OAuth2Spec, Sealer, SourceSpec, TargetSpec};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use utoipa::ToSchema;
@@ -106,15 +106,43 @@ pub struct ImapTargetBody {
     pub security: Option<Security>,
     #[schema(required = true)]
     pub username: Option<String>,
-    /// Write-only: stored encrypted, never returned.
-    #[schema(value_type = String, format = Password, required = true, write_only)]
+    /// Write-only: stored encrypted, never returned. Required unless `oauth2` is given
+    /// (with `auth: xoauth2` it may be a static OAuth2 access token, as before).
+    #[schema(value_type = Option<String>, format = Password, write_only)]
     pub password: Option<SecretString>,
     /// Default: `INBOX`.
     pub folder: Option<String>,
     /// IMAP flags set on every copied message (`\Seen`, keywords); default none.
     pub flags: Option<Vec<String>>,
-    /// Default: `auto`.
+    /// Default: `auto` (`xoauth2` when `oauth2` is given).
     pub auth: Option<ImapAuth>,
+    /// OAuth2 instead of a password (AUTHENTICATE XOAUTH2), for Gmail and Microsoft 365.
+    pub oauth2: Option<OAuth2Body>,
+}
+
+/// An OAuth2 credential: either `access_token`, or `refresh_token` with `token_url` and
+/// `client_id` (and `client_secret` for confidential clients), so that a long job mints new
+/// access tokens itself as they expire (RFC 6749 §6). Secrets are stored encrypted and
+/// never returned.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OAuth2Body {
+    /// Write-only. A ready access token, used until the server refuses it.
+    #[schema(value_type = Option<String>, format = Password, write_only)]
+    pub access_token: Option<SecretString>,
+    /// Write-only. The refresh token the job exchanges for access tokens.
+    #[schema(value_type = Option<String>, format = Password, write_only)]
+    pub refresh_token: Option<SecretString>,
+    /// The authorization server's token endpoint (`https://`; `http://` only for hosts on
+    /// the plaintext allow-list), e.g. `https://oauth2.googleapis.com/token`.
+    #[schema(example = "https://login.microsoftonline.com/common/oauth2/v2.0/token")]
+    pub token_url: Option<String>,
+    pub client_id: Option<String>,
+    /// Write-only. Omit for public clients.
+    #[schema(value_type = Option<String>, format = Password, write_only)]
+    pub client_secret: Option<SecretString>,
+    /// Space-separated scopes to request, e.g. `https://outlook.office.com/IMAP.AccessAsUser.All offline_access`.
+    pub scope: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -152,10 +180,17 @@ struct ImapParts {
     port: u16,
     security: Security,
     username: String,
-    password: SecretString,
+    password: Option<SecretString>,
     folder: String,
     flags: Vec<String>,
     auth: ImapAuth,
+    oauth2: Option<OAuth2Parts>,
+}
+
+/// A valid OAuth2 credential, before sealing.
+enum OAuth2Parts {
+    AccessToken(SecretString),
+    Refresh { token_url: String, client_id: String, client_secret: Option<SecretString>, refresh_token: SecretString, scope: Option<String> },
 }
 
 /// Validate a job body and seal its passwords. Every problem is reported, named by its
@@ -191,22 +226,27 @@ pub fn validate(body: JobBody, config: &ApiConfig, sealer: &Sealer) -> Result<Jo
             let security = t.security.unwrap_or(Security::Tls);
             let t_port = port("target.port", t.port, if security == Security::Tls { 993 } else { 143 }, &mut errs);
             let user = line("target.username", t.username, 512, &mut errs);
-            let pass = secret("target.password", t.password, &mut errs);
+            let has_oauth2 = t.oauth2.is_some();
+            let (pass, oauth2, auth) = match t.oauth2 {
+                None => (secret("target.password", t.password, &mut errs).map(Some), None, t.auth.unwrap_or_default()),
+                Some(o) => {
+                    if t.password.is_some() {
+                        errs.push(FieldError::invalid("target.password", "give either target.password or target.oauth2, not both"));
+                    }
+                    if !matches!(t.auth, None | Some(ImapAuth::Auto | ImapAuth::Xoauth2)) {
+                        errs.push(FieldError::invalid("target.auth", "target.oauth2 needs target.auth \"xoauth2\" (or none)"));
+                    }
+                    (Some(None), oauth2_parts(o, config, &mut errs), ImapAuth::Xoauth2)
+                }
+            };
             plaintext("target.security", security, t_host.as_deref(), config, &mut errs);
             let folder = line("target.folder", Some(t.folder.unwrap_or_else(|| "INBOX".into())), 512, &mut errs);
             let flags = t.flags.unwrap_or_default();
             check_flags(&flags, &mut errs);
             match (t_host, user, pass, folder) {
-                (Some(host), Some(username), Some(password), Some(folder)) => Some(TargetParts::Imap(ImapParts {
-                    host,
-                    port: t_port,
-                    security,
-                    username,
-                    password,
-                    folder,
-                    flags,
-                    auth: t.auth.unwrap_or_default(),
-                })),
+                (Some(host), Some(username), Some(password), Some(folder)) if has_oauth2 == oauth2.is_some() => {
+                    Some(TargetParts::Imap(ImapParts { host, port: t_port, security, username, password, folder, flags, auth, oauth2 }))
+                }
                 _ => None,
             }
         }
@@ -246,10 +286,22 @@ pub fn validate(body: JobBody, config: &ApiConfig, sealer: &Sealer) -> Result<Jo
                 port: t.port,
                 security: t.security.into(),
                 username: t.username,
-                password: sealer.seal(&t.password),
+                password: t.password.as_ref().map(|p| sealer.seal(p)),
                 auth: t.auth.into(),
                 folder: t.folder,
                 flags: t.flags,
+                oauth2: t.oauth2.map(|o| match o {
+                    OAuth2Parts::AccessToken(token) => OAuth2Spec::AccessToken { access_token: sealer.seal(&token) },
+                    OAuth2Parts::Refresh { token_url, client_id, client_secret, refresh_token, scope } => {
+                        OAuth2Spec::RefreshToken {
+                            token_url,
+                            client_id,
+                            client_secret: client_secret.as_ref().map(|s| sealer.seal(s)),
+                            refresh_token: sealer.seal(&refresh_token),
+                            scope,
+                        }
+                    }
+                }),
             },
             TargetParts::Archive(archive) => TargetSpec::Archive { archive },
         },
@@ -260,6 +312,80 @@ pub fn validate(body: JobBody, config: &ApiConfig, sealer: &Sealer) -> Result<Jo
         },
         labels: body.labels,
     })
+}
+
+/// `target.oauth2`: exactly one of `access_token` and `refresh_token`; a refresh token needs
+/// the token endpoint (https, or http to a host on the plaintext allow-list) and a client id.
+fn oauth2_parts(o: OAuth2Body, config: &ApiConfig, errs: &mut Vec<FieldError>) -> Option<OAuth2Parts> {
+    let before = errs.len();
+    match (o.access_token, o.refresh_token) {
+        (Some(_), Some(_)) => {
+            errs.push(FieldError::invalid("target.oauth2", "give either target.oauth2.access_token or target.oauth2.refresh_token, not both"));
+            None
+        }
+        (None, None) => {
+            errs.push(FieldError::new(
+                "target.oauth2",
+                "required",
+                "target.oauth2 needs an access_token, or a refresh_token with token_url and client_id",
+            ));
+            None
+        }
+        (Some(token), None) => {
+            for (field, given) in [("token_url", o.token_url.is_some()), ("client_id", o.client_id.is_some()), ("client_secret", o.client_secret.is_some()), ("scope", o.scope.is_some())] {
+                if given {
+                    errs.push(FieldError::invalid(format!("target.oauth2.{field}"), format!("target.oauth2.{field} goes with a refresh_token, not an access_token")));
+                }
+            }
+            let token = secret("target.oauth2.access_token", Some(token), errs);
+            token.filter(|_| errs.len() == before).map(OAuth2Parts::AccessToken)
+        }
+        (None, Some(refresh)) => {
+            let refresh_token = secret("target.oauth2.refresh_token", Some(refresh), errs);
+            let client_secret = o.client_secret.and_then(|s| secret("target.oauth2.client_secret", Some(s), errs));
+            let client_id = line("target.oauth2.client_id", o.client_id, 512, errs);
+            let scope = o.scope.filter(|s| !s.is_empty()).and_then(|s| line("target.oauth2.scope", Some(s), 2048, errs));
+            let token_url = token_url("target.oauth2.token_url", o.token_url, config, errs);
+            match (refresh_token, client_id, token_url) {
+                (Some(refresh_token), Some(client_id), Some(token_url)) if errs.len() == before => {
+                    Some(OAuth2Parts::Refresh { token_url, client_id, client_secret, refresh_token, scope })
+                }
+                _ => None,
+            }
+        }
+    }
+}
+
+/// An absolute `https://` URL without credentials in it; `http://` only for a host on the
+/// plaintext allow-list (the client secret and refresh token travel in the request).
+fn token_url(field: &str, value: Option<String>, config: &ApiConfig, errs: &mut Vec<FieldError>) -> Option<String> {
+    let v = line(field, value, 2048, errs)?;
+    let invalid = |errs: &mut Vec<FieldError>, why: &str| {
+        errs.push(FieldError::invalid(field, format!("{field} {why}")));
+        None
+    };
+    let Ok(url) = url::Url::parse(&v) else {
+        return invalid(errs, "must be an absolute https:// URL");
+    };
+    let Some(host) = url.host_str().map(|h| h.trim_start_matches('[').trim_end_matches(']').to_owned()) else {
+        return invalid(errs, "must be an absolute https:// URL");
+    };
+    if !url.username().is_empty() || url.password().is_some() {
+        return invalid(errs, "must not hold credentials (use client_id and client_secret)");
+    }
+    match url.scheme() {
+        "https" => Some(v),
+        "http" if config.plaintext_allowed(&host) => Some(v),
+        "http" => {
+            errs.push(FieldError::new(
+                field,
+                "plaintext-not-allowed",
+                format!("{field}: http:// is not allowed for {host}: the host is not on the server's plaintext allow-list; use https://"),
+            ));
+            None
+        }
+        _ => invalid(errs, "must be an absolute https:// URL"),
+    }
 }
 
 fn has_control(s: &str) -> bool {
@@ -452,9 +578,69 @@ mod tests {
     }
 
     #[test]
+    fn oauth2_targets_are_validated_and_sealed() {
+        let mut b = good();
+        b["target"].as_object_mut().unwrap().remove("password");
+        b["target"]["oauth2"] = serde_json::json!({
+            "refresh_token": "rt-secret-1", "client_id": "cid", "client_secret": "cs-secret-1",
+            "token_url": "https://login.example.com/oauth2/token", "scope": "mail offline_access",
+        });
+        let spec = validate(body(b.clone()), &ApiConfig::default(), &sealer()).unwrap();
+        let TargetSpec::Imap { password, auth, oauth2: Some(OAuth2Spec::RefreshToken { client_id, scope, client_secret, .. }), .. } =
+            &spec.target
+        else {
+            panic!("{spec:?}")
+        };
+        assert!(password.is_none() && client_secret.is_some());
+        assert_eq!((*auth, client_id.as_str(), scope.as_deref()), (mailferry_model::ImapAuth::Xoauth2, "cid", Some("mail offline_access")));
+        let json = serde_json::to_string(&spec).unwrap();
+        assert!(!json.contains("rt-secret-1") && !json.contains("cs-secret-1"), "{json}");
+
+        let mut t = b.clone();
+        t["target"]["oauth2"] = serde_json::json!({"access_token": "at-secret-1"});
+        let spec = validate(body(t), &ApiConfig::default(), &sealer()).unwrap();
+        assert!(matches!(&spec.target, TargetSpec::Imap { oauth2: Some(OAuth2Spec::AccessToken { .. }), .. }));
+        assert!(!serde_json::to_string(&spec).unwrap().contains("at-secret-1"));
+
+        // http:// only to hosts on the plaintext allow-list; the loopback default allows it.
+        let mut t = b.clone();
+        t["target"]["oauth2"]["token_url"] = "http://127.0.0.1:8080/token".into();
+        assert!(validate(body(t.clone()), &ApiConfig::default(), &sealer()).is_ok());
+        t["target"]["oauth2"]["token_url"] = "http://login.example.com/token".into();
+        let errs = validate(body(t), &ApiConfig::default(), &sealer()).unwrap_err();
+        assert!(errs[0].is_plaintext() && errs[0].field == "target.oauth2.token_url", "{errs:?}");
+
+        for (patch, field) in [
+            (serde_json::json!({"refresh_token": "r", "client_id": "c"}), "target.oauth2.token_url"),
+            (serde_json::json!({"refresh_token": "r", "token_url": "https://h/t"}), "target.oauth2.client_id"),
+            (serde_json::json!({"refresh_token": "r", "client_id": "c", "token_url": "https://u:p@h/t"}), "target.oauth2.token_url"),
+            (serde_json::json!({"refresh_token": "r", "client_id": "c", "token_url": "file:///etc/passwd"}), "target.oauth2.token_url"),
+            (serde_json::json!({"access_token": "a", "refresh_token": "r"}), "target.oauth2"),
+            (serde_json::json!({}), "target.oauth2"),
+            (serde_json::json!({"access_token": "a", "client_id": "c"}), "target.oauth2.client_id"),
+            (serde_json::json!({"refresh_token": "r\nx", "client_id": "c", "token_url": "https://h/t"}), "target.oauth2.refresh_token"),
+        ] {
+            let mut t = b.clone();
+            t["target"]["oauth2"] = patch.clone();
+            let errs = validate(body(t), &ApiConfig::default(), &sealer()).unwrap_err();
+            assert!(errs.iter().any(|e| e.field == field), "{patch}: {field} not in {errs:?}");
+            assert!(!format!("{errs:?}").contains("r\nx"));
+        }
+        let mut t = b.clone();
+        t["target"]["password"] = "p".into();
+        let errs = validate(body(t), &ApiConfig::default(), &sealer()).unwrap_err();
+        assert_eq!(errs[0].field, "target.password");
+        let mut t = b;
+        t["target"]["auth"] = "login".into();
+        let errs = validate(body(t), &ApiConfig::default(), &sealer()).unwrap_err();
+        assert_eq!(errs[0].field, "target.auth");
+    }
+
+    #[test]
     fn unknown_fields_are_rejected_at_every_level() {
-        for (ptr, extra) in [("", "x"), ("/source", "passwd"), ("/target", "folderz"), ("/options", "dele")] {
+        for (ptr, extra) in [("", "x"), ("/source", "passwd"), ("/target", "folderz"), ("/options", "dele"), ("/target/oauth2", "tokenurl")] {
             let mut b = good();
+            b["target"]["oauth2"] = serde_json::json!({});
             b.pointer_mut(if ptr.is_empty() { "" } else { ptr }).unwrap()[extra] = 1.into();
             let err = serde_json::from_value::<JobBody>(b).unwrap_err().to_string();
             assert!(err.contains(extra), "{err}");

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use mailferry_model::{JobCounts, JobSpec, TargetSpec};
+use mailferry_model::{JobCounts, JobSpec, OAuth2Spec, TargetSpec};
 use mailferry_store::{BatchSummary, JobRecord, LedgerRow};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -66,10 +66,29 @@ pub enum TargetView {
         auth: ImapAuth,
         folder: String,
         flags: Vec<String>,
+        /// The OAuth2 credential's public parts, when the target uses OAuth2.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        oauth2: Option<OAuth2View>,
     },
     Archive {
         archive: String,
     },
+}
+
+/// An OAuth2 credential without its secrets (access token, refresh token, client secret).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OAuth2View {
+    /// `access_token` (a static token) or `refresh_token` (tokens minted as needed).
+    #[schema(value_type = String, example = "refresh_token")]
+    pub grant: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// Whether a client secret is stored (it is never returned).
+    pub has_client_secret: bool,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -153,8 +172,24 @@ fn spec_views(spec: JobSpec) -> (SourceView, TargetView, OptionsView) {
         auth: s.auth.into(),
     };
     let target = match spec.target {
-        TargetSpec::Imap { host, port, security, username, password: _, auth, folder, flags } => {
-            TargetView::Imap { host, port, security: security.into(), username, auth: auth.into(), folder, flags }
+        TargetSpec::Imap { host, port, security, username, password: _, auth, folder, flags, oauth2 } => {
+            let oauth2 = oauth2.map(|o| match o {
+                OAuth2Spec::AccessToken { access_token: _ } => OAuth2View {
+                    grant: "access_token",
+                    token_url: None,
+                    client_id: None,
+                    scope: None,
+                    has_client_secret: false,
+                },
+                OAuth2Spec::RefreshToken { token_url, client_id, client_secret, refresh_token: _, scope } => OAuth2View {
+                    grant: "refresh_token",
+                    token_url: Some(token_url),
+                    client_id: Some(client_id),
+                    scope,
+                    has_client_secret: client_secret.is_some(),
+                },
+            });
+            TargetView::Imap { host, port, security: security.into(), username, auth: auth.into(), folder, flags, oauth2 }
         }
         TargetSpec::Archive { archive } => TargetView::Archive { archive },
     };

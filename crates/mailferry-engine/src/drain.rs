@@ -119,9 +119,20 @@ pub async fn run_job(
     };
     let run = store.start_run(job_id, job.dry_run).await?;
     let progress = progress.unwrap_or_else(|| watch::channel(Progress::default()).0);
+    // One per run: a token minted for one attempt serves the reconnects after it.
+    let tokens = crate::oauth::TokenProvider::for_target(&job.target);
     let mut attempt = 1;
     let result = loop {
-        let mut ctx = RunContext { store: Arc::clone(&store), job, config, job_id, run, progress: &progress, cancel: &cancel };
+        let mut ctx = RunContext {
+            store: Arc::clone(&store),
+            job,
+            config,
+            job_id,
+            run,
+            progress: &progress,
+            cancel: &cancel,
+            tokens: tokens.as_ref(),
+        };
         match ctx.attempt().await {
             Ok(tally) => break Ok(tally),
             Err(e) if e.class().is_retryable() && attempt < config.retry.attempts && !cancel.is_cancelled() => {
@@ -208,6 +219,8 @@ struct RunContext<'a> {
     progress: &'a watch::Sender<Progress>,
     /// Checked between messages: a cancel stops the copy, skips deletion, and QUITs.
     cancel: &'a CancellationToken,
+    /// Access tokens for an OAuth2 refresh-token destination.
+    tokens: Option<&'a crate::oauth::TokenProvider>,
 }
 
 /// One source message the run will retrieve (or skip without retrieving).
@@ -294,7 +307,7 @@ impl RunContext<'_> {
         }
         let (sink, index) = match &self.job.target {
             Target::Imap(endpoint) => {
-                let mut imap = ImapSession::connect(endpoint, &self.config.imap).await.map_err(|e| self.dest_err(e))?;
+                let mut imap = crate::oauth::connect_imap(endpoint, &self.config.imap, self.tokens).await?;
                 // Exactly once: copies whose APPEND outcome was never recorded are looked up
                 // at the destination before anything is appended again.
                 let in_doubt: Vec<&LedgerEntry> = before.values().filter(|e| e.state == LedgerState::Copying).collect();

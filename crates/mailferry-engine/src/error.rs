@@ -11,6 +11,8 @@ pub enum EngineError {
     Source { endpoint: String, source: Pop3Error },
     #[error("destination {endpoint}: {source}")]
     Destination { endpoint: String, source: ImapError },
+    #[error("destination {endpoint}: OAuth2: {source}")]
+    OAuth2 { endpoint: String, source: crate::oauth::OAuth2Error },
     #[error("archive {name}: {source}")]
     Archive { name: String, source: mailferry_archive::ArchiveError },
     #[error("ledger: {0}")]
@@ -28,6 +30,7 @@ impl EngineError {
         match self {
             Self::Source { source, .. } => source.class(),
             Self::Destination { source, .. } => source.class(),
+            Self::OAuth2 { source, .. } => source.class(),
             // Storage hiccups may pass; damaged data or bad configuration will not.
             Self::Archive { source, .. } => match source {
                 mailferry_archive::ArchiveError::Io(_)

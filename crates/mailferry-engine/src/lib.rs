@@ -10,6 +10,7 @@
 mod drain;
 mod error;
 pub mod message;
+pub mod oauth;
 mod retry;
 mod sink;
 pub mod spool;

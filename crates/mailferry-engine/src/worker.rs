@@ -9,7 +9,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mailferry_model::{ImapEndpoint, JobSpec, JobState, Pop3Endpoint, Sealer, TargetSpec, TlsOptions};
+use mailferry_model::{
+    Credential, ImapEndpoint, JobSpec, JobState, OAuth2Credential, OAuth2Refresh, OAuth2Spec, Pop3Endpoint, Sealer, TargetSpec,
+    TlsOptions,
+};
 use mailferry_store::{Claimed, ClaimLimits, Release, Store};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -211,6 +214,34 @@ impl Worker {
         }
     }
 
+    /// The destination's credential with its secrets opened. The token endpoint gets the
+    /// connection options of its own host (plaintext allow-list) and the shared policy.
+    fn credential(
+        &self,
+        password: Option<&mailferry_model::Sealed>,
+        oauth2: Option<&OAuth2Spec>,
+        tls: &dyn Fn(&str) -> TlsOptions,
+    ) -> Result<Credential, String> {
+        let open = |s| self.sealer.open(s).map_err(|e| e.to_string());
+        Ok(match (oauth2, password) {
+            (Some(OAuth2Spec::AccessToken { access_token }), _) => {
+                Credential::OAuth2(OAuth2Credential::AccessToken(open(access_token)?))
+            }
+            (Some(spec @ OAuth2Spec::RefreshToken { token_url, client_id, client_secret, refresh_token, scope }), _) => {
+                Credential::OAuth2(OAuth2Credential::Refresh(OAuth2Refresh {
+                    token_url: token_url.clone(),
+                    client_id: client_id.clone(),
+                    client_secret: client_secret.as_ref().map(open).transpose()?,
+                    refresh_token: open(refresh_token)?,
+                    scope: scope.clone(),
+                    tls: tls(spec.token_host().unwrap_or_default()),
+                }))
+            }
+            (None, Some(password)) => Credential::Password(open(password)?),
+            (None, None) => return Err("the destination has neither a password nor an OAuth2 credential".into()),
+        })
+    }
+
     /// Open the sealed secrets and build the engine's view of the job.
     async fn drain_job(&self, id: i64, spec: &JobSpec) -> Result<DrainJob, String> {
         let open = |s| self.sealer.open(s).map_err(|e| e.to_string());
@@ -221,17 +252,19 @@ impl Worker {
             network: Arc::clone(&self.config.network),
         };
         let target = match &spec.target {
-            TargetSpec::Imap { host, port, security, username, password, auth, folder, flags } => Target::Imap(ImapEndpoint {
-                host: host.clone(),
-                port: *port,
-                security: *security,
-                username: username.clone(),
-                secret: open(password)?,
-                auth: *auth,
-                tls: tls(host),
-                folder: folder.clone(),
-                flags: flags.clone(),
-            }),
+            TargetSpec::Imap { host, port, security, username, password, auth, folder, flags, oauth2 } => {
+                Target::Imap(ImapEndpoint {
+                    host: host.clone(),
+                    port: *port,
+                    security: *security,
+                    username: username.clone(),
+                    credential: self.credential(password.as_ref(), oauth2.as_ref(), &tls)?,
+                    auth: *auth,
+                    tls: tls(host),
+                    folder: folder.clone(),
+                    flags: flags.clone(),
+                })
+            }
             TargetSpec::Archive { archive } => {
                 let opened = self.config.archives.get(archive).await.map_err(|e| format!("archive {archive}: {e}"))?;
                 Target::Archive(ArchiveTarget { name: archive.clone(), archive: opened })

@@ -22,6 +22,9 @@ pub enum ImapError {
     Greeting(String),
     #[error("authentication failed: {0}")]
     AuthFailed(String),
+    /// A refresh-token credential reached the session: the caller must mint a token first.
+    #[error("an OAuth2 refresh-token credential needs an access token minted first")]
+    NeedsAccessToken,
     #[error("{command} refused: {text}")]
     Refused { command: &'static str, text: String },
     #[error("unexpected reply from the server: {0}")]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_imap::types::Capability;
 use async_imap::{Authenticator, Client, Session};
 use futures::TryStreamExt;
-use mailferry_model::{ImapAuth, ImapEndpoint, Security};
+use mailferry_model::{Credential, ImapAuth, ImapEndpoint, OAuth2Credential, Security};
 use secrecy::ExposeSecret;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -145,23 +145,32 @@ struct XOAuth2<'a> {
     user: &'a str,
     token: &'a str,
     sent: bool,
+    /// The server's JSON error challenge, if it sent one (e.g. `{"status":"401",...}`).
+    error: &'a mut Option<String>,
 }
 
 impl Authenticator for XOAuth2<'_> {
     type Response = String;
-    fn process(&mut self, _challenge: &[u8]) -> String {
+    fn process(&mut self, challenge: &[u8]) -> String {
         // After a failure the server sends a JSON error as a challenge; answering it with an
         // empty line ends the exchange with the tagged NO.
         if std::mem::replace(&mut self.sent, true) {
+            *self.error = Some(printable(challenge, 200));
             return String::new();
         }
         format!("user={}\x01auth=Bearer {}\x01\x01", self.user, self.token)
     }
 }
 
+/// Server text for an error message: printable ASCII only, bounded.
+fn printable(bytes: &[u8], max: usize) -> String {
+    bytes.iter().take(max).map(|&b| if (0x20..0x7f).contains(&b) { b as char } else { '?' }).collect()
+}
+
 impl ImapSession {
     /// Connect, secure, authenticate, then create (if needed) and select the target folder.
-    #[tracing::instrument(skip_all, err, fields(endpoint = %ep.display()))]
+    // Host and port only: the user name is often a mail address, and spans are exported.
+    #[tracing::instrument(skip_all, err, fields(server.address = %ep.host, server.port = ep.port))]
     pub async fn connect(ep: &ImapEndpoint, opts: &ImapOptions) -> Result<Self> {
         if ep.security == Security::None && !ep.tls.allow_plaintext {
             return Err(ImapError::PlaintextRefused);
@@ -179,7 +188,7 @@ impl ImapSession {
             .await
             .map_err(|_| ImapError::Timeout("connecting"))??;
         tcp.set_nodelay(true)?;
-        let mut client = match ep.security {
+        let client = match ep.security {
             Security::Tls => {
                 let mut c = Client::new(tls_wrap(tcp, ep, opts).await?);
                 read_greeting(&mut c, opts).await?;
@@ -201,25 +210,34 @@ impl ImapSession {
                 c
             }
         };
-        let _ = &mut client;
-        let secret = ep.secret.expose_secret();
+        // An OAuth2 credential always means XOAUTH2; a password means what `auth` says.
+        let (secret, auth) = match &ep.credential {
+            Credential::Password(p) => (p.expose_secret(), ep.auth),
+            Credential::OAuth2(OAuth2Credential::AccessToken(t)) => (t.expose_secret(), ImapAuth::Xoauth2),
+            Credential::OAuth2(OAuth2Credential::Refresh(_)) => return Err(ImapError::NeedsAccessToken),
+        };
+        let mut xoauth2_error = None;
         let login = async {
-            match ep.auth {
+            match auth {
                 ImapAuth::Auto | ImapAuth::Login => client.login(&ep.username, secret).await,
                 ImapAuth::Plain => client.authenticate("PLAIN", Plain { user: &ep.username, secret }).await,
                 ImapAuth::Xoauth2 => {
-                    client.authenticate("XOAUTH2", XOAuth2 { user: &ep.username, token: secret, sent: false }).await
+                    let xoauth2 = XOAuth2 { user: &ep.username, token: secret, sent: false, error: &mut xoauth2_error };
+                    client.authenticate("XOAUTH2", xoauth2).await
                 }
             }
         };
-        let mut session = match tokio::time::timeout(opts.io_timeout, login).await {
+        let result = tokio::time::timeout(opts.io_timeout, login).await;
+        let mut session = match result {
             Err(_) => return Err(ImapError::Timeout("authenticating")),
             Ok(Ok(s)) => s,
             Ok(Err((e, _client))) => {
                 return Err(match e {
-                    async_imap::error::Error::No(text) | async_imap::error::Error::Bad(text) => {
-                        ImapError::AuthFailed(text)
-                    }
+                    async_imap::error::Error::No(text) | async_imap::error::Error::Bad(text) => match xoauth2_error {
+                        // RFC 7628 §3.2.2 (which XOAUTH2 follows): the challenge says why.
+                        Some(why) => ImapError::AuthFailed(format!("{text} (XOAUTH2 error: {why})")),
+                        None => ImapError::AuthFailed(text),
+                    },
                     other => ImapError::from_lib("LOGIN", other),
                 });
             }

@@ -60,6 +60,55 @@ pub struct Pop3Endpoint {
     pub tls: TlsOptions,
 }
 
+/// What an IMAP destination logs in with.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    /// A password for LOGIN or AUTHENTICATE PLAIN; with [`ImapAuth::Xoauth2`], an OAuth2
+    /// access token (how static tokens were always given).
+    Password(SecretString),
+    /// OAuth2 (AUTHENTICATE XOAUTH2), for Gmail and Microsoft 365, which no longer take
+    /// passwords over IMAP.
+    OAuth2(OAuth2Credential),
+}
+
+/// An OAuth2 bearer credential.
+#[derive(Debug, Clone)]
+pub enum OAuth2Credential {
+    /// A ready access token, used as it is until the server refuses it.
+    AccessToken(SecretString),
+    /// A refresh-token grant: the job mints its own access tokens as they expire.
+    Refresh(OAuth2Refresh),
+}
+
+/// The refresh-token grant (RFC 6749 §6): enough for a job that runs for hours to obtain a
+/// fresh access token from the authorization server whenever the last one expires.
+#[derive(Clone)]
+pub struct OAuth2Refresh {
+    /// The authorization server's token endpoint (`https://…`).
+    pub token_url: String,
+    pub client_id: String,
+    /// Absent for public clients.
+    pub client_secret: Option<SecretString>,
+    pub refresh_token: SecretString,
+    /// Space-separated scopes to ask for (e.g. `https://mail.google.com/`); absent: the
+    /// scopes originally granted.
+    pub scope: Option<String>,
+    /// TLS trust, the plaintext opt-in and the network policy for the token endpoint.
+    pub tls: TlsOptions,
+}
+
+impl std::fmt::Debug for OAuth2Refresh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OAuth2Refresh")
+            .field("token_url", &self.token_url)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &self.client_secret.as_ref().map(|_| "[REDACTED]"))
+            .field("refresh_token", &"[REDACTED]")
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
+}
+
 /// An IMAP folder to fill.
 #[derive(Debug, Clone)]
 pub struct ImapEndpoint {
@@ -67,7 +116,7 @@ pub struct ImapEndpoint {
     pub port: u16,
     pub security: Security,
     pub username: String,
-    pub secret: SecretString,
+    pub credential: Credential,
     pub auth: ImapAuth,
     pub tls: TlsOptions,
     /// Folder name in UTF-8; encoded to modified UTF-7 on the wire.
@@ -86,6 +135,11 @@ impl Pop3Endpoint {
 impl ImapEndpoint {
     pub fn display(&self) -> String {
         format!("imap {}@{}:{}/{}", self.username, self.host, self.port, self.folder)
+    }
+
+    /// The same endpoint logging in with this access token (XOAUTH2).
+    pub fn with_access_token(&self, token: SecretString) -> Self {
+        Self { credential: Credential::OAuth2(OAuth2Credential::AccessToken(token)), ..self.clone() }
     }
 }
 
@@ -107,5 +161,30 @@ mod tests {
         let dbg = format!("{ep:?}");
         assert!(!dbg.contains("hunter2-secret"), "{dbg}");
         assert!(!ep.display().contains("hunter2-secret"));
+
+        let grant = OAuth2Refresh {
+            token_url: "https://login.example.com/token".into(),
+            client_id: "client-1".into(),
+            client_secret: Some(SecretString::from("client-secret-xyz")),
+            refresh_token: SecretString::from("refresh-token-xyz"),
+            scope: Some("mail".into()),
+            tls: TlsOptions::default(),
+        };
+        let imap = ImapEndpoint {
+            host: "h".into(),
+            port: 993,
+            security: Security::Tls,
+            username: "u".into(),
+            credential: Credential::OAuth2(OAuth2Credential::Refresh(grant)),
+            auth: ImapAuth::Xoauth2,
+            tls: TlsOptions::default(),
+            folder: "INBOX".into(),
+            flags: vec![],
+        };
+        let dbg = format!("{imap:?}");
+        assert!(dbg.contains("client-1") && dbg.contains("login.example.com"), "{dbg}");
+        assert!(!dbg.contains("client-secret-xyz") && !dbg.contains("refresh-token-xyz"), "{dbg}");
+        let with = imap.with_access_token(SecretString::from("access-token-xyz"));
+        assert!(!format!("{with:?}").contains("access-token-xyz"));
     }
 }

@@ -82,16 +82,59 @@ pub enum TargetSpec {
         port: u16,
         security: Security,
         username: String,
-        password: Sealed,
+        /// The password (or, with `auth: xoauth2`, a static access token); absent when
+        /// `oauth2` holds the credential.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        password: Option<Sealed>,
         #[serde(default)]
         auth: ImapAuth,
         folder: String,
         #[serde(default)]
         flags: Vec<String>,
+        /// OAuth2 instead of a password (AUTHENTICATE XOAUTH2).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        oauth2: Option<OAuth2Spec>,
     },
     Archive {
         archive: String,
     },
+}
+
+/// A stored OAuth2 credential; every secret part is sealed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "grant", rename_all = "snake_case")]
+pub enum OAuth2Spec {
+    /// A static access token.
+    AccessToken { access_token: Sealed },
+    /// The refresh-token grant (RFC 6749 §6).
+    RefreshToken {
+        token_url: String,
+        client_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_secret: Option<Sealed>,
+        refresh_token: Sealed,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scope: Option<String>,
+    },
+}
+
+impl OAuth2Spec {
+    /// The token endpoint's host, when there is one (the worker checks its plaintext
+    /// opt-in like a mail host's).
+    pub fn token_host(&self) -> Option<&str> {
+        match self {
+            Self::AccessToken { .. } => None,
+            Self::RefreshToken { token_url, .. } => {
+                let rest = token_url.split_once("://").map_or(token_url.as_str(), |(_, r)| r);
+                let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+                let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+                Some(match host_port.strip_prefix('[') {
+                    Some(v6) => v6.split(']').next().unwrap_or(""),
+                    None => host_port.split(':').next().unwrap_or(""),
+                })
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -195,5 +238,39 @@ impl Scope {
 
     pub fn allows(self, needed: Scope) -> bool {
         self >= needed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_oauth2_specs_round_trip_and_old_specs_still_load() {
+        let old = r#"{"protocol":"imap","host":"h","port":993,"security":"tls","username":"u","password":"v1:AAAA","folder":"INBOX"}"#;
+        let t: TargetSpec = serde_json::from_str(old).unwrap();
+        assert!(matches!(&t, TargetSpec::Imap { password: Some(_), oauth2: None, .. }));
+        assert!(!serde_json::to_string(&t).unwrap().contains("oauth2"));
+
+        let spec = OAuth2Spec::RefreshToken {
+            token_url: "https://[2001:db8::1]:8443/oauth2/token".into(),
+            client_id: "c".into(),
+            client_secret: None,
+            refresh_token: serde_json::from_str("\"v1:BBBB\"").unwrap(),
+            scope: None,
+        };
+        assert_eq!(spec.token_host(), Some("2001:db8::1"));
+        let json = serde_json::to_value(&spec).unwrap();
+        assert_eq!(json["grant"], "refresh_token");
+        assert_eq!(serde_json::from_value::<OAuth2Spec>(json).unwrap(), spec);
+        let url = |u: &str| OAuth2Spec::RefreshToken {
+            token_url: u.into(),
+            client_id: "c".into(),
+            client_secret: None,
+            refresh_token: serde_json::from_str("\"v1:BBBB\"").unwrap(),
+            scope: None,
+        };
+        assert_eq!(url("https://login.example.com/t").token_host(), Some("login.example.com"));
+        assert_eq!(url("http://127.0.0.1:8080/token?x=1").token_host(), Some("127.0.0.1"));
     }
 }

@@ -13,10 +13,10 @@ pub mod policy;
 pub mod seal;
 pub mod tls;
 
-pub use endpoint::{ImapAuth, ImapEndpoint, Pop3Auth, Pop3Endpoint, Security};
+pub use endpoint::{Credential, ImapAuth, ImapEndpoint, OAuth2Credential, OAuth2Refresh, Pop3Auth, Pop3Endpoint, Security};
 pub use error::ErrorClass;
 pub use hostlist::{HostList, HostListError};
-pub use job::{JobCounts, JobOptions, JobSpec, JobState, Scope, SourceSpec, TargetSpec};
+pub use job::{JobCounts, JobOptions, JobSpec, JobState, OAuth2Spec, Scope, SourceSpec, TargetSpec};
 pub use seal::{SealError, Sealed, Sealer};
 pub use netpolicy::NetworkPolicy;
 pub use ledger::{LedgerState, RunSummary, MessageFailure};

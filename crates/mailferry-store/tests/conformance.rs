@@ -148,10 +148,11 @@ fn imap(user: &str, host: &str, folder: &str) -> TargetSpec {
         port: 993,
         security: Security::Tls,
         username: user.into(),
-        password: sealer().seal(&SecretString::from("imap-secret")),
+        password: Some(sealer().seal(&SecretString::from("imap-secret"))),
         auth: Default::default(),
         folder: folder.into(),
         flags: vec![],
+        oauth2: None,
     }
 }
 

@@ -159,7 +159,7 @@ mod ceilings {
             port: lab.imap_port(),
             security: Security::None,
             username: "ceiling".into(),
-            secret: SecretString::from("bench-pw"),
+            credential: mailferry_model::Credential::Password(SecretString::from("bench-pw")),
             auth: ImapAuth::Auto,
             tls: plain(),
             folder: "INBOX".into(),

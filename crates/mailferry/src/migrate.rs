@@ -10,7 +10,9 @@ use clap::Args;
 use mailferry_engine::{
     run_job, ArchiveTarget, Archives, DrainJob, EngineConfig, EngineError, Outcome, Progress, RunReport, SpoolConfig, Target,
 };
-use mailferry_model::{DeletePolicy, ImapAuth, ImapEndpoint, Pop3Auth, Pop3Endpoint, TlsOptions};
+use mailferry_model::{
+    Credential, DeletePolicy, ImapAuth, ImapEndpoint, OAuth2Credential, OAuth2Refresh, Pop3Auth, Pop3Endpoint, TlsOptions,
+};
 use mailferry_store::SqliteStore;
 use secrecy::SecretString;
 use tokio::sync::watch;
@@ -45,6 +47,29 @@ pub struct MigrateArgs {
     /// Destination authentication: auto, login, plain, xoauth2.
     #[arg(long, value_name = "MECH", default_value = "auto")]
     to_auth: String,
+    /// OAuth2 token endpoint of the destination's authorization server: the job exchanges a
+    /// refresh token there for access tokens (XOAUTH2) as they expire, instead of a password.
+    #[arg(long, value_name = "URL", env = "MAILFERRY_TO_OAUTH2_TOKEN_URL")]
+    to_oauth2_token_url: Option<String>,
+    /// OAuth2 client id (with --to-oauth2-token-url).
+    #[arg(long, value_name = "ID", env = "MAILFERRY_TO_OAUTH2_CLIENT_ID")]
+    to_oauth2_client_id: Option<String>,
+    /// Scopes to request, space-separated (default: those originally granted).
+    #[arg(long, value_name = "SCOPE", env = "MAILFERRY_TO_OAUTH2_SCOPE")]
+    to_oauth2_scope: Option<String>,
+    /// Environment variable holding the OAuth2 refresh token (default: MAILFERRY_TO_OAUTH2_REFRESH_TOKEN).
+    #[arg(long, value_name = "VAR", conflicts_with = "to_oauth2_refresh_token_file")]
+    to_oauth2_refresh_token_env: Option<String>,
+    /// File holding the OAuth2 refresh token (first line).
+    #[arg(long, value_name = "FILE")]
+    to_oauth2_refresh_token_file: Option<PathBuf>,
+    /// Environment variable holding the OAuth2 client secret (default: MAILFERRY_TO_OAUTH2_CLIENT_SECRET
+    /// if set; none for a public client).
+    #[arg(long, value_name = "VAR", conflicts_with = "to_oauth2_client_secret_file")]
+    to_oauth2_client_secret_env: Option<String>,
+    /// File holding the OAuth2 client secret (first line).
+    #[arg(long, value_name = "FILE")]
+    to_oauth2_client_secret_file: Option<PathBuf>,
     /// Permit pop3:// and imap:// without TLS when the server offers no STLS/STARTTLS.
     #[arg(long)]
     allow_plaintext: bool,
@@ -158,7 +183,7 @@ async fn build_job(args: &MigrateArgs) -> Result<(DrainJob, PathBuf), UsageError
         // Fail on a bad CA file now, with a usage error, not later as a TLS failure.
         tls.client_config().context("--ca-file")?;
         let from_secret = secret("source", "--from", args.from_password_env.as_deref(), args.from_password_file.as_ref())?;
-        let to_secret = secret("destination", "--to", args.to_password_env.as_deref(), args.to_password_file.as_ref())?;
+        let (to_credential, to_auth) = destination_credential(args, &tls)?;
         for flag in &args.flags {
             if !mailferry_engine::valid_imap_flag(flag) {
                 bail!("--flag {flag:?} is not an IMAP flag (an atom like \\Seen or $Label)");
@@ -181,8 +206,8 @@ async fn build_job(args: &MigrateArgs) -> Result<(DrainJob, PathBuf), UsageError
                 port: to.port,
                 security: to_security,
                 username: to.username,
-                secret: to_secret,
-                auth: parse_imap_auth(&args.to_auth)?,
+                credential: to_credential,
+                auth: to_auth,
                 tls,
                 folder: to.folder.unwrap_or_else(|| "INBOX".to_owned()),
                 flags: args.flags.clone(),
@@ -275,19 +300,76 @@ fn parse_imap_auth(s: &str) -> anyhow::Result<ImapAuth> {
 
 /// Passwords come from the environment or a file, never from argv (visible in `ps`).
 fn secret(side: &str, flag: &str, env: Option<&str>, file: Option<&PathBuf>) -> anyhow::Result<SecretString> {
+    let what = format!("{side} password");
+    match env_or_file(&what, env, file)? {
+        Some(value) => Ok(value),
+        None => bail!("no {side} password: use {flag}-password-env VAR or {flag}-password-file FILE"),
+    }
+}
+
+/// A secret from the named variable or the file's first line; `None` when neither is given.
+fn env_or_file(what: &str, env: Option<&str>, file: Option<&PathBuf>) -> anyhow::Result<Option<SecretString>> {
     let value = match (env, file) {
-        (Some(var), _) => std::env::var(var).with_context(|| format!("the {side} password variable {var} is not set"))?,
+        (Some(var), _) => std::env::var(var).with_context(|| format!("the {what} variable {var} is not set"))?,
         (None, Some(path)) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read the {side} password file {}", path.display()))?;
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("cannot read the {what} file {}", path.display()))?;
             text.lines().next().unwrap_or("").to_owned()
         }
-        (None, None) => bail!("no {side} password: use {flag}-password-env VAR or {flag}-password-file FILE"),
+        (None, None) => return Ok(None),
     };
     if value.is_empty() {
-        bail!("the {side} password is empty");
+        bail!("the {what} is empty");
     }
-    Ok(SecretString::from(value))
+    Ok(Some(SecretString::from(value)))
+}
+
+/// The destination's password, or with --to-oauth2-token-url an OAuth2 refresh-token grant
+/// (then XOAUTH2). Secrets only from the environment or files, never argv.
+fn destination_credential(args: &MigrateArgs, tls: &TlsOptions) -> anyhow::Result<(Credential, ImapAuth)> {
+    let auth = parse_imap_auth(&args.to_auth)?;
+    let Some(token_url) = args.to_oauth2_token_url.clone().filter(|u| !u.is_empty()) else {
+        let password = secret("destination", "--to", args.to_password_env.as_deref(), args.to_password_file.as_ref())?;
+        return Ok((Credential::Password(password), auth));
+    };
+    if args.to_password_env.is_some() || args.to_password_file.is_some() {
+        bail!("--to-oauth2-token-url replaces the destination password: drop --to-password-env/--to-password-file");
+    }
+    if !matches!(auth, ImapAuth::Auto | ImapAuth::Xoauth2) {
+        bail!("--to-oauth2-token-url logs in with XOAUTH2: drop --to-auth {}", args.to_auth);
+    }
+    let url = url::Url::parse(&token_url).map_err(|_| anyhow::anyhow!("--to-oauth2-token-url {token_url:?} is not a URL"))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if args.allow_plaintext => {}
+        "http" => bail!("--to-oauth2-token-url: http:// sends the refresh token in the clear; use https:// (or --allow-plaintext)"),
+        other => bail!("--to-oauth2-token-url: unsupported scheme {other:?}, use https://"),
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        bail!("--to-oauth2-token-url must not hold credentials: use --to-oauth2-client-id and the client secret variable");
+    }
+    let Some(client_id) = args.to_oauth2_client_id.clone().filter(|c| !c.is_empty()) else {
+        bail!("--to-oauth2-token-url needs --to-oauth2-client-id (or MAILFERRY_TO_OAUTH2_CLIENT_ID)");
+    };
+    let default_var = |var: &'static str| std::env::var_os(var).is_some().then_some(var);
+    let refresh_env = args.to_oauth2_refresh_token_env.as_deref();
+    let refresh_file = args.to_oauth2_refresh_token_file.as_ref();
+    let refresh_env = refresh_env.or(if refresh_file.is_none() { Some("MAILFERRY_TO_OAUTH2_REFRESH_TOKEN") } else { None });
+    let refresh_token = env_or_file("OAuth2 refresh token", refresh_env, refresh_file)?
+        .context("no OAuth2 refresh token: set MAILFERRY_TO_OAUTH2_REFRESH_TOKEN, or use --to-oauth2-refresh-token-env VAR or --to-oauth2-refresh-token-file FILE")?;
+    let secret_file = args.to_oauth2_client_secret_file.as_ref();
+    let secret_env = args.to_oauth2_client_secret_env.as_deref();
+    let secret_env = secret_env.or(if secret_file.is_none() { default_var("MAILFERRY_TO_OAUTH2_CLIENT_SECRET") } else { None });
+    let client_secret = env_or_file("OAuth2 client secret", secret_env, secret_file)?;
+    let grant = OAuth2Refresh {
+        token_url,
+        client_id,
+        client_secret,
+        refresh_token,
+        scope: args.to_oauth2_scope.clone().filter(|s| !s.is_empty()),
+        tls: tls.clone(),
+    };
+    Ok((Credential::OAuth2(OAuth2Credential::Refresh(grant)), ImapAuth::Xoauth2))
 }
 
 fn crate_telemetry(json: bool) {

@@ -317,6 +317,7 @@ fn csv_row(v: &BTreeMap<&str, &str>) -> Row {
             folder: text("target_folder"),
             flags: None,
             auth: target_auth,
+            oauth2: None,
         }),
         options: OptionsBody { delete: text("delete"), max_message_bytes: None, dry_run: None },
         labels,

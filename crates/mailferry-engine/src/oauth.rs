@@ -1,0 +1,386 @@
+//! OAuth2 access tokens for destinations that take no passwords (Gmail, Microsoft 365).
+//!
+//! A job whose destination holds a refresh-token grant gets one [`TokenProvider`] for its
+//! whole run. The provider exchanges the refresh token at the authorization server's token
+//! endpoint (RFC 6749 §6: a form POST, client authentication per §2.3.1), keeps the access
+//! token until shortly before its `expires_in` runs out, and mints a new one when a
+//! (re)connect finds it stale. A server that refuses a token we believed valid (it expired
+//! early, or was revoked) gets exactly one freshly minted token on that connect
+//! ([`connect_imap`]); a second refusal is a fatal authentication error.
+//!
+//! The token endpoint is reached like a mail endpoint: resolved once, checked against the
+//! network policy, connected only at the checked addresses, TLS verified (private roots
+//! from the endpoint's options), plaintext only where the host is allowed it, no redirects
+//! (a redirect could lead past the policy) and no proxy from the environment.
+//!
+//! Errors: `invalid_grant` and the other RFC 6749 §5.2 refusals are fatal (retrying cannot
+//! help, the refresh token must be replaced); 5xx, 429, timeouts and network failures are
+//! retryable. Tokens, refresh tokens and client secrets are never logged.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use mailferry_imap::{ImapError, ImapOptions, ImapSession};
+use mailferry_model::{Credential, ErrorClass, ImapEndpoint, OAuth2Credential, OAuth2Refresh};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use crate::error::{EngineError, Result};
+use crate::sink::Target;
+
+/// Bounds on the token endpoint (DESIGN.md §2.4: a timeout on every await).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest token endpoint answer read.
+const MAX_RESPONSE: usize = 64 * 1024;
+/// Refresh this long before the token's end, at most; short-lived tokens are refreshed
+/// after half their life.
+const MAX_MARGIN: Duration = Duration::from_secs(60);
+
+/// Why no access token could be obtained.
+#[derive(Debug, thiserror::Error)]
+pub enum OAuth2Error {
+    #[error("the token URL is not a valid http(s) URL")]
+    BadUrl,
+    #[error("plaintext http to the token endpoint {0} is refused: use https, or allow plaintext for that host")]
+    PlaintextRefused(String),
+    #[error("the token endpoint's address is refused: {0}")]
+    Denied(String),
+    #[error(
+        "the authorization server rejected the refresh token (invalid_grant: {0}); it has expired or was \
+         revoked, and a new one must be obtained (sign in and consent again)"
+    )]
+    InvalidGrant(String),
+    #[error("the authorization server refused the request (HTTP {status}, {code}: {description})")]
+    Refused { status: u16, code: String, description: String },
+    #[error("the token endpoint is unavailable (HTTP {0})")]
+    Unavailable(u16),
+    #[error("cannot reach the token endpoint: {0}")]
+    Network(String),
+    #[error("timed out while {0}")]
+    Timeout(&'static str),
+    #[error("the token endpoint's answer is not an OAuth2 token response: {0}")]
+    Malformed(String),
+    #[error("TLS setup for the token endpoint failed: {0}")]
+    Tls(String),
+}
+
+impl OAuth2Error {
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Self::Unavailable(_) | Self::Network(_) | Self::Timeout(_) => ErrorClass::Retryable,
+            _ => ErrorClass::Fatal,
+        }
+    }
+}
+
+/// A cached access token.
+struct Cached {
+    token: SecretString,
+    /// When to stop using it; `None` when the server did not say (`expires_in` is optional):
+    /// then only a refusal by the destination retires it.
+    stale_at: Option<Instant>,
+}
+
+struct State {
+    current: Option<Cached>,
+    /// The server may rotate the refresh token with each use (RFC 6749 §6); keep the newest.
+    refresh_token: SecretString,
+}
+
+/// Mints and caches access tokens from one refresh-token grant.
+pub struct TokenProvider {
+    grant: OAuth2Refresh,
+    /// Held across a refresh so concurrent callers wait for one exchange, not start many.
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for TokenProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenProvider").field("grant", &self.grant).finish_non_exhaustive()
+    }
+}
+
+impl TokenProvider {
+    pub fn new(grant: OAuth2Refresh) -> Self {
+        let refresh_token = grant.refresh_token.clone();
+        Self { grant, state: Mutex::new(State { current: None, refresh_token }) }
+    }
+
+    /// The provider a drain to `target` needs, if its credential is a refresh-token grant.
+    pub fn for_target(target: &Target) -> Option<Self> {
+        match target {
+            Target::Imap(ImapEndpoint { credential: Credential::OAuth2(OAuth2Credential::Refresh(g)), .. }) => {
+                Some(Self::new(g.clone()))
+            }
+            _ => None,
+        }
+    }
+
+    /// A token believed valid: the cached one while it is fresh, else a newly minted one.
+    pub async fn access_token(&self) -> std::result::Result<SecretString, OAuth2Error> {
+        let mut state = self.state.lock().await;
+        if let Some(c) = &state.current {
+            if c.stale_at.is_none_or(|t| Instant::now() < t) {
+                return Ok(c.token.clone());
+            }
+            tracing::debug!("the OAuth2 access token is about to expire; refreshing it");
+        }
+        self.refresh(&mut state).await
+    }
+
+    /// Forget `rejected` (the destination refused it) and mint a new token.
+    pub async fn replace(&self, rejected: &SecretString) -> std::result::Result<SecretString, OAuth2Error> {
+        let mut state = self.state.lock().await;
+        match &state.current {
+            // Someone else already replaced it.
+            Some(c) if c.token.expose_secret() != rejected.expose_secret() => Ok(c.token.clone()),
+            _ => {
+                state.current = None;
+                self.refresh(&mut state).await
+            }
+        }
+    }
+
+    /// RFC 6749 §6: POST grant_type=refresh_token to the token endpoint.
+    async fn refresh(&self, state: &mut State) -> std::result::Result<SecretString, OAuth2Error> {
+        let url = reqwest::Url::parse(&self.grant.token_url).map_err(|_| OAuth2Error::BadUrl)?;
+        let host = url.host_str().ok_or(OAuth2Error::BadUrl)?.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let tls = &self.grant.tls;
+        match url.scheme() {
+            "https" => {}
+            "http" if tls.allow_plaintext => {}
+            "http" => return Err(OAuth2Error::PlaintextRefused(host)),
+            _ => return Err(OAuth2Error::BadUrl),
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(OAuth2Error::BadUrl);
+        }
+        let port = url.port_or_known_default().ok_or(OAuth2Error::BadUrl)?;
+        // Resolve, check against the network policy, connect only to the checked addresses.
+        let addrs: Vec<SocketAddr> = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::lookup_host((host.as_str(), port)))
+            .await
+            .map_err(|_| OAuth2Error::Timeout("resolving the token endpoint's name"))?
+            .map_err(|e| OAuth2Error::Network(e.to_string()))?
+            .collect();
+        let ips: Vec<std::net::IpAddr> = addrs.iter().map(SocketAddr::ip).collect();
+        tls.network.check(&host, &ips).map_err(OAuth2Error::Denied)?;
+
+        let mut builder = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .resolve_to_addrs(&host, &addrs);
+        if url.scheme() == "https" {
+            let config = tls.client_config().map_err(|e| OAuth2Error::Tls(e.to_string()))?;
+            builder = builder.use_preconfigured_tls((*config).clone());
+        }
+        let client = builder.build().map_err(|e| OAuth2Error::Tls(chain(&e)))?;
+
+        let mut form: Vec<(&str, &str)> =
+            vec![("grant_type", "refresh_token"), ("refresh_token", state.refresh_token.expose_secret())];
+        if let Some(scope) = &self.grant.scope {
+            form.push(("scope", scope));
+        }
+        let mut request = client.post(url).header(reqwest::header::ACCEPT, "application/json");
+        match &self.grant.client_secret {
+            // RFC 6749 §2.3.1: HTTP Basic with the form-urlencoded id and secret.
+            Some(secret) => {
+                request = request.basic_auth(form_encode(&self.grant.client_id), Some(form_encode(secret.expose_secret())));
+            }
+            // A public client identifies itself in the body (§3.2.1).
+            None => form.push(("client_id", &self.grant.client_id)),
+        }
+        let response = request.form(&form).send().await.map_err(request_error)?;
+        let status = response.status();
+        let body = read_bounded(response).await?;
+        if status.is_success() {
+            let reply: TokenReply = serde_json::from_slice(&body)
+                .map_err(|_| OAuth2Error::Malformed(format!("HTTP {} with a body that is not a token reply", status.as_u16())))?;
+            if !reply.token_type.eq_ignore_ascii_case("bearer") {
+                return Err(OAuth2Error::Malformed(format!("token_type {:?}, not Bearer", printable(&reply.token_type))));
+            }
+            if reply.access_token.is_empty() {
+                return Err(OAuth2Error::Malformed("an empty access_token".into()));
+            }
+            let now = Instant::now();
+            let stale_at = reply.expires_in.map(|secs| {
+                let life = Duration::from_secs(secs);
+                now + life.saturating_sub(MAX_MARGIN.min(life / 2))
+            });
+            if let Some(rotated) = reply.refresh_token.filter(|r| !r.is_empty()) {
+                state.refresh_token = SecretString::from(rotated);
+            }
+            let token = SecretString::from(reply.access_token);
+            tracing::info!(token_host = %host, expires_in = ?reply.expires_in, "obtained an OAuth2 access token");
+            state.current = Some(Cached { token: token.clone(), stale_at });
+            return Ok(token);
+        }
+        let code = status.as_u16();
+        if status.is_server_error() || code == 429 || code == 408 {
+            return Err(OAuth2Error::Unavailable(code));
+        }
+        // RFC 6749 §5.2: {"error": "...", "error_description": "..."}.
+        let err: ErrorReply = serde_json::from_slice(&body).unwrap_or_default();
+        let description = self.scrub(&printable(err.error_description.as_deref().unwrap_or("")));
+        match err.error.as_deref() {
+            Some("invalid_grant") => Err(OAuth2Error::InvalidGrant(description)),
+            Some(other) => Err(OAuth2Error::Refused { status: code, code: printable(other), description }),
+            None => Err(OAuth2Error::Refused { status: code, code: "no error code".into(), description }),
+        }
+    }
+
+    /// Server-supplied text could quote what it was sent: never let a secret through.
+    fn scrub(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        let mut secrets = vec![self.grant.refresh_token.expose_secret().to_owned()];
+        secrets.extend(self.grant.client_secret.as_ref().map(|s| s.expose_secret().to_owned()));
+        for s in secrets.iter().filter(|s| s.len() >= 4) {
+            out = out.replace(s.as_str(), "[REDACTED]");
+        }
+        out
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct TokenReply {
+    access_token: String,
+    #[serde(default)]
+    token_type: String,
+    #[serde(default)]
+    expires_in: Option<u64>,
+    #[serde(default)]
+    refresh_token: Option<String>,
+}
+
+#[derive(Default, serde::Deserialize)]
+struct ErrorReply {
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+fn form_encode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// Printable ASCII, at most 200 characters.
+fn printable(s: &str) -> String {
+    s.chars().take(200).map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' }).collect()
+}
+
+/// An error and its causes, without the URL (reqwest's errors carry it).
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+fn request_error(e: reqwest::Error) -> OAuth2Error {
+    if e.is_timeout() {
+        OAuth2Error::Timeout("waiting for the token endpoint")
+    } else {
+        OAuth2Error::Network(chain(&e.without_url()))
+    }
+}
+
+async fn read_bounded(mut response: reqwest::Response) -> std::result::Result<Vec<u8>, OAuth2Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(request_error)? {
+        if body.len() + chunk.len() > MAX_RESPONSE {
+            return Err(OAuth2Error::Malformed(format!("an answer larger than {MAX_RESPONSE} bytes")));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Connect to an IMAP destination. With a refresh-token grant, log in with the provider's
+/// token; if the server refuses it, mint one new token and try once more.
+pub(crate) async fn connect_imap(ep: &ImapEndpoint, opts: &ImapOptions, tokens: Option<&TokenProvider>) -> Result<ImapSession> {
+    let dest = |source: ImapError| EngineError::Destination { endpoint: ep.display(), source };
+    let oauth = |source: OAuth2Error| EngineError::OAuth2 { endpoint: ep.display(), source };
+    let Some(tokens) = tokens else {
+        return ImapSession::connect(ep, opts).await.map_err(dest);
+    };
+    let token = tokens.access_token().await.map_err(oauth)?;
+    match ImapSession::connect(&ep.with_access_token(token.clone()), opts).await {
+        Err(ImapError::AuthFailed(why)) => {
+            tracing::info!(reason = %why, "the destination refused the OAuth2 access token; refreshing it once");
+            let fresh = tokens.replace(&token).await.map_err(oauth)?;
+            ImapSession::connect(&ep.with_access_token(fresh), opts).await.map_err(|e| match e {
+                ImapError::AuthFailed(why) => {
+                    dest(ImapError::AuthFailed(format!("{why}; a freshly refreshed OAuth2 access token was refused too")))
+                }
+                other => dest(other),
+            })
+        }
+        other => other.map_err(dest),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_and_messages() {
+        assert_eq!(OAuth2Error::Unavailable(503).class(), ErrorClass::Retryable);
+        assert_eq!(OAuth2Error::Timeout("x").class(), ErrorClass::Retryable);
+        assert_eq!(OAuth2Error::Network("reset".into()).class(), ErrorClass::Retryable);
+        let e = OAuth2Error::InvalidGrant("revoked".into());
+        assert_eq!(e.class(), ErrorClass::Fatal);
+        assert!(e.to_string().contains("invalid_grant"), "{e}");
+        assert_eq!(OAuth2Error::PlaintextRefused("h".into()).class(), ErrorClass::Fatal);
+        assert_eq!(form_encode("a b:c/ü"), "a+b%3Ac%2F%C3%BC");
+        assert_eq!(printable("x\ny\u{7f}"), "x?y?");
+    }
+
+    #[test]
+    fn scrub_hides_the_grants_secrets() {
+        let p = TokenProvider::new(OAuth2Refresh {
+            token_url: "https://h/t".into(),
+            client_id: "c".into(),
+            client_secret: Some(SecretString::from("client-secret-1")),
+            refresh_token: SecretString::from("refresh-token-1"),
+            scope: None,
+            tls: Default::default(),
+        });
+        let s = p.scrub("bad token refresh-token-1 for client-secret-1");
+        assert_eq!(s, "bad token [REDACTED] for [REDACTED]");
+        assert!(!format!("{p:?}").contains("refresh-token-1"));
+    }
+
+    #[tokio::test]
+    async fn plaintext_and_policy_are_checked_before_any_request() {
+        let grant = |url: &str, allow_plaintext: bool, deny: Option<Vec<&str>>| OAuth2Refresh {
+            token_url: url.into(),
+            client_id: "c".into(),
+            client_secret: None,
+            refresh_token: SecretString::from("r"),
+            scope: None,
+            tls: mailferry_model::TlsOptions {
+                allow_plaintext,
+                network: std::sync::Arc::new(mailferry_model::NetworkPolicy::parse([], deny).unwrap()),
+                ..Default::default()
+            },
+        };
+        let e = TokenProvider::new(grant("http://127.0.0.1:9/t", false, None)).access_token().await.unwrap_err();
+        assert!(matches!(e, OAuth2Error::PlaintextRefused(_)), "{e}");
+        let e = TokenProvider::new(grant("http://169.254.169.254/token", true, None)).access_token().await.unwrap_err();
+        assert!(matches!(e, OAuth2Error::Denied(_)), "{e}");
+        let e = TokenProvider::new(grant("https://u:p@127.0.0.1/t", true, None)).access_token().await.unwrap_err();
+        assert!(matches!(e, OAuth2Error::BadUrl), "{e}");
+        let e = TokenProvider::new(grant("ftp://127.0.0.1/t", true, None)).access_token().await.unwrap_err();
+        assert!(matches!(e, OAuth2Error::BadUrl), "{e}");
+        // Nothing listens on port 9 (discard): a network error, which is retryable.
+        let e = TokenProvider::new(grant("http://127.0.0.1:9/t", true, Some(vec![]))).access_token().await.unwrap_err();
+        assert_eq!(e.class(), ErrorClass::Retryable, "{e}");
+    }
+}
