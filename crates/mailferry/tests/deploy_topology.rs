@@ -32,10 +32,11 @@ use common::*;
 use serde_json::json;
 use serde_yaml::Value;
 
-/// The repository's deploy/ directory, or `MAILFERRY_TEST_DEPLOY_DIR` (a copy, to see this
-/// test fail on a broken manifest without touching the real ones).
+/// The repository's deploy/ directory, or `DEPLOY_TOPOLOGY_DIR` (a copy, to see this
+/// test fail on a broken manifest without touching the real ones; not `MAILFERRY_`-prefixed,
+/// so the binary never mistakes it for a setting).
 fn deploy_dir() -> PathBuf {
-    match std::env::var_os("MAILFERRY_TEST_DEPLOY_DIR") {
+    match std::env::var_os("DEPLOY_TOPOLOGY_DIR") {
         Some(dir) => PathBuf::from(dir),
         None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy"),
     }
