@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use chrono::Utc;
-use mailferry_archive::{Archive, ArchiveConfig, ArchiveError, KeyRing, MessageSource, Occurrence};
+use mailferry_archive::{
+    Archive, ArchiveConfig, ArchiveError, BlobStoreConfig, IndexConfig, KeyRing, MessageSource, Occurrence,
+};
 use mailferry_imap::{AppendBody, AppendMessage, AppendOutcome, Appender};
 use mailferry_model::ImapEndpoint;
 use tokio::sync::Mutex;
@@ -32,6 +34,14 @@ impl Target {
         match self {
             Self::Imap(ep) => ep.display(),
             Self::Archive(a) => format!("archive {}", a.name),
+        }
+    }
+
+    /// `imap` or `archive`, for spans and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Imap(_) => "imap",
+            Self::Archive(_) => "archive",
         }
     }
 
@@ -128,18 +138,35 @@ pub(crate) enum SinkError {
     Archive(ArchiveError),
 }
 
-/// Archives by name under one root directory, each opened once per process (the search
-/// index holds a writer lock).
+/// Archives by name, each opened once per process (the search index holds a writer lock).
+/// Every archive has a directory under `root` for its spool and search index; where its
+/// index and blobs live is the same for all archives of a deployment: local (SQLite +
+/// files under the directory, one process) or shared (a PostgreSQL schema per archive +
+/// S3-compatible storage, for workers on many machines).
 #[derive(Debug)]
 pub struct Archives {
     root: PathBuf,
     keys: KeyRing,
+    index: IndexConfig,
+    blobs: BlobStoreConfig,
     open: Mutex<HashMap<String, Arc<Archive>>>,
 }
 
 impl Archives {
     pub fn new(root: PathBuf, keys: KeyRing) -> Self {
-        Self { root, keys, open: Mutex::new(HashMap::new()) }
+        Self { root, keys, index: IndexConfig::Local, blobs: BlobStoreConfig::Local, open: Mutex::new(HashMap::new()) }
+    }
+
+    /// Keep every archive's index in this database instead of beside its directory.
+    pub fn with_index(mut self, index: IndexConfig) -> Self {
+        self.index = index;
+        self
+    }
+
+    /// Store blobs here (S3: each archive under its own prefix, by default its name).
+    pub fn with_blobs(mut self, blobs: BlobStoreConfig) -> Self {
+        self.blobs = blobs;
+        self
     }
 
     /// Archive names are path components: letters, digits, `.`, `_`, `-`, at most 64.
@@ -158,14 +185,29 @@ impl Archives {
         if let Some(a) = open.get(name) {
             return Ok(Arc::clone(a));
         }
-        let config = ArchiveConfig::local(name, self.root.join(name)).with_keys(self.keys.clone());
+        let mut blobs = self.blobs.clone();
+        if let BlobStoreConfig::S3(s3) = &mut blobs {
+            // One bucket for all archives: each under `<prefix>/<name>` (or just `<name>`).
+            s3.prefix = Some(match &s3.prefix {
+                Some(p) => format!("{}/{name}", p.trim_end_matches('/')),
+                None => name.to_owned(),
+            });
+        }
+        let config = ArchiveConfig::local(name, self.root.join(name))
+            .with_keys(self.keys.clone())
+            .with_index(self.index.clone())
+            .with_blobs(blobs);
         let archive = Arc::new(Archive::open(config).await?);
         open.insert(name.to_owned(), Arc::clone(&archive));
         Ok(archive)
     }
 
-    /// Names of the archives that exist on disk.
-    pub fn names(&self) -> Vec<String> {
+    /// Names of the archives that exist: on disk for local ones, in the shared registry
+    /// for a shared index (archives created by any worker on any machine).
+    pub async fn names(&self) -> Result<Vec<String>, ArchiveError> {
+        if let IndexConfig::Postgres(url) = &self.index {
+            return mailferry_archive::shared_archive_names(url).await;
+        }
         let mut names: Vec<String> = std::fs::read_dir(&self.root)
             .into_iter()
             .flatten()
@@ -175,6 +217,6 @@ impl Archives {
             .filter(|n| Self::valid_name(n))
             .collect();
         names.sort();
-        names
+        Ok(names)
     }
 }

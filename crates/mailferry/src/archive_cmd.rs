@@ -94,11 +94,10 @@ fn print<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
 async fn run_inner(args: ArchiveArgs) -> anyhow::Result<u8> {
     let archives = archives_beside(&args.state)?;
     let open = |name: &str| {
-        let known = archives.names().iter().any(|n| n == name);
         let name = name.to_owned();
         let archives = &archives;
         async move {
-            if !known {
+            if !archives.names().await?.iter().any(|n| *n == name) {
                 anyhow::bail!("no archive named {name:?} beside {}", args.state.display());
             }
             archives.get(&name).await.with_context(|| format!("cannot open archive {name}"))

@@ -43,7 +43,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// An archive that exists (never creates one), or 404.
 async fn open(state: &AppState, name: &str) -> ApiResult<Arc<Archive>> {
-    if !Archives::valid_name(name) || !state.archives.names().iter().any(|n| n == name) {
+    if !Archives::valid_name(name) || !state.archives.names().await.map_err(archive_error)?.iter().any(|n| n == name) {
         return Err(ApiError::NotFound(format!("there is no archive {name:?}")));
     }
     state.archives.get(name).await.map_err(archive_error)
@@ -86,7 +86,7 @@ fn query(q: &ArchiveQuery, prefix: &str) -> ApiResult<mailferry_archive::SearchQ
     responses((status = 200, description = "The archives", body = ArchiveList)))]
 pub async fn list(State(state): State<AppState>) -> ApiResult<Json<ArchiveList>> {
     let mut items = Vec::new();
-    for name in state.archives.names() {
+    for name in state.archives.names().await.map_err(archive_error)? {
         let a = state.archives.get(&name).await.map_err(archive_error)?;
         let stats = a.stats().await.map_err(archive_error)?;
         let retention = a.retention().await.map_err(archive_error)?;
@@ -142,13 +142,17 @@ pub async fn search(
 pub async fn raw(State(state): State<AppState>, ApiPath((name, hex)): ApiPath<(String, String)>) -> ApiResult<Response> {
     let a = open(&state, &name).await?;
     let d = digest(&hex)?;
-    let bytes = a.get(&d).await.map_err(archive_error)?;
+    // Decoded and hashed in full into an unnamed spool file before the first byte goes
+    // out, then streamed from it: verified on the way out, memory bounded for 50 MB mail.
+    let (file, size) = a.open_verified(&d).await.map_err(archive_error)?;
+    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file)));
     Ok((
         [
             (header::CONTENT_TYPE, "message/rfc822".to_owned()),
             (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{d}.eml\"")),
+            (header::CONTENT_LENGTH, size.to_string()),
         ],
-        bytes,
+        body,
     )
         .into_response())
 }
