@@ -44,9 +44,9 @@ fn main() {
         let data = tempfile::tempdir().unwrap();
         let env = [
             ("MAILFERRY_DATA_DIR", data.path().display().to_string()),
-            ("MAILFERRY_WORKER_CONCURRENCY", concurrency.to_string()),
-            ("MAILFERRY_PER_HOST_LIMIT", "16".to_string()),
-            ("MAILFERRY_LOG", "warn".to_string()),
+            ("MAILFERRY_WORKER__CONCURRENCY", concurrency.to_string()),
+            ("MAILFERRY_WORKER__PER_HOST_LIMIT", "16".to_string()),
+            ("MAILFERRY_LOG__FILTER", "warn".to_string()),
         ];
         let out = Command::new(env!("CARGO_BIN_EXE_mailferry")).args(["token", "create", "--scope", "admin"]).envs(env.clone()).output().unwrap();
         let token = String::from_utf8_lossy(&out.stdout).split_whitespace().last().unwrap().to_owned();

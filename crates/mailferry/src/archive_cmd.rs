@@ -1,6 +1,6 @@
-//! `mailferry archive …`: verify, reindex, search, export and stats for the archives that
-//! live beside the ledger (`<state dir>/archive/NAME`, the same place `serve` uses under
-//! `MAILFERRY_DATA_DIR`).
+//! `mailferry archive …`: verify, reindex, search, export and stats for the archives under
+//! `archive.root` (default `<data_dir>/archive/NAME`, the same place `serve` uses), or
+//! beside the ledger given with `--state`.
 //!
 //! Exit status of `verify`: 0 clean, 3 discrepancies found (each printed), 1 could not run.
 
@@ -8,16 +8,18 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use mailferry_archive::{ExportFormat, KeyRing, SearchQuery};
+use mailferry_archive::{ExportFormat, SearchQuery};
 use mailferry_engine::Archives;
 
+use crate::config::Loaded;
 use crate::exit;
 
 #[derive(Debug, Args)]
 pub struct ArchiveArgs {
-    /// Ledger database; archives live in `archive/` beside it.
-    #[arg(long, value_name = "PATH", default_value = "mailferry-data/state.db", global = true)]
-    state: PathBuf,
+    /// Ledger database; archives live in `archive/` beside it. Default: the configured
+    /// `archive.root`.
+    #[arg(long, value_name = "PATH", global = true)]
+    state: Option<PathBuf>,
     /// Print results as JSON.
     #[arg(long, global = true)]
     json: bool,
@@ -53,35 +55,22 @@ enum ArchiveCommand {
     },
 }
 
-/// Archive keys from `MAILFERRY_ARCHIVE_KEYS` = `id:hex[,id:hex…]`; the first one seals new
-/// blobs, the others still open older ones (rotation). Unset: blobs are compressed, not sealed.
-pub fn archive_keys() -> anyhow::Result<KeyRing> {
-    let mut ring = KeyRing::none();
-    let Ok(spec) = std::env::var("MAILFERRY_ARCHIVE_KEYS") else { return Ok(ring) };
-    let mut first = None;
-    for entry in spec.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-        let (id, hex) = entry.split_once(':').context("MAILFERRY_ARCHIVE_KEYS entries are id:hex")?;
-        ring.add_hex(id, hex).context("MAILFERRY_ARCHIVE_KEYS")?;
-        first.get_or_insert_with(|| id.to_owned());
-    }
-    if let Some(id) = first {
-        ring.set_active(&id).context("MAILFERRY_ARCHIVE_KEYS")?;
-    }
-    Ok(ring)
-}
-
-/// The archives of a ledger at `state`.
-pub fn archives_beside(state: &Path) -> anyhow::Result<Archives> {
+/// The archives of a ledger at `state`, sealed with the configured `archive.keys`.
+pub fn archives_beside(state: &Path, loaded: &Loaded) -> anyhow::Result<Archives> {
     let dir = state.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    Ok(Archives::new(dir.join("archive"), archive_keys()?))
+    Ok(Archives::new(dir.join("archive"), crate::settings::archive_keys(loaded)?))
 }
 
-pub async fn run(args: ArchiveArgs) -> u8 {
-    match run_inner(args).await {
+pub async fn run(args: ArchiveArgs, loaded: &Loaded) -> u8 {
+    match run_inner(args, loaded).await {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            exit::COULD_NOT_PROCEED
+            if e.downcast_ref::<crate::config::ConfigError>().is_some() {
+                exit::USAGE
+            } else {
+                exit::COULD_NOT_PROCEED
+            }
         }
     }
 }
@@ -91,14 +80,21 @@ fn print<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_inner(args: ArchiveArgs) -> anyhow::Result<u8> {
-    let archives = archives_beside(&args.state)?;
+async fn run_inner(args: ArchiveArgs, loaded: &Loaded) -> anyhow::Result<u8> {
+    let (archives, location) = match &args.state {
+        Some(state) => (archives_beside(state, loaded)?, format!("beside {}", state.display())),
+        None => {
+            let root = loaded.config.archive_root();
+            let location = format!("in {}", root.display());
+            (Archives::new(root, crate::settings::archive_keys(loaded)?), location)
+        }
+    };
     let open = |name: &str| {
         let name = name.to_owned();
-        let archives = &archives;
+        let (archives, location) = (&archives, &location);
         async move {
             if !archives.names().await?.iter().any(|n| *n == name) {
-                anyhow::bail!("no archive named {name:?} beside {}", args.state.display());
+                anyhow::bail!("no archive named {name:?} {location}");
             }
             archives.get(&name).await.with_context(|| format!("cannot open archive {name}"))
         }

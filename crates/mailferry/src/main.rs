@@ -7,11 +7,14 @@
 #![forbid(unsafe_code)]
 
 mod archive_cmd;
+mod config;
 mod endpoint_url;
 mod migrate;
 mod service;
 mod settings;
+mod tls;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -19,6 +22,9 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "mailferry", version, about = "Drain POP3 mailboxes into IMAP, exactly once.")]
 struct Cli {
+    /// Config file (TOML). Default: ./mailferry.toml when it exists.
+    #[arg(long, global = true, value_name = "PATH", env = "MAILFERRY_CONFIG")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -41,6 +47,17 @@ enum Command {
     Openapi,
     /// Verify, search, export the compliance archives.
     Archive(archive_cmd::ArchiveArgs),
+    /// Print the commented example config file: every key, its default, what it means.
+    DefaultConfig,
+    /// Check the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validate the config (file, environment) and print the effective settings, secrets redacted.
+    Check,
 }
 
 /// Exit codes of the CLI contract.
@@ -53,6 +70,30 @@ pub(crate) mod exit {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let command = match cli.command {
+        Command::DefaultConfig => {
+            print!("{}", config::EXAMPLE);
+            return ExitCode::from(exit::OK);
+        }
+        Command::Openapi => {
+            return ExitCode::from(match service::openapi() {
+                Ok(()) => exit::OK,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    exit::COULD_NOT_PROCEED
+                }
+            });
+        }
+        other => other,
+    };
+    // Every other command reads the configuration first; a problem with it is exit 2.
+    let loaded = match config::load(cli.config.as_deref()) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -61,28 +102,44 @@ fn main() -> ExitCode {
         }
     };
     let code = runtime.block_on(async {
-        let result = match cli.command {
-            Command::Migrate(args) => return migrate::run(args).await,
-            Command::Archive(args) => return archive_cmd::run(args).await,
+        let result = match command {
+            Command::Migrate(args) => return migrate::run(args, &loaded).await,
+            Command::Archive(args) => return archive_cmd::run(args, &loaded).await,
             Command::Serve(args) => {
-                service::init_logging();
-                service::serve(args).await
+                service::init_logging(&loaded.config.log, "info");
+                service::serve(args, &loaded).await
             }
             Command::Worker => {
-                service::init_logging();
-                service::worker_only().await
+                service::init_logging(&loaded.config.log, "info");
+                service::worker_only(&loaded).await
             }
-            Command::Token(cmd) => service::token(cmd).await,
-            Command::Db(cmd) => service::db(cmd).await,
-            Command::Openapi => service::openapi(),
+            Command::Token(cmd) => service::token(cmd, &loaded).await,
+            Command::Db(cmd) => service::db(cmd, &loaded).await,
+            Command::Config(ConfigCommand::Check) => config_check(&loaded),
+            Command::Openapi | Command::DefaultConfig => unreachable!("handled before loading the config"),
         };
         match result {
             Ok(()) => exit::OK,
             Err(e) => {
                 eprintln!("error: {e:#}");
-                exit::COULD_NOT_PROCEED
+                if e.downcast_ref::<config::ConfigError>().is_some() {
+                    exit::USAGE
+                } else {
+                    exit::COULD_NOT_PROCEED
+                }
             }
         }
     });
     ExitCode::from(code)
+}
+
+/// `mailferry config check`: the files it names must be readable too.
+fn config_check(loaded: &config::Loaded) -> anyhow::Result<()> {
+    settings::check_files(loaded)?;
+    match &loaded.file {
+        Some(f) => println!("# effective configuration: defaults, {}, environment (secrets redacted)", f.display()),
+        None => println!("# effective configuration: defaults, environment (no config file; secrets redacted)"),
+    }
+    print!("{}", loaded.config.to_redacted_toml());
+    Ok(())
 }

@@ -17,6 +17,7 @@ use mailferry_store::SqliteStore;
 use secrecy::SecretString;
 use tokio::sync::watch;
 
+use crate::config::{LogConfig, LogFormat, Loaded};
 use crate::endpoint_url::{self, Protocol};
 use crate::exit;
 
@@ -105,9 +106,9 @@ pub struct MigrateArgs {
 /// A usage or configuration problem: exit status 2.
 struct UsageError(anyhow::Error);
 
-pub async fn run(args: MigrateArgs) -> u8 {
-    crate_telemetry(args.json);
-    let (job, state) = match build_job(&args).await {
+pub async fn run(args: MigrateArgs, loaded: &Loaded) -> u8 {
+    crate_telemetry(args.json, &loaded.config.log);
+    let (job, state) = match build_job(&args, loaded).await {
         Ok(x) => x,
         Err(UsageError(e)) => {
             eprintln!("error: {e:#}");
@@ -157,10 +158,10 @@ pub async fn run(args: MigrateArgs) -> u8 {
     }
 }
 
-async fn build_job(args: &MigrateArgs) -> Result<(DrainJob, PathBuf), UsageError> {
+async fn build_job(args: &MigrateArgs, loaded: &Loaded) -> Result<(DrainJob, PathBuf), UsageError> {
     // An archive target needs no password and no URL parsing.
     if let Some(name) = args.to.strip_prefix("archive:") {
-        return archive_job(args, name).await.map_err(UsageError);
+        return archive_job(args, name, loaded).await.map_err(UsageError);
     }
     (|| {
         let from = endpoint_url::parse(&args.from).map_err(|e| anyhow::anyhow!("--from: {e}"))?;
@@ -178,7 +179,7 @@ async fn build_job(args: &MigrateArgs) -> Result<(DrainJob, PathBuf), UsageError
             },
             insecure_skip_verify: args.insecure,
             allow_plaintext: args.allow_plaintext,
-            network: crate::settings::network_policy_from_env()?,
+            network: crate::settings::network_policy(loaded)?,
         };
         // Fail on a bad CA file now, with a usage error, not later as a TLS failure.
         tls.client_config().context("--ca-file")?;
@@ -222,7 +223,7 @@ async fn build_job(args: &MigrateArgs) -> Result<(DrainJob, PathBuf), UsageError
 }
 
 /// `--to archive:NAME`: the archive lives beside the ledger (`<state dir>/archive/NAME`).
-async fn archive_job(args: &MigrateArgs, name: &str) -> anyhow::Result<(DrainJob, PathBuf)> {
+async fn archive_job(args: &MigrateArgs, name: &str, loaded: &Loaded) -> anyhow::Result<(DrainJob, PathBuf)> {
     let from = endpoint_url::parse(&args.from).map_err(|e| anyhow::anyhow!("--from: {e}"))?;
     if from.protocol != Protocol::Pop3 {
         bail!("--from must be a pop3s:// or pop3:// URL");
@@ -240,11 +241,11 @@ async fn archive_job(args: &MigrateArgs, name: &str) -> anyhow::Result<(DrainJob
         },
         insecure_skip_verify: args.insecure,
         allow_plaintext: args.allow_plaintext,
-        network: crate::settings::network_policy_from_env()?,
+        network: crate::settings::network_policy(loaded)?,
     };
     tls.client_config().context("--ca-file")?;
     let from_secret = secret("source", "--from", args.from_password_env.as_deref(), args.from_password_file.as_ref())?;
-    let archives = crate::archive_cmd::archives_beside(&args.state)?;
+    let archives = crate::archive_cmd::archives_beside(&args.state, loaded)?;
     let archive = archives.get(name).await.with_context(|| format!("cannot open archive {name}"))?;
     let security = from.security_with(args.allow_plaintext);
     let job = DrainJob {
@@ -372,14 +373,20 @@ fn destination_credential(args: &MigrateArgs, tls: &TlsOptions) -> anyhow::Resul
     Ok((Credential::OAuth2(OAuth2Credential::Refresh(grant)), ImapAuth::Xoauth2))
 }
 
-fn crate_telemetry(json: bool) {
+fn crate_telemetry(json: bool, log: &LogConfig) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("MAILFERRY_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    // `log.filter` was validated when the config was loaded.
+    let filter = EnvFilter::try_new(log.filter.as_deref().unwrap_or("warn")).unwrap_or_else(|_| EnvFilter::new("warn"));
     // async-imap traces every command and reply verbatim (LOGIN with its password, message
     // bodies): cap it whatever the user asked for, so logs stay safe to ship.
     let filter = filter.add_directive("async_imap=info".parse().expect("valid directive"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if json || !std::io::stderr().is_terminal() {
+    let pretty = match log.format {
+        LogFormat::Pretty => true,
+        LogFormat::Json => false,
+        LogFormat::Auto => std::io::stderr().is_terminal(),
+    };
+    if json || !pretty {
         let _ = builder.json().try_init();
     } else {
         let _ = builder.try_init();

@@ -3,22 +3,22 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use mailferry_engine::{EngineConfig, SpoolConfig, Worker, WorkerConfig};
+use mailferry_engine::{Worker, WorkerConfig};
 use mailferry_model::Scope;
 use mailferry_store::{ClaimLimits, Store};
 use tokio_util::sync::CancellationToken;
 
+use crate::config::{LogConfig, LogFormat, Loaded};
 use crate::settings::Settings;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address for the API and dashboard.
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    listen: SocketAddr,
+    /// Address for the API and dashboard (overrides `server.listen`, default 127.0.0.1:8080).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
     /// Serve the API only; run no workers in this process.
     #[arg(long)]
     no_workers: bool,
@@ -41,14 +41,21 @@ pub enum DbCommand {
     Migrate,
 }
 
-pub fn init_logging() {
+/// `[log]`: `filter` (else `default_filter`) and `format`.
+pub fn init_logging(log: &LogConfig, default_filter: &str) {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("MAILFERRY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // Validated at load; a bad filter cannot get here.
+    let filter = EnvFilter::try_new(log.filter.as_deref().unwrap_or(default_filter)).unwrap_or_else(|_| EnvFilter::new("info"));
     // async-imap traces raw protocol lines (LOGIN with its password, message bodies).
     let filter = filter.add_directive("async_imap=info".parse().expect("valid directive"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if std::io::stderr().is_terminal() {
+    let pretty = match log.format {
+        LogFormat::Pretty => true,
+        LogFormat::Json => false,
+        LogFormat::Auto => std::io::stderr().is_terminal(),
+    };
+    if pretty {
         let _ = builder.try_init();
     } else {
         let _ = builder.json().try_init();
@@ -57,17 +64,13 @@ pub fn init_logging() {
 
 fn worker(settings: &Settings, store: Arc<dyn Store>) -> Worker {
     let allow = settings.plaintext_allow.clone();
-    let engine = EngineConfig {
-        spool: SpoolConfig { dir: settings.data_dir.join("spool"), ..SpoolConfig::default() },
-        ..EngineConfig::default()
-    };
     let config = WorkerConfig {
         id: format!("{}-{}", hostname(), std::process::id()),
         concurrency: settings.worker_concurrency,
         lease: settings.lease,
-        poll_interval: Duration::from_millis(500),
+        poll_interval: settings.poll_interval,
         limits: ClaimLimits { per_source_host: settings.per_host_limit, per_target_host: settings.per_host_limit },
-        engine,
+        engine: settings.engine.clone(),
         plaintext_allowed: Arc::new(move |host: &str| allow.contains(host)),
         extra_roots_pem: settings.ca_pem.clone(),
         network: Arc::clone(&settings.network),
@@ -96,47 +99,61 @@ fn shutdown_on_signal() -> CancellationToken {
     token
 }
 
-pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let settings = Settings::from_env()?;
+pub async fn serve(args: ServeArgs, loaded: &Loaded) -> anyhow::Result<()> {
+    let settings = Settings::from_config(loaded)?;
+    let listen = args.listen.unwrap_or(settings.listen);
+    // Load the certificate before anything else starts: a bad one is a config error.
+    let cert = match &settings.tls {
+        Some(files) => Some(crate::tls::ReloadingCert::load(files.clone()).map_err(|e| loaded.error("server.tls", format!("{e:#}")))?),
+        None => None,
+    };
     let store = settings.open_store().await?;
     let shutdown = shutdown_on_signal();
     let state = mailferry_api::AppState::new(
         Arc::clone(&store),
         settings.sealer.clone(),
-        mailferry_api::ApiConfig { plaintext_allow: settings.plaintext_allow_raw.clone(), ..Default::default() },
+        settings.api.clone(),
         // The same instances the in-process workers write to (one search-index writer).
         Arc::clone(&settings.archives),
     )
     // SSE streams end at shutdown too, so graceful shutdown is not held open by them.
     .with_shutdown(shutdown.clone());
-    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
+    let scheme = if cert.is_some() { "https" } else { "http" };
     // Scripts and tests read the address from this line.
-    println!("mailferry listening on http://{addr}");
-    tracing::info!(%addr, database = %redact_url(&settings.database_url), "serving");
+    println!("mailferry listening on {scheme}://{addr}");
+    tracing::info!(%addr, tls = cert.is_some(), database = %redact_url(&settings.database_url), "serving");
     let workers = (!args.no_workers).then(|| tokio::spawn(worker(&settings, Arc::clone(&store)).run(shutdown.child_token())));
-    axum::serve(listener, mailferry_api::app(state))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await
-        .context("the HTTP server failed")?;
+    let app = mailferry_api::app(state);
+    let stopped = shutdown.clone().cancelled_owned();
+    match cert {
+        Some(cert) => {
+            crate::tls::reload_on_sighup(Arc::clone(&cert))?;
+            let listener = crate::tls::TlsListener::new(listener, cert)?;
+            axum::serve(listener, app).with_graceful_shutdown(stopped).await
+        }
+        None => axum::serve(listener, app).with_graceful_shutdown(stopped).await,
+    }
+    .context("the HTTP server failed")?;
     if let Some(w) = workers {
         w.await.context("the worker pool panicked")?;
     }
     Ok(())
 }
 
-pub async fn worker_only() -> anyhow::Result<()> {
-    let settings = Settings::from_env()?;
+pub async fn worker_only(loaded: &Loaded) -> anyhow::Result<()> {
+    let settings = Settings::from_config(loaded)?;
     let store = settings.open_store().await?;
     tracing::info!(database = %redact_url(&settings.database_url), "worker starting");
     worker(&settings, store).run(shutdown_on_signal()).await;
     Ok(())
 }
 
-pub async fn token(cmd: TokenCommand) -> anyhow::Result<()> {
+pub async fn token(cmd: TokenCommand, loaded: &Loaded) -> anyhow::Result<()> {
     let TokenCommand::Create { scope, name } = cmd;
     let scope = Scope::parse(&scope).context("--scope must be read, write or admin")?;
-    let settings = Settings::from_env()?;
+    let settings = Settings::from_config(loaded)?;
     let store = settings.open_store().await?;
     let (token, hash) = mailferry_api::new_token();
     let record = store.create_token(&name, scope, &hash).await?;
@@ -144,9 +161,9 @@ pub async fn token(cmd: TokenCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn db(cmd: DbCommand) -> anyhow::Result<()> {
+pub async fn db(cmd: DbCommand, loaded: &Loaded) -> anyhow::Result<()> {
     let DbCommand::Migrate = cmd;
-    let settings = Settings::from_env()?;
+    let settings = Settings::from_config(loaded)?;
     settings.open_store().await?;
     println!("database migrations applied ({})", redact_url(&settings.database_url));
     Ok(())
@@ -158,7 +175,7 @@ pub fn openapi() -> anyhow::Result<()> {
 }
 
 /// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
-fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => {
             let userinfo = &url[s + 3..at];

@@ -1,98 +1,108 @@
-//! Service settings from the environment (the layered config file arrives with the
-//! operations issue). Every variable is named in the error when its value is invalid.
-//!
-//! | variable | default |
-//! |---|---|
-//! | `MAILFERRY_DATA_DIR` | `./mailferry-data` (state.db, secret.key, spool/) |
-//! | `DATABASE_URL` | `sqlite://<data dir>/state.db`; `postgres://…` switches to PostgreSQL |
-//! | `MAILFERRY_SECRET_KEY` | 64 hex digits; else `<data dir>/secret.key`, generated (0600) on first start |
-//! | `MAILFERRY_WORKER_CONCURRENCY` | 4 jobs per worker process |
-//! | `MAILFERRY_PER_HOST_LIMIT` | 8 sessions per source host and per destination host, across all workers |
-//! | `MAILFERRY_LEASE_SECS` | 30 |
-//! | `MAILFERRY_PLAINTEXT_ALLOW` | `127.0.0.0/8,::1,localhost` (hosts that may be reached without TLS) |
-//! | `MAILFERRY_CA_FILE` | none: extra trusted CA certificates (PEM) for every endpoint |
-//! | `MAILFERRY_NETWORK_ALLOW` | empty (any host not denied): hosts/CIDRs mail endpoints may resolve to |
-//! | `MAILFERRY_NETWORK_DENY` | link-local and cloud metadata addresses (`mailferry_model::netpolicy::DEFAULT_DENY`); replaces the default when set |
+//! Runtime settings of the service, built from the validated [`Config`](crate::config::Config):
+//! files read (secret key, CA, archive keys), lists parsed, engine/worker/API configs
+//! filled in. Every key and its default is documented in `mailferry.example.toml`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use mailferry_engine::{EngineConfig, RetryPolicy, SpoolConfig};
 use mailferry_model::{HostList, NetworkPolicy, Sealer};
 use mailferry_store::{PgStore, SqliteStore, Store};
+use secrecy::ExposeSecret;
+
+use crate::config::{Config, ConfigError, Loaded, TlsConfig};
 
 #[derive(Debug)]
 pub struct Settings {
-    pub data_dir: PathBuf,
     pub database_url: String,
     pub sealer: Sealer,
     pub worker_concurrency: usize,
     pub per_host_limit: u32,
     pub lease: Duration,
+    pub poll_interval: Duration,
     pub plaintext_allow: HostList,
-    /// The same list as written, for the API's own check.
-    pub plaintext_allow_raw: Vec<String>,
     pub ca_pem: Option<Vec<u8>>,
     pub network: Arc<NetworkPolicy>,
-    /// Archives under `<data dir>/archive/`, keys from `MAILFERRY_ARCHIVE_KEYS`.
+    /// Archives under `archive.root`, sealed with `archive.keys`.
     pub archives: Arc<mailferry_engine::Archives>,
-}
-
-fn var(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
-
-fn number<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
-    match var(name) {
-        None => Ok(default),
-        Some(v) => v.trim().parse().map_err(|_| anyhow::anyhow!("{name}={v:?} is not a valid number")),
-    }
+    pub engine: EngineConfig,
+    pub api: mailferry_api::ApiConfig,
+    pub listen: std::net::SocketAddr,
+    pub tls: Option<TlsConfig>,
 }
 
 impl Settings {
-    /// Read the environment. `with_key` creates the data dir and the secret key when
-    /// missing (commands that never open secrets, like `db migrate`, skip it).
-    pub fn from_env() -> anyhow::Result<Self> {
-        let data_dir = PathBuf::from(var("MAILFERRY_DATA_DIR").unwrap_or_else(|| "mailferry-data".into()));
-        let database_url =
-            var("DATABASE_URL").unwrap_or_else(|| format!("sqlite://{}", data_dir.join("state.db").display()));
-        let sealer = match var("MAILFERRY_SECRET_KEY") {
-            Some(hex) => Sealer::from_hex(&hex).context("MAILFERRY_SECRET_KEY")?,
-            None => key_file(&data_dir.join("secret.key"))?,
+    /// Build the runtime settings. Creates the data dir and the secret key file on first
+    /// start when no key is configured. A value that cannot be used (a CA file that cannot
+    /// be read, a key file that is not a key) is a [`ConfigError`].
+    pub fn from_config(loaded: &Loaded) -> anyhow::Result<Self> {
+        let c = &loaded.config;
+        let sealer = match (&c.security.secret_key, &c.security.secret_key_file) {
+            (Some(hex), _) => {
+                Sealer::from_hex(hex.expose_secret()).map_err(|_| loaded.error("security.secret_key", "expected 64 hex digits"))?
+            }
+            (None, Some(file)) => {
+                let hex = std::fs::read_to_string(file)
+                    .map_err(|e| loaded.error("security.secret_key_file", format!("cannot read {}: {e}", file.display())))?;
+                Sealer::from_hex(hex.trim()).map_err(|_| {
+                    loaded.error("security.secret_key_file", format!("{} does not hold 64 hex digits", file.display()))
+                })?
+            }
+            (None, None) => key_file(&c.data_dir.join("secret.key"))?,
         };
-        let worker_concurrency = number("MAILFERRY_WORKER_CONCURRENCY", 4usize)?;
-        if worker_concurrency == 0 {
-            bail!("MAILFERRY_WORKER_CONCURRENCY must be at least 1");
-        }
-        let per_host_limit = number("MAILFERRY_PER_HOST_LIMIT", 8u32)?;
-        if per_host_limit == 0 {
-            bail!("MAILFERRY_PER_HOST_LIMIT must be at least 1");
-        }
-        let lease = Duration::from_secs(number("MAILFERRY_LEASE_SECS", 30u64)?.max(3));
-        let plaintext_allow_raw: Vec<String> = match var("MAILFERRY_PLAINTEXT_ALLOW") {
-            Some(list) => list.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect(),
-            None => vec!["127.0.0.0/8".into(), "::1".into(), "localhost".into()],
+        let mut engine = EngineConfig::default();
+        let (w, p, t) = (&c.worker, &c.worker.pipeline, &c.worker.timeouts);
+        engine.retry = RetryPolicy {
+            attempts: w.retry.attempts,
+            base_delay: Duration::from_millis(w.retry.base_delay_ms),
+            max_delay: Duration::from_millis(w.retry.max_delay_ms),
         };
-        let plaintext_allow =
-            HostList::parse(plaintext_allow_raw.iter().map(String::as_str)).context("MAILFERRY_PLAINTEXT_ALLOW")?;
-        let ca_pem = match var("MAILFERRY_CA_FILE") {
-            Some(f) => Some(std::fs::read(&f).with_context(|| format!("MAILFERRY_CA_FILE: cannot read {f}"))?),
-            None => None,
+        engine.spool = SpoolConfig {
+            dir: c.data_dir.join("spool"),
+            memory_threshold: p.spool_threshold_bytes,
+            ..SpoolConfig::default()
         };
-        let archives_root = data_dir.join("archive");
+        engine.memory_budget = p.memory_budget_bytes;
+        engine.retr_window = p.retr_window;
+        engine.channel_capacity = p.channel_capacity;
+        engine.batch_messages = p.append_batch_messages;
+        engine.batch_bytes = p.append_batch_bytes;
+        engine.pop3.max_message_bytes = p.max_message_bytes;
+        engine.pop3.connect_timeout = Duration::from_secs(t.connect_secs);
+        engine.imap.connect_timeout = Duration::from_secs(t.connect_secs);
+        engine.pop3.io_timeout = Duration::from_secs(t.pop3_io_secs);
+        engine.imap.io_timeout = Duration::from_secs(t.imap_io_secs);
+
+        let a = &c.api;
+        let api = mailferry_api::ApiConfig {
+            plaintext_allow: c.security.plaintext_allow.clone(),
+            max_body_bytes: a.max_body_bytes,
+            max_batch_bytes: a.max_batch_bytes,
+            default_per_page: a.default_per_page,
+            max_per_page: a.max_per_page,
+            sse_poll_ms: a.sse_poll_ms,
+            sse_keep_alive_secs: a.sse_keep_alive_secs,
+            ..mailferry_api::ApiConfig::default()
+        };
         Ok(Self {
-            data_dir,
-            database_url,
+            database_url: c.database_url(),
             sealer,
-            worker_concurrency,
-            per_host_limit,
-            lease,
-            plaintext_allow,
-            plaintext_allow_raw,
-            ca_pem,
-            network: network_policy_from_env()?,
-            archives: Arc::new(mailferry_engine::Archives::new(archives_root, crate::archive_cmd::archive_keys()?)),
+            worker_concurrency: w.concurrency,
+            per_host_limit: w.per_host_limit,
+            lease: Duration::from_secs(w.lease_secs),
+            poll_interval: Duration::from_millis(w.poll_interval_ms),
+            // Validated in config::load.
+            plaintext_allow: HostList::parse(c.security.plaintext_allow.iter().map(String::as_str))
+                .map_err(|e| loaded.error("security.plaintext_allow", e))?,
+            ca_pem: ca_pem(loaded)?,
+            network: network_policy(loaded)?,
+            archives: Arc::new(mailferry_engine::Archives::new(c.archive_root(), archive_keys(loaded)?)),
+            engine,
+            api,
+            listen: c.server.listen,
+            tls: c.server.tls.clone(),
         })
     }
 
@@ -100,7 +110,7 @@ impl Settings {
     pub async fn open_store(&self) -> anyhow::Result<Arc<dyn Store>> {
         let url = &self.database_url;
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let store = PgStore::connect(url).await.context("cannot open the PostgreSQL database (DATABASE_URL)")?;
+            let store = PgStore::connect(url).await.context("cannot open the PostgreSQL database (database.url)")?;
             Ok(Arc::new(store))
         } else if let Some(path) = url.strip_prefix("sqlite://") {
             let store = SqliteStore::open(Path::new(path))
@@ -108,21 +118,69 @@ impl Settings {
                 .with_context(|| format!("cannot open the SQLite database {path}"))?;
             Ok(Arc::new(store))
         } else {
-            bail!("DATABASE_URL must start with postgres:// or sqlite://")
+            bail!("database.url must start with postgres:// or sqlite://")
         }
     }
 }
 
+/// `security.ca_file`, read.
+pub fn ca_pem(loaded: &Loaded) -> Result<Option<Vec<u8>>, ConfigError> {
+    match &loaded.config.security.ca_file {
+        Some(f) => std::fs::read(f)
+            .map(Some)
+            .map_err(|e| loaded.error("security.ca_file", format!("cannot read {}: {e}", f.display()))),
+        None => Ok(None),
+    }
+}
+
 /// The network policy for mail endpoints (also used by `mailferry migrate`).
-pub fn network_policy_from_env() -> anyhow::Result<Arc<NetworkPolicy>> {
-    let allow = var("MAILFERRY_NETWORK_ALLOW").unwrap_or_default();
-    let deny = var("MAILFERRY_NETWORK_DENY");
-    let policy = NetworkPolicy::parse(
-        allow.split(',').map(str::trim).filter(|s| !s.is_empty()),
-        deny.as_deref().map(|d| d.split(',').map(str::trim).filter(|s| !s.is_empty()).collect()),
-    )
-    .context("MAILFERRY_NETWORK_ALLOW / MAILFERRY_NETWORK_DENY")?;
+pub fn network_policy(loaded: &Loaded) -> Result<Arc<NetworkPolicy>, ConfigError> {
+    let n = &loaded.config.network;
+    let policy = NetworkPolicy::parse(n.allow.iter().map(String::as_str), Some(n.deny.iter().map(String::as_str).collect()))
+        .map_err(|e| loaded.error("network", e))?;
     Ok(Arc::new(policy))
+}
+
+/// `archive.keys` or the lines of `archive.keys_file`.
+pub fn archive_keys(loaded: &Loaded) -> Result<mailferry_archive::KeyRing, ConfigError> {
+    let a = &loaded.config.archive;
+    match &a.keys_file {
+        Some(file) => {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| loaded.error("archive.keys_file", format!("cannot read {}: {e}", file.display())))?;
+            crate::config::parse_archive_keys(text.lines()).map_err(|e| loaded.error("archive.keys_file", e))
+        }
+        None => crate::config::parse_archive_keys(a.keys.iter().map(|k| k.expose_secret()))
+            .map_err(|e| loaded.error("archive.keys", e)),
+    }
+}
+
+/// Files named by the config, read without creating anything (`mailferry config check`).
+pub fn check_files(loaded: &Loaded) -> Result<(), ConfigError> {
+    let c: &Config = &loaded.config;
+    let mut problems = Vec::new();
+    let mut note = |r: Result<(), ConfigError>| {
+        if let Err(e) = r {
+            problems.extend(e.0);
+        }
+    };
+    note(ca_pem(loaded).map(drop));
+    note(archive_keys(loaded).map(drop));
+    if let Some(file) = &c.security.secret_key_file {
+        note(match std::fs::read_to_string(file) {
+            Ok(hex) if Sealer::from_hex(hex.trim()).is_ok() => Ok(()),
+            Ok(_) => Err(loaded.error("security.secret_key_file", format!("{} does not hold 64 hex digits", file.display()))),
+            Err(e) => Err(loaded.error("security.secret_key_file", format!("cannot read {}: {e}", file.display()))),
+        });
+    }
+    if let Some(tls) = &c.server.tls {
+        note(crate::tls::load_certified_key(tls).map(drop).map_err(|e| loaded.error("server.tls", format!("{e:#}"))));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigError(problems))
+    }
 }
 
 /// The embedded default keeps its key beside the data, readable by the owner only.

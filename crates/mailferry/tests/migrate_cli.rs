@@ -201,7 +201,7 @@ fn dry_run_changes_nothing() {
 fn logs_never_contain_a_password() {
     let lab = Lab::start();
     lab.dovecot.seed("src", &[b"Subject: x\r\n\r\ny\r\n".to_vec()]);
-    let run = Run::from(lab.command(&["--from", &lab.source_url(), "--to", &lab.to_tls("INBOX")]).env("MAILFERRY_LOG", "trace").output().unwrap());
+    let run = Run::from(lab.command(&["--from", &lab.source_url(), "--to", &lab.to_tls("INBOX")]).env("MAILFERRY_LOG__FILTER", "trace").output().unwrap());
     run.assert_code(0);
     assert!(run.stderr.len() > 100, "trace logging produced output");
     for secret in [SRC_PW, DST_PW] {
@@ -274,7 +274,7 @@ fn the_network_policy_refuses_denied_addresses_before_connecting() {
     let from = format!("pop3s://src@127.0.0.2:{}", lab.dovecot.pop3s_port());
     let run = Run::from(
         lab.command(&["--from", &from, "--to", &lab.to_tls("INBOX")])
-            .env("MAILFERRY_NETWORK_DENY", "127.0.0.2,169.254.0.0/16")
+            .env("MAILFERRY_NETWORK__DENY", "127.0.0.2,169.254.0.0/16")
             .output()
             .unwrap(),
     );
@@ -282,7 +282,7 @@ fn the_network_policy_refuses_denied_addresses_before_connecting() {
     assert!(run.stderr.contains("network policy"), "{}", run.stderr);
     let allowed = Run::from(
         lab.command(&["--from", &lab.source_url(), "--to", &lab.to_tls("INBOX")])
-            .env("MAILFERRY_NETWORK_ALLOW", "10.0.0.0/8")
+            .env("MAILFERRY_NETWORK__ALLOW", "10.0.0.0/8")
             .output()
             .unwrap(),
     );

@@ -132,7 +132,7 @@ async fn two_workers_share_twenty_jobs_without_overlap_or_duplicates() {
         lab.dovecot.seed(&format!("s{i}"), &msgs);
         sources.push(msgs);
     }
-    let mut server = Server::start(&lab.dovecot, Some(&pg.url), &[("MAILFERRY_WORKER_CONCURRENCY", "3")], &["--no-workers"]);
+    let mut server = Server::start(&lab.dovecot, Some(&pg.url), &[("MAILFERRY_WORKER__CONCURRENCY", "3")], &["--no-workers"]);
     let api = server.client();
     let mut ids = Vec::new();
     for i in 0..20 {
@@ -140,8 +140,8 @@ async fn two_workers_share_twenty_jobs_without_overlap_or_duplicates() {
         assert_eq!(status, 201, "{text}");
         ids.push(job["id"].as_i64().unwrap());
     }
-    server.spawn_worker(&[("MAILFERRY_WORKER_CONCURRENCY", "3")]);
-    server.spawn_worker(&[("MAILFERRY_WORKER_CONCURRENCY", "3")]);
+    server.spawn_worker(&[("MAILFERRY_WORKER__CONCURRENCY", "3")]);
+    server.spawn_worker(&[("MAILFERRY_WORKER__CONCURRENCY", "3")]);
     for id in &ids {
         api.wait_state(*id, &["succeeded"], 120).await;
     }
@@ -167,7 +167,7 @@ async fn a_killed_workers_job_is_resumed_by_another_exactly_once() {
     let lab = Lab::start();
     let msgs = realistic(600, 9);
     lab.dovecot.seed("src", &msgs);
-    let lease = [("MAILFERRY_LEASE_SECS", "3")];
+    let lease = [("MAILFERRY_WORKER__LEASE_SECS", "3")];
     let mut server = Server::start(&lab.dovecot, Some(&pg.url), &lease, &["--no-workers"]);
     let api = server.client();
     let (status, job, text) = api.post("/api/v1/jobs", &job_body(&lab.dovecot, "src", "dst", "after-verified")).await;
@@ -205,7 +205,7 @@ async fn the_per_host_cap_holds_across_workers() {
         lab.dovecot.add_user(&format!("d{i}"), DST_PW);
         lab.dovecot.seed(&format!("s{i}"), &realistic(80, i));
     }
-    let env = [("MAILFERRY_PER_HOST_LIMIT", "2"), ("MAILFERRY_WORKER_CONCURRENCY", "4")];
+    let env = [("MAILFERRY_WORKER__PER_HOST_LIMIT", "2"), ("MAILFERRY_WORKER__CONCURRENCY", "4")];
     let mut server = Server::start(&lab.dovecot, Some(&pg.url), &env, &["--no-workers"]);
     let api = server.client();
     let mut ids = Vec::new();

@@ -68,7 +68,7 @@ impl Lab {
             .args(["--from-password-env", "MF_SRC_PW", "--to-password-env", "MF_DST_PW"])
             .env("MF_SRC_PW", SRC_PW)
             .env("MF_DST_PW", DST_PW)
-            .env("MAILFERRY_LOG", "mailferry=debug,info");
+            .env("MAILFERRY_LOG__FILTER", "mailferry=debug,info");
         cmd
     }
 

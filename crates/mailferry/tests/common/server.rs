@@ -95,8 +95,8 @@ impl Server {
         let data = tempfile::tempdir().unwrap();
         let mut env: Vec<(String, String)> = vec![
             ("MAILFERRY_DATA_DIR".into(), data.path().display().to_string()),
-            ("MAILFERRY_CA_FILE".into(), lab.ca_file().display().to_string()),
-            ("MAILFERRY_LOG".into(), "info,mailferry_engine=debug".into()),
+            ("MAILFERRY_SECURITY__CA_FILE".into(), lab.ca_file().display().to_string()),
+            ("MAILFERRY_LOG__FILTER".into(), "info,mailferry_engine=debug".into()),
         ];
         if let Some(url) = database_url {
             env.push(("DATABASE_URL".into(), url.into()));

@@ -1,0 +1,135 @@
+use super::*;
+
+fn from_toml(text: &str) -> Result<Config, String> {
+    Figment::new().merge(Toml::string(text)).extract().map_err(|e| e.to_string())
+}
+
+/// Leaf keys of a serialized config, as `section.key`.
+fn leaves(value: &toml::Value, prefix: &str, out: &mut BTreeSet<String>) {
+    match value {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                leaves(v, &format!("{prefix}{k}."), out);
+            }
+        }
+        _ => {
+            out.insert(prefix.trim_end_matches('.').to_owned());
+        }
+    }
+}
+
+/// Every optional value set, written without `..Default::default()` so a new field cannot
+/// be added without deciding how it is documented.
+fn fully_populated() -> Config {
+    Config {
+        data_dir: "d".into(),
+        server: ServerConfig {
+            listen: "0.0.0.0:1".parse().unwrap(),
+            tls: Some(TlsConfig { cert_file: "c".into(), key_file: "k".into() }),
+        },
+        database: DatabaseConfig { url: Some(DatabaseUrl("postgres://u:p@h/d".into())) },
+        worker: WorkerSection {
+            concurrency: 1,
+            per_host_limit: 1,
+            lease_secs: 3,
+            poll_interval_ms: 1,
+            retry: RetryConfig { attempts: 1, base_delay_ms: 1, max_delay_ms: 1 },
+            pipeline: PipelineConfig {
+                spool_threshold_bytes: 1,
+                memory_budget_bytes: 1,
+                retr_window: 1,
+                channel_capacity: 1,
+                append_batch_messages: 1,
+                append_batch_bytes: 1,
+                max_message_bytes: 1,
+            },
+            timeouts: TimeoutsConfig { connect_secs: 1, pop3_io_secs: 1, imap_io_secs: 1 },
+        },
+        security: SecurityConfig {
+            secret_key: Some(SecretString::from("k".to_owned())),
+            secret_key_file: Some("f".into()),
+            plaintext_allow: vec![],
+            ca_file: Some("ca".into()),
+        },
+        network: NetworkConfig { allow: vec![], deny: vec![] },
+        api: ApiSection {
+            max_body_bytes: 1,
+            max_batch_bytes: 1,
+            default_per_page: 1,
+            max_per_page: 1,
+            sse_poll_ms: 1,
+            sse_keep_alive_secs: 1,
+        },
+        archive: ArchiveSection { root: Some("r".into()), keys: vec![], keys_file: Some("kf".into()) },
+        log: LogConfig { format: LogFormat::Json, filter: Some("info".into()) },
+    }
+}
+
+#[test]
+fn the_example_file_parses_back_into_the_defaults() {
+    let parsed = from_toml(EXAMPLE).expect("the example parses");
+    assert_eq!(parsed.to_redacted_toml(), Config::default().to_redacted_toml());
+}
+
+#[test]
+fn every_documented_key_is_real_and_every_key_is_documented() {
+    let uncommented: String = EXAMPLE
+        .lines()
+        .map(|l| match l.strip_prefix("# ") {
+            Some(rest) if rest.starts_with('[') || rest.split_once(" = ").is_some_and(|(k, _)| !k.contains(' ')) => rest,
+            _ => l,
+        })
+        .map(|l| format!("{l}\n"))
+        .collect::<String>()
+        // Placeholder values that are not valid as written.
+        .replace("\"<64 hex digits>\"", "\"00\"");
+    from_toml(&uncommented).unwrap_or_else(|e| panic!("every key in the example is a real key: {e}"));
+
+    let mut serialized = BTreeSet::new();
+    leaves(&toml::Value::try_from(fully_populated()).unwrap(), "", &mut serialized);
+    assert_eq!(known_keys(), serialized, "mailferry.example.toml documents exactly the config's keys");
+}
+
+#[test]
+fn secrets_serialize_redacted() {
+    let text = fully_populated().to_redacted_toml();
+    assert!(text.contains("secret_key = \"<redacted>\""), "{text}");
+    assert!(!text.contains(":p@"), "{text}");
+}
+
+#[test]
+fn unknown_variables_name_the_intended_key() {
+    let known = known_keys();
+    let cases = [
+        ("worker_concurrency", Some("worker.concurrency")),
+        ("lease_secs", Some("worker.lease_secs")),
+        ("per_host_limit", Some("worker.per_host_limit")),
+        ("secret_key", Some("security.secret_key")),
+        ("ca_file", Some("security.ca_file")),
+        ("network_deny", Some("network.deny")),
+        ("archive_keys", Some("archive.keys")),
+        ("log", Some("log.filter")),
+        ("worker.concurency", Some("worker.concurrency")),
+        ("something_else_entirely", None),
+    ];
+    for (key, want) in cases {
+        assert_eq!(suggest_var(key, &known).as_deref(), want, "{key}");
+    }
+}
+
+#[test]
+fn check_env_reports_unknown_and_skips_reserved() {
+    let vars = |list: &[(&str, &str)]| list.iter().map(|(k, v)| (k.to_string(), std::ffi::OsString::from(v))).collect::<Vec<_>>();
+    assert!(check_env(vars(&[("MAILFERRY_WORKER__CONCURRENCY", "2"), ("MAILFERRY_TEST_DATABASE_URL", "x"), ("PATH", "/")]).into_iter()).is_ok());
+    let err = check_env(vars(&[("MAILFERRY_WORKER_CONCURRENCY", "2")]).into_iter()).unwrap_err().to_string();
+    assert!(err.contains("MAILFERRY_WORKER_CONCURRENCY") && err.contains("MAILFERRY_WORKER__CONCURRENCY"), "{err}");
+    // Empty means unset.
+    assert!(check_env(vars(&[("MAILFERRY_NOPE", "")]).into_iter()).is_ok());
+}
+
+#[test]
+fn edit_distance_counts_edits() {
+    assert_eq!(edit_distance("concurency", "concurrency"), 1);
+    assert_eq!(edit_distance("abc", "abc"), 0);
+    assert_eq!(edit_distance("", "ab"), 2);
+}
