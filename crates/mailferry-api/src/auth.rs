@@ -5,7 +5,14 @@
 //! and the dashboard's page and static assets (`/`, `/assets/*`: no data, the page signs
 //! in by itself) needs a token; the scope needed follows from the route: token management
 //! and changes to an archive's legal holds or retention are `admin`, reads (`GET`, `HEAD`)
-//! are `read`, everything else is `write`. The token itself is never logged.
+//! are `read`, everything else is `write`; the audit log is `admin` too. The token itself
+//! is never logged.
+//!
+//! Failed authentications are limited per client address ([`crate::ratelimit`]): a
+//! blocked client is answered 429 before its token is looked at. The [`Principal`] is
+//! attached to the request for handlers and to the response for the audit log.
+
+use std::time::Instant;
 
 use axum::extract::{Request, State};
 use axum::http::{header, Method};
@@ -23,8 +30,8 @@ use crate::state::AppState;
 /// Prefix of every token, so leaked tokens are easy to spot by secret scanners.
 pub const TOKEN_PREFIX: &str = "mf_";
 
-/// Routes that answer without a token (liveness and readiness probes).
-pub const PUBLIC_PATHS: [&str; 2] = ["/healthz", "/readyz"];
+/// Routes that answer without a token (liveness and readiness probes, Prometheus).
+pub const PUBLIC_PATHS: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 
 /// A fresh token and the hash to store for it: `(token, sha256_hex(token))`.
 pub fn new_token() -> (String, String) {
@@ -51,7 +58,8 @@ pub struct Principal {
 /// The scope a request needs.
 pub fn required_scope(method: &Method, path: &str) -> Scope {
     let reading = method == Method::GET || method == Method::HEAD;
-    if path == "/api/v1/tokens" || path.starts_with("/api/v1/tokens/") || (!reading && is_archive_policy(path)) {
+    let admin_only = ["/api/v1/tokens", "/api/v1/audit"].iter().any(|p| path == *p || path.starts_with(&format!("{p}/")));
+    if admin_only || (!reading && is_archive_policy(path)) {
         Scope::Admin
     } else if method == Method::GET || method == Method::HEAD {
         Scope::Read
@@ -81,20 +89,40 @@ pub(crate) async fn require_token(State(state): State<AppState>, mut req: Reques
     if page || PUBLIC_PATHS.contains(&req.uri().path()) {
         return next.run(req).await;
     }
+    let client = crate::client::client_ip(req.extensions(), req.headers(), &state.trusted_proxies);
+    // Without connection info every client shares one bucket: `serve` always provides it.
+    let client_key = client.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+    if let Some(wait) = state.auth_limiter.blocked(client_key, Instant::now()) {
+        metrics::counter!("mailferry_http_auth_rate_limited_total").increment(1);
+        // Whole seconds, rounded up: a client that waits this long is let in.
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        return ApiError::TooManyRequests(secs.max(1)).into_response();
+    }
     let Some(token) = bearer(&req) else {
+        // Nothing was guessed: not counted as a failure.
         return ApiError::Unauthorized("a bearer token is required (Authorization: Bearer <token>)").into_response();
     };
     let record = match state.store.token_by_hash(&hash_token(token)).await {
         Ok(Some(record)) => record,
-        Ok(None) => return ApiError::Unauthorized("the bearer token is not valid").into_response(),
+        Ok(None) => {
+            state.auth_limiter.failed(client_key, Instant::now());
+            metrics::counter!("mailferry_http_auth_failures_total").increment(1);
+            tracing::warn!(client = %client.map_or_else(|| "unknown".to_owned(), |c| c.to_string()), "invalid bearer token");
+            return ApiError::Unauthorized("the bearer token is not valid").into_response();
+        }
         Err(e) => return ApiError::from(e).into_response(),
     };
+    let principal = Principal { token_id: record.id, name: record.name, scope: record.scope };
     let needed = required_scope(req.method(), req.uri().path());
-    if !record.scope.allows(needed) {
-        return ApiError::forbidden(needed, record.scope).into_response();
-    }
-    req.extensions_mut().insert(Principal { token_id: record.id, name: record.name, scope: record.scope });
-    next.run(req).await
+    let mut response = if record.scope.allows(needed) {
+        req.extensions_mut().insert(principal.clone());
+        next.run(req).await
+    } else {
+        ApiError::forbidden(needed, record.scope).into_response()
+    };
+    // For the audit log, which sits outside this middleware.
+    response.extensions_mut().insert(principal);
+    response
 }
 
 #[cfg(test)]
@@ -128,5 +156,7 @@ mod tests {
         assert_eq!(required_scope(&Method::PUT, "/api/v1/archives/legal/retention"), Scope::Admin);
         assert_eq!(required_scope(&Method::GET, "/api/v1/archives/holds/messages"), Scope::Read);
         assert_eq!(required_scope(&Method::POST, "/api/v1/archives/holds/export"), Scope::Write);
+        assert_eq!(required_scope(&Method::GET, "/api/v1/audit"), Scope::Admin);
+        assert_eq!(required_scope(&Method::GET, "/api/v1/auditx"), Scope::Read);
     }
 }

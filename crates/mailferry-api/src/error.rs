@@ -105,6 +105,10 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("this Idempotency-Key was already used with a different request")]
     IdempotencyKeyReused,
+    /// Too many failed authentications from this client address; try again after the
+    /// given number of seconds (sent as `Retry-After`).
+    #[error("too many failed authentications from this address; try again in {0} s")]
+    TooManyRequests(u64),
     /// A dependency (the database) is not reachable.
     #[error("{0}")]
     Unavailable(String),
@@ -143,6 +147,7 @@ impl ApiError {
             Self::Integrity { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -164,6 +169,7 @@ impl ApiError {
             Self::PayloadTooLarge(_) => "/problems/payload-too-large",
             Self::UnsupportedMediaType(_) => "/problems/unsupported-media-type",
             Self::IdempotencyKeyReused => "/problems/idempotency-key-reused",
+            Self::TooManyRequests(_) => "/problems/too-many-requests",
             Self::Unavailable(_) => "/problems/unavailable",
             Self::Internal(_) => "/problems/internal",
         }
@@ -184,6 +190,7 @@ impl ApiError {
             Self::PayloadTooLarge(_) => "Payload too large",
             Self::UnsupportedMediaType(_) => "Unsupported media type",
             Self::IdempotencyKeyReused => "Idempotency key reused",
+            Self::TooManyRequests(_) => "Too many requests",
             Self::Unavailable(_) => "Service unavailable",
             Self::Internal(_) => "Internal server error",
         }
@@ -231,6 +238,9 @@ impl IntoResponse for ApiError {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         if matches!(self, Self::Unauthorized(_)) {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"mailferry\""));
+        }
+        if let Self::TooManyRequests(secs) = self {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }

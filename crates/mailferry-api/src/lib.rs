@@ -17,11 +17,15 @@
 #![forbid(unsafe_code)]
 
 pub mod archive_views;
+pub mod audit;
 pub mod auth;
+pub mod client;
 pub mod error;
 mod extract;
 pub mod handlers;
 mod idempotency;
+pub mod metrics;
+pub mod ratelimit;
 pub mod router;
 pub mod schema;
 pub mod spec;

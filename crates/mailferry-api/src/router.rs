@@ -1,15 +1,16 @@
 //! The whole application: routes, OpenAPI document, docs UI and the middleware stack.
 //!
-//! Layers, outermost first: the security headers (CSP, `nosniff`, no referrer, no
+//! Layers, outermost first: request metrics (count and latency by route template); the security headers (CSP, `nosniff`, no referrer, no
 //! framing) on every response; problem+json for any error response that is not one
-//! already (axum's 405, unknown static files); the body limit; bearer authentication (all
-//! but the probes and the dashboard's page and assets); `Idempotency-Key` handling; then
-//! the routes.
+//! already (axum's 405, unknown static files); the body limit; the audit log of
+//! state-changing calls; bearer authentication (all but the probes, `/metrics` and the
+//! dashboard's page and assets) with the failed-authentication limit; `Idempotency-Key`
+//! handling; then the routes.
 
 use axum::body::Body;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderValue, StatusCode};
-use axum::middleware::{from_fn_with_state, map_response};
+use axum::middleware::{from_fn, from_fn_with_state, map_response};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -22,7 +23,7 @@ use crate::error::{ApiError, FieldError, Problem, PROBLEM_JSON};
 use crate::handlers::{health, v1};
 use crate::idempotency::{self, Idempotency};
 use crate::state::AppState;
-use crate::{auth, views, web};
+use crate::{audit, auth, metrics, views, web};
 
 pub const OPENAPI_PATH: &str = "/api/openapi.json";
 pub const DOCS_PATH: &str = "/api/docs";
@@ -31,9 +32,10 @@ pub const DOCS_PATH: &str = "/api/docs";
 #[openapi(
     info(
         title = "mailferry",
-        description = "Drain POP3 mailboxes into IMAP or a compliance archive, exactly once. Every route except /healthz, /readyz and the \
+        description = "Drain POP3 mailboxes into IMAP or a compliance archive, exactly once. Every route except /healthz, /readyz, /metrics and the \
                        web dashboard's page and assets (GET / and /assets/*) needs `Authorization: Bearer <token>` (scopes: read for GET, write for other methods, \
-                       admin for /tokens and for archive holds and retention). Errors are RFC 9457 application/problem+json with a stable `type`."
+                       admin for /tokens, /audit and for archive holds and retention). Too many invalid tokens from one address are answered 429 with Retry-After. \
+                       Every state-changing call made with a valid token is recorded in the audit log. Errors are RFC 9457 application/problem+json with a stable `type`."
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -42,7 +44,8 @@ pub const DOCS_PATH: &str = "/api/docs";
         (name = "batches", description = "Many jobs at once, from CSV or JSON"),
         (name = "archives", description = "Compliance archives: search, exact bytes, provenance, verify, export; holds and retention (admin scope)"),
         (name = "tokens", description = "API tokens (admin scope)"),
-        (name = "health", description = "Probes (no token needed)"),
+        (name = "audit", description = "The audit log of state-changing calls (admin scope)"),
+        (name = "health", description = "Probes and Prometheus metrics (no token needed)"),
     ),
     components(schemas(Problem, FieldError, views::Counts))
 )]
@@ -66,6 +69,7 @@ fn api_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
+        .routes(routes!(crate::metrics::scrape))
         .nest("/api/v1", v1::router())
 }
 
@@ -84,9 +88,11 @@ pub fn app(state: AppState) -> Router {
         .fallback(not_found)
         .layer(from_fn_with_state(Idempotency::new(state.clone()), idempotency::middleware))
         .layer(from_fn_with_state(state.clone(), auth::require_token))
+        .layer(from_fn_with_state(state.clone(), audit::record))
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(map_response(problemize))
         .layer(map_response(web::security_headers))
+        .layer(from_fn(metrics::track))
         .with_state(state)
 }
 

@@ -1,6 +1,7 @@
 //! What every handler shares: the store, the sealer for secrets at rest, the archives, the
-//! in-memory registry of archive tasks (verify, export), and the API's configuration
-//! (plaintext allow-list, body limits, page sizes, SSE pacing).
+//! in-memory registry of archive tasks (verify, export), the failed-authentication limiter,
+//! and the API's configuration (plaintext allow-list, body limits, page sizes, SSE pacing,
+//! trusted proxies, authentication limits, metrics caching).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,10 +28,24 @@ pub struct AppState {
     /// Cancelled at shutdown: open SSE streams end so a graceful shutdown is not held up
     /// by clients watching jobs.
     pub shutdown: CancellationToken,
+    /// Failed authentications per client address (see [`crate::ratelimit`]).
+    pub auth_limiter: Arc<crate::ratelimit::AuthLimiter>,
+    /// Proxies whose `X-Forwarded-For` is believed (parsed `config.trusted_proxies`).
+    pub trusted_proxies: Arc<HostList>,
+    pub(crate) metrics_cache: Arc<crate::metrics::ClusterCache>,
 }
 
 impl AppState {
     pub fn new(store: Arc<dyn Store>, sealer: Sealer, config: ApiConfig, archives: Arc<Archives>) -> Self {
+        crate::metrics::install();
+        let auth_limiter = crate::ratelimit::AuthLimiter::new(
+            config.auth_failure_limit,
+            Duration::from_secs(config.auth_failure_window_secs.max(1)),
+            config.auth_failure_max_clients,
+        );
+        // Invalid entries never match (`ApiConfig::invalid_trusted_proxies` names them).
+        let valid = config.trusted_proxies.iter().map(String::as_str).filter(|e| is_ip_or_cidr(e));
+        let trusted_proxies = HostList::parse(valid).unwrap_or_default();
         Self {
             store,
             sealer,
@@ -38,6 +53,9 @@ impl AppState {
             archives,
             tasks: Arc::default(),
             shutdown: CancellationToken::new(),
+            auth_limiter: Arc::new(auth_limiter),
+            trusted_proxies: Arc::new(trusted_proxies),
+            metrics_cache: Arc::default(),
         }
     }
 
@@ -74,6 +92,17 @@ pub struct ApiConfig {
     pub sse_poll_ms: u64,
     /// Interval of SSE keep-alive comments.
     pub sse_keep_alive_secs: u64,
+    /// Reverse proxies (IP addresses or CIDR blocks) whose `X-Forwarded-For` names the
+    /// client. Empty (the default): the header is ignored and the socket peer is the client.
+    pub trusted_proxies: Vec<String>,
+    /// Failed authentications (invalid bearer tokens) a client address may make within
+    /// `auth_failure_window_secs` before it is answered 429; 0 turns the limit off.
+    pub auth_failure_limit: u32,
+    pub auth_failure_window_secs: u64,
+    /// Client addresses the limiter remembers at most (bounded memory).
+    pub auth_failure_max_clients: usize,
+    /// How long `/metrics` reuses the figures it read from the database.
+    pub metrics_cache_ms: u64,
 }
 
 impl Default for ApiConfig {
@@ -86,6 +115,11 @@ impl Default for ApiConfig {
             max_per_page: 500,
             sse_poll_ms: 300,
             sse_keep_alive_secs: 15,
+            trusted_proxies: Vec::new(),
+            auth_failure_limit: 10,
+            auth_failure_window_secs: 60,
+            auth_failure_max_clients: 10_000,
+            metrics_cache_ms: 1000,
         }
     }
 }
@@ -94,6 +128,11 @@ impl ApiConfig {
     /// Entries of `plaintext_allow` that are not a host name, an IP address or a CIDR block.
     pub fn invalid_plaintext_entries(&self) -> Vec<String> {
         self.plaintext_allow.iter().filter(|e| HostList::parse([e.as_str()]).is_err()).cloned().collect()
+    }
+
+    /// Entries of `trusted_proxies` that are not an IP address or a CIDR block.
+    pub fn invalid_trusted_proxies(&self) -> Vec<String> {
+        self.trusted_proxies.iter().filter(|e| !is_ip_or_cidr(e)).cloned().collect()
     }
 
     /// Whether `host` may be reached without TLS (invalid entries never match).
@@ -113,6 +152,13 @@ impl ApiConfig {
     pub(crate) fn page_size(&self, limit: Option<u32>) -> u32 {
         limit.unwrap_or(self.default_per_page).clamp(1, self.max_per_page.max(1))
     }
+}
+
+/// `192.0.2.1`, `10.0.0.0/8`, `fd00::/8`: what a proxy list may hold (no names: the
+/// socket peer is an address, never resolved back to a name).
+fn is_ip_or_cidr(entry: &str) -> bool {
+    let ip = entry.split('/').next().unwrap_or("").trim().trim_matches(['[', ']']);
+    ip.parse::<std::net::IpAddr>().is_ok() && HostList::parse([entry]).is_ok()
 }
 
 #[cfg(test)]
@@ -143,5 +189,15 @@ mod tests {
         assert!(c.plaintext_allowed("POP.lan"));
         assert!(!c.plaintext_allowed("127.0.0.1"));
         assert_eq!(c.invalid_plaintext_entries(), vec!["1.2.3.4/40".to_owned(), "a b".to_owned()]);
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_blocks() {
+        let c = ApiConfig {
+            trusted_proxies: vec!["10.0.0.0/8".into(), "::1".into(), "proxy.lan".into(), "10.0.0.0/40".into()],
+            ..ApiConfig::default()
+        };
+        assert_eq!(c.invalid_trusted_proxies(), vec!["proxy.lan".to_owned(), "10.0.0.0/40".to_owned()]);
+        assert!(ApiConfig::default().trusted_proxies.is_empty(), "no proxy is trusted by default");
     }
 }

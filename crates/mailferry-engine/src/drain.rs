@@ -119,6 +119,7 @@ pub async fn run_job(
     };
     let run = store.start_run(job_id, job.dry_run).await?;
     let progress = progress.unwrap_or_else(|| watch::channel(Progress::default()).0);
+    let _meter = crate::metrics::meter(&job.target, progress.subscribe());
     // One per run: a token minted for one attempt serves the reconnects after it.
     let tokens = crate::oauth::TokenProvider::for_target(&job.target);
     let mut attempt = 1;
@@ -136,6 +137,7 @@ pub async fn run_job(
         match ctx.attempt().await {
             Ok(tally) => break Ok(tally),
             Err(e) if e.class().is_retryable() && attempt < config.retry.attempts && !cancel.is_cancelled() => {
+                crate::metrics::attempt_failed(&e);
                 let delay = config.retry.delay(attempt);
                 tracing::warn!(error = %e, attempt, ?delay, "retryable failure; trying again");
                 tokio::select! {
@@ -144,7 +146,10 @@ pub async fn run_job(
                 }
                 attempt += 1;
             }
-            Err(e) => break Err(e),
+            Err(e) => {
+                crate::metrics::attempt_failed(&e);
+                break Err(e);
+            }
         }
     };
     match result {
@@ -259,6 +264,8 @@ impl RunContext<'_> {
     async fn attempt(&mut self) -> Result<Tally> {
         let store = Arc::clone(&self.store);
         let mut pop = Pop3Session::connect(&self.job.source, &self.config.pop3).await.map_err(|e| self.source_err(e))?;
+        let _pop_session = crate::metrics::Session::open("pop3", &self.job.source.host);
+        let mut _imap_session = None;
         let listing = pop.uidl().await.map_err(|e| self.source_err(e))?;
         let sizes: HashMap<u32, u64> = pop.list().await.map_err(|e| self.source_err(e))?.into_iter().collect();
 
@@ -308,6 +315,7 @@ impl RunContext<'_> {
         let (sink, index) = match &self.job.target {
             Target::Imap(endpoint) => {
                 let mut imap = crate::oauth::connect_imap(endpoint, &self.config.imap, self.tokens).await?;
+                _imap_session = Some(crate::metrics::Session::open("imap", &endpoint.host));
                 // Exactly once: copies whose APPEND outcome was never recorded are looked up
                 // at the destination before anything is appended again.
                 let in_doubt: Vec<&LedgerEntry> = before.values().filter(|e| e.state == LedgerState::Copying).collect();

@@ -11,6 +11,7 @@ mod drain;
 mod error;
 pub mod message;
 pub mod oauth;
+mod metrics;
 mod retry;
 mod sink;
 pub mod spool;

@@ -105,6 +105,7 @@ impl Worker {
             if running.len() < me.config.concurrency.max(1) && !shutdown.is_cancelled() {
                 match me.store.claim_job(&me.config.id, me.config.lease, me.config.limits).await {
                     Ok(Some(claimed)) => {
+                        crate::metrics::claimed(claimed.takeover);
                         let token = CancellationToken::new();
                         let reason = Arc::new(Mutex::new(None));
                         stops.push((token.clone(), Arc::clone(&reason)));
@@ -153,6 +154,7 @@ impl Worker {
         let stop = *reason.lock().expect("stop reason lock");
         let outcome = match (result, stop) {
             (_, Some(StopReason::LeaseLost)) => {
+                crate::metrics::lease_lost();
                 tracing::warn!("lease lost: another worker owns the job now");
                 return;
             }
@@ -171,7 +173,7 @@ impl Worker {
 
     async fn release(&self, id: i64, release: Release) {
         match self.store.release_job(id, &self.config.id, &release).await {
-            Ok(true) => {}
+            Ok(true) => crate::metrics::finished(release.state.as_str()),
             Ok(false) => tracing::warn!(job.id = id, "the lease was gone when releasing"),
             Err(e) => tracing::error!(job.id = id, error = %e, "releasing the job failed; its lease will expire"),
         }

@@ -3,9 +3,12 @@
 //! `MAILFERRY_API_TEST_BACKEND=postgres` every test runs on a fresh PostgreSQL database at
 //! `MAILFERRY_TEST_DATABASE_URL` instead (./scripts/test runs the suite both ways).
 
+mod audit;
 mod auth;
 mod batches;
 mod jobs;
+mod limits;
+mod metrics;
 mod misc;
 mod web;
 
@@ -103,7 +106,10 @@ impl TestApp {
         let state = AppState::new(Arc::clone(&store), sealer, config, archives).with_shutdown(shutdown.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app(state)).await.unwrap() });
+        // With connection info, as `mailferry serve` does: the audit log and the
+        // authentication limit know the client's address.
+        let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+        tokio::spawn(async move { axum::serve(listener, service).await.unwrap() });
         let read = tokens.pop().unwrap();
         let write = tokens.pop().unwrap();
         let admin = tokens.pop().unwrap();

@@ -441,7 +441,10 @@ pub async fn place_hold(
     }
     let hold = a.place_hold(scope, reason, &who(&p)).await.map_err(archive_error)?;
     tracing::info!(archive = %name, hold.id = hold.id, "legal hold placed");
-    Ok((StatusCode::CREATED, Json(HoldView::from(hold))).into_response())
+    let target = crate::audit::AuditTarget(hold.id.to_string());
+    let mut response = (StatusCode::CREATED, Json(HoldView::from(hold))).into_response();
+    response.extensions_mut().insert(target);
+    Ok(response)
 }
 
 /// Release a legal hold (admin). Recorded in the event log; the hold stops blocking purges.

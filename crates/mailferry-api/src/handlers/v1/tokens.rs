@@ -85,7 +85,9 @@ pub async fn create(State(state): State<AppState>, JsonBody(body): JsonBody<Toke
         created_at: record.created_at,
         token,
     };
-    Ok((StatusCode::CREATED, Json(created)).into_response())
+    let mut response = (StatusCode::CREATED, Json(created)).into_response();
+    response.extensions_mut().insert(crate::audit::AuditTarget(record.id.to_string()));
+    Ok(response)
 }
 
 /// Every token (never the tokens themselves).

@@ -1,0 +1,269 @@
+//! Prometheus metrics at `GET /metrics` (text format 0.0.4, no token needed, like the
+//! probes: it carries counts, never names of mailboxes or messages).
+//!
+//! Two kinds of figures, kept apart on purpose:
+//!
+//! - **Cluster figures**, read from the database at scrape time ([`ClusterFigures`]): jobs
+//!   by state, queue depth and readiness, age of the oldest queued job, expired leases,
+//!   ledger rows by state, live sessions per host (leases), and each archive's blobs, bytes
+//!   and dedup ratio. They are right however many worker processes share the database,
+//!   so scrape them from one API process (they are the same from every one). They are
+//!   computed at most once per `metrics_cache_ms` (default 1 s): an unauthenticated
+//!   endpoint must not be a way to load the database.
+//! - **Process figures**, from this process's `metrics` registry: HTTP requests and their
+//!   latency by route template, failed and rate-limited authentications, and what the
+//!   in-process workers did (messages and bytes by target kind and outcome, errors by class,
+//!   active sessions per host, lease takeovers and losses). `mailferry worker --metrics-listen`
+//!   serves the same for a worker-only process; sum them across instances in PromQL.
+//!
+//! The engine records through the `metrics` facade (counters in memory, no I/O); this
+//! module installs the one global recorder that renders them.
+
+use std::fmt::Write as _;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use mailferry_store::ClusterFigures;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::state::AppState;
+
+/// The media type of the Prometheus text exposition format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+const HTTP_REQUESTS: &str = "mailferry_http_requests_total";
+const HTTP_DURATION: &str = "mailferry_http_request_duration_seconds";
+/// Seconds; API calls are mostly a few milliseconds, uploads and reports longer.
+const HTTP_BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+
+/// The process's recorder, installed once as the global `metrics` recorder. If another
+/// recorder was installed first, figures recorded through the facade go there and this
+/// page shows only the cluster figures (logged once).
+pub fn install() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(HTTP_DURATION.into()), &HTTP_BUCKETS)
+                .expect("non-empty buckets")
+                .build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("another metrics recorder is installed: /metrics shows cluster figures only");
+            }
+            describe();
+            handle
+        })
+        .clone()
+}
+
+/// Histograms are kept as raw samples until upkeep folds them in: run it every few
+/// seconds for the life of the process (also done before every render).
+pub fn spawn_upkeep() {
+    static STARTED: OnceLock<()> = OnceLock::new();
+    if STARTED.set(()).is_ok() {
+        let handle = install();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                handle.run_upkeep();
+            }
+        });
+    }
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(HTTP_REQUESTS, "HTTP requests answered by this process, by method, route template and status");
+    describe_histogram!(HTTP_DURATION, Unit::Seconds, "Time to the response head, by method and route template");
+    describe_counter!("mailferry_http_auth_failures_total", "Requests with an invalid bearer token");
+    describe_counter!("mailferry_http_auth_rate_limited_total", "Requests refused with 429: too many failed authentications from the client");
+    describe_counter!("mailferry_messages_total", "Messages handled by this process's workers, by target kind (imap|archive) and outcome (copied, including copies found at the destination|skipped|failed)");
+    describe_counter!("mailferry_message_bytes_total", "Wire bytes of the messages this process's workers appended, by target kind and outcome");
+    describe_counter!("mailferry_errors_total", "Failed job attempts by error class (retryable|fatal) and side (source|destination|archive|store|spool|other)");
+    describe_gauge!("mailferry_sessions_active", "Mail sessions this process holds open, by protocol and host");
+    describe_counter!("mailferry_jobs_claimed_total", "Jobs this process claimed (takeover: whether from an expired lease)");
+    describe_counter!("mailferry_lease_takeovers_total", "Jobs this process took over after another worker's lease expired");
+    describe_counter!("mailferry_leases_lost_total", "Jobs this process stopped because its lease expired and another worker took it");
+    describe_counter!("mailferry_jobs_finished_total", "Jobs this process handed back, by resulting state");
+}
+
+/// The figures of this process only (what `mailferry worker --metrics-listen` serves).
+pub fn render_process(handle: &PrometheusHandle) -> String {
+    handle.run_upkeep();
+    handle.render()
+}
+
+/// Middleware: count every request and time it, labelled by the matched route template
+/// (`/api/v1/jobs/{id}`), never the raw path, so label values stay few.
+pub(crate) async fn track(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let route = req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let method: &'static str = match req.method().as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        _ => "other",
+    };
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!(HTTP_REQUESTS, "method" => method, "route" => route.clone(), "status" => status).increment(1);
+    metrics::histogram!(HTTP_DURATION, "method" => method, "route" => route).record(start.elapsed().as_secs_f64());
+    response
+}
+
+/// The cache of the cluster part of the page.
+#[derive(Debug, Default)]
+pub struct ClusterCache(tokio::sync::Mutex<Option<(Instant, String)>>);
+
+/// Prometheus metrics: cluster figures from the database and archives, then this
+/// process's own (HTTP, authentication, in-process workers).
+#[utoipa::path(get, operation_id = "metrics", path = "/metrics", tag = "health", security(()),
+    responses((status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain; version=0.0.4")))]
+pub async fn scrape(State(state): State<AppState>) -> Response {
+    let cluster = {
+        // Concurrent scrapes wait here and share one computation.
+        let mut cache = state.metrics_cache.0.lock().await;
+        let ttl = Duration::from_millis(state.config.metrics_cache_ms);
+        match cache.as_ref() {
+            Some((at, text)) if at.elapsed() < ttl => text.clone(),
+            _ => {
+                let text = cluster_text(&state).await;
+                *cache = Some((Instant::now(), text.clone()));
+                text
+            }
+        }
+    };
+    let mut body = cluster;
+    body.push_str(&render_process(&install()));
+    ([(header::CONTENT_TYPE, CONTENT_TYPE), (header::CACHE_CONTROL, "no-store")], body).into_response()
+}
+
+async fn cluster_text(state: &AppState) -> String {
+    let mut t = Text::default();
+    let figures = state.store.cluster_figures().await;
+    t.family("mailferry_database_up", "gauge", "1 when the cluster figures below could be read from the database");
+    t.sample("mailferry_database_up", &[], if figures.is_ok() { 1.0 } else { 0.0 });
+    match figures {
+        Ok(f) => write_cluster(&mut t, &f),
+        Err(e) => tracing::warn!(error = %e, "reading cluster figures for /metrics failed"),
+    }
+    write_archives(&mut t, state).await;
+    t.0
+}
+
+fn write_cluster(t: &mut Text, f: &ClusterFigures) {
+    t.family("mailferry_jobs", "gauge", "Jobs by state, across every worker (from the database)");
+    for (state, n) in &f.jobs_by_state {
+        t.sample("mailferry_jobs", &[("state", state.as_str())], *n as f64);
+    }
+    let queued = f.jobs_by_state.iter().find(|(s, _)| s.as_str() == "queued").map_or(0, |(_, n)| *n);
+    t.family("mailferry_queue_depth", "gauge", "Queued jobs (including those waiting out a retry backoff)");
+    t.sample("mailferry_queue_depth", &[], queued as f64);
+    t.family("mailferry_queue_ready", "gauge", "Queued jobs a worker may claim now");
+    t.sample("mailferry_queue_ready", &[], f.queue_ready as f64);
+    t.family("mailferry_queue_oldest_age_seconds", "gauge", "Seconds the longest-waiting queued job has been queued (0 when none)");
+    t.sample("mailferry_queue_oldest_age_seconds", &[], f.oldest_queued_age_secs);
+    t.family("mailferry_leases_expired", "gauge", "Running jobs whose lease expired and no worker took over yet");
+    t.sample("mailferry_leases_expired", &[], f.expired_leases as f64);
+    t.family("mailferry_ledger_messages", "gauge", "Ledger rows (messages) by state over every job");
+    for (state, n) in &f.ledger_by_state {
+        t.sample("mailferry_ledger_messages", &[("state", state.as_str())], *n as f64);
+    }
+    t.family("mailferry_cluster_sessions", "gauge", "Live leases per host across every worker: what the per-host caps count");
+    for (host, n) in &f.sessions_by_source_host {
+        t.sample("mailferry_cluster_sessions", &[("role", "source"), ("host", host)], *n as f64);
+    }
+    for (host, n) in &f.sessions_by_target_host {
+        t.sample("mailferry_cluster_sessions", &[("role", "target"), ("host", host)], *n as f64);
+    }
+}
+
+async fn write_archives(t: &mut Text, state: &AppState) {
+    let mut stats = Vec::new();
+    for name in state.archives.names().await.unwrap_or_default() {
+        let figures = match state.archives.get(&name).await {
+            Ok(archive) => archive.stats().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match figures {
+            Ok(s) => stats.push(s),
+            Err(e) => tracing::warn!(archive = %name, error = %e, "archive figures for /metrics unavailable"),
+        }
+    }
+    if stats.is_empty() {
+        return;
+    }
+    type Pick = fn(&mailferry_archive::ArchiveStats) -> f64;
+    let families: [(&str, &str, Pick); 5] = [
+        ("mailferry_archive_blobs", "Distinct messages stored (blobs, not purged)", |s| s.messages as f64),
+        ("mailferry_archive_occurrences", "Arrivals recorded (one per source message)", |s| s.occurrences as f64),
+        ("mailferry_archive_stored_bytes", "Bytes in object storage (compressed, sealed)", |s| s.stored_bytes as f64),
+        ("mailferry_archive_logical_bytes", "Bytes of every arrival before dedup and compression", |s| s.logical_bytes as f64),
+        ("mailferry_archive_dedup_ratio", "Logical bytes / distinct bytes (1 = no duplicates)", |s| s.dedup_ratio),
+    ];
+    for (name, help, pick) in families {
+        t.family(name, "gauge", help);
+        for s in &stats {
+            t.sample(name, &[("archive", &s.name)], pick(s));
+        }
+    }
+}
+
+/// Prometheus text exposition, by hand for the figures read at scrape time.
+#[derive(Debug, Default)]
+struct Text(String);
+
+impl Text {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.0.push_str(name);
+        if !labels.is_empty() {
+            let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
+            let _ = write!(self.0, "{{{}}}", labels.join(","));
+        }
+        let _ = writeln!(self.0, " {value}");
+    }
+}
+
+/// Label values escape `\`, `"` and newlines.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// A tiny app for worker-only processes: `/metrics` (this process's figures) and
+/// `/healthz`. No token: same exposure as the API's `/metrics`, bind it to a private
+/// address.
+pub fn process_app() -> Router {
+    let handle = install();
+    Router::new()
+        .route("/metrics", get(move || async move { ([(header::CONTENT_TYPE, CONTENT_TYPE)], render_process(&handle)) }))
+        .route("/healthz", get(|| async { "ok" }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_format() {
+        let mut t = Text::default();
+        t.family("m", "gauge", "help text");
+        t.sample("m", &[("host", "a\"b\\c\nd"), ("role", "source")], 2.0);
+        t.sample("m", &[], 0.5);
+        assert_eq!(t.0, "# HELP m help text\n# TYPE m gauge\nm{host=\"a\\\"b\\\\c\\nd\",role=\"source\"} 2\nm 0.5\n");
+    }
+}
