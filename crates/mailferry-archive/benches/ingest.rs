@@ -4,6 +4,10 @@
 //!
 //!     cargo bench -p mailferry-archive --bench ingest
 //!     MAILFERRY_BENCH_MESSAGES=2000 cargo bench -p mailferry-archive --bench ingest
+//!     MAILFERRY_BENCH_INDEX_URL=postgres://postgres@127.0.0.1:5432/test cargo bench -p mailferry-archive --bench ingest
+//!
+//! With `MAILFERRY_BENCH_INDEX_URL` the index is the shared PostgreSQL one (a fresh archive
+//! schema per run, dropped afterwards), as workers on several machines would use it.
 //!
 //! Prints ingest msgs/s and MB/s, the storage ratio (stored / logical bytes), search latency
 //! (p50/p99 over a query mix) and verify throughput (MB/s).
@@ -11,7 +15,7 @@
 use std::time::Instant;
 
 use chrono::Utc;
-use mailferry_archive::{Archive, ArchiveConfig, Occurrence, SearchQuery};
+use mailferry_archive::{Archive, ArchiveConfig, DatabaseUrl, IndexConfig, Occurrence, SearchQuery};
 
 fn main() {
     let total: usize = std::env::var("MAILFERRY_BENCH_MESSAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
@@ -20,7 +24,13 @@ fn main() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let archive = Archive::open(ArchiveConfig::local("bench", dir.path().join("bench"))).await.unwrap();
+        let index_url = std::env::var("MAILFERRY_BENCH_INDEX_URL").ok().filter(|u| !u.is_empty());
+        let name = format!("bench-{}", std::process::id());
+        let mut config = ArchiveConfig::local(name.clone(), dir.path().join("bench"));
+        if let Some(url) = &index_url {
+            config = config.with_index(IndexConfig::Postgres(DatabaseUrl::new(url.clone())));
+        }
+        let archive = Archive::open(config).await.unwrap();
         let mut logical = 0u64;
         let started = Instant::now();
         for i in 0..total {
@@ -64,7 +74,11 @@ fn main() {
         let verify = started.elapsed().as_secs_f64();
         assert!(report.ok(), "verify found discrepancies: {:?}", report.discrepancies.first());
 
-        println!("messages ingested: {total} ({unique} distinct), logical {:.1} MB", logical as f64 / 1e6);
+        if let Some(url) = &index_url {
+            drop_schema(url, &name).await;
+        }
+        let index = if index_url.is_some() { "PostgreSQL (shared)" } else { "SQLite (local)" };
+        println!("index: {index}; messages ingested: {total} ({unique} distinct), logical {:.1} MB", logical as f64 / 1e6);
         println!("| measure | value |");
         println!("|---|---|");
         println!("| ingest | {:.0} msgs/s, {:.1} MB/s ({ingest:.1} s) |", total as f64 / ingest, logical as f64 / 1e6 / ingest);
@@ -82,5 +96,31 @@ fn main() {
             report.blobs_checked,
             report.bytes_checked as f64 / 1e6
         );
+        println!("| peak RSS (whole run) | {} |", peak_rss());
     });
+}
+
+/// `VmHWM` of this process (Linux), e.g. `61.2 MB`.
+fn peak_rss() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or_else(|| "n/a".into(), |kb| format!("{:.1} MB", kb * 1024.0 / 1e6))
+}
+
+/// Removes the bench archive's schema and registry row from the shared database.
+async fn drop_schema(url: &str, name: &str) {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+    let schema: String = sqlx::query_scalar("SELECT schema_name FROM mailferry_archives WHERE name = $1")
+        .bind(name)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(&mut conn).await.unwrap();
+    sqlx::query("DELETE FROM mailferry_archives WHERE name = $1").bind(name).execute(&mut conn).await.unwrap();
 }
