@@ -31,6 +31,7 @@ pub mod schema;
 pub mod spec;
 pub mod state;
 pub mod tasks;
+pub mod trace;
 pub mod views;
 pub mod web;
 

@@ -1,6 +1,6 @@
 //! The whole application: routes, OpenAPI document, docs UI and the middleware stack.
 //!
-//! Layers, outermost first: request metrics (count and latency by route template); the security headers (CSP, `nosniff`, no referrer, no
+//! Layers, outermost first: the request's trace span (`trace.rs`); request metrics (count and latency by route template); the security headers (CSP, `nosniff`, no referrer, no
 //! framing) on every response; problem+json for any error response that is not one
 //! already (axum's 405, unknown static files); the body limit; the audit log of
 //! state-changing calls; bearer authentication (all but the probes, `/metrics` and the
@@ -93,6 +93,7 @@ pub fn app(state: AppState) -> Router {
         .layer(map_response(problemize))
         .layer(map_response(web::security_headers))
         .layer(from_fn(metrics::track))
+        .layer(axum::middleware::from_fn(crate::trace::track))
         .with_state(state)
 }
 

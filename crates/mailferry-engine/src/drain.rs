@@ -12,6 +12,8 @@ use mailferry_pop3::{Pop3Options, Pop3Session};
 use mailferry_store::{CopyDone, CopyIntent, JobId, LedgerEntry, RunId, Store};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tracing::field::Empty;
+use tracing::{Instrument, Span};
 
 use crate::error::{EngineError, Result};
 use crate::message::header_facts;
@@ -105,7 +107,28 @@ pub struct RunReport {
 }
 
 /// Run the job once (a new run in its ledger), retrying retryable failures with backoff.
-#[tracing::instrument(skip_all, fields(source = %job.source.display(), target = %job.target.display()))]
+///
+/// The `run` span is the parent of one `message` span per message retrieved or skipped.
+/// Its fields are ids, counts and kinds: never a user name, a secret, or message content.
+#[tracing::instrument(
+    name = "run",
+    skip_all,
+    fields(
+        job.id = Empty,
+        run.id = Empty,
+        source.host = %job.source.host,
+        target.kind = job.target.kind(),
+        dry_run = job.dry_run,
+        attempts = Empty,
+        outcome = Empty,
+        messages.listed = Empty,
+        messages.copied = Empty,
+        messages.skipped = Empty,
+        messages.failed = Empty,
+        bytes = Empty,
+        otel.status_code = Empty,
+    )
+)]
 pub async fn run_job(
     store: Arc<dyn Store>,
     job: &DrainJob,
@@ -118,6 +141,8 @@ pub async fn run_job(
         None => store.ensure_job(&job.mailbox_key(), &job.source.display(), &job.target.display()).await?,
     };
     let run = store.start_run(job_id, job.dry_run).await?;
+    let span = Span::current();
+    span.record("job.id", job_id).record("run.id", run);
     let progress = progress.unwrap_or_else(|| watch::channel(Progress::default()).0);
     let _meter = crate::metrics::meter(&job.target, progress.subscribe());
     // One per run: a token minted for one attempt serves the reconnects after it.
@@ -152,6 +177,7 @@ pub async fn run_job(
             }
         }
     };
+    span.record("attempts", attempt);
     match result {
         Ok(tally) => {
             let counts = store.run_counts(job_id, run).await?;
@@ -196,9 +222,16 @@ pub async fn run_job(
                 Outcome::Cancelled => "cancelled",
             };
             store.finish_run(run, outcome_name, None, &json).await?;
+            span.record("outcome", outcome_name)
+                .record("messages.listed", summary.listed)
+                .record("messages.copied", summary.copied)
+                .record("messages.skipped", summary.skipped)
+                .record("messages.failed", summary.failed)
+                .record("bytes", summary.bytes);
             Ok(RunReport { job: job_id, run, outcome, summary })
         }
         Err(e) => {
+            span.record("outcome", "failed").record("otel.status_code", "ERROR");
             store.finish_run(run, "failed", Some(&e.to_string()), "{}").await?;
             Err(e)
         }
@@ -236,13 +269,36 @@ struct Planned {
     size: u64,
 }
 
-/// What the source side hands the sink.
+/// What the source side hands the sink, each with the message's span (closed, with its
+/// outcome, once the ledger has recorded it).
 #[derive(Debug)]
 enum Item {
     /// The permit holds the message's share of the memory budget until it is appended.
-    Retrieved(Planned, Received, OwnedSemaphorePermit),
-    Skip(Planned, String),
-    Failed(Planned, String),
+    Retrieved(Planned, Received, OwnedSemaphorePermit, Span),
+    Skip(Planned, String, Span),
+    Failed(Planned, String, Span),
+}
+
+/// The span of one message, from its RETR (or skip) until the ledger records its outcome.
+fn message_span(run: &Span, p: &Planned) -> Span {
+    tracing::info_span!(
+        parent: run,
+        "message",
+        uidl = %p.uidl,
+        message.list_size = p.size,
+        message.size = Empty,
+        message.wire_size = Empty,
+        outcome = Empty,
+        otel.status_code = Empty,
+    )
+}
+
+/// Record a message's outcome on its span (`failed` and `refused` mark it an error).
+fn close_message(span: Span, outcome: &'static str) {
+    span.record("outcome", outcome);
+    if matches!(outcome, "failed" | "refused" | "error") {
+        span.record("otel.status_code", "ERROR");
+    }
 }
 
 impl RunContext<'_> {
@@ -434,7 +490,7 @@ impl RunContext<'_> {
         let (tx, mut rx) = mpsc::channel::<Item>(self.config.channel_capacity.max(1));
         let spool = SpoolConfig { normalize: self.job.target.normalizes_line_endings(), ..self.config.spool.clone() };
         let budget = Arc::new(Semaphore::new(kib(self.config.memory_budget) as usize));
-        let source = tokio::spawn(retrieve(pop, to_copy, window, limit, spool, budget, tx));
+        let source = tokio::spawn(retrieve(pop, to_copy, window, limit, spool, budget, tx).in_current_span());
 
         let mut sink_result = Ok(());
         loop {
@@ -447,7 +503,7 @@ impl RunContext<'_> {
             while batch.len() < self.config.batch_messages && bytes < self.config.batch_bytes {
                 match rx.try_recv() {
                     Ok(item) => {
-                        if let Item::Retrieved(_, r, _) = &item {
+                        if let Item::Retrieved(_, r, _, _) = &item {
                             bytes += r.wire_size;
                         }
                         batch.push(item);
@@ -479,18 +535,25 @@ impl RunContext<'_> {
         let mut msgs = Vec::new();
         let mut found = Vec::new();
         let mut permits = Vec::new();
+        // Spans of the messages found at the destination, and of those to append (in the
+        // order of `intents`).
+        let mut found_spans = Vec::new();
+        let mut spans = Vec::new();
         for item in batch {
             match item {
-                Item::Skip(p, reason) => {
+                Item::Skip(p, reason, span) => {
                     store.mark_skipped(self.job_id, self.run, &p.uidl, &reason).await?;
                     self.progress.send_modify(|p| p.skipped += 1);
+                    close_message(span, "skipped");
                 }
-                Item::Failed(p, error) => {
+                Item::Failed(p, error, span) => {
                     store.mark_failed(self.job_id, self.run, &p.uidl, &error).await?;
                     self.progress.send_modify(|p| p.failed += 1);
+                    close_message(span, "failed");
                 }
-                Item::Retrieved(p, r, permit) => {
+                Item::Retrieved(p, r, permit, span) => {
                     permits.push(permit);
+                    span.record("message.size", r.size).record("message.wire_size", r.wire_size);
                     let facts = header_facts(&r.head, retrieved_at);
                     let msg = AppendMessage {
                         body: r.body,
@@ -504,12 +567,15 @@ impl RunContext<'_> {
                     if let Some(reason) = appender.precheck(&msg) {
                         store.mark_skipped(self.job_id, self.run, &p.uidl, &reason).await?;
                         self.progress.send_modify(|p| p.skipped += 1);
+                        close_message(span, "skipped");
                         continue;
                     }
                     if let Some(uid) = index.as_deref_mut().and_then(|i| i.claim(&r.wire_digest)) {
                         found.push(CopyDone { uidl: p.uidl, dest_uid: Some(uid), dest_uidvalidity: None, found_at_destination: true });
+                        found_spans.push(span);
                         continue;
                     }
+                    spans.push(span);
                     intents.push(CopyIntent {
                         uidl: p.uidl,
                         size: r.size,
@@ -528,6 +594,7 @@ impl RunContext<'_> {
         if !found.is_empty() {
             store.mark_copied(self.job_id, self.run, &found).await?;
             self.progress.send_modify(|p| p.copied += found.len() as u64);
+            found_spans.into_iter().for_each(|s| close_message(s, "already-present"));
         }
         if msgs.is_empty() {
             return Ok(());
@@ -536,10 +603,17 @@ impl RunContext<'_> {
         // the next run resolves against the destination.
         store.mark_copying(self.job_id, self.run, &intents).await?;
         let uidls: Vec<String> = intents.iter().map(|i| i.uidl.clone()).collect();
-        let outcomes = appender.deliver(&msgs, &uidls).await.map_err(|e| self.sink_err(e))?;
+        let outcomes = match appender.deliver(&msgs, &uidls).await {
+            Ok(outcomes) => outcomes,
+            Err(e) => {
+                spans.into_iter().for_each(|s| close_message(s, "error"));
+                return Err(self.sink_err(e));
+            }
+        };
         let mut done = Vec::new();
+        let mut done_spans = Vec::new();
         let mut bytes = 0;
-        for (intent, outcome) in intents.iter().zip(outcomes) {
+        for ((intent, outcome), span) in intents.iter().zip(outcomes).zip(spans) {
             match outcome {
                 AppendOutcome::Appended { uid, uid_validity } => {
                     bytes += intent.wire_size;
@@ -549,16 +623,19 @@ impl RunContext<'_> {
                         dest_uidvalidity: uid_validity,
                         found_at_destination: false,
                     });
+                    done_spans.push(span);
                 }
                 AppendOutcome::Refused(reason) => {
                     store.revert_copying(self.job_id, std::slice::from_ref(&intent.uidl)).await?;
                     let error = format!("the destination refused the message: {reason}");
                     store.mark_failed(self.job_id, self.run, &intent.uidl, &error).await?;
                     self.progress.send_modify(|p| p.failed += 1);
+                    close_message(span, "refused");
                 }
             }
         }
         store.mark_copied(self.job_id, self.run, &done).await?;
+        done_spans.into_iter().for_each(|s| close_message(s, "copied"));
         self.progress.send_modify(|p| {
             p.copied += done.len() as u64;
             p.bytes += bytes;
@@ -626,13 +703,16 @@ async fn retrieve(
     budget: Arc<Semaphore>,
     tx: mpsc::Sender<Item>,
 ) -> (Pop3Session, std::result::Result<(), SourceError>) {
+    // Spawned inside the run's span: each message's span is its child.
+    let run = Span::current();
     let mut fetch = Vec::new();
     for p in plan {
         // LIST sizes are exact per RFC 1939 §5, so oversize messages are skipped unread.
         match limit {
             Some((max, which)) if p.size > max => {
                 let reason = format!("message of {} bytes exceeds {which} of {max} bytes", p.size);
-                if tx.send(Item::Skip(p, reason)).await.is_err() {
+                let span = message_span(&run, &p);
+                if tx.send(Item::Skip(p, reason, span)).await.is_err() {
                     return (pop, Ok(()));
                 }
             }
@@ -641,17 +721,17 @@ async fn retrieve(
     }
     let budget_total = u32::try_from(budget.available_permits()).unwrap_or(u32::MAX);
     let result = async {
-        let mut queue: VecDeque<&Planned> = VecDeque::new();
+        let mut queue: VecDeque<(&Planned, Span)> = VecDeque::new();
         let mut next = 0;
         while next < fetch.len() || !queue.is_empty() {
             if queue.len() < window && next < fetch.len() {
                 let upto = (next + window - queue.len()).min(fetch.len());
                 let numbers: Vec<u32> = fetch[next..upto].iter().map(|p| p.number).collect();
                 pop.send_retr_many(&numbers).await.map_err(SourceError::Pop3)?;
-                queue.extend(&fetch[next..upto]);
+                queue.extend(fetch[next..upto].iter().map(|p| (p, message_span(&run, p))));
                 next = upto;
             }
-            let p = queue.pop_front().expect("a RETR is in flight");
+            let (p, span) = queue.pop_front().expect("a RETR is in flight");
             let item = match pop.read_retr_status().await {
                 Ok(()) => {
                     let mut incoming = Incoming::new(&spool);
@@ -668,13 +748,16 @@ async fn retrieve(
                         .acquire_many_owned(permits)
                         .await
                         .expect("the budget semaphore is never closed");
-                    Item::Retrieved(p.clone(), received, permit)
+                    Item::Retrieved(p.clone(), received, permit, span)
                 }
                 // -ERR for one message: the session goes on (RFC 1939 §7).
                 Err(mailferry_pop3::Pop3Error::Server { text, .. }) => {
-                    Item::Failed(p.clone(), format!("the source refused RETR: {text}"))
+                    Item::Failed(p.clone(), format!("the source refused RETR: {text}"), span)
                 }
-                Err(e) => return Err(SourceError::Pop3(e)),
+                Err(e) => {
+                    close_message(span, "error");
+                    return Err(SourceError::Pop3(e));
+                }
             };
             if tx.send(item).await.is_err() {
                 break;

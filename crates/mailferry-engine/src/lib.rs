@@ -15,6 +15,7 @@ mod metrics;
 mod retry;
 mod sink;
 pub mod spool;
+pub mod trace;
 mod worker;
 
 pub use drain::{run_job, DrainJob, EngineConfig, Outcome, Progress, RunReport};

@@ -16,6 +16,7 @@ use mailferry_model::{
 use mailferry_store::{Claimed, ClaimLimits, Release, Store};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::drain::{run_job, DrainJob, EngineConfig, Outcome};
 use crate::sink::{ArchiveTarget, Archives, Target};
@@ -109,7 +110,8 @@ impl Worker {
                         let token = CancellationToken::new();
                         let reason = Arc::new(Mutex::new(None));
                         stops.push((token.clone(), Arc::clone(&reason)));
-                        running.spawn(Arc::clone(&me).run_claimed(claimed, token, reason));
+                        let span = job_span(&claimed);
+                        running.spawn(Arc::clone(&me).run_claimed(claimed, token, reason).instrument(span));
                         claimed_one = true;
                     }
                     Ok(None) => {}
@@ -133,7 +135,7 @@ impl Worker {
         while running.join_next().await.is_some() {}
     }
 
-    #[tracing::instrument(skip_all, fields(job.id = claimed.job.id, takeover = claimed.takeover))]
+    /// Runs inside the job's span ([`job_span`]).
     async fn run_claimed(self: Arc<Self>, claimed: Claimed, cancel: CancellationToken, reason: Arc<Mutex<Option<StopReason>>>) {
         let job = claimed.job;
         let release = |state: JobState, error: Option<String>| Release { state, error, not_before: None };
@@ -148,13 +150,14 @@ impl Worker {
                 return;
             }
         };
-        let heartbeat = tokio::spawn(Arc::clone(&self).heartbeat(job.id, cancel.clone(), Arc::clone(&reason)));
+        let heartbeat = tokio::spawn(Arc::clone(&self).heartbeat(job.id, cancel.clone(), Arc::clone(&reason)).in_current_span());
         let result = run_job(Arc::clone(&self.store), &drain, &self.config.engine, None, cancel.clone()).await;
         heartbeat.abort();
         let stop = *reason.lock().expect("stop reason lock");
         let outcome = match (result, stop) {
             (_, Some(StopReason::LeaseLost)) => {
                 crate::metrics::lease_lost();
+                tracing::Span::current().record("job.state", "lease-lost");
                 tracing::warn!("lease lost: another worker owns the job now");
                 return;
             }
@@ -172,6 +175,11 @@ impl Worker {
     }
 
     async fn release(&self, id: i64, release: Release) {
+        let span = tracing::Span::current();
+        span.record("job.state", release.state.as_str());
+        if release.state == JobState::Failed {
+            span.record("otel.status_code", "ERROR");
+        }
         match self.store.release_job(id, &self.config.id, &release).await {
             Ok(true) => crate::metrics::finished(release.state.as_str()),
             Ok(false) => tracing::warn!(job.id = id, "the lease was gone when releasing"),
@@ -289,4 +297,30 @@ impl Worker {
             max_message_bytes: spec.options.max_message_bytes,
         })
     }
+}
+
+/// The span of one claimed job: the parent of its runs, itself a child of the API request
+/// that created the job when the job row carries its `traceparent` (possibly made by
+/// another process). Ids, kinds and states only: never an endpoint's user or secret.
+fn job_span(claimed: &Claimed) -> tracing::Span {
+    let job = &claimed.job;
+    let target_kind = match job.spec.as_ref().map(|s| &s.target) {
+        Some(TargetSpec::Imap { .. }) => "imap",
+        Some(TargetSpec::Archive { .. }) => "archive",
+        None => "unknown",
+    };
+    let span = tracing::info_span!(
+        "job",
+        job.id = job.id,
+        job.takeover = claimed.takeover,
+        target.kind = target_kind,
+        job.state = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
+    if let Some(tp) = job.trace_parent.as_deref() {
+        if !crate::trace::continue_trace(&span, tp) {
+            tracing::debug!(job.id = job.id, "the job's stored trace context was not continued");
+        }
+    }
+    span
 }

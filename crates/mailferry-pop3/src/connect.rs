@@ -20,7 +20,8 @@ use crate::{Pop3Error, Pop3Session, Result};
 impl Pop3Session {
     /// Connect, protect the connection as `ep.security` says, read the greeting, ask CAPA
     /// and log in. The session returned is in the TRANSACTION state.
-    #[tracing::instrument(skip_all, err(level = "debug"), fields(pop3 = %ep.display()))]
+    // Host and port only: the user name is often a mail address, and spans are exported.
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(server.address = %ep.host, server.port = ep.port))]
     pub async fn connect(ep: &Pop3Endpoint, opts: &Pop3Options) -> Result<Pop3Session> {
         if ep.security == Security::None && !ep.tls.allow_plaintext {
             return Err(Pop3Error::PlaintextRefused);

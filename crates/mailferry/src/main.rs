@@ -12,6 +12,7 @@ mod endpoint_url;
 mod migrate;
 mod service;
 mod settings;
+mod telemetry;
 mod tls;
 
 use std::path::PathBuf;
@@ -105,14 +106,22 @@ fn main() -> ExitCode {
         let result = match command {
             Command::Migrate(args) => return migrate::run(args, &loaded).await,
             Command::Archive(args) => return archive_cmd::run(args, &loaded).await,
-            Command::Serve(args) => {
-                service::init_logging(&loaded.config.log, "info");
-                service::serve(args, &loaded).await
-            }
-            Command::Worker => {
-                service::init_logging(&loaded.config.log, "info");
-                service::worker_only(&loaded).await
-            }
+            Command::Serve(args) => match telemetry::init(&loaded.config.log, "info") {
+                Ok(telemetry) => {
+                    let result = service::serve(args, &loaded).await;
+                    telemetry.shutdown().await;
+                    result
+                }
+                Err(e) => Err(e),
+            },
+            Command::Worker => match telemetry::init(&loaded.config.log, "info") {
+                Ok(telemetry) => {
+                    let result = service::worker_only(&loaded).await;
+                    telemetry.shutdown().await;
+                    result
+                }
+                Err(e) => Err(e),
+            },
             Command::Token(cmd) => service::token(cmd, &loaded).await,
             Command::Db(cmd) => service::db(cmd, &loaded).await,
             Command::Config(ConfigCommand::Check) => config_check(&loaded),

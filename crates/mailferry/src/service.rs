@@ -11,7 +11,7 @@ use mailferry_model::Scope;
 use mailferry_store::{ClaimLimits, Store};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{LogConfig, LogFormat, Loaded};
+use crate::config::Loaded;
 use crate::settings::Settings;
 
 #[derive(Debug, Args)]
@@ -39,27 +39,6 @@ pub enum TokenCommand {
 pub enum DbCommand {
     /// Apply database migrations (also done at every start).
     Migrate,
-}
-
-/// `[log]`: `filter` (else `default_filter`) and `format`.
-pub fn init_logging(log: &LogConfig, default_filter: &str) {
-    use std::io::IsTerminal;
-    use tracing_subscriber::EnvFilter;
-    // Validated at load; a bad filter cannot get here.
-    let filter = EnvFilter::try_new(log.filter.as_deref().unwrap_or(default_filter)).unwrap_or_else(|_| EnvFilter::new("info"));
-    // async-imap traces raw protocol lines (LOGIN with its password, message bodies).
-    let filter = filter.add_directive("async_imap=info".parse().expect("valid directive"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let pretty = match log.format {
-        LogFormat::Pretty => true,
-        LogFormat::Json => false,
-        LogFormat::Auto => std::io::stderr().is_terminal(),
-    };
-    if pretty {
-        let _ = builder.try_init();
-    } else {
-        let _ = builder.json().try_init();
-    }
 }
 
 fn worker(settings: &Settings, store: Arc<dyn Store>) -> Worker {
@@ -125,13 +104,16 @@ pub async fn serve(args: ServeArgs, loaded: &Loaded) -> anyhow::Result<()> {
     println!("mailferry listening on {scheme}://{addr}");
     tracing::info!(%addr, tls = cert.is_some(), database = %redact_url(&settings.database_url), "serving");
     let workers = (!args.no_workers).then(|| tokio::spawn(worker(&settings, Arc::clone(&store)).run(shutdown.child_token())));
-    let app = mailferry_api::app(state);
+    // With the peer address: the audit log and the failed-authentication limit need it.
+    let app = mailferry_api::app(state).into_make_service_with_connect_info::<SocketAddr>();
     let stopped = shutdown.clone().cancelled_owned();
     match cert {
         Some(cert) => {
             crate::tls::reload_on_sighup(Arc::clone(&cert))?;
             let listener = crate::tls::TlsListener::new(listener, cert)?;
-            axum::serve(listener, app).with_graceful_shutdown(stopped).await
+            // `tap_io` makes axum hand the listener's peer address to ConnectInfo.
+            use axum::serve::ListenerExt as _;
+            axum::serve(listener.tap_io(|_| {}), app).with_graceful_shutdown(stopped).await
         }
         None => axum::serve(listener, app).with_graceful_shutdown(stopped).await,
     }

@@ -137,7 +137,8 @@ pub async fn create(State(state): State<AppState>, ApiQuery(q): ApiQuery<CreateQ
         };
         return Err(ApiError::Validation { detail, errors });
     }
-    let (batch, jobs) = state.store.create_jobs(Some(&name), &specs).await?;
+    let trace_parent = crate::trace::current_trace_parent();
+    let (batch, jobs) = state.store.create_jobs_traced(Some(&name), &specs, trace_parent.as_deref()).await?;
     let batch = batch.ok_or_else(|| ApiError::Internal("create_jobs returned no batch".into()))?;
     tracing::info!(batch.id = batch.id, jobs = jobs.len(), skipped_rows = bad_rows, "batch created");
     let created = BatchCreated {

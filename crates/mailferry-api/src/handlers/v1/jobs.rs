@@ -60,9 +60,12 @@ pub(crate) async fn load(state: &AppState, id: i64) -> ApiResult<JobView> {
 pub async fn create(State(state): State<AppState>, JsonBody(body): JsonBody<JobBody>) -> ApiResult<Response> {
     let spec = validate(body, &state.config, &state.sealer)
         .map_err(|errors| ApiError::from_field_errors("the job is invalid", errors))?;
-    let (_, jobs) = state.store.create_jobs(None, std::slice::from_ref(&spec)).await?;
+    let trace_parent = crate::trace::current_trace_parent();
+    let (_, jobs) = state.store.create_jobs_traced(None, std::slice::from_ref(&spec), trace_parent.as_deref()).await?;
     let job = jobs.into_iter().next().ok_or_else(|| ApiError::Internal("create_jobs returned no job".into()))?;
-    tracing::info!(job.id = job.id, source = %spec.source_display(), target = %spec.target_display(), "job created");
+    // Hosts only: user names are often mail addresses, and this event is exported with the
+    // request's span.
+    tracing::info!(job.id = job.id, source.host = %spec.source.host, target.host = spec.target_host(), "job created");
     let view = JobView::new(job, JobCounts::default());
     let location = format!("/api/v1/jobs/{}", view.id);
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(view)).into_response())
