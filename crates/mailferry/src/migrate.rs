@@ -50,22 +50,21 @@ pub struct MigrateArgs {
     to_auth: String,
     /// OAuth2 token endpoint of the destination's authorization server: the job exchanges a
     /// refresh token there for access tokens (XOAUTH2) as they expire, instead of a password.
-    #[arg(long, value_name = "URL", env = "MAILFERRY_TO_OAUTH2_TOKEN_URL")]
+    #[arg(long, value_name = "URL")]
     to_oauth2_token_url: Option<String>,
     /// OAuth2 client id (with --to-oauth2-token-url).
-    #[arg(long, value_name = "ID", env = "MAILFERRY_TO_OAUTH2_CLIENT_ID")]
+    #[arg(long, value_name = "ID")]
     to_oauth2_client_id: Option<String>,
     /// Scopes to request, space-separated (default: those originally granted).
-    #[arg(long, value_name = "SCOPE", env = "MAILFERRY_TO_OAUTH2_SCOPE")]
+    #[arg(long, value_name = "SCOPE")]
     to_oauth2_scope: Option<String>,
-    /// Environment variable holding the OAuth2 refresh token (default: MAILFERRY_TO_OAUTH2_REFRESH_TOKEN).
+    /// Environment variable holding the OAuth2 refresh token (with --to-oauth2-token-url).
     #[arg(long, value_name = "VAR", conflicts_with = "to_oauth2_refresh_token_file")]
     to_oauth2_refresh_token_env: Option<String>,
     /// File holding the OAuth2 refresh token (first line).
     #[arg(long, value_name = "FILE")]
     to_oauth2_refresh_token_file: Option<PathBuf>,
-    /// Environment variable holding the OAuth2 client secret (default: MAILFERRY_TO_OAUTH2_CLIENT_SECRET
-    /// if set; none for a public client).
+    /// Environment variable holding the OAuth2 client secret (omit for a public client).
     #[arg(long, value_name = "VAR", conflicts_with = "to_oauth2_client_secret_file")]
     to_oauth2_client_secret_env: Option<String>,
     /// File holding the OAuth2 client secret (first line).
@@ -350,18 +349,13 @@ fn destination_credential(args: &MigrateArgs, tls: &TlsOptions) -> anyhow::Resul
         bail!("--to-oauth2-token-url must not hold credentials: use --to-oauth2-client-id and the client secret variable");
     }
     let Some(client_id) = args.to_oauth2_client_id.clone().filter(|c| !c.is_empty()) else {
-        bail!("--to-oauth2-token-url needs --to-oauth2-client-id (or MAILFERRY_TO_OAUTH2_CLIENT_ID)");
+        bail!("--to-oauth2-token-url needs --to-oauth2-client-id");
     };
-    let default_var = |var: &'static str| std::env::var_os(var).is_some().then_some(var);
     let refresh_env = args.to_oauth2_refresh_token_env.as_deref();
-    let refresh_file = args.to_oauth2_refresh_token_file.as_ref();
-    let refresh_env = refresh_env.or(if refresh_file.is_none() { Some("MAILFERRY_TO_OAUTH2_REFRESH_TOKEN") } else { None });
-    let refresh_token = env_or_file("OAuth2 refresh token", refresh_env, refresh_file)?
-        .context("no OAuth2 refresh token: set MAILFERRY_TO_OAUTH2_REFRESH_TOKEN, or use --to-oauth2-refresh-token-env VAR or --to-oauth2-refresh-token-file FILE")?;
-    let secret_file = args.to_oauth2_client_secret_file.as_ref();
+    let refresh_token = env_or_file("OAuth2 refresh token", refresh_env, args.to_oauth2_refresh_token_file.as_ref())?
+        .context("no OAuth2 refresh token: use --to-oauth2-refresh-token-env VAR or --to-oauth2-refresh-token-file FILE")?;
     let secret_env = args.to_oauth2_client_secret_env.as_deref();
-    let secret_env = secret_env.or(if secret_file.is_none() { default_var("MAILFERRY_TO_OAUTH2_CLIENT_SECRET") } else { None });
-    let client_secret = env_or_file("OAuth2 client secret", secret_env, secret_file)?;
+    let client_secret = env_or_file("OAuth2 client secret", secret_env, args.to_oauth2_client_secret_file.as_ref())?;
     let grant = OAuth2Refresh {
         token_url,
         client_id,

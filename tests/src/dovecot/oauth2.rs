@@ -134,14 +134,24 @@ impl TokenServerConfig {
     }
 }
 
-/// One request the token endpoint received.
-#[derive(Debug, Clone)]
+/// One request the token endpoint received (its `Debug` leaves the refresh token out).
+#[derive(Clone)]
 pub struct TokenCall {
     pub grant_type: Option<String>,
     pub refresh_token: Option<String>,
     pub scope: Option<String>,
     /// The status it was answered with.
     pub status: u16,
+}
+
+impl std::fmt::Debug for TokenCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenCall")
+            .field("grant_type", &self.grant_type)
+            .field("scope", &self.scope)
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Default)]
