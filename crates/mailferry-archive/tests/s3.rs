@@ -3,85 +3,16 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
 use common::*;
+use mailferry_tests::Moto;
 use mailferry_archive::{Archive, ArchiveConfig, BlobStoreConfig, Discrepancy, KeyRing, LockMode, S3Config};
-
-struct Moto(Child);
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A bare HTTP request (moto does not check signatures), for bucket setup only.
-fn http(port: u16, method: &str, path: &str, headers: &str, body: &str) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
-
-/// Starts moto on a free loopback port, or says why not (the test command installs it).
-fn start_moto() -> Option<(Moto, u16)> {
-    if Command::new("moto_server")
-        .arg("--help")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_err()
-    {
-        eprintln!("skipping: moto_server not installed (pip install 'moto[server]')");
-        return None;
-    }
-    let port = free_port();
-    let moto = Moto(
-        Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "moto did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Some((moto, port))
-}
 
 #[tokio::test]
 async fn archive_on_s3_compatible_storage() {
-    let Some((_moto, port)) = start_moto() else { return };
+    let Some(moto) = Moto::start() else { return };
+    let port = moto.port;
     // A versioned bucket with Object Lock enabled, as production would use.
-    let r = http(
-        port,
-        "PUT",
-        "/mf-archive",
-        "x-amz-bucket-object-lock-enabled: true\r\n",
-        "",
-    );
-    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    moto.create_locked_bucket("mf-archive");
 
     // Credentials come from the environment, as in production (moto accepts any).
     std::env::set_var("AWS_ACCESS_KEY_ID", "test");
@@ -182,18 +113,9 @@ async fn signed(port: u16, method: &str, path: &str, body: &'static str) -> (u16
 
 #[tokio::test]
 async fn object_lock_makes_s3_refuse_deletes_until_retention_ends_and_while_held() {
-    let Some((_moto, port)) = start_moto() else { return };
-    let r = http(port, "PUT", "/mf-worm", "x-amz-bucket-object-lock-enabled: true\r\n", "");
-    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
-    // AWS turns versioning on with Object Lock; moto needs telling.
-    let r = http(
-        port,
-        "PUT",
-        "/mf-worm?versioning",
-        "",
-        "<VersioningConfiguration><Status>Enabled</Status></VersioningConfiguration>",
-    );
-    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    let Some(moto) = Moto::start() else { return };
+    let port = moto.port;
+    moto.create_locked_bucket("mf-worm");
     std::env::set_var("AWS_ACCESS_KEY_ID", "test");
     std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
     let dir = tempfile::tempdir().unwrap();

@@ -84,9 +84,9 @@ async fn run_inner(args: ArchiveArgs, loaded: &Loaded) -> anyhow::Result<u8> {
     let (archives, location) = match &args.state {
         Some(state) => (archives_beside(state, loaded)?, format!("beside {}", state.display())),
         None => {
+            // The service's archives, wherever the config keeps them (local or shared).
             let root = loaded.config.archive_root();
-            let location = format!("in {}", root.display());
-            (Archives::new(root, crate::settings::archive_keys(loaded)?), location)
+            (crate::settings::archives(loaded)?, format!("in {} or the configured archive index", root.display()))
         }
     };
     let open = |name: &str| {

@@ -336,6 +336,42 @@ pub struct ArchiveSection {
     pub keys: Vec<SecretString>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub keys_file: Option<PathBuf>,
+    /// Where each archive's index lives.
+    pub index: ArchiveIndex,
+    /// Blobs in S3-compatible storage instead of under `root`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub s3: Option<ArchiveS3>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArchiveIndex {
+    /// The service database when that is PostgreSQL (shared by every worker), else SQLite.
+    #[default]
+    Auto,
+    /// SQLite beside each archive: one process only.
+    Local,
+    /// The service database (must be PostgreSQL): a schema per archive.
+    Database,
+}
+
+/// S3-compatible blob storage for every archive (each under `<prefix>/<archive name>`).
+/// Credentials come from the standard AWS_* environment, never from this file.
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ArchiveS3 {
+    pub bucket: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    pub allow_http: bool,
+    pub path_style: bool,
+    /// governance | compliance: set Object Lock retention and legal holds per object.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object_lock: Option<mailferry_archive::LockMode>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -472,7 +508,7 @@ pub fn known_keys() -> BTreeSet<String> {
         let line = line.trim();
         let line = line.strip_prefix("# ").unwrap_or(line);
         if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            if name.chars().all(|c| c.is_ascii_lowercase() || c == '_' || c == '.') {
+            if name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.') {
                 section = format!("{name}.");
             }
         } else if let Some((key, _)) = line.split_once(" = ") {
@@ -686,6 +722,15 @@ fn validate(loaded: &Loaded) -> Result<(), ConfigError> {
         &format!("must not exceed worker.retry.max_delay_ms ({})", c.worker.retry.max_delay_ms),
     );
     check(c.worker.lease_secs >= 3, "worker.lease_secs", "must be at least 3");
+    let postgres = c.database_url().starts_with("postgres");
+    check(
+        c.archive.index != ArchiveIndex::Database || postgres,
+        "archive.index",
+        "\"database\" needs database.url to be a postgres:// URL",
+    );
+    if let Some(s3) = &c.archive.s3 {
+        check(!s3.bucket.trim().is_empty(), "archive.s3.bucket", "must name a bucket");
+    }
     if let Some(filter) = &c.log.filter {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(filter) {
             check(false, "log.filter", &format!("not a tracing filter: {e}"));

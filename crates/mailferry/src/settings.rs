@@ -98,7 +98,7 @@ impl Settings {
                 .map_err(|e| loaded.error("security.plaintext_allow", e))?,
             ca_pem: ca_pem(loaded)?,
             network: network_policy(loaded)?,
-            archives: Arc::new(mailferry_engine::Archives::new(c.archive_root(), archive_keys(loaded)?)),
+            archives: Arc::new(archives(loaded)?),
             engine,
             api,
             listen: c.server.listen,
@@ -139,6 +139,35 @@ pub fn network_policy(loaded: &Loaded) -> Result<Arc<NetworkPolicy>, ConfigError
     let policy = NetworkPolicy::parse(n.allow.iter().map(String::as_str), Some(n.deny.iter().map(String::as_str).collect()))
         .map_err(|e| loaded.error("network", e))?;
     Ok(Arc::new(policy))
+}
+
+/// The archive registry: keys, and where indexes and blobs live (`[archive]`).
+pub fn archives(loaded: &Loaded) -> Result<mailferry_engine::Archives, ConfigError> {
+    use crate::config::ArchiveIndex;
+    let c = &loaded.config;
+    let mut archives = mailferry_engine::Archives::new(c.archive_root(), archive_keys(loaded)?);
+    let url = c.database_url();
+    let shared = match c.archive.index {
+        ArchiveIndex::Auto => url.starts_with("postgres"),
+        ArchiveIndex::Local => false,
+        // Validated in config::load: the database is PostgreSQL.
+        ArchiveIndex::Database => true,
+    };
+    if shared {
+        archives = archives.with_index(mailferry_archive::IndexConfig::Postgres(mailferry_archive::DatabaseUrl::new(url)));
+    }
+    if let Some(s3) = &c.archive.s3 {
+        archives = archives.with_blobs(mailferry_archive::BlobStoreConfig::S3(mailferry_archive::S3Config {
+            bucket: s3.bucket.clone(),
+            endpoint: s3.endpoint.clone(),
+            region: s3.region.clone(),
+            prefix: s3.prefix.clone(),
+            allow_http: s3.allow_http,
+            path_style: s3.path_style,
+            object_lock: s3.object_lock,
+        }));
+    }
+    Ok(archives)
 }
 
 /// `archive.keys` or the lines of `archive.keys_file`.

@@ -60,7 +60,21 @@ fn fully_populated() -> Config {
             sse_poll_ms: 1,
             sse_keep_alive_secs: 1,
         },
-        archive: ArchiveSection { root: Some("r".into()), keys: vec![], keys_file: Some("kf".into()) },
+        archive: ArchiveSection {
+            root: Some("r".into()),
+            keys: vec![],
+            keys_file: Some("kf".into()),
+            index: ArchiveIndex::Database,
+            s3: Some(ArchiveS3 {
+                bucket: "b".into(),
+                endpoint: Some("e".into()),
+                region: Some("r".into()),
+                prefix: Some("p".into()),
+                allow_http: true,
+                path_style: true,
+                object_lock: Some(mailferry_archive::LockMode::Compliance),
+            }),
+        },
         log: LogConfig { format: LogFormat::Json, filter: Some("info".into()) },
     }
 }
