@@ -89,10 +89,11 @@ pub(crate) async fn require_token(State(state): State<AppState>, mut req: Reques
     if page || PUBLIC_PATHS.contains(&req.uri().path()) {
         return next.run(req).await;
     }
+    // Without connection info (an embedder serving the app without
+    // `into_make_service_with_connect_info`) nobody can be told apart: no limit rather
+    // than one bucket for everyone, which would let one client lock all others out.
     let client = crate::client::client_ip(req.extensions(), req.headers(), &state.trusted_proxies);
-    // Without connection info every client shares one bucket: `serve` always provides it.
-    let client_key = client.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
-    if let Some(wait) = state.auth_limiter.blocked(client_key, Instant::now()) {
+    if let Some(wait) = client.and_then(|c| state.auth_limiter.blocked(c, Instant::now())) {
         metrics::counter!("mailferry_http_auth_rate_limited_total").increment(1);
         // Whole seconds, rounded up: a client that waits this long is let in.
         let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
@@ -105,7 +106,9 @@ pub(crate) async fn require_token(State(state): State<AppState>, mut req: Reques
     let record = match state.store.token_by_hash(&hash_token(token)).await {
         Ok(Some(record)) => record,
         Ok(None) => {
-            state.auth_limiter.failed(client_key, Instant::now());
+            if let Some(c) = client {
+                state.auth_limiter.failed(c, Instant::now());
+            }
             metrics::counter!("mailferry_http_auth_failures_total").increment(1);
             tracing::warn!(client = %client.map_or_else(|| "unknown".to_owned(), |c| c.to_string()), "invalid bearer token");
             return ApiError::Unauthorized("the bearer token is not valid").into_response();

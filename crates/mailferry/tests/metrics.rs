@@ -136,6 +136,14 @@ async fn metrics_move_with_a_real_job(database_url: Option<&str>) {
     assert!(job_gets >= 2.0, "the polls were counted by route template: {job_gets}");
     assert!(after.sum("mailferry_http_request_duration_seconds_count", &[("route", "/api/v1/jobs")]) >= 1.0);
     assert!(after.0.iter().all(|(_, labels, _)| labels.iter().all(|(_, v)| !v.contains(&format!("/jobs/{id}")))));
+
+    // The same server audited the creation, with the socket peer as the client.
+    let (status, audit, text) = api.get("/api/v1/audit").await;
+    assert_eq!(status, 200, "{text}");
+    let entry = &audit["items"][0];
+    assert_eq!((entry["method"].as_str(), entry["route"].as_str()), (Some("POST"), Some("/api/v1/jobs")), "{audit}");
+    assert_eq!(entry["target"], id.to_string());
+    assert_eq!(entry["client"], "127.0.0.1", "serve passes the peer address: {audit}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
