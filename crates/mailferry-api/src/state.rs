@@ -38,6 +38,10 @@ pub struct AppState {
 impl AppState {
     pub fn new(store: Arc<dyn Store>, sealer: Sealer, config: ApiConfig, archives: Arc<Archives>) -> Self {
         crate::metrics::install();
+        // Histogram samples wait for upkeep: fold them in even when nobody scrapes.
+        if tokio::runtime::Handle::try_current().is_ok() {
+            crate::metrics::spawn_upkeep();
+        }
         let auth_limiter = crate::ratelimit::AuthLimiter::new(
             config.auth_failure_limit,
             Duration::from_secs(config.auth_failure_window_secs.max(1)),
