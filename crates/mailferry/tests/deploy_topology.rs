@@ -207,6 +207,8 @@ fn compose_service(compose: &Value, name: &str, img: &Image) -> ServiceSpec {
 /// What a process of the topology gets on this machine instead of inside a container.
 struct Local {
     db_url: String,
+    /// Stands in for compose's `objects` (MinIO): moto on loopback.
+    s3: String,
     /// Stands in for the image's `/var/lib/mailferry` (home and WORKDIR).
     root: tempfile::TempDir,
 }
@@ -225,6 +227,9 @@ fn localize(spec: &ServiceSpec, local: &Local, vars: &HashMap<&str, String>, oth
         }
         if let Some(rest) = v.strip_prefix(IMAGE_ROOT) {
             return format!("{root}{rest}");
+        }
+        if v.starts_with("http://objects:") {
+            return local.s3.clone();
         }
         v.to_owned()
     };
@@ -510,10 +515,18 @@ async fn compose_api_and_two_workers_drain_a_batch_exactly_once() {
         sources.push(msgs);
     }
 
+    // compose's MinIO, created by objects-init with Object Lock: moto on loopback, same bucket.
+    let moto = mailferry_tests::Moto::start();
+    let bucket = api_spec.env.get("MAILFERRY_ARCHIVE__S3__BUCKET").cloned().expect("compose configures archive blobs on S3");
+    if let Some(m) = &moto {
+        m.create_locked_bucket(&bucket);
+    }
+    let s3_endpoint = moto.as_ref().map_or_else(|| "http://127.0.0.1:9".to_owned(), |m| m.endpoint());
+
     let logs_dir = tempfile::tempdir().unwrap();
     // Each container's filesystem: the image's VOLUMEs exist (empty) before it starts.
     let new_local = || {
-        let local = Local { db_url: pg.url.clone(), root: tempfile::tempdir().unwrap() };
+        let local = Local { db_url: pg.url.clone(), s3: s3_endpoint.clone(), root: tempfile::tempdir().unwrap() };
         for v in &img.volumes {
             let rest = v.strip_prefix(IMAGE_ROOT).unwrap_or_else(|| panic!("VOLUME {v} outside {IMAGE_ROOT}"));
             std::fs::create_dir_all(local.root.path().join(rest.trim_start_matches('/'))).unwrap();
@@ -666,6 +679,26 @@ async fn compose_api_and_two_workers_drain_a_batch_exactly_once() {
     let worker_pids: Vec<String> = workers.iter().map(|w| format!("-{}", w.child.id())).collect();
     assert!(owners.iter().all(|o| worker_pids.iter().any(|p| o.ends_with(p))), "lease owners {owners:?} vs workers {worker_pids:?}");
     assert!(!std::fs::read_to_string(&api.log).unwrap().contains("job finished"), "the API ran a job");
+
+    // An archive job through compose's archive settings: blobs in the bucket, index in the
+    // shared PostgreSQL, whichever worker claims it.
+    if moto.is_some() {
+        lab.dovecot.add_user("arch", SRC_PW);
+        lab.dovecot.seed("arch", &small(7, "arch-"));
+        let body = json!({
+            "source": {"protocol": "pop3", "host": "127.0.0.1", "port": lab.dovecot.pop3_port(), "security": "none",
+                       "username": "arch", "password": SRC_PW},
+            "target": {"protocol": "archive", "archive": "compose"},
+            "options": {"delete": "after-verified"}
+        });
+        let (status, job, text) = client.post("/api/v1/jobs", &body).await;
+        assert_eq!(status, 201, "{text}");
+        let job = client.wait_state(job["id"].as_i64().unwrap(), &["succeeded", "failed", "partial"], 60).await;
+        assert_eq!(job["state"], "succeeded", "{job}\n{}", logs(&workers.iter().collect::<Vec<_>>()));
+        let (_, list, text) = client.get("/api/v1/archives").await;
+        assert_eq!((list["items"][0]["name"].as_str(), list["items"][0]["messages"].as_u64()), (Some("compose"), Some(7)), "{text}");
+        assert_eq!(lab.dovecot.message_count("arch"), 0);
+    }
 
     // SIGTERM everything: workers first (as `docker compose down` stops dependents first),
     // then the API; each exits 0 well within the manifests' grace period.
