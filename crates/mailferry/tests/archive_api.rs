@@ -6,7 +6,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use common::server::{job_body, Api, Server};
 use common::{expected_at_destination, Lab, SRC_PW};
@@ -51,20 +50,6 @@ async fn get_bytes(api: &Api, path: &str) -> (u16, String, Vec<u8>, Option<Strin
     let ct = h("content-type").unwrap_or_default();
     let cd = h("content-disposition");
     (status, ct, r.bytes().await.unwrap().to_vec(), cd)
-}
-
-/// Poll a verify or export run until it is no longer running.
-async fn wait_run(api: &Api, path: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (status, run, text) = api.get(path).await;
-        assert_eq!(status, 200, "{text}");
-        if run["state"] != "running" {
-            return run;
-        }
-        assert!(Instant::now() < deadline, "{path} still running: {run}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn find_blob(dir: &Path, digest: &str) -> Option<PathBuf> {
@@ -193,7 +178,7 @@ async fn archive_jobs_search_read_verify_hold_and_export_over_http() {
     // Verify: clean.
     let (status, run, text) = api.post("/api/v1/archives/legal/verify", &json!({})).await;
     assert_eq!(status, 202, "{text}");
-    let run = wait_run(&api, &format!("/api/v1/archives/legal/verify/{}", run["id"])).await;
+    let run = api.wait_run(&format!("/api/v1/archives/legal/verify/{}", run["id"])).await;
     assert_eq!(run["state"], "done", "{run}");
     assert_eq!(run["report"]["ok"], true, "{run}");
     assert_eq!(run["report"]["discrepancies"], json!([]));
@@ -205,7 +190,7 @@ async fn archive_jobs_search_read_verify_hold_and_export_over_http() {
     // Export bob's messages as mbox: every message, exactly.
     let (status, run, text) = api.post("/api/v1/archives/legal/exports", &json!({"query": {"account": "bob"}, "format": "mbox"})).await;
     assert_eq!(status, 202, "{text}");
-    let run = wait_run(&api, &format!("/api/v1/archives/legal/exports/{}", run["id"])).await;
+    let run = api.wait_run(&format!("/api/v1/archives/legal/exports/{}", run["id"])).await;
     assert_eq!(run["state"], "done", "{run}");
     assert_eq!(run["result"]["messages"], 4, "{run}");
     let download = run["result"]["download"].as_str().unwrap();
@@ -222,7 +207,7 @@ async fn archive_jobs_search_read_verify_hold_and_export_over_http() {
     assert_eq!(run["result"]["manifest"].as_str().unwrap().lines().count(), 4);
     let (status, zip, _) = api.post("/api/v1/archives/legal/exports", &json!({"format": "eml-zip"})).await;
     assert_eq!(status, 202);
-    let zip = wait_run(&api, &format!("/api/v1/archives/legal/exports/{}", zip["id"])).await;
+    let zip = api.wait_run(&format!("/api/v1/archives/legal/exports/{}", zip["id"])).await;
     let (_, ct, bytes, _) = get_bytes(&api, zip["result"]["download"].as_str().unwrap()).await;
     assert_eq!((ct.as_str(), &bytes[..2]), ("application/zip", &b"PK"[..]));
     let (status, p, _) = api.post("/api/v1/archives/legal/exports", &json!({"format": "pst"})).await;
@@ -269,7 +254,7 @@ async fn archive_jobs_search_read_verify_hold_and_export_over_http() {
     std::fs::write(&blob, &raw).unwrap();
     let (status, run, _) = api.post("/api/v1/archives/legal/verify", &json!({})).await;
     assert_eq!(status, 202);
-    let run = wait_run(&api, &format!("/api/v1/archives/legal/verify/{}", run["id"])).await;
+    let run = api.wait_run(&format!("/api/v1/archives/legal/verify/{}", run["id"])).await;
     assert_eq!(run["state"], "done", "{run}");
     assert_eq!(run["report"]["ok"], false);
     let found = run["report"]["discrepancies"].as_array().unwrap();

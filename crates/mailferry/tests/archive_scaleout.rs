@@ -6,12 +6,10 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
-use common::server::{job_body, psql, Api, FreshPg, Server};
+use common::server::{job_body, psql, FreshPg, Server};
 use common::{Lab, SRC_PW};
 use mailferry_tests::Moto;
-use serde_json::{json, Value};
+use serde_json::json;
 
 fn msg(id: &str, subject: &str, body: &str) -> Vec<u8> {
     format!(
@@ -19,19 +17,6 @@ fn msg(id: &str, subject: &str, body: &str) -> Vec<u8> {
          Date: Mon, 4 Mar 2024 10:00:00 +0000\r\n\r\n{body}\r\n"
     )
     .into_bytes()
-}
-
-async fn wait_run(api: &Api, path: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (status, run, text) = api.get(path).await;
-        assert_eq!(status, 200, "{text}");
-        if run["state"] != "running" {
-            return run;
-        }
-        assert!(Instant::now() < deadline, "{path} still running: {run}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -119,7 +104,7 @@ async fn workers_on_separate_machines_fill_one_archive_on_s3_and_postgres() {
     // Verify reads every blob back from S3 and walks the one chain both workers appended to.
     let (status, run, text) = api.post("/api/v1/archives/shared/verify", &json!({})).await;
     assert_eq!(status, 202, "{text}");
-    let run = wait_run(&api, &format!("/api/v1/archives/shared/verify/{}", run["id"])).await;
+    let run = api.wait_run(&format!("/api/v1/archives/shared/verify/{}", run["id"])).await;
     assert_eq!(run["state"], "done", "{run}");
     assert_eq!(run["report"]["ok"], true, "{run}");
     assert_eq!(run["report"]["blobs_checked"], 32, "{run}");

@@ -229,6 +229,20 @@ impl Api {
         }
     }
 
+    /// Poll an archive verify or export run (`path`) until it is no longer running.
+    pub async fn wait_run(&self, path: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (status, run, text) = self.get(path).await;
+            assert_eq!(status, 200, "{text}");
+            if run["state"] != "running" {
+                return run;
+            }
+            assert!(Instant::now() < deadline, "{path} still running: {run}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Read the job's SSE stream to its end: (event, data) pairs.
     pub async fn events(&self, id: i64, secs: u64) -> Vec<(String, Value)> {
         use futures::StreamExt;
