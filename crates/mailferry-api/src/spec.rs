@@ -117,7 +117,7 @@ pub struct ImapTargetBody {
     /// Default: `auto` (`xoauth2` when `oauth2` is given).
     pub auth: Option<ImapAuth>,
     /// OAuth2 instead of a password (AUTHENTICATE XOAUTH2), for Gmail and Microsoft 365.
-    pub oauth2: Option<OAuth2Body>,
+    pub oauth2: Option<Box<OAuth2Body>>,
 }
 
 /// An OAuth2 credential: either `access_token`, or `refresh_token` with `token_url` and
@@ -236,7 +236,7 @@ pub fn validate(body: JobBody, config: &ApiConfig, sealer: &Sealer) -> Result<Jo
                     if !matches!(t.auth, None | Some(ImapAuth::Auto | ImapAuth::Xoauth2)) {
                         errs.push(FieldError::invalid("target.auth", "target.oauth2 needs target.auth \"xoauth2\" (or none)"));
                     }
-                    (Some(None), oauth2_parts(o, config, &mut errs), ImapAuth::Xoauth2)
+                    (Some(None), oauth2_parts(*o, config, &mut errs), ImapAuth::Xoauth2)
                 }
             };
             plaintext("target.security", security, t_host.as_deref(), config, &mut errs);
@@ -290,7 +290,7 @@ pub fn validate(body: JobBody, config: &ApiConfig, sealer: &Sealer) -> Result<Jo
                 auth: t.auth.into(),
                 folder: t.folder,
                 flags: t.flags,
-                oauth2: t.oauth2.map(|o| match o {
+                oauth2: t.oauth2.map(|o| Box::new(match o {
                     OAuth2Parts::AccessToken(token) => OAuth2Spec::AccessToken { access_token: sealer.seal(&token) },
                     OAuth2Parts::Refresh { token_url, client_id, client_secret, refresh_token, scope } => {
                         OAuth2Spec::RefreshToken {
@@ -301,7 +301,7 @@ pub fn validate(body: JobBody, config: &ApiConfig, sealer: &Sealer) -> Result<Jo
                             scope,
                         }
                     }
-                }),
+                })),
             },
             TargetParts::Archive(archive) => TargetSpec::Archive { archive },
         },
@@ -586,11 +586,8 @@ mod tests {
             "token_url": "https://login.example.com/oauth2/token", "scope": "mail offline_access",
         });
         let spec = validate(body(b.clone()), &ApiConfig::default(), &sealer()).unwrap();
-        let TargetSpec::Imap { password, auth, oauth2: Some(OAuth2Spec::RefreshToken { client_id, scope, client_secret, .. }), .. } =
-            &spec.target
-        else {
-            panic!("{spec:?}")
-        };
+        let TargetSpec::Imap { password, auth, oauth2: Some(o), .. } = &spec.target else { panic!("{spec:?}") };
+        let OAuth2Spec::RefreshToken { client_id, scope, client_secret, .. } = o.as_ref() else { panic!("{o:?}") };
         assert!(password.is_none() && client_secret.is_some());
         assert_eq!((*auth, client_id.as_str(), scope.as_deref()), (mailferry_model::ImapAuth::Xoauth2, "cid", Some("mail offline_access")));
         let json = serde_json::to_string(&spec).unwrap();
@@ -599,7 +596,7 @@ mod tests {
         let mut t = b.clone();
         t["target"]["oauth2"] = serde_json::json!({"access_token": "at-secret-1"});
         let spec = validate(body(t), &ApiConfig::default(), &sealer()).unwrap();
-        assert!(matches!(&spec.target, TargetSpec::Imap { oauth2: Some(OAuth2Spec::AccessToken { .. }), .. }));
+        assert!(matches!(&spec.target, TargetSpec::Imap { oauth2: Some(o), .. } if matches!(**o, OAuth2Spec::AccessToken { .. })));
         assert!(!serde_json::to_string(&spec).unwrap().contains("at-secret-1"));
 
         // http:// only to hosts on the plaintext allow-list; the loopback default allows it.

@@ -173,7 +173,7 @@ fn spec_views(spec: JobSpec) -> (SourceView, TargetView, OptionsView) {
     };
     let target = match spec.target {
         TargetSpec::Imap { host, port, security, username, password: _, auth, folder, flags, oauth2 } => {
-            let oauth2 = oauth2.map(|o| match o {
+            let oauth2 = oauth2.map(|o| match *o {
                 OAuth2Spec::AccessToken { access_token: _ } => OAuth2View {
                     grant: "access_token",
                     token_url: None,

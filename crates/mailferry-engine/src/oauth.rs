@@ -112,7 +112,7 @@ impl TokenProvider {
     pub fn for_target(target: &Target) -> Option<Self> {
         match target {
             Target::Imap(ImapEndpoint { credential: Credential::OAuth2(OAuth2Credential::Refresh(g)), .. }) => {
-                Some(Self::new(g.clone()))
+                Some(Self::new((**g).clone()))
             }
             _ => None,
         }

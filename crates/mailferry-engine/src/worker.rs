@@ -238,14 +238,14 @@ impl Worker {
                 Credential::OAuth2(OAuth2Credential::AccessToken(open(access_token)?))
             }
             (Some(spec @ OAuth2Spec::RefreshToken { token_url, client_id, client_secret, refresh_token, scope }), _) => {
-                Credential::OAuth2(OAuth2Credential::Refresh(OAuth2Refresh {
+                Credential::OAuth2(OAuth2Credential::Refresh(Box::new(OAuth2Refresh {
                     token_url: token_url.clone(),
                     client_id: client_id.clone(),
                     client_secret: client_secret.as_ref().map(open).transpose()?,
                     refresh_token: open(refresh_token)?,
                     scope: scope.clone(),
                     tls: tls(spec.token_host().unwrap_or_default()),
-                }))
+                })))
             }
             (None, Some(password)) => Credential::Password(open(password)?),
             (None, None) => return Err("the destination has neither a password nor an OAuth2 credential".into()),
@@ -268,7 +268,7 @@ impl Worker {
                     port: *port,
                     security: *security,
                     username: username.clone(),
-                    credential: self.credential(password.as_ref(), oauth2.as_ref(), &tls)?,
+                    credential: self.credential(password.as_ref(), oauth2.as_deref(), &tls)?,
                     auth: *auth,
                     tls: tls(host),
                     folder: folder.clone(),

@@ -77,7 +77,7 @@ pub enum OAuth2Credential {
     /// A ready access token, used as it is until the server refuses it.
     AccessToken(SecretString),
     /// A refresh-token grant: the job mints its own access tokens as they expire.
-    Refresh(OAuth2Refresh),
+    Refresh(Box<OAuth2Refresh>),
 }
 
 /// The refresh-token grant (RFC 6749 §6): enough for a job that runs for hours to obtain a
@@ -175,7 +175,7 @@ mod tests {
             port: 993,
             security: Security::Tls,
             username: "u".into(),
-            credential: Credential::OAuth2(OAuth2Credential::Refresh(grant)),
+            credential: Credential::OAuth2(OAuth2Credential::Refresh(Box::new(grant))),
             auth: ImapAuth::Xoauth2,
             tls: TlsOptions::default(),
             folder: "INBOX".into(),

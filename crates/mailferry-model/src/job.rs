@@ -93,7 +93,7 @@ pub enum TargetSpec {
         flags: Vec<String>,
         /// OAuth2 instead of a password (AUTHENTICATE XOAUTH2).
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        oauth2: Option<OAuth2Spec>,
+        oauth2: Option<Box<OAuth2Spec>>,
     },
     Archive {
         archive: String,

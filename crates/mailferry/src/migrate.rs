@@ -48,28 +48,8 @@ pub struct MigrateArgs {
     /// Destination authentication: auto, login, plain, xoauth2.
     #[arg(long, value_name = "MECH", default_value = "auto")]
     to_auth: String,
-    /// OAuth2 token endpoint of the destination's authorization server: the job exchanges a
-    /// refresh token there for access tokens (XOAUTH2) as they expire, instead of a password.
-    #[arg(long, value_name = "URL")]
-    to_oauth2_token_url: Option<String>,
-    /// OAuth2 client id (with --to-oauth2-token-url).
-    #[arg(long, value_name = "ID")]
-    to_oauth2_client_id: Option<String>,
-    /// Scopes to request, space-separated (default: those originally granted).
-    #[arg(long, value_name = "SCOPE")]
-    to_oauth2_scope: Option<String>,
-    /// Environment variable holding the OAuth2 refresh token (with --to-oauth2-token-url).
-    #[arg(long, value_name = "VAR", conflicts_with = "to_oauth2_refresh_token_file")]
-    to_oauth2_refresh_token_env: Option<String>,
-    /// File holding the OAuth2 refresh token (first line).
-    #[arg(long, value_name = "FILE")]
-    to_oauth2_refresh_token_file: Option<PathBuf>,
-    /// Environment variable holding the OAuth2 client secret (omit for a public client).
-    #[arg(long, value_name = "VAR", conflicts_with = "to_oauth2_client_secret_file")]
-    to_oauth2_client_secret_env: Option<String>,
-    /// File holding the OAuth2 client secret (first line).
-    #[arg(long, value_name = "FILE")]
-    to_oauth2_client_secret_file: Option<PathBuf>,
+    #[command(flatten)]
+    oauth2: Box<OAuth2Args>,
     /// Permit pop3:// and imap:// without TLS when the server offers no STLS/STARTTLS.
     #[arg(long)]
     allow_plaintext: bool,
@@ -100,6 +80,33 @@ pub struct MigrateArgs {
     /// Attempts for retryable failures (network, [IN-USE], timeouts), first included.
     #[arg(long, value_name = "N", default_value_t = 4)]
     attempts: u32,
+}
+
+/// `--to-oauth2-*`: a refresh-token grant for the destination instead of a password.
+#[derive(Debug, Args)]
+struct OAuth2Args {
+    /// OAuth2 token endpoint of the destination's authorization server: the job exchanges a
+    /// refresh token there for access tokens (XOAUTH2) as they expire, instead of a password.
+    #[arg(long, value_name = "URL")]
+    to_oauth2_token_url: Option<String>,
+    /// OAuth2 client id (with --to-oauth2-token-url).
+    #[arg(long, value_name = "ID")]
+    to_oauth2_client_id: Option<String>,
+    /// Scopes to request, space-separated (default: those originally granted).
+    #[arg(long, value_name = "SCOPE")]
+    to_oauth2_scope: Option<String>,
+    /// Environment variable holding the OAuth2 refresh token (with --to-oauth2-token-url).
+    #[arg(long, value_name = "VAR", conflicts_with = "to_oauth2_refresh_token_file")]
+    to_oauth2_refresh_token_env: Option<String>,
+    /// File holding the OAuth2 refresh token (first line).
+    #[arg(long, value_name = "FILE")]
+    to_oauth2_refresh_token_file: Option<PathBuf>,
+    /// Environment variable holding the OAuth2 client secret (omit for a public client).
+    #[arg(long, value_name = "VAR", conflicts_with = "to_oauth2_client_secret_file")]
+    to_oauth2_client_secret_env: Option<String>,
+    /// File holding the OAuth2 client secret (first line).
+    #[arg(long, value_name = "FILE")]
+    to_oauth2_client_secret_file: Option<PathBuf>,
 }
 
 /// A usage or configuration problem: exit status 2.
@@ -328,7 +335,7 @@ fn env_or_file(what: &str, env: Option<&str>, file: Option<&PathBuf>) -> anyhow:
 /// (then XOAUTH2). Secrets only from the environment or files, never argv.
 fn destination_credential(args: &MigrateArgs, tls: &TlsOptions) -> anyhow::Result<(Credential, ImapAuth)> {
     let auth = parse_imap_auth(&args.to_auth)?;
-    let Some(token_url) = args.to_oauth2_token_url.clone().filter(|u| !u.is_empty()) else {
+    let Some(token_url) = args.oauth2.to_oauth2_token_url.clone().filter(|u| !u.is_empty()) else {
         let password = secret("destination", "--to", args.to_password_env.as_deref(), args.to_password_file.as_ref())?;
         return Ok((Credential::Password(password), auth));
     };
@@ -348,23 +355,23 @@ fn destination_credential(args: &MigrateArgs, tls: &TlsOptions) -> anyhow::Resul
     if !url.username().is_empty() || url.password().is_some() {
         bail!("--to-oauth2-token-url must not hold credentials: use --to-oauth2-client-id and the client secret variable");
     }
-    let Some(client_id) = args.to_oauth2_client_id.clone().filter(|c| !c.is_empty()) else {
+    let Some(client_id) = args.oauth2.to_oauth2_client_id.clone().filter(|c| !c.is_empty()) else {
         bail!("--to-oauth2-token-url needs --to-oauth2-client-id");
     };
-    let refresh_env = args.to_oauth2_refresh_token_env.as_deref();
-    let refresh_token = env_or_file("OAuth2 refresh token", refresh_env, args.to_oauth2_refresh_token_file.as_ref())?
+    let refresh_env = args.oauth2.to_oauth2_refresh_token_env.as_deref();
+    let refresh_token = env_or_file("OAuth2 refresh token", refresh_env, args.oauth2.to_oauth2_refresh_token_file.as_ref())?
         .context("no OAuth2 refresh token: use --to-oauth2-refresh-token-env VAR or --to-oauth2-refresh-token-file FILE")?;
-    let secret_env = args.to_oauth2_client_secret_env.as_deref();
-    let client_secret = env_or_file("OAuth2 client secret", secret_env, args.to_oauth2_client_secret_file.as_ref())?;
+    let secret_env = args.oauth2.to_oauth2_client_secret_env.as_deref();
+    let client_secret = env_or_file("OAuth2 client secret", secret_env, args.oauth2.to_oauth2_client_secret_file.as_ref())?;
     let grant = OAuth2Refresh {
         token_url,
         client_id,
         client_secret,
         refresh_token,
-        scope: args.to_oauth2_scope.clone().filter(|s| !s.is_empty()),
+        scope: args.oauth2.to_oauth2_scope.clone().filter(|s| !s.is_empty()),
         tls: tls.clone(),
     };
-    Ok((Credential::OAuth2(OAuth2Credential::Refresh(grant)), ImapAuth::Xoauth2))
+    Ok((Credential::OAuth2(OAuth2Credential::Refresh(Box::new(grant))), ImapAuth::Xoauth2))
 }
 
 fn crate_telemetry(json: bool, log: &LogConfig) {

@@ -160,6 +160,9 @@ struct State {
     issued: Vec<String>,
 }
 
+/// What the token endpoint's handler shares: its settings, the signing key, the record.
+type Shared = (Arc<TokenServerConfig>, Vec<u8>, Arc<Mutex<State>>);
+
 /// A running token endpoint at `http://127.0.0.1:PORT/token`, served on the current tokio
 /// runtime; dropping it stops the server.
 #[derive(Debug)]
@@ -179,11 +182,7 @@ impl TokenServer {
         let app = axum::Router::new().route(
             "/token",
             post(
-                |axum::extract::State((config, key, state)): axum::extract::State<(
-                    Arc<TokenServerConfig>,
-                    Vec<u8>,
-                    Arc<Mutex<State>>,
-                )>,
+                |axum::extract::State((config, key, state)): axum::extract::State<Shared>,
                  headers: axum::http::HeaderMap,
                  body: String| async move { answer(&config, &key, &state, &headers, &body) },
             ),
