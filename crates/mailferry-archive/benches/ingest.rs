@@ -31,6 +31,8 @@ fn main() {
             config = config.with_index(IndexConfig::Postgres(DatabaseUrl::new(url.clone())));
         }
         let archive = Archive::open(config).await.unwrap();
+        // The corpus itself is held in memory by the bench; report RSS growth beyond it too.
+        let rss_before = proc_status_mb("VmRSS:").unwrap_or(0.0);
         let mut logical = 0u64;
         let started = Instant::now();
         for i in 0..total {
@@ -96,20 +98,16 @@ fn main() {
             report.blobs_checked,
             report.bytes_checked as f64 / 1e6
         );
-        println!("| peak RSS (whole run) | {} |", peak_rss());
+        let peak = proc_status_mb("VmHWM:").unwrap_or(0.0);
+        println!("| peak RSS (whole run) | {peak:.1} MB ({rss_before:.1} MB before ingest, corpus included; +{:.1} MB for ingest, search, verify) |", peak - rss_before);
     });
 }
 
-/// `VmHWM` of this process (Linux), e.g. `61.2 MB`.
-fn peak_rss() -> String {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        })
-        .map_or_else(|| "n/a".into(), |kb| format!("{:.1} MB", kb * 1024.0 / 1e6))
+/// A `/proc/self/status` figure in MB (`VmHWM:` peak RSS, `VmRSS:` current), Linux only.
+fn proc_status_mb(field: &str) -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 = status.lines().find_map(|l| l.strip_prefix(field))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kb * 1024.0 / 1e6)
 }
 
 /// Removes the bench archive's schema and registry row from the shared database.
