@@ -79,3 +79,37 @@ impl Extractor for Headers<'_> {
         self.0.keys().map(|k| k.as_str()).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use axum::routing::post;
+    use axum::Router;
+    use tower::ServiceExt;
+
+    /// What a job created by a request with these headers would store, with no
+    /// OpenTelemetry layer installed (an API process that does not export spans).
+    async fn stored_for(traceparent: Option<&str>) -> Option<String> {
+        let app = Router::new()
+            .route("/jobs", post(|| async { super::current_trace_parent().unwrap_or_default() }))
+            .layer(axum::middleware::from_fn(super::track));
+        let mut req = Request::post("/jobs");
+        if let Some(tp) = traceparent {
+            req = req.header("traceparent", tp);
+        }
+        let res = app.oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+        let body = axum::body::to_bytes(res.into_body(), 1024).await.unwrap();
+        Some(String::from_utf8(body.to_vec()).unwrap()).filter(|s| !s.is_empty())
+    }
+
+    #[tokio::test]
+    async fn without_span_export_the_callers_context_is_kept_for_the_worker() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(stored_for(Some(tp)).await.as_deref(), Some(tp));
+        assert_eq!(stored_for(None).await, None);
+        // Malformed values start a new trace (W3C Trace Context §4.3): nothing to continue.
+        assert_eq!(stored_for(Some("00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01")).await, None);
+        assert_eq!(stored_for(Some("garbage")).await, None);
+    }
+}
