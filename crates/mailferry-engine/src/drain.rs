@@ -127,6 +127,7 @@ pub struct RunReport {
         messages.failed = Empty,
         bytes = Empty,
         otel.status_code = Empty,
+        otel.status_description = Empty,
     )
 )]
 pub async fn run_job(
@@ -164,7 +165,7 @@ pub async fn run_job(
             Err(e) if e.class().is_retryable() && attempt < config.retry.attempts && !cancel.is_cancelled() => {
                 crate::metrics::attempt_failed(&e);
                 let delay = config.retry.delay(attempt);
-                tracing::warn!(error = %e, attempt, ?delay, "retryable failure; trying again");
+                tracing::warn!(error = %e.redacted(), attempt, ?delay, "retryable failure; trying again");
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
                     () = cancel.cancelled() => {}
@@ -231,7 +232,7 @@ pub async fn run_job(
             Ok(RunReport { job: job_id, run, outcome, summary })
         }
         Err(e) => {
-            span.record("outcome", "failed").record("otel.status_code", "ERROR");
+            span.record("outcome", "failed").record("otel.status_code", "ERROR").record("otel.status_description", e.redacted());
             store.finish_run(run, "failed", Some(&e.to_string()), "{}").await?;
             Err(e)
         }

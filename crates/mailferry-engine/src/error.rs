@@ -26,6 +26,17 @@ pub enum EngineError {
 pub type Result<T> = std::result::Result<T, EngineError>;
 
 impl EngineError {
+    /// The message without the endpoint (whose user name is often a mail address), for
+    /// events inside exported spans; the span already names the job and the host.
+    pub fn redacted(&self) -> String {
+        match self {
+            Self::Source { source, .. } => format!("source: {source}"),
+            Self::Destination { source, .. } => format!("destination: {source}"),
+            Self::OAuth2 { source, .. } => format!("destination: OAuth2: {source}"),
+            other => other.to_string(),
+        }
+    }
+
     pub fn class(&self) -> ErrorClass {
         match self {
             Self::Source { source, .. } => source.class(),

@@ -297,19 +297,22 @@ async fn job_spans_continue_the_callers_trace(protocol: &str, separate_worker: b
     assert_eq!(uidls.len(), 3, "one span per UIDL");
 
     // Nothing secret, personal or from the messages, anywhere, in any span received.
-    let forbidden = [SRC_PW, DST_PW, server.token.as_str(), SRC_USER, DST_USER, BODY_MARK, SUBJECT_MARK];
     assert!(spans.len() >= 6);
-    for s in &spans {
+    assert_nothing_forbidden(&spans, &[SRC_PW, DST_PW, server.token.as_str(), SRC_USER, DST_USER, BODY_MARK, SUBJECT_MARK]);
+
+    // Graceful shutdown still works with an exporter (it flushes, bounded).
+    let status = server.terminate(Duration::from_secs(20));
+    assert!(status.success(), "serve exited with {status}");
+}
+
+fn assert_nothing_forbidden(spans: &[Got], forbidden: &[&str]) {
+    for s in spans {
         for t in &s.all_text {
             for f in forbidden {
                 assert!(!t.contains(f), "span {:?} carries a forbidden string in {t:?}", s.name);
             }
         }
     }
-
-    // Graceful shutdown still works with an exporter (it flushes, bounded).
-    let status = server.terminate(Duration::from_secs(20));
-    assert!(status.success(), "serve exited with {status}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -320,4 +323,60 @@ async fn grpc_export_of_request_job_run_and_message_spans() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_protobuf_export_with_the_job_in_a_worker_process() {
     job_spans_continue_the_callers_trace("http/protobuf", true).await;
+}
+
+
+/// A job that fails (the destination refuses the login): its job and run spans are marked
+/// as errors, with a reason, and still carry no user name or password, although the
+/// engine's own error text names the endpoint as `user@host`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_job_is_an_error_span_without_user_names() {
+    const WRONG_PW: &str = "not-the-Dst-pw-5e2b";
+    let lab = Lab::start();
+    lab.dovecot.add_user(SRC_USER, SRC_PW);
+    lab.dovecot.add_user(DST_USER, DST_PW);
+    lab.dovecot.seed(SRC_USER, &messages());
+    let received = Received::default();
+    let endpoint = grpc_receiver(received.clone()).await;
+    let otel_env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ];
+    let server = Server::start(&lab.dovecot, None, &otel_env, &[]);
+    let api = server.client();
+    let mut body = job_body(&lab.dovecot, SRC_USER, DST_USER, "keep");
+    body["target"]["password"] = json!(WRONG_PW);
+    let r = api
+        .http
+        .post(format!("{}/api/v1/jobs", api.base))
+        .bearer_auth(&api.token)
+        .header("traceparent", format!("00-{TRACE_ID}-{CALLER_SPAN}-01"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let id = r.json::<serde_json::Value>().await.unwrap()["id"].as_i64().unwrap();
+    let job = api.wait_state(id, &["failed"], 60).await;
+    assert!(job["last_error"].as_str().unwrap_or("").contains(DST_USER), "the job row says which account: {job}");
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let spans = loop {
+        let spans = received.spans();
+        let done = |name: &str| spans.iter().any(|s| s.trace_id == TRACE_ID && s.name == name);
+        if done("job") && done("run") {
+            break spans;
+        }
+        assert!(Instant::now() < deadline, "job and run spans missing: {:?}", spans.iter().map(|s| &s.name).collect::<Vec<_>>());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let job_span = one(&spans, "job");
+    assert_eq!(job_span.attrs.get("job.state").map(String::as_str), Some("failed"));
+    let run = one(&spans, "run");
+    assert_eq!(run.parent, job_span.span_id);
+    assert_eq!(run.attrs.get("outcome").map(String::as_str), Some("failed"));
+    let status = run.all_text.iter().any(|t| t.starts_with("destination: "));
+    assert!(status, "the run's status says which side failed: {run:?}");
+    assert_nothing_forbidden(&spans, &[SRC_PW, DST_PW, WRONG_PW, server.token.as_str(), SRC_USER, DST_USER, BODY_MARK, SUBJECT_MARK]);
 }
