@@ -13,8 +13,9 @@
 //! - **Process figures**, from this process's `metrics` registry: HTTP requests and their
 //!   latency by route template, failed and rate-limited authentications, and what the
 //!   in-process workers did (messages and bytes by target kind and outcome, errors by class,
-//!   active sessions per host, lease takeovers and losses). `mailferry worker --metrics-listen`
-//!   serves the same for a worker-only process; sum them across instances in PromQL.
+//!   active sessions per host, lease takeovers and losses). A worker-only process
+//!   (`mailferry worker`) serves the same at `worker.metrics_listen` ([`process_app`]);
+//!   sum them across instances in PromQL.
 //!
 //! The engine records through the `metrics` facade (counters in memory, no I/O); this
 //! module installs the one global recorder that renders them.
@@ -94,7 +95,7 @@ fn describe() {
     describe_counter!("mailferry_jobs_finished_total", "Jobs this process handed back, by resulting state");
 }
 
-/// The figures of this process only (what `mailferry worker --metrics-listen` serves).
+/// The figures of this process only (what `mailferry worker` serves at `worker.metrics_listen`).
 pub fn render_process(handle: &PrometheusHandle) -> String {
     handle.run_upkeep();
     handle.render()

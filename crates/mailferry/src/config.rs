@@ -157,6 +157,9 @@ pub struct WorkerSection {
     pub lease_secs: u64,
     #[serde(deserialize_with = "de::positive")]
     pub poll_interval_ms: u64,
+    /// `mailferry worker` serves `/metrics` (this process's figures) and `/healthz` here.
+    #[serde(deserialize_with = "de::option_socket_addr", skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
     pub retry: RetryConfig,
     pub pipeline: PipelineConfig,
     pub timeouts: TimeoutsConfig,
@@ -169,6 +172,7 @@ impl Default for WorkerSection {
             per_host_limit: 8,
             lease_secs: 30,
             poll_interval_ms: 500,
+            metrics_listen: None,
             retry: RetryConfig::default(),
             pipeline: PipelineConfig::default(),
             timeouts: TimeoutsConfig::default(),
@@ -311,6 +315,19 @@ pub struct ApiSection {
     pub sse_poll_ms: u64,
     #[serde(deserialize_with = "de::positive")]
     pub sse_keep_alive_secs: u64,
+    /// Reverse proxies (IP addresses or CIDR blocks) whose `X-Forwarded-For` is believed.
+    #[serde(deserialize_with = "de::list")]
+    pub trusted_proxies: Vec<String>,
+    /// Failed authentications per client address and window before 429; 0 = no limit.
+    #[serde(deserialize_with = "de::non_negative")]
+    pub auth_failure_limit: u32,
+    #[serde(deserialize_with = "de::positive")]
+    pub auth_failure_window_secs: u64,
+    #[serde(deserialize_with = "de::positive")]
+    pub auth_failure_max_clients: usize,
+    /// How long `/metrics` reuses the figures it read from the database; 0 = every scrape.
+    #[serde(deserialize_with = "de::non_negative")]
+    pub metrics_cache_ms: u64,
 }
 
 impl Default for ApiSection {
@@ -323,6 +340,11 @@ impl Default for ApiSection {
             max_per_page: a.max_per_page,
             sse_poll_ms: a.sse_poll_ms,
             sse_keep_alive_secs: a.sse_keep_alive_secs,
+            trusted_proxies: a.trusted_proxies,
+            auth_failure_limit: a.auth_failure_limit,
+            auth_failure_window_secs: a.auth_failure_window_secs,
+            auth_failure_max_clients: a.auth_failure_max_clients,
+            metrics_cache_ms: a.metrics_cache_ms,
         }
     }
 }
@@ -711,6 +733,13 @@ fn validate(loaded: &Loaded) -> Result<(), ConfigError> {
             check(false, key, &e.to_string());
         }
     }
+    let proxies = mailferry_api::ApiConfig { trusted_proxies: c.api.trusted_proxies.clone(), ..Default::default() };
+    let bad = proxies.invalid_trusted_proxies();
+    check(
+        bad.is_empty(),
+        "api.trusted_proxies",
+        &format!("expected IP addresses or CIDR blocks, not {}", bad.iter().map(|e| format!("{e:?}")).collect::<Vec<_>>().join(", ")),
+    );
     check(
         c.api.default_per_page <= c.api.max_per_page,
         "api.default_per_page",

@@ -126,9 +126,39 @@ pub async fn serve(args: ServeArgs, loaded: &Loaded) -> anyhow::Result<()> {
 
 pub async fn worker_only(loaded: &Loaded) -> anyhow::Result<()> {
     let settings = Settings::from_config(loaded)?;
+    // Bind before anything runs: an address in use stops start-up, like `serve --listen`.
+    let metrics = match settings.worker_metrics_listen {
+        Some(addr) => {
+            // The recorder first, so the worker's figures are recorded from its first claim.
+            mailferry_api::metrics::install();
+            mailferry_api::metrics::spawn_upkeep();
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (worker.metrics_listen)"))?;
+            Some(listener)
+        }
+        None => None,
+    };
     let store = settings.open_store().await?;
+    // The listener outlives the graceful drain after SIGTERM (its figures still move while
+    // running jobs finish their in-flight message) and stops when the worker loop returns.
+    let drained = CancellationToken::new();
+    let metrics = match metrics {
+        Some(listener) => {
+            let addr = listener.local_addr()?;
+            tracing::info!(%addr, "worker metrics listening on http://{addr}/metrics");
+            let server = axum::serve(listener, mailferry_api::metrics::process_app())
+                .with_graceful_shutdown(drained.clone().cancelled_owned());
+            Some(tokio::spawn(async move { server.await }))
+        }
+        None => None,
+    };
     tracing::info!(database = %redact_url(&settings.database_url), "worker starting");
     worker(&settings, store).run(shutdown_on_signal()).await;
+    drained.cancel();
+    if let Some(server) = metrics {
+        server.await.context("the metrics listener panicked")?.context("the metrics listener failed")?;
+    }
     Ok(())
 }
 

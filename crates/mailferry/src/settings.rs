@@ -22,6 +22,8 @@ pub struct Settings {
     pub per_host_limit: u32,
     pub lease: Duration,
     pub poll_interval: Duration,
+    /// `worker.metrics_listen`: where a worker-only process serves `/metrics`.
+    pub worker_metrics_listen: Option<std::net::SocketAddr>,
     pub plaintext_allow: HostList,
     pub ca_pem: Option<Vec<u8>>,
     pub network: Arc<NetworkPolicy>,
@@ -84,7 +86,11 @@ impl Settings {
             max_per_page: a.max_per_page,
             sse_poll_ms: a.sse_poll_ms,
             sse_keep_alive_secs: a.sse_keep_alive_secs,
-            ..mailferry_api::ApiConfig::default()
+            trusted_proxies: a.trusted_proxies.clone(),
+            auth_failure_limit: a.auth_failure_limit,
+            auth_failure_window_secs: a.auth_failure_window_secs,
+            auth_failure_max_clients: a.auth_failure_max_clients,
+            metrics_cache_ms: a.metrics_cache_ms,
         };
         Ok(Self {
             database_url: c.database_url(),
@@ -93,6 +99,7 @@ impl Settings {
             per_host_limit: w.per_host_limit,
             lease: Duration::from_secs(w.lease_secs),
             poll_interval: Duration::from_millis(w.poll_interval_ms),
+            worker_metrics_listen: w.metrics_listen,
             // Validated in config::load.
             plaintext_allow: HostList::parse(c.security.plaintext_allow.iter().map(String::as_str))
                 .map_err(|e| loaded.error("security.plaintext_allow", e))?,

@@ -91,6 +91,11 @@ pub fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Err
     d.deserialize_any(V)
 }
 
+/// An optional `host:port`.
+pub fn option_socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    socket_addr(d).map(Some)
+}
+
 /// A list of strings: a sequence, or one comma-separated string.
 struct List<T>(PhantomData<T>);
 

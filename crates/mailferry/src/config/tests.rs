@@ -33,6 +33,7 @@ fn fully_populated() -> Config {
             per_host_limit: 1,
             lease_secs: 3,
             poll_interval_ms: 1,
+            metrics_listen: Some("127.0.0.1:2".parse().unwrap()),
             retry: RetryConfig { attempts: 1, base_delay_ms: 1, max_delay_ms: 1 },
             pipeline: PipelineConfig {
                 spool_threshold_bytes: 1,
@@ -59,6 +60,11 @@ fn fully_populated() -> Config {
             max_per_page: 1,
             sse_poll_ms: 1,
             sse_keep_alive_secs: 1,
+            trusted_proxies: vec![],
+            auth_failure_limit: 0,
+            auth_failure_window_secs: 1,
+            auth_failure_max_clients: 1,
+            metrics_cache_ms: 0,
         },
         archive: ArchiveSection {
             root: Some("r".into()),
@@ -146,4 +152,66 @@ fn edit_distance_counts_edits() {
     assert_eq!(edit_distance("concurency", "concurrency"), 1);
     assert_eq!(edit_distance("abc", "abc"), 0);
     assert_eq!(edit_distance("", "ab"), 2);
+}
+
+/// Load `text` as the config file would be, validation included.
+fn load_str(text: &str) -> Result<Loaded, ConfigError> {
+    let figment = Figment::new().merge(Toml::string(text));
+    let config: Config = figment.extract().map_err(|e| ConfigError(e.into_iter().map(|e| describe(&e)).collect()))?;
+    let loaded = Loaded { config, file: None, figment };
+    validate(&loaded)?;
+    Ok(loaded)
+}
+
+#[test]
+fn api_guard_rails_and_worker_metrics_reach_the_runtime_settings() {
+    let loaded = load_str(
+        r#"
+        [security]
+        secret_key = "0000000000000000000000000000000000000000000000000000000000000000"
+        [worker]
+        metrics_listen = "127.0.0.1:9464"
+        [api]
+        trusted_proxies = ["10.0.0.0/8", "::1"]
+        auth_failure_limit = 0
+        auth_failure_window_secs = 7
+        auth_failure_max_clients = 3
+        metrics_cache_ms = 0
+        "#,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let s = crate::settings::Settings::from_config(&loaded).unwrap();
+    assert_eq!(s.worker_metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
+    assert_eq!(s.api.trusted_proxies, vec!["10.0.0.0/8".to_owned(), "::1".to_owned()]);
+    assert_eq!(
+        (s.api.auth_failure_limit, s.api.auth_failure_window_secs, s.api.auth_failure_max_clients, s.api.metrics_cache_ms),
+        (0, 7, 3, 0)
+    );
+    // Defaults: no worker listener, the ApiConfig defaults.
+    let d = Config::default();
+    let a = mailferry_api::ApiConfig::default();
+    assert_eq!(d.worker.metrics_listen, None);
+    assert_eq!(
+        (&d.api.trusted_proxies, d.api.auth_failure_limit, d.api.auth_failure_window_secs, d.api.auth_failure_max_clients, d.api.metrics_cache_ms),
+        (&a.trusted_proxies, 10, 60, 10_000, 1000)
+    );
+}
+
+#[test]
+fn invalid_guard_rail_values_name_their_key() {
+    let err = |text: &str| load_str(text).map(drop).unwrap_err().to_string();
+    let e = err("[api]\ntrusted_proxies = [\"10.0.0.0/8\", \"proxy.lan\"]\n");
+    assert!(e.starts_with("invalid config: api.trusted_proxies: expected IP addresses or CIDR blocks, not \"proxy.lan\" ("), "{e}");
+    assert_eq!(e.lines().count(), 1, "{e}");
+    // Comma-separated, as from the environment.
+    let e = err("[api]\ntrusted_proxies = \"10.0.0.0/8, 10.0.0.0/40\"\n");
+    assert!(e.contains("api.trusted_proxies") && e.contains("\"10.0.0.0/40\""), "{e}");
+    let e = err("[api]\nauth_failure_window_secs = 0\n");
+    assert!(e.starts_with("invalid config: api.auth_failure_window_secs = 0: expected a positive integer"), "{e}");
+    let e = err("[api]\nauth_failure_max_clients = 0\n");
+    assert!(e.starts_with("invalid config: api.auth_failure_max_clients = 0: expected a positive integer"), "{e}");
+    let e = err("[api]\nauth_failure_limit = -1\n");
+    assert!(e.starts_with("invalid config: api.auth_failure_limit = -1: expected a non-negative integer"), "{e}");
+    let e = err("[worker]\nmetrics_listen = \"localhost\"\n");
+    assert!(e.starts_with("invalid config: worker.metrics_listen = \"localhost\": expected an address and port"), "{e}");
 }

@@ -153,6 +153,19 @@ impl Server {
         self.workers[n].id()
     }
 
+    /// SIGTERM worker `n` and wait for it to exit (graceful shutdown).
+    pub fn terminate_worker(&mut self, n: usize, within: Duration) -> std::process::ExitStatus {
+        let _ = Command::new("kill").args(["-TERM", &self.workers[n].id().to_string()]).status();
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.workers[n].try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "worker {n} did not stop within {within:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn kill_worker(&mut self, n: usize) {
         let _ = self.workers[n].kill(); // SIGKILL
         let _ = self.workers[n].wait();
