@@ -9,8 +9,11 @@ use common::server::*;
 use common::*;
 use mailferry_tests::realistic;
 
-/// Samples of the Prometheus text format: (name, labels, value).
-fn parse(text: &str) -> Vec<(String, Vec<(String, String)>, f64)> {
+/// One sample of the Prometheus text format: (name, labels, value).
+type Sample = (String, Vec<(String, String)>, f64);
+
+/// The samples of a Prometheus text page.
+fn parse(text: &str) -> Vec<Sample> {
     text.lines()
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .map(|line| {
@@ -36,7 +39,7 @@ fn parse(text: &str) -> Vec<(String, Vec<(String, String)>, f64)> {
         .collect()
 }
 
-struct Scrape(Vec<(String, Vec<(String, String)>, f64)>);
+struct Scrape(Vec<Sample>);
 
 impl Scrape {
     /// Sum of the samples of `name` carrying every label in `want` (0 when none).
