@@ -349,7 +349,8 @@ impl Archive {
     /// Stores a message and records its occurrence. Identity is the SHA-256 of exactly
     /// these bytes; identical bytes are stored once, every (host, account, UIDL) is recorded
     /// once. Returns only when both the blob and the index rows are durable.
-    #[tracing::instrument(skip_all, err, fields(archive = %self.name, account = %occ.account, uidl = %occ.uidl))]
+    // No account in the span: it is the mailbox user name, and spans are exported (OTLP).
+    #[tracing::instrument(skip_all, err, fields(archive = %self.name, uidl = %occ.uidl))]
     pub async fn put(
         &self,
         source: impl Into<MessageSource>,
@@ -389,42 +390,35 @@ impl Archive {
         }
 
         // Pass 2 (only for new bytes): compress + seal into a staged, fsynced file and
-        // hand it to the backend, which returns once the object is durable.
-        let state: Option<String> = sqlx::query_scalar("SELECT state FROM blobs WHERE digest = $1")
-            .bind(digest.to_hex())
-            .fetch_optional(&self.db)
-            .await?;
+        // hand it to the backend, which returns once the object is durable. Looped: if a
+        // purge removes the blob between this check and the write lock, store it again.
         let mut stored = None;
-        if state.as_deref() != Some("stored") {
-            let keys = self.keys.clone();
-            let spool = self.spool.clone();
-            let src = source.clone();
-            let (staged, n) = tokio::task::spawn_blocking(move || -> Result<_> {
-                let mut staged = backend::stage_file(&spool)?;
-                let mut r = src.reader()?;
-                let n = {
-                    let mut w = std::io::BufWriter::new(staged.as_file_mut());
-                    let n = blob::encode(&mut r, &mut w, &keys)?;
-                    std::io::Write::flush(&mut w)?;
-                    n
-                };
-                backend::sync_staged(&mut staged)?;
-                Ok((staged, n))
-            })
-            .await??;
-            self.backend.put_staged(&digest, staged).await?;
-            stored = Some(n);
-        }
-
-        let (_w, mut tx) = self.begin_write().await?;
-        // Re-check under the lock: a concurrent put of the same occurrence may have won.
-        if let Some(existing) = self.occurrence_by_key(&occ).await? {
-            drop(tx);
-            drop(_w);
-            let outcome = self.repeat_outcome(existing, &occ, digest, size)?;
-            self.lock_blob(&digest).await?;
-            return Ok(outcome);
-        }
+        let (_w, mut tx) = loop {
+            let state: Option<String> = sqlx::query_scalar("SELECT state FROM blobs WHERE digest = $1")
+                .bind(digest.to_hex())
+                .fetch_optional(&self.db)
+                .await?;
+            if state.as_deref() != Some("stored") && stored.is_none() {
+                stored = Some(self.store_blob(&source, &digest).await?);
+            }
+            let (w, mut tx) = self.begin_write().await?;
+            // Re-check under the lock: a concurrent put of the same occurrence may have won.
+            if let Some(existing) = self.occurrence_by_key(&occ).await? {
+                drop(tx);
+                drop(w);
+                let outcome = self.repeat_outcome(existing, &occ, digest, size)?;
+                self.lock_blob(&digest).await?;
+                return Ok(outcome);
+            }
+            // ...and a purge may have removed the blob we are about to point at.
+            let state: Option<String> = sqlx::query_scalar("SELECT state FROM blobs WHERE digest = $1")
+                .bind(digest.to_hex())
+                .fetch_optional(&mut *tx)
+                .await?;
+            if state.as_deref() == Some("stored") || stored.is_some() {
+                break (w, tx);
+            }
+        };
         let now = fmt_ts(Utc::now());
         let mut stored_new = false;
         if let Some(n) = stored {
@@ -491,9 +485,6 @@ impl Archive {
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
-        drop(_w);
-        // WORM where the storage offers it, before the engine may DELE the source.
-        self.lock_blob(&digest).await?;
 
         let rec = OccurrenceRecord {
             id,
@@ -509,8 +500,10 @@ impl Archive {
             size,
             event_seq: ev.seq,
         };
-        // The search index is derived data: a failure here is logged, not fatal — the
-        // SQLite rows are the truth and `open`/`reindex` catch the search index up.
+        // The search index is derived data: a failure here is logged, not fatal — the index
+        // rows are the truth and `open`/`reindex` catch the search index up. Added while the
+        // write lock is still held, so documents arrive in event order and the index's
+        // "reflected up to event N" mark never skips an event.
         // A shared index is searched by another process, which catches up from the log.
         if self.shared.is_none() {
             let added = match self.search_index().await {
@@ -521,6 +514,9 @@ impl Archive {
                 tracing::warn!(error = %e, "search index update failed; will catch up on reopen");
             }
         }
+        drop(_w);
+        // WORM where the storage offers it, before the engine may DELE the source.
+        self.lock_blob(&digest).await?;
         Ok(PutOutcome {
             digest,
             size,
@@ -529,6 +525,36 @@ impl Archive {
             occurrence_id: id,
             stored_size: stored,
         })
+    }
+
+    /// Compresses and seals the message into a staged, fsynced spool file and stores it;
+    /// returns the encoded size once the object is durable.
+    async fn store_blob(&self, source: &MessageSource, digest: &Digest) -> Result<u64> {
+        let keys = self.keys.clone();
+        let spool = self.spool.clone();
+        let src = source.clone();
+        let (staged, n) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let mut staged = backend::stage_file(&spool)?;
+            let mut r = src.reader()?;
+            let n = {
+                let mut w = std::io::BufWriter::new(staged.as_file_mut());
+                let n = blob::encode(&mut r, &mut w, &keys)?;
+                std::io::Write::flush(&mut w)?;
+                n
+            };
+            backend::sync_staged(&mut staged)?;
+            Ok((staged, n))
+        })
+        .await??;
+        self.backend.put_staged(digest, staged).await?;
+        Ok(n)
+    }
+
+    /// Applies the blob's S3 Object Lock (retention, legal hold) if it is not yet applied:
+    /// the engine calls it before it counts an arrival found in the archive as copied.
+    /// A no-op without Object Lock.
+    pub async fn ensure_locked(&self, digest: &Digest) -> Result<()> {
+        self.lock_blob(digest).await
     }
 
     fn repeat_outcome(

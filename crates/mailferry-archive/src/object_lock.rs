@@ -202,7 +202,17 @@ impl Archive {
             let want = parse_ts(&latest)? + chrono::Duration::days(i64::from(days));
             let have = retain_until.as_deref().map(parse_ts).transpose()?;
             if have.is_none_or(|h| h < want) {
-                locker.set_retention(&key, want).await?;
+                if let Err(e) = locker.set_retention(&key, want).await {
+                    // Two workers ingesting the same bytes race: the later date may already
+                    // be on the object, and COMPLIANCE refuses to shorten it. That is success.
+                    let on_object = locker.head(&key).await.ok().and_then(|st| st.retain_until);
+                    let covered = on_object
+                        .and_then(|d| DateTime::parse_from_rfc3339(&d).ok())
+                        .is_some_and(|d| d.with_timezone(&Utc) >= want - chrono::Duration::seconds(1));
+                    if !covered {
+                        return Err(e);
+                    }
+                }
                 sqlx::query("UPDATE blobs SET retain_until = $1 WHERE digest = $2")
                     .bind(fmt_ts(want))
                     .bind(digest.to_hex())

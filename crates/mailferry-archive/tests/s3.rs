@@ -1,5 +1,5 @@
 //! The S3 backend against a real S3-compatible server: moto (`pip install 'moto[server]'`)
-//! on loopback, started by the test. Skipped (with a message) when `moto_server` is absent.
+//! on loopback, started by the test (`scripts/test` installs it; the tests fail without it).
 
 mod common;
 
@@ -9,7 +9,7 @@ use mailferry_archive::{Archive, ArchiveConfig, BlobStoreConfig, Discrepancy, Ke
 
 #[tokio::test]
 async fn archive_on_s3_compatible_storage() {
-    let Some(moto) = Moto::start() else { return };
+    let moto = Moto::start();
     let port = moto.port;
     // A versioned bucket with Object Lock enabled, as production would use.
     moto.create_locked_bucket("mf-archive");
@@ -113,7 +113,7 @@ async fn signed(port: u16, method: &str, path: &str, body: &'static str) -> (u16
 
 #[tokio::test]
 async fn object_lock_makes_s3_refuse_deletes_until_retention_ends_and_while_held() {
-    let Some(moto) = Moto::start() else { return };
+    let moto = Moto::start();
     let port = moto.port;
     moto.create_locked_bucket("mf-worm");
     std::env::set_var("AWS_ACCESS_KEY_ID", "test");
@@ -178,4 +178,44 @@ async fn object_lock_makes_s3_refuse_deletes_until_retention_ends_and_while_held
     let again = a.put(msg("a@x", "b@x", "Kept", "seven years"), occ("bob", "1")).await.unwrap();
     assert!(!again.occurrence_new);
     assert!(a.verify("t").await.unwrap().ok());
+}
+
+/// An arrival recorded before its Object Lock was applied (the lock call failed, or the
+/// process died, after the index commit) gets the lock from `ensure_locked`, which the
+/// engine calls before it counts a found arrival as copied and lets the source DELE it.
+#[tokio::test]
+async fn ensure_locked_repairs_an_arrival_recorded_without_its_lock() {
+    let moto = Moto::start();
+    moto.create_locked_bucket("mf-repair");
+    std::env::set_var("AWS_ACCESS_KEY_ID", "test");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = |object_lock| S3Config {
+        bucket: "mf-repair".into(),
+        endpoint: Some(moto.endpoint()),
+        region: Some("us-east-1".into()),
+        prefix: Some("repair".into()),
+        allow_http: true,
+        path_style: true,
+        object_lock,
+    };
+    // First life: the lock never happened (stands in for a failed PutObjectRetention).
+    let a = Archive::open(ArchiveConfig::local("repair", dir.path()).with_blobs(BlobStoreConfig::S3(s3(None))))
+        .await
+        .unwrap();
+    a.set_retention(Some(10), "officer").await.unwrap();
+    let r = a.put(msg("a@x", "b@x", "Unlocked", "so far"), occ("bob", "1")).await.unwrap();
+    a.close().await.unwrap();
+
+    let a = Archive::open(
+        ArchiveConfig::local("repair", dir.path()).with_blobs(BlobStoreConfig::S3(s3(Some(LockMode::Compliance)))),
+    )
+    .await
+    .unwrap();
+    let before = a.object_lock_state(&r.digest).await.unwrap().unwrap();
+    assert_eq!(before.retain_until, None, "{before:?}");
+    a.ensure_locked(&r.digest).await.unwrap();
+    let after = a.object_lock_state(&r.digest).await.unwrap().unwrap();
+    assert_eq!(after.mode.as_deref(), Some("COMPLIANCE"), "{after:?}");
+    assert!(after.retain_until.is_some(), "{after:?}");
 }

@@ -397,7 +397,15 @@ impl RunContext<'_> {
                         .find_occurrence(&self.job.source.host, &self.job.source.username, &p.uidl)
                         .await
                         .map_err(|e| self.sink_err(SinkError::Archive(e)))?;
-                    if hit.is_some() {
+                    if let Some(occ) = hit {
+                        // The arrival is recorded, but its S3 Object Lock may not be (the lock
+                        // call failed, or the process died, after the index commit): apply it
+                        // before this message can count as copied and be deleted at the source.
+                        target
+                            .archive
+                            .ensure_locked(&occ.digest)
+                            .await
+                            .map_err(|e| self.sink_err(SinkError::Archive(e)))?;
                         found.push(CopyDone { uidl: p.uidl.clone(), dest_uid: None, dest_uidvalidity: None, found_at_destination: true });
                     }
                 }

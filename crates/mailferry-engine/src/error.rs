@@ -46,7 +46,10 @@ impl EngineError {
             Self::Archive { source, .. } => match source {
                 mailferry_archive::ArchiveError::Io(_)
                 | mailferry_archive::ArchiveError::Sql(_)
-                | mailferry_archive::ArchiveError::ObjectStore(_) => ErrorClass::Retryable,
+                | mailferry_archive::ArchiveError::ObjectStore(_)
+                // S3 throttling or an outage on a retention/legal-hold call; a bucket without
+                // Object Lock keeps failing and the job ends after the retry budget.
+                | mailferry_archive::ArchiveError::ObjectLock(_) => ErrorClass::Retryable,
                 _ => ErrorClass::Fatal,
             },
             Self::Store(_) | Self::Spool(_) | Self::Internal(_) => ErrorClass::Fatal,

@@ -244,7 +244,7 @@ impl Worker {
                     client_secret: client_secret.as_ref().map(open).transpose()?,
                     refresh_token: open(refresh_token)?,
                     scope: scope.clone(),
-                    tls: tls(spec.token_host().unwrap_or_default()),
+                    tls: tls(&spec.token_host().unwrap_or_default()),
                 })))
             }
             (None, Some(password)) => Credential::Password(open(password)?),

@@ -121,18 +121,14 @@ pub enum OAuth2Spec {
 impl OAuth2Spec {
     /// The token endpoint's host, when there is one (the worker checks its plaintext
     /// opt-in like a mail host's).
-    pub fn token_host(&self) -> Option<&str> {
+    pub fn token_host(&self) -> Option<String> {
         match self {
             Self::AccessToken { .. } => None,
-            Self::RefreshToken { token_url, .. } => {
-                let rest = token_url.split_once("://").map_or(token_url.as_str(), |(_, r)| r);
-                let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-                let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-                Some(match host_port.strip_prefix('[') {
-                    Some(v6) => v6.split(']').next().unwrap_or(""),
-                    None => host_port.split(':').next().unwrap_or(""),
-                })
-            }
+            // WHATWG parsing, as reqwest does when it connects: the host checked here is
+            // the host connected to, whatever userinfo or backslashes the URL holds.
+            Self::RefreshToken { token_url, .. } => url::Url::parse(token_url)
+                .ok()
+                .and_then(|u| u.host_str().map(|h| h.trim_start_matches('[').trim_end_matches(']').to_owned())),
         }
     }
 }
@@ -259,7 +255,7 @@ mod tests {
             refresh_token: serde_json::from_str("\"v1:BBBB\"").unwrap(),
             scope: None,
         };
-        assert_eq!(spec.token_host(), Some("2001:db8::1"));
+        assert_eq!(spec.token_host().as_deref(), Some("2001:db8::1"));
         let json = serde_json::to_value(&spec).unwrap();
         assert_eq!(json["grant"], "refresh_token");
         assert_eq!(serde_json::from_value::<OAuth2Spec>(json).unwrap(), spec);
@@ -270,7 +266,8 @@ mod tests {
             refresh_token: serde_json::from_str("\"v1:BBBB\"").unwrap(),
             scope: None,
         };
-        assert_eq!(url("https://login.example.com/t").token_host(), Some("login.example.com"));
-        assert_eq!(url("http://127.0.0.1:8080/token?x=1").token_host(), Some("127.0.0.1"));
+        assert_eq!(url("https://login.example.com/t").token_host().as_deref(), Some("login.example.com"));
+        assert_eq!(url("http://127.0.0.1:8080/token?x=1").token_host().as_deref(), Some("127.0.0.1"));
+        assert_eq!(url("http://evil\\@allowed.example/t").token_host().as_deref(), Some("evil"));
     }
 }

@@ -14,8 +14,8 @@ use secrecy::ExposeSecret;
 
 use crate::config::{Config, ConfigError, Loaded, TlsConfig};
 
-#[derive(Debug)]
 pub struct Settings {
+    /// May carry a password: shown redacted by the Debug impl below.
     pub database_url: String,
     pub sealer: Sealer,
     pub worker_concurrency: usize,
@@ -148,6 +148,18 @@ pub fn network_policy(loaded: &Loaded) -> Result<Arc<NetworkPolicy>, ConfigError
     Ok(Arc::new(policy))
 }
 
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("database_url", &crate::service::redact_url(&self.database_url))
+            .field("worker_concurrency", &self.worker_concurrency)
+            .field("per_host_limit", &self.per_host_limit)
+            .field("lease", &self.lease)
+            .field("archives", &self.archives)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The archive registry: keys, and where indexes and blobs live (`[archive]`).
 pub fn archives(loaded: &Loaded) -> Result<mailferry_engine::Archives, ConfigError> {
     use crate::config::ArchiveIndex;
@@ -155,7 +167,9 @@ pub fn archives(loaded: &Loaded) -> Result<mailferry_engine::Archives, ConfigErr
     let mut archives = mailferry_engine::Archives::new(c.archive_root(), archive_keys(loaded)?);
     let url = c.database_url();
     let shared = match c.archive.index {
-        ArchiveIndex::Auto => url.starts_with("postgres"),
+        // Sharing the index only makes sense when the blobs are shared too: with blobs on
+        // each worker's disk, a worker would skip storing bytes another machine holds.
+        ArchiveIndex::Auto => url.starts_with("postgres") && c.archive.s3.is_some(),
         ArchiveIndex::Local => false,
         // Validated in config::load: the database is PostgreSQL.
         ArchiveIndex::Database => true,

@@ -518,10 +518,8 @@ async fn compose_api_and_two_workers_drain_a_batch_exactly_once() {
     // compose's MinIO, created by objects-init with Object Lock: moto on loopback, same bucket.
     let moto = mailferry_tests::Moto::start();
     let bucket = api_spec.env.get("MAILFERRY_ARCHIVE__S3__BUCKET").cloned().expect("compose configures archive blobs on S3");
-    if let Some(m) = &moto {
-        m.create_locked_bucket(&bucket);
-    }
-    let s3_endpoint = moto.as_ref().map_or_else(|| "http://127.0.0.1:9".to_owned(), |m| m.endpoint());
+    moto.create_locked_bucket(&bucket);
+    let s3_endpoint = moto.endpoint();
 
     let logs_dir = tempfile::tempdir().unwrap();
     // Each container's filesystem: the image's VOLUMEs exist (empty) before it starts.
@@ -682,7 +680,7 @@ async fn compose_api_and_two_workers_drain_a_batch_exactly_once() {
 
     // An archive job through compose's archive settings: blobs in the bucket, index in the
     // shared PostgreSQL, whichever worker claims it.
-    if moto.is_some() {
+    {
         lab.dovecot.add_user("arch", SRC_PW);
         lab.dovecot.seed("arch", &small(7, "arch-"));
         let body = json!({
