@@ -229,6 +229,8 @@ pub struct Archive {
     /// atomic (across processes a PostgreSQL advisory lock does the same, see
     /// [`Archive::begin_write`]). Readers are never blocked.
     pub(crate) write: tokio::sync::Mutex<()>,
+    /// Serialises search catch-up/reindex for a shared archive (see `search_guard`).
+    pub(crate) search_sync: tokio::sync::Mutex<()>,
     /// The tantivy index in `<dir>/search`, opened on first use: a worker feeding a shared
     /// archive never opens it (the searching process catches up from the event log).
     pub(crate) search: tokio::sync::OnceCell<SearchIndex>,
@@ -287,6 +289,7 @@ impl Archive {
             db,
             shared,
             write: tokio::sync::Mutex::new(()),
+            search_sync: tokio::sync::Mutex::new(()),
             search: tokio::sync::OnceCell::new(),
             search_dir: cfg.dir.join("search"),
             search_commit_every: cfg.search_commit_every,

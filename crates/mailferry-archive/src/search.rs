@@ -457,7 +457,7 @@ impl Archive {
 
     /// Rebuilds the search index from the blobs (each read verified). Returns documents indexed.
     pub async fn reindex(&self) -> Result<u64> {
-        let _w = self.write.lock().await;
+        let _w = self.search_guard().await;
         let search = self.search_index().await?;
         search.delete_all()?;
         search.commit()?;
@@ -471,7 +471,7 @@ impl Archive {
     /// commit order (its writers are serialised), so "every event after N" misses nothing —
     /// unlike occurrence ids, which concurrent transactions may commit out of order.
     pub(crate) async fn catch_up_search(&self) -> Result<()> {
-        let _w = self.write.lock().await;
+        let _w = self.search_guard().await;
         let search = self.search_index().await?;
         let n = match search.indexed_upto()? {
             Some(from) => self.index_events_after(search, from).await?,
@@ -486,6 +486,18 @@ impl Archive {
             tracing::info!(archive = %self.name, documents = n, "search index caught up");
         }
         search.commit()
+    }
+
+    /// Serialises search-index maintenance. A local archive adds documents inside `put`
+    /// under the write lock, so maintenance takes that lock too (documents stay in event
+    /// order). A shared archive's `put` never touches the search index, so maintenance —
+    /// which may read many blobs back from S3 — takes its own lock and never stalls ingest.
+    async fn search_guard(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        if self.shared.is_some() {
+            self.search_sync.lock().await
+        } else {
+            self.write.lock().await
+        }
     }
 
     async fn index_events_after(&self, search: &SearchIndex, after: i64) -> Result<u64> {
