@@ -37,6 +37,7 @@ fn job(s: &Setup, fake: &FakePop3, delete: DeletePolicy) -> DrainJob {
     let plain = TlsOptions { allow_plaintext: true, ..TlsOptions::default() };
     DrainJob {
         job_id: None,
+        save_rotated: None,
         source: Pop3Endpoint {
             host: "127.0.0.1".into(),
             port: fake.port(),

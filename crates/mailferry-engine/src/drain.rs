@@ -26,6 +26,10 @@ use crate::spool::{Incoming, Received, SpoolConfig};
 pub struct DrainJob {
     /// The job row this run belongs to; `None` finds or creates it by mailbox key (CLI).
     pub job_id: Option<JobId>,
+    /// For a refresh-token destination of a stored job: how to save a rotated refresh token
+    /// into the job's spec before it is used. `None` (`mailferry migrate`): a rotated token
+    /// lives in memory for the rest of the run only.
+    pub save_rotated: Option<crate::oauth::SaveRotated>,
     pub source: Pop3Endpoint,
     pub target: Target,
     pub delete: DeletePolicy,
@@ -147,7 +151,10 @@ pub async fn run_job(
     let progress = progress.unwrap_or_else(|| watch::channel(Progress::default()).0);
     let _meter = crate::metrics::meter(&job.target, progress.subscribe());
     // One per run: a token minted for one attempt serves the reconnects after it.
-    let tokens = crate::oauth::TokenProvider::for_target(&job.target);
+    let tokens = crate::oauth::TokenProvider::for_target(&job.target).map(|p| match &job.save_rotated {
+        Some(save) => p.saving_rotations(Arc::clone(&store), job_id, save.clone()),
+        None => p,
+    });
     let mut attempt = 1;
     let result = loop {
         let mut ctx = RunContext {

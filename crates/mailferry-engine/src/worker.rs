@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::drain::{run_job, DrainJob, EngineConfig, Outcome};
+use crate::oauth::SaveRotated;
 use crate::sink::{ArchiveTarget, Archives, Target};
 
 #[derive(Clone)]
@@ -280,8 +281,19 @@ impl Worker {
                 Target::Archive(ArchiveTarget { name: archive.clone(), archive: opened })
             }
         };
+        // A rotated refresh token is sealed like the stored one and saved over it.
+        let save_rotated = match &spec.target {
+            TargetSpec::Imap { oauth2: Some(grant), .. } => match &**grant {
+                OAuth2Spec::RefreshToken { refresh_token, .. } => {
+                    Some(SaveRotated { sealer: self.sealer.clone(), stored: refresh_token.clone() })
+                }
+                OAuth2Spec::AccessToken { .. } => None,
+            },
+            _ => None,
+        };
         Ok(DrainJob {
             job_id: Some(id),
+            save_rotated,
             source: Pop3Endpoint {
                 host: spec.source.host.clone(),
                 port: spec.source.port,

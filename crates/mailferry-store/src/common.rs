@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use mailferry_model::{JobCounts, JobSpec, JobState, LedgerState, Scope};
+use mailferry_model::{JobCounts, JobSpec, JobState, LedgerState, OAuth2Spec, Scope, Sealed, TargetSpec};
 
 use crate::service::{BatchRecord, BatchSummary, ControlAction, JobRecord, LedgerRow, TokenRecord};
 use crate::{Result, StoreError};
@@ -241,6 +241,22 @@ pub(crate) fn summary(batch: BatchRecord, per_state: Vec<(String, i64)>, counts:
     states.sort_by_key(|(s, _)| JobState::ALL.iter().position(|a| a == s));
     let jobs = states.iter().map(|(_, n)| n).sum();
     Ok(BatchSummary { batch, jobs, states, counts })
+}
+
+/// The stored spec `spec` (JSON) of job `id` with the refresh token of its OAuth2
+/// refresh-token grant replaced by `new`, everything else kept; `None` when the spec holds
+/// no such grant or its refresh token is no longer `current`.
+pub(crate) fn rotate_refresh_token(id: i64, spec: &str, current: &Sealed, new: &Sealed) -> Result<Option<String>> {
+    let mut spec: JobSpec =
+        serde_json::from_str(spec).map_err(|e| StoreError::BadSpec(format!("job {id}: {e}")))?;
+    match &mut spec.target {
+        TargetSpec::Imap { oauth2: Some(grant), .. } => match &mut **grant {
+            OAuth2Spec::RefreshToken { refresh_token, .. } if refresh_token == current => *refresh_token = new.clone(),
+            _ => return Ok(None),
+        },
+        _ => return Ok(None),
+    }
+    serde_json::to_string(&spec).map(Some).map_err(|e| StoreError::BadSpec(e.to_string()))
 }
 
 #[cfg(test)]

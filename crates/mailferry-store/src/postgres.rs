@@ -11,13 +11,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use mailferry_model::{JobCounts, JobSpec, JobState, LedgerState, Scope};
+use mailferry_model::{JobCounts, JobSpec, JobState, LedgerState, Scope, Sealed};
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, QueryBuilder, Row};
 
 use crate::common::{
-    cap, cli_source_key, fmt_time, page_limit, parse_job_state, plan_control, summary, token_record, JobParts,
-    LedgerParts, NewJob,
+    cap, cli_source_key, fmt_time, page_limit, parse_job_state, plan_control, rotate_refresh_token, summary, token_record,
+    JobParts, LedgerParts, NewJob,
 };
 use crate::service::*;
 use crate::{CopyDone, CopyIntent, JobId, LedgerEntry, Result, RunCounts, RunId, Store, StoreError};
@@ -615,6 +615,22 @@ impl ServiceStore for PgStore {
             Some((cancel_requested, pause_requested)) => LeaseStatus { held: true, cancel_requested, pause_requested },
             None => LeaseStatus { held: false, cancel_requested: false, pause_requested: false },
         })
+    }
+
+    async fn replace_refresh_token(&self, id: i64, current: &Sealed, new: &Sealed) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let spec: Option<Option<String>> =
+            sqlx::query_scalar("SELECT spec::text FROM jobs WHERE id = $1 FOR UPDATE").bind(id).fetch_optional(&mut *tx).await?;
+        let Some(rotated) = spec.flatten().map(|s| rotate_refresh_token(id, &s, current, new)).transpose()?.flatten() else {
+            return Ok(false);
+        };
+        sqlx::query("UPDATE jobs SET spec = $1::jsonb, updated_at = now() WHERE id = $2")
+            .bind(rotated)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn release_job(&self, id: i64, worker: &str, release: &Release) -> Result<bool> {

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use mailferry_model::{JobCounts, JobSpec, JobState, LedgerState, Scope};
+use mailferry_model::{JobCounts, JobSpec, JobState, LedgerState, Scope, Sealed};
 
 use crate::{Result, StoreError};
 
@@ -242,6 +242,16 @@ pub trait ServiceStore: Send + Sync {
     /// an expired lease nobody took yet is still held). Flags are false when not held.
     async fn heartbeat(&self, id: i64, worker: &str, lease: Duration) -> Result<LeaseStatus> {
         Err(StoreError::Unsupported("heartbeat"))
+    }
+    /// Save a rotated refresh token (RFC 6749 §6: the client must drop the old one): replace
+    /// the refresh token of the job's OAuth2 refresh-token grant with `new`, keeping the rest
+    /// of the stored spec, in one transaction, and only while the stored one is still
+    /// `current` (a compare-and-swap on the sealed text, so a credential changed meanwhile,
+    /// or a rotation saved by another worker, is never overwritten). False, and nothing
+    /// changed, when the job is gone, has no such grant, or holds another refresh token.
+    /// Any state, lease holder or not: the authorization server already revoked `current`.
+    async fn replace_refresh_token(&self, id: i64, current: &Sealed, new: &Sealed) -> Result<bool> {
+        Err(StoreError::Unsupported("replace_refresh_token"))
     }
     /// Hand the job back; false (and nothing changed) if `worker` no longer held it.
     async fn release_job(&self, id: i64, worker: &str, release: &Release) -> Result<bool> {

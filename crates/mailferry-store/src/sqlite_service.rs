@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
-use mailferry_model::{JobCounts, JobSpec, JobState, Scope};
+use mailferry_model::{JobCounts, JobSpec, JobState, Scope, Sealed};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use crate::common::{
-    cap, fmt_time, now_string, page_limit, parse_job_state, plan_control, summary, token_record, JobParts, LedgerParts,
-    NewJob,
+    cap, fmt_time, now_string, page_limit, parse_job_state, plan_control, rotate_refresh_token, summary, token_record, JobParts,
+    LedgerParts, NewJob,
 };
 use crate::service::*;
 use crate::sqlite::SqliteStore;
@@ -319,6 +319,23 @@ impl ServiceStore for SqliteStore {
             Some((cancel_requested, pause_requested)) => LeaseStatus { held: true, cancel_requested, pause_requested },
             None => LeaseStatus { held: false, cancel_requested: false, pause_requested: false },
         })
+    }
+
+    async fn replace_refresh_token(&self, id: i64, current: &Sealed, new: &Sealed) -> Result<bool> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let spec: Option<Option<String>> =
+            sqlx::query_scalar("SELECT spec FROM jobs WHERE id = ?").bind(id).fetch_optional(&mut *tx).await?;
+        let Some(rotated) = spec.flatten().map(|s| rotate_refresh_token(id, &s, current, new)).transpose()?.flatten() else {
+            return Ok(false);
+        };
+        sqlx::query("UPDATE jobs SET spec = ?, updated_at = ? WHERE id = ?")
+            .bind(rotated)
+            .bind(now_string())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn release_job(&self, id: i64, worker: &str, release: &Release) -> Result<bool> {

@@ -9,12 +9,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use mailferry_model::{JobSpec, JobState, LedgerState, Scope, Sealer, Security, SourceSpec, TargetSpec};
+use mailferry_model::{JobSpec, JobState, LedgerState, OAuth2Spec, Scope, Sealer, Security, SourceSpec, TargetSpec};
 use mailferry_store::{
     AuditFilter, ClaimLimits, ControlAction, ControlOutcome, CopyDone, CopyIntent, JobFilter, NewAuditEntry, PgStore,
     Release, SqliteStore, Store, StoredResponse,
 };
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 // ---------------------------------------------------------------------------------------
 // Harness
@@ -60,6 +60,7 @@ stories!(
     audit_log,
     cluster_figures,
     trace_context,
+    refresh_token_rotation,
 );
 
 async fn sqlite_store() -> (tempfile::TempDir, Arc<dyn Store>) {
@@ -917,4 +918,81 @@ async fn trace_context(s: Arc<dyn Store>) {
     let claimed = s.claim_job("w1", Duration::from_secs(60), WIDE).await.unwrap().unwrap();
     assert_eq!(claimed.job.id, jobs[0].id);
     assert_eq!(claimed.job.trace_parent.as_deref(), Some(tp));
+}
+
+/// A rotated refresh token replaces the stored one, and nothing else: only while the stored
+/// one is still the token the caller had (compare-and-swap), only in a refresh-token grant,
+/// in any job state, and without a job event.
+async fn refresh_token_rotation(s: Arc<dyn Store>) {
+    let sealer = sealer();
+    let seal = |t: &str| sealer.seal(&SecretString::from(t.to_owned()));
+    let (rt1, rt2, rt3) = (seal("rt-1"), seal("rt-2"), seal("rt-3"));
+    let secret = seal("client-secret");
+    let grant = |refresh_token: mailferry_model::Sealed| {
+        Box::new(OAuth2Spec::RefreshToken {
+            token_url: "https://login.example.com/token".into(),
+            client_id: "client-1".into(),
+            client_secret: Some(secret.clone()),
+            refresh_token,
+            scope: Some("imap offline_access".into()),
+        })
+    };
+    let oauth_target = |refresh_token| TargetSpec::Imap {
+        host: "outlook.example.com".into(),
+        port: 993,
+        security: Security::Tls,
+        username: "o365".into(),
+        password: None,
+        auth: Default::default(),
+        folder: "Archive".into(),
+        flags: vec!["\\Seen".into()],
+        oauth2: Some(grant(refresh_token)),
+    };
+    let original = spec("alice", "pop.example.com", oauth_target(rt1.clone()), &[("team", "a")]);
+    let ids = create(
+        &s,
+        vec![
+            original.clone(),
+            spec("bob", "pop.example.com", imap("bob", "imap.example.com", "INBOX"), &[]),
+            spec("carol", "pop.example.com", archive("vault"), &[]),
+        ],
+    )
+    .await;
+    let (job, password_job, archive_job) = (ids[0], ids[1], ids[2]);
+    let events = s.job_events(job, 0, 100).await.unwrap().len();
+
+    // Rotation: the new token is stored, everything else is as it was.
+    assert!(s.replace_refresh_token(job, &rt1, &rt2).await.unwrap());
+    let stored = s.get_job(job).await.unwrap().unwrap();
+    let mut expected = original.clone();
+    expected.target = oauth_target(rt2.clone());
+    assert_eq!(stored.spec.as_ref(), Some(&expected));
+    let Some(TargetSpec::Imap { oauth2: Some(g), .. }) = stored.spec.map(|s| s.target) else { unreachable!() };
+    let OAuth2Spec::RefreshToken { refresh_token, .. } = *g else { unreachable!() };
+    assert_eq!(sealer.open(&refresh_token).unwrap().expose_secret(), "rt-2");
+    assert_eq!(stored.state, JobState::Queued);
+    assert_eq!(s.job_events(job, 0, 100).await.unwrap().len(), events, "a spec change is not a job event");
+
+    // A stale caller (it still holds rt-1, or sealed rt-2 itself again) changes nothing.
+    assert!(!s.replace_refresh_token(job, &rt1, &rt3).await.unwrap());
+    assert!(!s.replace_refresh_token(job, &seal("rt-2"), &rt3).await.unwrap());
+    assert_eq!(s.get_job(job).await.unwrap().unwrap().spec, Some(expected.clone()));
+
+    // While the job runs (leased by a worker) the rotation is saved all the same.
+    let claimed = s.claim_job("w1", MINUTE, WIDE).await.unwrap().expect("a claimable job");
+    assert_eq!(claimed.job.id, job);
+    assert!(s.replace_refresh_token(job, &rt2, &rt3).await.unwrap());
+    let running = s.get_job(job).await.unwrap().unwrap();
+    assert_eq!((running.state, running.lease_owner.as_deref()), (JobState::Running, Some("w1")));
+    expected.target = oauth_target(rt3.clone());
+    assert_eq!(running.spec, Some(expected));
+
+    // No refresh-token grant, or no job: false, nothing changed.
+    let before = s.get_job(password_job).await.unwrap().unwrap().spec;
+    assert!(!s.replace_refresh_token(password_job, &rt3, &rt1).await.unwrap());
+    assert_eq!(s.get_job(password_job).await.unwrap().unwrap().spec, before);
+    assert!(!s.replace_refresh_token(archive_job, &rt3, &rt1).await.unwrap());
+    assert!(!s.replace_refresh_token(999_999, &rt3, &rt1).await.unwrap());
+    let cli = s.ensure_job("pop3://x@h:995 -> imap://y@h:993/INBOX", "x", "y").await.unwrap();
+    assert!(!s.replace_refresh_token(cli, &rt3, &rt1).await.unwrap());
 }

@@ -199,6 +199,8 @@ async fn build_job(args: &MigrateArgs, loaded: &Loaded) -> Result<(DrainJob, Pat
         let (from_security, to_security) = (from.security_with(args.allow_plaintext), to.security_with(args.allow_plaintext));
         let job = DrainJob {
             job_id: None,
+            // One-shot: no job store to save a rotated refresh token in (kept in memory).
+            save_rotated: None,
             source: Pop3Endpoint {
                 host: from.host,
                 port: from.port,
@@ -256,6 +258,7 @@ async fn archive_job(args: &MigrateArgs, name: &str, loaded: &Loaded) -> anyhow:
     let security = from.security_with(args.allow_plaintext);
     let job = DrainJob {
         job_id: None,
+        save_rotated: None,
         source: Pop3Endpoint {
             host: from.host,
             port: from.port,

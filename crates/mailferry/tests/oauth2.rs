@@ -5,7 +5,8 @@
 //! What is proved: a job refreshes its token by itself, both before expiry (across a forced
 //! reconnect) and when the server refuses a token it believed valid; every message arrives
 //! exactly once; a revoked refresh token fails the job at once with a clear error; a static
-//! access token works; and no secret (refresh token, client secret, any access token) shows
+//! access token works; a refresh token the server rotates is saved to the job, so a rerun
+//! continues with the new one (on SQLite and PostgreSQL); and no secret (refresh token, client secret, any access token) shows
 //! in an API response or a log line.
 
 mod common;
@@ -280,4 +281,74 @@ async fn migrate_refreshes_tokens_from_env_secrets() {
     bad.assert_code(1);
     assert!(bad.stderr.contains("invalid_grant"), "{}", bad.stderr);
     assert_eq!(tokens.calls().len(), before + 1, "one attempt, no retries");
+}
+
+/// RFC 6749 §6 rotation: the token server issues a new refresh token on every refresh and
+/// revokes the one it was given. The worker must save each new one to the job before it
+/// uses the access token that came with it, so the job's rerun (a new claim, which reads the
+/// stored spec afresh) presents the newest token and never a revoked one.
+async fn rotated_refresh_tokens_are_saved_for_the_rerun(database_url: Option<&str>) {
+    let lab = Lab::start();
+    lab.dovecot.add_oauth2_user("o365");
+    let server = Server::start(&lab.dovecot, database_url, &[], &[]);
+    let api = server.client();
+    let first = messages(4, "a");
+    lab.dovecot.seed("src", &first);
+    // The first access token has already expired: Dovecot refuses it and the run refreshes a
+    // second time, with the refresh token the first refresh rotated to.
+    let mut tc = token_config("o365");
+    tc.rotate = true;
+    tc.first_token_expired = true;
+    let tokens = TokenServer::start(&lab.dovecot, tc);
+    let source = json!({"protocol": "pop3", "host": "127.0.0.1", "port": lab.dovecot.pop3s_port(), "security": "tls",
+                        "username": "src", "password": SRC_PW});
+    let body = json!({"source": source, "target": oauth_target(&lab.dovecot, "o365", refresh_grant(&tokens)),
+                      "options": {"delete": "keep"}});
+    let (status, job, text) = api.post("/api/v1/jobs", &body).await;
+    assert_eq!(status, 201, "{text}");
+    let id = job["id"].as_i64().unwrap();
+    let done = api.wait_state(id, &["succeeded", "failed", "partial"], 120).await;
+    assert_eq!(done["state"], "succeeded", "{done}\n{}", server.logs());
+    assert_eq!(tokens.refreshes(), 2, "a refresh after the refusal: {:?}", tokens.calls());
+    assert_same_messages(&first, &lab.dovecot.messages("o365"));
+
+    // New mail, then a rerun: it must start from the newest refresh token.
+    let second = messages(3, "b");
+    lab.dovecot.seed("src", &second);
+    let (status, _, text) = api.post(&format!("/api/v1/jobs/{id}/rerun"), &json!({})).await;
+    assert_eq!(status, 200, "{text}");
+    let done = api.wait_state(id, &["succeeded", "failed", "partial"], 120).await;
+    assert_eq!(done["state"], "succeeded", "{done}\n{}", server.logs());
+    assert_eq!(done["runs"], 2, "{done}");
+
+    // Every refresh presented the token valid at that moment: the configured one first, then
+    // each rotated one in turn; none was refused, none revoked was ever sent again.
+    let calls = tokens.calls();
+    let rotated = tokens.rotated_refresh_tokens();
+    assert_eq!(calls.len(), 3, "{calls:?}");
+    assert!(calls.iter().all(|c| c.status == 200), "{calls:?}");
+    let expected: Vec<String> = std::iter::once(REFRESH_TOKEN.to_owned()).chain(rotated[..2].iter().cloned()).collect();
+    let sent: Vec<String> = calls.iter().map(|c| c.refresh_token.clone().unwrap_or_default()).collect();
+    assert!(sent == expected, "the refreshes presented stale refresh tokens");
+    assert_eq!(tokens.valid_refresh_token(), rotated[2]);
+    assert!(server.logs().contains("saved the rotated OAuth2 refresh token to the job"), "{}", server.logs());
+
+    // Every message exactly once, the old ones not copied again.
+    let all: Vec<Vec<u8>> = first.iter().chain(&second).cloned().collect();
+    assert_same_messages(&all, &lab.dovecot.messages("o365"));
+
+    let mut secrets = tokens.issued();
+    secrets.extend(rotated);
+    assert_no_secrets(&api, &server, &lab.dovecot, id, &secrets).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotated_refresh_tokens_are_saved_for_the_rerun_sqlite() {
+    rotated_refresh_tokens_are_saved_for_the_rerun(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotated_refresh_tokens_are_saved_for_the_rerun_postgres() {
+    let db = FreshPg::create();
+    rotated_refresh_tokens_are_saved_for_the_rerun(Some(&db.url)).await;
 }

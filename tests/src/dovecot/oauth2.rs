@@ -117,6 +117,10 @@ pub struct TokenServerConfig {
     pub first_token_expired: bool,
     /// Answer the first N calls with HTTP 503 (a transient outage).
     pub unavailable_first: usize,
+    /// Rotation (RFC 6749 §6, as Microsoft's and many other servers do it): every successful
+    /// refresh also issues a new refresh token and revokes the one it was given, which gets
+    /// `invalid_grant` from then on. Only the newest refresh token is accepted.
+    pub rotate: bool,
 }
 
 impl TokenServerConfig {
@@ -130,6 +134,7 @@ impl TokenServerConfig {
             reported_expires_in: None,
             first_token_expired: false,
             unavailable_first: 0,
+            rotate: false,
         }
     }
 }
@@ -158,6 +163,8 @@ impl std::fmt::Debug for TokenCall {
 struct State {
     calls: Vec<TokenCall>,
     issued: Vec<String>,
+    /// With rotation: every refresh token issued, oldest first (the accepted one is last).
+    rotated: Vec<String>,
 }
 
 /// What the token endpoint's handler shares: its settings, the signing key, the record.
@@ -168,6 +175,7 @@ type Shared = (Arc<TokenServerConfig>, Vec<u8>, Arc<Mutex<State>>);
 #[derive(Debug)]
 pub struct TokenServer {
     port: u16,
+    config_refresh_token: String,
     state: Arc<Mutex<State>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -178,6 +186,7 @@ impl TokenServer {
         use axum::routing::post;
         let state = Arc::new(Mutex::new(State::default()));
         let key = lab.oauth2_key();
+        let config_refresh_token = config.refresh_token.clone();
         let shared = (Arc::new(config), key, Arc::clone(&state));
         let app = axum::Router::new().route(
             "/token",
@@ -195,7 +204,7 @@ impl TokenServer {
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Self { port, state, task }
+        Self { port, config_refresh_token, state, task }
     }
 
     /// The token endpoint's URL.
@@ -216,6 +225,16 @@ impl TokenServer {
     /// Every access token issued so far.
     pub fn issued(&self) -> Vec<String> {
         self.state.lock().unwrap().issued.clone()
+    }
+
+    /// With rotation: every refresh token issued so far, oldest first.
+    pub fn rotated_refresh_tokens(&self) -> Vec<String> {
+        self.state.lock().unwrap().rotated.clone()
+    }
+
+    /// The refresh token accepted now: the newest one issued, or the configured one.
+    pub fn valid_refresh_token(&self) -> String {
+        self.state.lock().unwrap().rotated.last().cloned().unwrap_or_else(|| self.config_refresh_token.clone())
     }
 }
 
@@ -259,7 +278,7 @@ fn answer(
         (None, None) => field("client_id").as_deref() == Some(config.client_id.as_str()),
     } {
         error(StatusCode::UNAUTHORIZED, "invalid_client", "client authentication failed")
-    } else if field("refresh_token").as_deref() != Some(config.refresh_token.as_str()) {
+    } else if field("refresh_token").as_deref() != Some(state.rotated.last().unwrap_or(&config.refresh_token).as_str()) {
         error(StatusCode::BAD_REQUEST, "invalid_grant", "the refresh token is invalid, expired or revoked")
     } else {
         let issued_ok = state.issued.len();
@@ -271,7 +290,12 @@ fn answer(
         let token = mint(key, &config.user, exp);
         state.issued.push(token.clone());
         let expires_in = config.reported_expires_in.unwrap_or(config.lifetime.as_secs());
-        let reply = serde_json::json!({ "access_token": token, "token_type": "Bearer", "expires_in": expires_in });
+        let mut reply = serde_json::json!({ "access_token": token, "token_type": "Bearer", "expires_in": expires_in });
+        if config.rotate {
+            let fresh = format!("rt-rotated-{}-{:016x}", state.rotated.len() + 1, rand::random::<u64>());
+            state.rotated.push(fresh.clone());
+            reply["refresh_token"] = fresh.into();
+        }
         (StatusCode::OK, reply.to_string())
     };
     state.calls.push(TokenCall {
@@ -425,5 +449,31 @@ mod tests {
         assert_eq!((status, body.contains("invalid_client")), (401, true), "{body}");
         assert_eq!(server.refreshes(), 1);
         assert_eq!(server.calls().len(), 3);
+    }
+
+    #[test]
+    fn rotation_issues_a_new_refresh_token_and_revokes_the_old_one() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let lab = Dovecot::start();
+        let mut cfg = TokenServerConfig::new("carol", "rt-1", "client-1");
+        cfg.rotate = true;
+        let server = rt.block_on(async { TokenServer::start(&lab, cfg) });
+        let url = server.url();
+        let refresh = |token: &str| {
+            let (url, body) = (url.clone(), format!("grant_type=refresh_token&client_id=client-1&refresh_token={token}"));
+            rt.block_on(async { tokio::task::spawn_blocking(move || post(&url, None, &body)).await.unwrap() })
+        };
+        let (status, body) = refresh("rt-1");
+        assert_eq!(status, 200, "{body}");
+        let second: String = serde_json::from_str::<serde_json::Value>(&body).unwrap()["refresh_token"].as_str().unwrap().into();
+        assert_eq!(server.valid_refresh_token(), second);
+        let (status, body) = refresh("rt-1");
+        assert_eq!((status, body.contains("invalid_grant")), (400, true), "the old one is revoked: {body}");
+        let (status, body) = refresh(&second);
+        assert_eq!(status, 200, "{body}");
+        let (status, _) = refresh(&second);
+        assert_eq!(status, 400, "used once, then revoked");
+        assert_eq!(server.rotated_refresh_tokens().len(), 2);
+        assert_eq!(server.refreshes(), 2);
     }
 }
