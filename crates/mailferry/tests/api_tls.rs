@@ -110,7 +110,11 @@ async fn healthz(conn: &mut TlsStream<TcpStream>) -> u16 {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
-        let n = conn.read(&mut chunk).await.unwrap();
+        // Bounded: a server that stops answering fails the test instead of hanging it.
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), conn.read(&mut chunk))
+            .await
+            .expect("no answer within 10 s")
+            .unwrap();
         assert!(n > 0, "connection closed mid-response: {}", String::from_utf8_lossy(&buf));
         buf.extend_from_slice(&chunk[..n]);
         let text = String::from_utf8_lossy(&buf).into_owned();
