@@ -1,11 +1,12 @@
 //! Archive verify and export runs started over the API.
 //!
-//! Issue 4 asks for verify to "run as a job with progress". This is the light form of that:
-//! the run is a tokio task in the serving process, its progress and result live in this
-//! in-memory registry, and clients poll `GET …/verify/{id}` (or `…/exports/{id}`). Runs are
-//! not persisted: a restart forgets them (the archive's own event log still records every
-//! verify and export), and an interrupted run is simply started again. The registry keeps
-//! the latest [`MAX_RUNS`] runs; when a finished export is evicted its file is deleted.
+//! Issue 4 asks for verify to "run as a job with progress". The run is a tokio task in the
+//! serving process; this registry holds the live ones (progress counters, outcome) and the
+//! archive's index holds the record of every run (`Archive::run_started` / `run_progress` /
+//! `run_finished`), so `GET …/verify/{id}` (or `…/exports/{id}`) answers after a restart and
+//! from any API process sharing the index; a run whose process died shows as interrupted.
+//! Ids are the records' ids, per archive. The registry keeps the latest [`MAX_RUNS`] runs;
+//! when a finished export is evicted here its file stays until the record's owner removes it.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -63,22 +64,20 @@ impl TaskRun {
         self.total.store(total, Ordering::Relaxed);
     }
 
-    fn running(&self) -> bool {
+    pub fn is_running(&self) -> bool {
         matches!(self.outcome().0, Outcome::Running)
     }
 }
 
-/// Every run this process knows about, by id.
+/// Every run this process is executing or has executed, by (archive, id).
 #[derive(Debug, Default)]
 pub struct ArchiveTasks {
-    next: AtomicU64,
-    runs: Mutex<BTreeMap<u64, Arc<TaskRun>>>,
+    runs: Mutex<BTreeMap<(String, u64), Arc<TaskRun>>>,
 }
 
 impl ArchiveTasks {
-    /// Register a new running task. `path` is chosen from the id by `path_for`.
-    pub fn start(&self, archive: &str, kind: TaskKind, path_for: impl FnOnce(u64) -> Option<PathBuf>) -> Arc<TaskRun> {
-        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+    /// Register a new running task under its recorded `id`; `path` is its output file.
+    pub fn start(&self, archive: &str, kind: TaskKind, id: u64, path: Option<PathBuf>) -> Arc<TaskRun> {
         let run = Arc::new(TaskRun {
             id,
             archive: archive.to_owned(),
@@ -87,20 +86,18 @@ impl ArchiveTasks {
             done: AtomicU64::new(0),
             total: AtomicU64::new(0),
             state: Mutex::new((Outcome::Running, None)),
-            path: path_for(id),
+            path,
         });
         let mut runs = self.runs.lock().unwrap_or_else(|e| e.into_inner());
-        runs.insert(id, Arc::clone(&run));
-        // Oldest first (ids grow); keep every running one.
+        runs.insert((archive.to_owned(), id), Arc::clone(&run));
+        // Oldest first; keep every running one. The records stay in the archive's index
+        // (and an evicted export's file stays on disk, still downloadable through them).
         let excess = runs.len().saturating_sub(MAX_RUNS);
-        let evict: Vec<u64> = runs.iter().filter(|(_, r)| !r.running()).map(|(id, _)| *id).take(excess).collect();
-        for id in evict {
-            if let Some(old) = runs.remove(&id) {
-                if let Some(p) = &old.path {
-                    let _ = std::fs::remove_file(p);
-                    let _ = std::fs::remove_file(sidecar(p));
-                }
-            }
+        let mut finished: Vec<(chrono::DateTime<Utc>, (String, u64))> =
+            runs.iter().filter(|(_, r)| !r.is_running()).map(|(k, r)| (r.started_at, k.clone())).collect();
+        finished.sort();
+        for (_, key) in finished.into_iter().take(excess) {
+            runs.remove(&key);
         }
         run
     }
@@ -108,7 +105,7 @@ impl ArchiveTasks {
     /// The run `id` of `kind` on `archive`, if this process has it.
     pub fn get(&self, archive: &str, kind: TaskKind, id: u64) -> Option<Arc<TaskRun>> {
         let runs = self.runs.lock().unwrap_or_else(|e| e.into_inner());
-        runs.get(&id).filter(|r| r.archive == archive && r.kind == kind).cloned()
+        runs.get(&(archive.to_owned(), id)).filter(|r| r.kind == kind).cloned()
     }
 }
 
@@ -126,16 +123,22 @@ mod tests {
     #[test]
     fn runs_are_scoped_to_their_archive_and_kind_and_old_ones_evicted() {
         let tasks = ArchiveTasks::default();
-        let a = tasks.start("legal", TaskKind::Verify, |_| None);
+        let a = tasks.start("legal", TaskKind::Verify, 1, None);
         assert!(tasks.get("legal", TaskKind::Verify, a.id).is_some());
         assert!(tasks.get("other", TaskKind::Verify, a.id).is_none());
         assert!(tasks.get("legal", TaskKind::Export, a.id).is_none());
+        // Ids are per archive: the same id in another archive is another run.
+        let other = tasks.start("other", TaskKind::Verify, 1, None);
+        assert_eq!(tasks.get("other", TaskKind::Verify, 1).map(|r| r.archive.clone()).as_deref(), Some("other"));
+        assert_eq!(tasks.get("legal", TaskKind::Verify, 1).map(|r| r.archive.clone()).as_deref(), Some("legal"));
+        other.finish(Outcome::Failed("z".into()));
         a.finish(Outcome::Failed("x".into()));
-        for _ in 0..MAX_RUNS {
-            tasks.start("legal", TaskKind::Verify, |_| None).finish(Outcome::Failed("y".into()));
+        for i in 0..MAX_RUNS as u64 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            tasks.start("legal", TaskKind::Verify, 2 + i, None).finish(Outcome::Failed("y".into()));
         }
         assert!(tasks.get("legal", TaskKind::Verify, a.id).is_none(), "the oldest finished run is evicted");
-        let running = tasks.start("legal", TaskKind::Verify, |_| None);
+        let running = tasks.start("legal", TaskKind::Verify, 10_000, None);
         assert!(matches!(running.outcome().0, Outcome::Running));
     }
 }

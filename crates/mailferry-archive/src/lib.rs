@@ -28,6 +28,7 @@ pub mod meta;
 #[cfg(feature = "aws")]
 mod object_lock;
 mod retention;
+mod runs;
 mod search;
 mod verify;
 
@@ -49,5 +50,6 @@ pub use keys::KeyRing;
 pub use merkle::{verify_proof, MerkleProof};
 pub use meta::MessageMeta;
 pub use retention::{Hold, HoldScope, PurgeReport, RetentionPolicy};
+pub use runs::RunRecord;
 pub use search::{SearchHit, SearchPage, SearchQuery};
 pub use verify::{Discrepancy, VerifyReport};

@@ -84,7 +84,7 @@ async fn archive_jobs_search_read_verify_hold_and_export_over_http() {
     let bob: Vec<Vec<u8>> = shared.iter().chain(&bob_own).cloned().collect();
     lab.dovecot.seed("alice", &alice);
     lab.dovecot.seed("bob", &bob);
-    let server = Server::start(&lab.dovecot, None, &[], &[]);
+    let mut server = Server::start(&lab.dovecot, None, &[], &[]);
     let api = server.client();
 
     // Unknown archives are 404 problems.
@@ -184,6 +184,7 @@ async fn archive_jobs_search_read_verify_hold_and_export_over_http() {
     assert_eq!(run["report"]["discrepancies"], json!([]));
     assert_eq!(run["report"]["blobs_checked"], 5);
     assert_eq!(run["progress"], json!({"done": 5, "total": 5}));
+    let verified = run.clone();
     let (status, _, _) = api.get("/api/v1/archives/legal/verify/999").await;
     assert_eq!(status, 404);
 
@@ -205,6 +206,7 @@ async fn archive_jobs_search_read_verify_hold_and_export_over_http() {
     want.sort();
     assert_eq!(got, want, "the mbox holds bob's messages byte for byte");
     assert_eq!(run["result"]["manifest"].as_str().unwrap().lines().count(), 4);
+    let exported = run.clone();
     let (status, zip, _) = api.post("/api/v1/archives/legal/exports", &json!({"format": "eml-zip"})).await;
     assert_eq!(status, 202);
     let zip = api.wait_run(&format!("/api/v1/archives/legal/exports/{}", zip["id"])).await;
@@ -212,6 +214,24 @@ async fn archive_jobs_search_read_verify_hold_and_export_over_http() {
     assert_eq!((ct.as_str(), &bytes[..2]), ("application/zip", &b"PK"[..]));
     let (status, p, _) = api.post("/api/v1/archives/legal/exports", &json!({"format": "pst"})).await;
     assert_eq!(status, 422, "{p}");
+
+    // Runs are recorded with the archive: after a restart the server still reports them,
+    // exactly as before, and still serves the export file.
+    assert!(server.terminate(std::time::Duration::from_secs(20)).success());
+    server.restart();
+    let api = server.client();
+    let (status, again, text) = api.get(&format!("/api/v1/archives/legal/verify/{}", verified["id"])).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(again, verified, "the verify run as recorded");
+    let (status, again, text) = api.get(&format!("/api/v1/archives/legal/exports/{}", exported["id"])).await;
+    assert_eq!((status, &again), (200, &exported), "{text}");
+    let (status, _, again_mbox, _) = get_bytes(&api, exported["result"]["download"].as_str().unwrap()).await;
+    assert_eq!((status, again_mbox), (200, mbox));
+    // Ids are the archive's: a new run after the restart gets a new one.
+    let (status, run, text) = api.post("/api/v1/archives/legal/verify", &json!({})).await;
+    assert_eq!(status, 202, "{text}");
+    assert!(run["id"].as_u64() > verified["id"].as_u64(), "{run} after {verified}");
+    api.wait_run(&format!("/api/v1/archives/legal/verify/{}", run["id"])).await;
 
     // Holds and retention: admin only.
     let (status, tok, text) = api.post("/api/v1/tokens", &json!({"name": "writer", "scope": "write"})).await;

@@ -195,10 +195,10 @@ fn verify_view(run: &TaskRun) -> VerifyRun {
 }
 
 /// Start verifying the archive: re-hash every blob, check every occurrence against its
-/// blob and ingest event, walk the event chain. Issue 4's "runs as a job with progress" in a
-/// light form: a background task in this server process whose progress and report are
-/// polled at `GET …/verify/{id}` and kept in memory (a restart forgets the run; the
-/// archive's event log keeps every verify result).
+/// blob and ingest event, walk the event chain. Runs in the background in this server
+/// process; its progress and report are polled at `GET …/verify/{id}` and recorded with the
+/// archive, so they survive a restart and every API process sharing the archive sees them
+/// (a run whose process stopped shows as `failed`, interrupted).
 #[utoipa::path(post, operation_id = "start_archive_verify", path = "/archives/{name}/verify", tag = "archives",
     params(("name" = String, Path, description = "Archive name")),
     responses(
@@ -211,7 +211,9 @@ pub async fn verify(
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Response> {
     let a = open(&state, &name).await?;
-    let run = state.tasks.start(&name, TaskKind::Verify, |_| None);
+    let id = a.run_started("verify", |_| None).await.map_err(archive_error)?;
+    let run = state.tasks.start(&name, TaskKind::Verify, id as u64, None);
+    spawn_heartbeat(Arc::clone(&a), Arc::clone(&run));
     let who = who(&p);
     let task = Arc::clone(&run);
     tokio::spawn(async move {
@@ -232,6 +234,7 @@ pub async fn verify(
             }
         };
         task.finish(outcome);
+        record_finished(&a, &task, &verify_view(&task)).await;
     });
     let location = format!("/api/v1/archives/{name}/verify/{}", run.id);
     Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(verify_view(&run))).into_response())
@@ -243,14 +246,85 @@ pub async fn verify(
     params(("name" = String, Path, description = "Archive name"), ("id" = u64, Path, description = "Verify run id")),
     responses(
         (status = 200, description = "The run", body = VerifyRun),
-        (status = 404, description = "No such archive or run (runs are forgotten at restart)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such archive or run", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn verify_status(State(state): State<AppState>, ApiPath((name, id)): ApiPath<(String, u64)>) -> ApiResult<Json<VerifyRun>> {
-    let run = state
-        .tasks
-        .get(&name, TaskKind::Verify, id)
+pub async fn verify_status(State(state): State<AppState>, ApiPath((name, id)): ApiPath<(String, u64)>) -> ApiResult<Response> {
+    if let Some(run) = state.tasks.get(&name, TaskKind::Verify, id) {
+        return Ok(Json(verify_view(&run)).into_response());
+    }
+    // Not run by this process (or before its restart): the archive's record of it.
+    let a = open(&state, &name).await?;
+    let rec = a
+        .run_record("verify", id as i64)
+        .await
+        .map_err(archive_error)?
         .ok_or_else(|| ApiError::NotFound(format!("there is no verify run {id} of archive {name:?}")))?;
-    Ok(Json(verify_view(&run)))
+    recorded_view(&rec, |state, error| VerifyRun {
+        id,
+        archive: name.clone(),
+        state,
+        progress: RunProgress { done: rec.done, total: rec.total },
+        started_at: timestamp(rec.started_at),
+        finished_at: None,
+        error,
+        report: None,
+    })
+}
+
+/// How often a running run refreshes its record, and how old a heartbeat may get before
+/// the run counts as interrupted (its process stopped).
+const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(2);
+const INTERRUPTED_AFTER: chrono::Duration = chrono::Duration::seconds(30);
+
+/// Keeps a running run's record current (progress, heartbeat) until it finishes.
+fn spawn_heartbeat(a: Arc<Archive>, task: Arc<TaskRun>) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(HEARTBEAT).await;
+            if !task.is_running() {
+                return;
+            }
+            let done = task.done.load(std::sync::atomic::Ordering::Relaxed);
+            let total = task.total.load(std::sync::atomic::Ordering::Relaxed);
+            if let Err(e) = a.run_progress(task.id as i64, done, total).await {
+                tracing::warn!(archive = %task.archive, run = task.id, error = %e, "cannot record run progress");
+            }
+        }
+    });
+}
+
+/// Stores the finished run's view in the archive's record of it.
+async fn record_finished(a: &Archive, task: &TaskRun, view: &impl serde::Serialize) {
+    let failed = matches!(task.outcome().0, Outcome::Failed(_));
+    let json = serde_json::to_string(view).unwrap_or_default();
+    if let Err(e) = a.run_finished(task.id as i64, failed, &json).await {
+        tracing::warn!(archive = %task.archive, run = task.id, error = %e, "cannot record the finished run");
+    }
+}
+
+/// The view of a run recorded in the archive's index: its stored view once finished;
+/// while running elsewhere, `running` with progress; `failed` ("interrupted") once its
+/// process has stopped refreshing it.
+fn recorded_view<V: serde::Serialize>(
+    rec: &mailferry_archive::RunRecord,
+    live: impl FnOnce(RunState, Option<String>) -> V,
+) -> ApiResult<Response> {
+    if let Some(view) = &rec.view {
+        let mut response = view.clone().into_response();
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+        return Ok(response);
+    }
+    let view = if chrono::Utc::now() - rec.heartbeat_at > INTERRUPTED_AFTER {
+        live(
+            RunState::Failed,
+            Some("interrupted: the API process running it stopped before it finished; start a new run".into()),
+        )
+    } else {
+        live(RunState::Running, None)
+    };
+    Ok(Json(view).into_response())
 }
 
 fn export_view(run: &TaskRun, format: ExportFormatBody) -> ExportRun {
@@ -284,7 +358,11 @@ fn export_view(run: &TaskRun, format: ExportFormatBody) -> ExportRun {
 }
 
 fn run_format(run: &TaskRun) -> ExportFormatBody {
-    match run.path.as_ref().and_then(|p| p.extension()).and_then(|e| e.to_str()) {
+    format_of(run.path.as_deref())
+}
+
+fn format_of(path: Option<&std::path::Path>) -> ExportFormatBody {
+    match path.and_then(|p| p.extension()).and_then(|e| e.to_str()) {
         Some("zip") => ExportFormatBody::EmlZip,
         _ => ExportFormatBody::Mbox,
     }
@@ -315,7 +393,10 @@ pub async fn export(
     tokio::fs::create_dir_all(&dir).await.map_err(|e| ApiError::Internal(format!("create {}: {e}", dir.display())))?;
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
     let ext = body.format.extension();
-    let run = state.tasks.start(&name, TaskKind::Export, |id| Some(dir.join(format!("export-{stamp}-{id}.{ext}"))));
+    let file_of = |id: i64| dir.join(format!("export-{stamp}-{id}.{ext}"));
+    let id = a.run_started("export", |id| Some(file_of(id).display().to_string())).await.map_err(archive_error)?;
+    let run = state.tasks.start(&name, TaskKind::Export, id as u64, Some(file_of(id)));
+    spawn_heartbeat(Arc::clone(&a), Arc::clone(&run));
     let who = who(&p);
     let task = Arc::clone(&run);
     let format = body.format;
@@ -334,16 +415,10 @@ pub async fn export(
             }
         };
         task.finish(outcome);
+        record_finished(&a, &task, &export_view(&task, format)).await;
     });
     let location = format!("/api/v1/archives/{name}/exports/{}", run.id);
     Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(export_view(&run, format))).into_response())
-}
-
-fn export_run(state: &AppState, name: &str, id: u64) -> ApiResult<Arc<TaskRun>> {
-    state
-        .tasks
-        .get(name, TaskKind::Export, id)
-        .ok_or_else(|| ApiError::NotFound(format!("there is no export {id} of archive {name:?}")))
 }
 
 /// An export run: `running`, then `done` (with its download URL and manifest) or `failed`.
@@ -351,11 +426,32 @@ fn export_run(state: &AppState, name: &str, id: u64) -> ApiResult<Arc<TaskRun>> 
     params(("name" = String, Path, description = "Archive name"), ("id" = u64, Path, description = "Export id")),
     responses(
         (status = 200, description = "The run", body = ExportRun),
-        (status = 404, description = "No such archive or export (exports are forgotten at restart)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such archive or export", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn export_status(State(state): State<AppState>, ApiPath((name, id)): ApiPath<(String, u64)>) -> ApiResult<Json<ExportRun>> {
-    let run = export_run(&state, &name, id)?;
-    Ok(Json(export_view(&run, run_format(&run))))
+pub async fn export_status(State(state): State<AppState>, ApiPath((name, id)): ApiPath<(String, u64)>) -> ApiResult<Response> {
+    if let Some(run) = state.tasks.get(&name, TaskKind::Export, id) {
+        return Ok(Json(export_view(&run, run_format(&run))).into_response());
+    }
+    let rec = export_record(&state, &name, id).await?;
+    recorded_view(&rec, |state, error| ExportRun {
+        id,
+        archive: name.clone(),
+        format: format_of(rec.file.as_deref().map(std::path::Path::new)),
+        state,
+        started_at: timestamp(rec.started_at),
+        finished_at: None,
+        error,
+        result: None,
+    })
+}
+
+/// The archive's record of export `id` (for exports this process no longer holds).
+async fn export_record(state: &AppState, name: &str, id: u64) -> ApiResult<mailferry_archive::RunRecord> {
+    let a = open(state, name).await?;
+    a.run_record("export", id as i64)
+        .await
+        .map_err(archive_error)?
+        .ok_or_else(|| ApiError::NotFound(format!("there is no export {id} of archive {name:?}")))
 }
 
 /// The export file, streamed (`application/mbox` or `application/zip`).
@@ -370,19 +466,34 @@ pub async fn export_status(State(state): State<AppState>, ApiPath((name, id)): A
         (status = 409, description = "Still running, or failed", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn export_download(State(state): State<AppState>, ApiPath((name, id)): ApiPath<(String, u64)>) -> ApiResult<Response> {
-    let run = export_run(&state, &name, id)?;
-    match run.outcome().0 {
-        Outcome::Exported(_) => {}
-        Outcome::Running => return Err(ApiError::Conflict(format!("export {id} is still running"))),
-        _ => return Err(ApiError::Conflict(format!("export {id} failed; there is nothing to download"))),
-    }
-    let path = run.path.clone().ok_or_else(|| ApiError::Internal("export without a path".into()))?;
+    let path = match state.tasks.get(&name, TaskKind::Export, id) {
+        Some(run) => {
+            match run.outcome().0 {
+                Outcome::Exported(_) => {}
+                Outcome::Running => return Err(ApiError::Conflict(format!("export {id} is still running"))),
+                _ => return Err(ApiError::Conflict(format!("export {id} failed; there is nothing to download"))),
+            }
+            run.path.clone().ok_or_else(|| ApiError::Internal("export without a path".into()))?
+        }
+        None => {
+            // Written before a restart, or by another API process: the file is wherever
+            // that process wrote it (found here when the data directory is shared).
+            let rec = export_record(&state, &name, id).await?;
+            match rec.state.as_str() {
+                "done" => {}
+                "running" => return Err(ApiError::Conflict(format!("export {id} is still running"))),
+                _ => return Err(ApiError::Conflict(format!("export {id} failed; there is nothing to download"))),
+            }
+            let file = rec.file.ok_or_else(|| ApiError::Internal("export without a path".into()))?;
+            std::path::PathBuf::from(file)
+        }
+    };
     let file = tokio::fs::File::open(&path).await.map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => ApiError::NotFound(format!("the file of export {id} is gone")),
         _ => ApiError::Internal(format!("open {}: {e}", path.display())),
     })?;
     let len = file.metadata().await.map(|m| m.len()).ok();
-    let format = run_format(&run);
+    let format = format_of(Some(&path));
     let filename = format!("{name}-export-{id}.{}", format.extension());
     let mut response = (
         [

@@ -1,0 +1,105 @@
+//! Records of verify and export runs started over the API, kept in the archive's index so a
+//! run's status and result survive a restart of the API process and are visible to every
+//! API process sharing the index. The run itself executes in the process that started it;
+//! that process refreshes `heartbeat_at` while it works, so a run whose process died shows
+//! as interrupted instead of running forever.
+
+use chrono::{DateTime, Utc};
+
+use crate::archive::{fmt_ts, parse_ts, Archive};
+use crate::error::Result;
+
+/// One recorded run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunRecord {
+    pub id: i64,
+    /// `verify` or `export`.
+    pub kind: String,
+    /// `running`, `done` or `failed`.
+    pub state: String,
+    pub started_at: DateTime<Utc>,
+    pub heartbeat_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub done: u64,
+    pub total: u64,
+    /// The export file, on the disk of the process that wrote it.
+    pub file: Option<String>,
+    /// The finished run as the API presents it (JSON), once finished.
+    pub view: Option<String>,
+}
+
+type RunRow = (i64, String, String, String, String, Option<String>, i64, i64, Option<String>, Option<String>);
+
+impl Archive {
+    /// Records a new running run of `kind`; `file_for` names its output from its id.
+    pub async fn run_started(&self, kind: &str, file_for: impl FnOnce(i64) -> Option<String>) -> Result<i64> {
+        let now = fmt_ts(Utc::now());
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO runs (kind, state, started_at, heartbeat_at) VALUES ($1, 'running', $2, $3) RETURNING id",
+        )
+        .bind(kind)
+        .bind(&now)
+        .bind(&now)
+        .fetch_one(&self.db)
+        .await?;
+        if let Some(file) = file_for(id) {
+            sqlx::query("UPDATE runs SET file = $1 WHERE id = $2").bind(file).bind(id).execute(&self.db).await?;
+        }
+        Ok(id)
+    }
+
+    /// Progress of a running run; also its heartbeat.
+    pub async fn run_progress(&self, id: i64, done: u64, total: u64) -> Result<()> {
+        sqlx::query("UPDATE runs SET done = $1, total = $2, heartbeat_at = $3 WHERE id = $4 AND state = 'running'")
+            .bind(done as i64)
+            .bind(total as i64)
+            .bind(fmt_ts(Utc::now()))
+            .bind(id)
+            .execute(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Marks the run `done` or `failed` with the view the API shows for it from now on.
+    pub async fn run_finished(&self, id: i64, failed: bool, view: &str) -> Result<()> {
+        let now = fmt_ts(Utc::now());
+        sqlx::query(
+            "UPDATE runs SET state = $1, finished_at = $2, heartbeat_at = $3, view = $4 WHERE id = $5",
+        )
+        .bind(if failed { "failed" } else { "done" })
+        .bind(&now)
+        .bind(&now)
+        .bind(view)
+        .bind(id)
+        .execute(&self.db)
+        .await?;
+        Ok(())
+    }
+
+    /// The run `id` of `kind`, if recorded.
+    pub async fn run_record(&self, kind: &str, id: i64) -> Result<Option<RunRecord>> {
+        let row: Option<RunRow> = sqlx::query_as(
+            "SELECT id, kind, state, started_at, heartbeat_at, finished_at, done, total, file, view \
+             FROM runs WHERE id = $1 AND kind = $2",
+        )
+        .bind(id)
+        .bind(kind)
+        .fetch_optional(&self.db)
+        .await?;
+        row.map(|r| {
+            Ok(RunRecord {
+                id: r.0,
+                kind: r.1,
+                state: r.2,
+                started_at: parse_ts(&r.3)?,
+                heartbeat_at: parse_ts(&r.4)?,
+                finished_at: r.5.as_deref().map(parse_ts).transpose()?,
+                done: r.6.max(0) as u64,
+                total: r.7.max(0) as u64,
+                file: r.8,
+                view: r.9,
+            })
+        })
+        .transpose()
+    }
+}
