@@ -87,11 +87,7 @@ impl DatabaseUrl {
 
 impl fmt::Debug for DatabaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Scheme and host are useful in logs; credentials are not.
-        let shown = url::Url::parse(self.expose())
-            .map(|u| format!("{}://{}/{}", u.scheme(), u.host_str().unwrap_or(""), u.path().trim_start_matches('/')))
-            .unwrap_or_else(|_| "<unparseable url>".into());
-        f.write_str(&shown)
+        f.write_str(&mailferry_model::redact_url(self.expose()))
     }
 }
 

@@ -91,17 +91,37 @@ pub(crate) async fn open_postgres(url: &str, name: &str) -> Result<(AnyPool, i64
     Ok((db, lock_key(&schema)))
 }
 
-/// Names of the archives registered in a shared PostgreSQL index.
+/// The registry of a shared PostgreSQL index (which archives exist, on any machine), over a
+/// small pool a process opens once: listing archives costs one query, not a connection.
+#[derive(Debug, Clone)]
+pub struct SharedRegistry {
+    pool: AnyPool,
+}
+
+impl SharedRegistry {
+    pub async fn connect(url: &crate::DatabaseUrl) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let opts = AnyConnectOptions::from_str(url.expose())?.disable_statement_logging();
+        let pool = AnyPoolOptions::new().max_connections(2).connect_with(opts).await?;
+        pool.execute(REGISTRY).await?;
+        Ok(Self { pool })
+    }
+
+    /// Names of the registered archives, sorted.
+    pub async fn names(&self) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar("SELECT name FROM mailferry_archives ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?)
+    }
+}
+
+/// Names of the archives registered in a shared PostgreSQL index (one-off; a long-running
+/// process keeps a [`SharedRegistry`]).
 pub async fn shared_archive_names(url: &crate::DatabaseUrl) -> Result<Vec<String>> {
-    sqlx::any::install_default_drivers();
-    let opts = AnyConnectOptions::from_str(url.expose())?.disable_statement_logging();
-    let mut conn = sqlx::AnyConnection::connect_with(&opts).await?;
-    conn.execute(REGISTRY).await?;
-    let names: Vec<String> = sqlx::query_scalar("SELECT name FROM mailferry_archives ORDER BY name")
-        .fetch_all(&mut conn)
-        .await?;
-    conn.close().await?;
-    Ok(names)
+    let registry = SharedRegistry::connect(url).await?;
+    let names = registry.names().await;
+    registry.pool.close().await;
+    names
 }
 
 fn lock_key(what: &str) -> i64 {

@@ -42,7 +42,7 @@ pub use config::S3Config;
 #[cfg(feature = "aws")]
 pub use object_lock::{LockMode, ObjectLockState};
 pub use config::{ArchiveConfig, BlobStoreConfig, DatabaseUrl, IndexConfig};
-pub use index::shared_archive_names;
+pub use index::{shared_archive_names, SharedRegistry};
 pub use digest::{Digest, Hasher};
 pub use error::{ArchiveError, IntegrityError, IntegrityKind, OccurrenceConflict, Result};
 pub use export::{mboxrd_quote, mboxrd_split, ExportFormat, ExportReport, ManifestEntry};

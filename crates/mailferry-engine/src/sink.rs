@@ -150,11 +150,20 @@ pub struct Archives {
     index: IndexConfig,
     blobs: BlobStoreConfig,
     open: Mutex<HashMap<String, Arc<Archive>>>,
+    /// The shared index's registry, connected on first use.
+    registry: tokio::sync::OnceCell<mailferry_archive::SharedRegistry>,
 }
 
 impl Archives {
     pub fn new(root: PathBuf, keys: KeyRing) -> Self {
-        Self { root, keys, index: IndexConfig::Local, blobs: BlobStoreConfig::Local, open: Mutex::new(HashMap::new()) }
+        Self {
+            root,
+            keys,
+            index: IndexConfig::Local,
+            blobs: BlobStoreConfig::Local,
+            open: Mutex::new(HashMap::new()),
+            registry: tokio::sync::OnceCell::new(),
+        }
     }
 
     /// Keep every archive's index in this database instead of beside its directory.
@@ -202,11 +211,20 @@ impl Archives {
         Ok(archive)
     }
 
+    /// Whether archive `name` exists: open in this process already, or listed by [`names`].
+    pub async fn exists(&self, name: &str) -> Result<bool, ArchiveError> {
+        if self.open.lock().await.contains_key(name) {
+            return Ok(true);
+        }
+        Ok(self.names().await?.iter().any(|n| n == name))
+    }
+
     /// Names of the archives that exist: on disk for local ones, in the shared registry
     /// for a shared index (archives created by any worker on any machine).
     pub async fn names(&self) -> Result<Vec<String>, ArchiveError> {
         if let IndexConfig::Postgres(url) = &self.index {
-            return mailferry_archive::shared_archive_names(url).await;
+            let registry = self.registry.get_or_try_init(|| mailferry_archive::SharedRegistry::connect(url)).await?;
+            return registry.names().await;
         }
         let mut names: Vec<String> = std::fs::read_dir(&self.root)
             .into_iter()

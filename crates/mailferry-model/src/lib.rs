@@ -10,6 +10,7 @@ pub mod job;
 pub mod ledger;
 pub mod netpolicy;
 pub mod policy;
+pub mod redact;
 pub mod seal;
 pub mod tls;
 
@@ -21,4 +22,5 @@ pub use seal::{SealError, Sealed, Sealer};
 pub use netpolicy::NetworkPolicy;
 pub use ledger::{LedgerState, RunSummary, MessageFailure};
 pub use policy::{DeletePolicy, PolicyError};
+pub use redact::redact_url;
 pub use tls::{TlsError, TlsOptions};

@@ -93,7 +93,7 @@ async fn run_inner(args: ArchiveArgs, loaded: &Loaded) -> anyhow::Result<u8> {
         let name = name.to_owned();
         let (archives, location) = (&archives, &location);
         async move {
-            if !archives.names().await?.contains(&name) {
+            if !archives.exists(&name).await? {
                 anyhow::bail!("no archive named {name:?} {location}");
             }
             archives.get(&name).await.with_context(|| format!("cannot open archive {name}"))

@@ -43,7 +43,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// An archive that exists (never creates one), or 404.
 async fn open(state: &AppState, name: &str) -> ApiResult<Arc<Archive>> {
-    if !Archives::valid_name(name) || !state.archives.names().await.map_err(archive_error)?.iter().any(|n| n == name) {
+    if !Archives::valid_name(name) || !state.archives.exists(name).await.map_err(archive_error)? {
         return Err(ApiError::NotFound(format!("there is no archive {name:?}")));
     }
     state.archives.get(name).await.map_err(archive_error)
