@@ -326,6 +326,9 @@ impl RunContext<'_> {
     }
 
     async fn attempt(&mut self) -> Result<Tally> {
+        // Reliability tests make a run panic here (a stand-in for any bug or unexpected
+        // bytes) to prove the worker fails the job and releases its lease.
+        fail::fail_point!("engine::attempt");
         let store = Arc::clone(&self.store);
         let mut pop = Pop3Session::connect(&self.job.source, &self.config.pop3).await.map_err(|e| self.source_err(e))?;
         let _pop_session = crate::metrics::Session::open("pop3", &self.job.source.host);

@@ -25,4 +25,4 @@ pub use error::{EngineError, Result};
 pub use retry::RetryPolicy;
 pub use sink::{ArchiveTarget, Archives, Target};
 pub use spool::SpoolConfig;
-pub use worker::{Worker, WorkerConfig};
+pub use worker::{unique_worker_id, Worker, WorkerConfig};

@@ -69,6 +69,16 @@ pub(crate) fn lease_lost() {
     metrics::counter!("mailferry_leases_lost_total").increment(1);
 }
 
+/// A renewal of a job's lease failed (the database did not answer).
+pub(crate) fn heartbeat_failed() {
+    metrics::counter!("mailferry_lease_renewals_failed_total").increment(1);
+}
+
+/// A job's run panicked (a bug): the job was failed and its lease released.
+pub(crate) fn panicked() {
+    metrics::counter!("mailferry_job_panics_total").increment(1);
+}
+
 /// A job handed back in `state`.
 pub(crate) fn finished(state: &'static str) {
     metrics::counter!("mailferry_jobs_finished_total", "state" => state).increment(1);

@@ -6,8 +6,12 @@
 //! enforced at claim time, and a worker that dies simply stops renewing its lease; another
 //! worker takes the job over and the ledger makes the resumed run exactly once.
 
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use futures::FutureExt;
 
 use mailferry_model::{
     Credential, ImapEndpoint, JobSpec, JobState, OAuth2Credential, OAuth2Refresh, OAuth2Spec, Pop3Endpoint, Sealer, TargetSpec,
@@ -24,7 +28,7 @@ use crate::sink::{ArchiveTarget, Archives, Target};
 
 #[derive(Clone)]
 pub struct WorkerConfig {
-    /// Unique per process: names lease owners.
+    /// Unique per process (see [`unique_worker_id`]): names lease owners.
     pub id: String,
     /// Jobs this worker runs at once.
     pub concurrency: usize,
@@ -46,6 +50,31 @@ pub struct WorkerConfig {
 /// How often a running job looks for cancel and pause requests.
 const CONTROL_POLL: Duration = Duration::from_secs(1);
 
+/// A worker id no other process shares: host name and pid can both repeat (two containers
+/// whose process is PID 1 on hosts of one name), so a random suffix makes it unique.
+pub fn unique_worker_id(host: &str) -> String {
+    format!("{host}-{}-{:08x}", std::process::id(), rand::random::<u32>())
+}
+
+/// Aborts a task when dropped: the heartbeat of a job stops however the job's run ends, a
+/// panic included, so a dead run never keeps renewing its lease.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// What a panic carried, for the job's error (panics carry a `&str` or a `String`).
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into())
+}
+
 fn requested(cancel: bool, pause: bool) -> Option<StopReason> {
     if cancel {
         Some(StopReason::Cancel)
@@ -63,12 +92,18 @@ enum StopReason {
     Pause,
     Shutdown,
     LeaseLost,
+    /// The lease could not be renewed (database unreachable) and is about to run out: the
+    /// run stops between messages, without DELE, before another worker may take over.
+    LeaseExpiring,
 }
 
 pub struct Worker {
     store: Arc<dyn Store>,
     sealer: Sealer,
     config: WorkerConfig,
+    /// Numbers this worker's claims: each claim's lease owner is `id#n`, a fencing token
+    /// that no earlier claim of the same job by this same worker shares.
+    claims: AtomicU64,
 }
 
 impl std::fmt::Debug for Worker {
@@ -89,7 +124,7 @@ impl std::fmt::Debug for WorkerConfig {
 
 impl Worker {
     pub fn new(store: Arc<dyn Store>, sealer: Sealer, config: WorkerConfig) -> Self {
-        Self { store, sealer, config }
+        Self { store, sealer, config, claims: AtomicU64::new(0) }
     }
 
     /// Claim and run jobs until `shutdown`; then stop claiming, let running jobs finish
@@ -105,14 +140,17 @@ impl Worker {
             stops.retain(|(_, reason)| Arc::strong_count(reason) > 1);
             let mut claimed_one = false;
             if running.len() < me.config.concurrency.max(1) && !shutdown.is_cancelled() {
-                match me.store.claim_job(&me.config.id, me.config.lease, me.config.limits).await {
+                // A fresh owner per claim fences the lease: heartbeats and the release of an
+                // earlier claim of the same job (by this worker too) find another owner.
+                let owner = format!("{}#{}", me.config.id, me.claims.fetch_add(1, Ordering::Relaxed) + 1);
+                match me.store.claim_job(&owner, me.config.lease, me.config.limits).await {
                     Ok(Some(claimed)) => {
                         crate::metrics::claimed(claimed.takeover);
                         let token = CancellationToken::new();
                         let reason = Arc::new(Mutex::new(None));
                         stops.push((token.clone(), Arc::clone(&reason)));
                         let span = job_span(&claimed);
-                        running.spawn(Arc::clone(&me).run_claimed(claimed, token, reason).instrument(span));
+                        running.spawn(Arc::clone(&me).run_guarded(claimed, owner, token, reason).instrument(span));
                         claimed_one = true;
                     }
                     Ok(None) => {}
@@ -130,14 +168,41 @@ impl Worker {
         }
         tracing::info!(worker = %me.config.id, running = running.len(), "shutting down: releasing leases");
         for (token, reason) in &stops {
-            reason.lock().expect("stop reason lock").get_or_insert(StopReason::Shutdown);
+            set_reason(reason, StopReason::Shutdown);
             token.cancel();
         }
         while running.join_next().await.is_some() {}
     }
 
+    /// Runs a claimed job; a panic anywhere in it (a bug, or bytes no parser expected) ends
+    /// the job `failed` with the panic's text and hands the lease back, instead of leaving
+    /// the job `running` under a lease nobody renews or, worse, one a detached task renews.
+    async fn run_guarded(
+        self: Arc<Self>,
+        claimed: Claimed,
+        owner: String,
+        cancel: CancellationToken,
+        reason: Arc<Mutex<Option<StopReason>>>,
+    ) {
+        let id = claimed.job.id;
+        let run = AssertUnwindSafe(Arc::clone(&self).run_claimed(claimed, owner.clone(), cancel, reason));
+        if let Err(panic) = run.catch_unwind().await {
+            let text = panic_text(&*panic);
+            tracing::error!(job.id = id, panic = %text, "the job's run panicked; the job is failed");
+            crate::metrics::panicked();
+            let why = format!("internal error (a bug in mailferry; please report it): the run panicked: {text}");
+            self.release(id, &owner, Release { state: JobState::Failed, error: Some(why), not_before: None }).await;
+        }
+    }
+
     /// Runs inside the job's span ([`job_span`]).
-    async fn run_claimed(self: Arc<Self>, claimed: Claimed, cancel: CancellationToken, reason: Arc<Mutex<Option<StopReason>>>) {
+    async fn run_claimed(
+        self: Arc<Self>,
+        claimed: Claimed,
+        owner: String,
+        cancel: CancellationToken,
+        reason: Arc<Mutex<Option<StopReason>>>,
+    ) {
         let job = claimed.job;
         let release = |state: JobState, error: Option<String>| Release { state, error, not_before: None };
         let drain = match &job.spec {
@@ -147,20 +212,27 @@ impl Worker {
         let drain = match drain {
             Ok(d) => d,
             Err(why) => {
-                self.release(job.id, release(JobState::Failed, Some(why))).await;
+                self.release(job.id, &owner, release(JobState::Failed, Some(why))).await;
                 return;
             }
         };
-        let heartbeat = tokio::spawn(Arc::clone(&self).heartbeat(job.id, cancel.clone(), Arc::clone(&reason)).in_current_span());
+        let heartbeat = AbortOnDrop(tokio::spawn(
+            Arc::clone(&self).heartbeat(job.id, owner.clone(), cancel.clone(), Arc::clone(&reason)).in_current_span(),
+        ));
         let result = run_job(Arc::clone(&self.store), &drain, &self.config.engine, None, cancel.clone()).await;
-        heartbeat.abort();
-        let stop = *reason.lock().expect("stop reason lock");
+        drop(heartbeat);
+        let stop = *reason.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let outcome = match (result, stop) {
             (_, Some(StopReason::LeaseLost)) => {
                 crate::metrics::lease_lost();
                 tracing::Span::current().record("job.state", "lease-lost");
                 tracing::warn!("lease lost: another worker owns the job now");
                 return;
+            }
+            (_, Some(StopReason::LeaseExpiring)) => {
+                // Stopped before the lease ran out; the release may still reach the database.
+                crate::metrics::lease_lost();
+                release(JobState::Queued, Some("the job's lease could not be renewed (database unreachable); stopped without deleting anything".into()))
             }
             (Ok(r), _) if r.outcome == Outcome::Succeeded => release(JobState::Succeeded, None),
             (Ok(r), _) if r.outcome == Outcome::Partial => {
@@ -172,16 +244,16 @@ impl Worker {
             (Err(e), None) => release(JobState::Failed, Some(e.to_string())),
         };
         tracing::info!(state = %outcome.state, "job finished");
-        self.release(job.id, outcome).await;
+        self.release(job.id, &owner, outcome).await;
     }
 
-    async fn release(&self, id: i64, release: Release) {
+    async fn release(&self, id: i64, owner: &str, release: Release) {
         let span = tracing::Span::current();
         span.record("job.state", release.state.as_str());
         if release.state == JobState::Failed {
             span.record("otel.status_code", "ERROR");
         }
-        match self.store.release_job(id, &self.config.id, &release).await {
+        match self.store.release_job(id, owner, &release).await {
             Ok(true) => crate::metrics::finished(release.state.as_str()),
             Ok(false) => tracing::warn!(job.id = id, "the lease was gone when releasing"),
             Err(e) => tracing::error!(job.id = id, error = %e, "releasing the job failed; its lease will expire"),
@@ -190,25 +262,36 @@ impl Worker {
 
     /// Renew the lease every third of its length, and look for cancel/pause requests every
     /// second (a cheap read by primary key), so a cancel takes effect promptly; relay a lost
-    /// lease too.
-    async fn heartbeat(self: Arc<Self>, id: i64, cancel: CancellationToken, reason: Arc<Mutex<Option<StopReason>>>) {
-        let renew_every = self.config.lease / 3;
+    /// lease too. When renewals fail (the database is unreachable) the run is stopped once
+    /// less than a third of the lease is left, so it is back between messages, with nothing
+    /// deleted, before the lease can expire and another worker take the job over.
+    async fn heartbeat(self: Arc<Self>, id: i64, owner: String, cancel: CancellationToken, reason: Arc<Mutex<Option<StopReason>>>) {
+        let lease = self.config.lease;
+        let renew_every = lease / 3;
         let mut last_renewal = tokio::time::Instant::now();
+        let mut next_renewal = last_renewal + renew_every;
         loop {
             tokio::time::sleep(CONTROL_POLL.min(renew_every)).await;
-            let stop = if last_renewal.elapsed() >= renew_every {
-                last_renewal = tokio::time::Instant::now();
-                match self.store.heartbeat(id, &self.config.id, self.config.lease).await {
+            let now = tokio::time::Instant::now();
+            let stop = if now >= next_renewal {
+                match self.store.heartbeat(id, &owner, lease).await {
                     Ok(s) if !s.held => Some(StopReason::LeaseLost),
-                    Ok(s) => requested(s.cancel_requested, s.pause_requested),
+                    Ok(s) => {
+                        last_renewal = now;
+                        next_renewal = now + renew_every;
+                        requested(s.cancel_requested, s.pause_requested)
+                    }
                     Err(e) => {
-                        tracing::warn!(error = %e, "heartbeat failed");
-                        None
+                        // Try again soon: a database blip should not cost the lease.
+                        tracing::warn!(error = %e, "renewing the job's lease failed");
+                        crate::metrics::heartbeat_failed();
+                        next_renewal = now + CONTROL_POLL.min(renew_every);
+                        (last_renewal.elapsed() >= lease.saturating_sub(renew_every)).then_some(StopReason::LeaseExpiring)
                     }
                 }
             } else {
                 match self.store.get_job(id).await {
-                    Ok(Some(job)) if job.lease_owner.as_deref() != Some(self.config.id.as_str()) => Some(StopReason::LeaseLost),
+                    Ok(Some(job)) if job.lease_owner.as_deref() != Some(owner.as_str()) => Some(StopReason::LeaseLost),
                     Ok(Some(job)) => requested(job.cancel_requested, job.pause_requested),
                     Ok(None) => Some(StopReason::LeaseLost),
                     Err(e) => {
@@ -218,7 +301,7 @@ impl Worker {
                 }
             };
             if let Some(stop) = stop {
-                reason.lock().expect("stop reason lock").get_or_insert(stop);
+                set_reason(&reason, stop);
                 cancel.cancel();
                 return;
             }
@@ -309,6 +392,12 @@ impl Worker {
             max_message_bytes: spec.options.max_message_bytes,
         })
     }
+}
+
+/// Record why a run was stopped (the first reason wins); a poisoned lock still holds a
+/// usable value (the reason is a plain `Copy` enum).
+fn set_reason(cell: &Mutex<Option<StopReason>>, why: StopReason) {
+    cell.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get_or_insert(why);
 }
 
 /// The span of one claimed job: the parent of its runs, itself a child of the API request

@@ -44,7 +44,7 @@ pub enum DbCommand {
 fn worker(settings: &Settings, store: Arc<dyn Store>) -> Worker {
     let allow = settings.plaintext_allow.clone();
     let config = WorkerConfig {
-        id: format!("{}-{}", hostname(), std::process::id()),
+        id: mailferry_engine::unique_worker_id(&hostname()),
         concurrency: settings.worker_concurrency,
         lease: settings.lease,
         poll_interval: settings.poll_interval,

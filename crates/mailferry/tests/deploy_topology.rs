@@ -672,10 +672,11 @@ async fn compose_api_and_two_workers_drain_a_batch_exactly_once() {
     assert!(finished.iter().all(|&n| n > 0), "both workers ran jobs: {finished:?}\n{}", logs(&[&workers[0], &workers[1]]));
     assert_eq!(finished.iter().sum::<usize>(), MAILBOXES, "each job finished once: {finished:?}");
     eprintln!("jobs finished per worker: {finished:?}; lease owners seen: {owners:?}");
-    let api_pid = format!("-{}", api.child.id());
-    assert!(!owners.iter().any(|o| o.ends_with(&api_pid)), "the --no-workers API owned a lease: {owners:?}");
-    let worker_pids: Vec<String> = workers.iter().map(|w| format!("-{}", w.child.id())).collect();
-    assert!(owners.iter().all(|o| worker_pids.iter().any(|p| o.ends_with(p))), "lease owners {owners:?} vs workers {worker_pids:?}");
+    // Lease owners are `host-pid-random#claim` (unique per process, fenced per claim).
+    let api_pid = format!("-{}-", api.child.id());
+    assert!(!owners.iter().any(|o| o.contains(&api_pid)), "the --no-workers API owned a lease: {owners:?}");
+    let worker_pids: Vec<String> = workers.iter().map(|w| format!("-{}-", w.child.id())).collect();
+    assert!(owners.iter().all(|o| worker_pids.iter().any(|p| o.contains(p))), "lease owners {owners:?} vs workers {worker_pids:?}");
     assert!(!std::fs::read_to_string(&api.log).unwrap().contains("job finished"), "the API ran a job");
 
     // An archive job through compose's archive settings: blobs in the bucket, index in the
