@@ -62,6 +62,8 @@ pub struct EngineConfig {
     pub batch_messages: usize,
     pub batch_bytes: u64,
     pub retry: RetryPolicy,
+    /// The run's claim on its source mailbox (one run per mailbox at a time).
+    pub claim: crate::claim::ClaimConfig,
 }
 
 impl Default for EngineConfig {
@@ -76,6 +78,7 @@ impl Default for EngineConfig {
             batch_messages: 64,
             batch_bytes: 8 * 1024 * 1024,
             retry: RetryPolicy::default(),
+            claim: crate::claim::ClaimConfig::default(),
         }
     }
 }
@@ -141,11 +144,18 @@ pub async fn run_job(
     progress: Option<watch::Sender<Progress>>,
     cancel: CancellationToken,
 ) -> Result<RunReport> {
+    // One run per source mailbox: claimed before anything is recorded, so a refused run
+    // leaves no trace in the ledger. `stop` ends this run when the claim is lost.
+    let stop = cancel.child_token();
+    let source_key = job.source.source_key();
+    let claim = crate::claim::acquire(Arc::clone(&store), &source_key, &config.claim, &cancel, stop.clone()).await?;
+    let cancel = stop;
     let job_id = match job.job_id {
         Some(id) => id,
         None => store.ensure_job(&job.mailbox_key(), &job.source.display(), &job.target.display()).await?,
     };
     let run = store.start_run(job_id, job.dry_run).await?;
+    store.fence_run(run, &claim.claim).await?;
     let span = Span::current();
     span.record("job.id", job_id).record("run.id", run);
     let progress = progress.unwrap_or_else(|| watch::channel(Progress::default()).0);
@@ -186,6 +196,12 @@ pub async fn run_job(
         }
     };
     span.record("attempts", attempt);
+    let claim_lost = claim.lost();
+    claim.release(&*store).await;
+    let result = match result {
+        _ if claim_lost => Err(EngineError::ClaimLost { mailbox: source_key }),
+        other => other,
+    };
     match result {
         Ok(tally) => {
             let counts = store.run_counts(job_id, run).await?;

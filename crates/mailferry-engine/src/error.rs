@@ -21,6 +21,13 @@ pub enum EngineError {
     Spool(std::io::Error),
     #[error("internal error: {0}")]
     Internal(String),
+    /// Another run holds the source mailbox (DESIGN.md §2.8).
+    #[error("the source mailbox {mailbox} is being drained by another run: {holder}; wait for it to finish (or use --wait)")]
+    SourceBusy { mailbox: String, holder: mailferry_store::HeldBy },
+    /// The run's claim on its source was taken over, or could not be renewed in time: it
+    /// stopped between messages, deleting nothing.
+    #[error("the run lost its claim on the source mailbox {mailbox} (taken over, or not renewable in time); it stopped without deleting anything")]
+    ClaimLost { mailbox: String },
 }
 
 pub type Result<T> = std::result::Result<T, EngineError>;
@@ -52,7 +59,9 @@ impl EngineError {
                 | mailferry_archive::ArchiveError::ObjectLock(_) => ErrorClass::Retryable,
                 _ => ErrorClass::Fatal,
             },
-            Self::Store(_) | Self::Spool(_) | Self::Internal(_) => ErrorClass::Fatal,
+            Self::Store(_) | Self::Spool(_) | Self::Internal(_) | Self::SourceBusy { .. } | Self::ClaimLost { .. } => {
+                ErrorClass::Fatal
+            }
         }
     }
 }

@@ -7,6 +7,7 @@
 //! (which commits the deletes) → ledger `source-deleted`.
 #![forbid(unsafe_code)]
 
+mod claim;
 mod drain;
 mod error;
 pub mod message;
@@ -18,6 +19,7 @@ pub mod spool;
 pub mod trace;
 mod worker;
 
+pub use claim::{this_process, ClaimConfig};
 pub use drain::{run_job, DrainJob, EngineConfig, Outcome, Progress, RunReport};
 /// Flags given for the destination must be IMAP atoms (RFC 3501 §9).
 pub use mailferry_imap::wire::valid_flag as valid_imap_flag;

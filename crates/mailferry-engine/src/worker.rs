@@ -47,6 +47,9 @@ pub struct WorkerConfig {
     pub archives: Arc<Archives>,
 }
 
+/// How long a job whose source mailbox another run holds waits before it is claimable again.
+const SOURCE_BUSY_RETRY: Duration = Duration::from_secs(30);
+
 /// How often a running job looks for cancel and pause requests.
 const CONTROL_POLL: Duration = Duration::from_secs(1);
 
@@ -219,7 +222,9 @@ impl Worker {
         let heartbeat = AbortOnDrop(tokio::spawn(
             Arc::clone(&self).heartbeat(job.id, owner.clone(), cancel.clone(), Arc::clone(&reason)).in_current_span(),
         ));
-        let result = run_job(Arc::clone(&self.store), &drain, &self.config.engine, None, cancel.clone()).await;
+        let mut engine = self.config.engine.clone();
+        engine.claim.holder = crate::claim::this_process(&format!("mailferry worker {owner}, job {}", job.id));
+        let result = run_job(Arc::clone(&self.store), &drain, &engine, None, cancel.clone()).await;
         drop(heartbeat);
         let stop = *reason.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let outcome = match (result, stop) {
@@ -233,6 +238,10 @@ impl Worker {
                 // Stopped before the lease ran out; the release may still reach the database.
                 crate::metrics::lease_lost();
                 release(JobState::Queued, Some("the job's lease could not be renewed (database unreachable); stopped without deleting anything".into()))
+            }
+            // The mailbox is being drained by another run (a CLI run, say): try again later.
+            (Err(e @ crate::EngineError::SourceBusy { .. }), None) => {
+                Release { state: JobState::Queued, error: Some(e.to_string()), not_before: Some(SOURCE_BUSY_RETRY) }
             }
             (Ok(r), _) if r.outcome == Outcome::Succeeded => release(JobState::Succeeded, None),
             (Ok(r), _) if r.outcome == Outcome::Partial => {

@@ -130,6 +130,12 @@ impl Pop3Endpoint {
     pub fn display(&self) -> String {
         format!("pop3 {}@{}:{}", self.username, self.host, self.port)
     }
+
+    /// The maildrop, `user@host:port` (host lower-cased): what one run at a time may hold
+    /// (the same key as [`crate::JobSpec::source_key`]).
+    pub fn source_key(&self) -> String {
+        format!("{}@{}:{}", self.username, self.host.to_ascii_lowercase(), self.port)
+    }
 }
 
 impl ImapEndpoint {

@@ -10,6 +10,7 @@
 //! that same text form (`2024-05-01T12:00:00.000Z`) by both backends.
 #![forbid(unsafe_code)]
 
+mod claims;
 mod common;
 mod ops;
 mod postgres;
@@ -19,9 +20,12 @@ mod sqlite;
 mod sqlite_ops;
 mod sqlite_service;
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use mailferry_model::LedgerState;
 
+pub use claims::{ClaimAttempt, ClaimHolder, HeldBy, SourceClaim};
 pub use ops::{AuditEntry, AuditFilter, ClusterFigures, NewAuditEntry, OpsStore};
 pub use service::*;
 pub use postgres::PgStore;
@@ -42,6 +46,9 @@ pub enum StoreError {
     UnknownState(String),
     #[error("a stored job spec is unreadable: {0}")]
     BadSpec(String),
+    /// A write of a run whose claim on its source mailbox was taken over (fencing).
+    #[error("{0}")]
+    Fenced(String),
     #[error("not implemented by this backend yet: {0}")]
     Unsupported(&'static str),
 }
@@ -58,6 +65,8 @@ pub struct LedgerEntry {
     pub wire_size: Option<u64>,
     pub message_id: Option<String>,
     pub copied_at: Option<String>,
+    /// The LIST size when the UIDL was listed (`None` for rows older than that column).
+    pub list_size: Option<u64>,
 }
 
 /// Recorded just before an APPEND is sent: if we crash before the outcome is recorded, the
@@ -123,4 +132,25 @@ pub trait Store: Send + Sync + 'static + ServiceStore + OpsStore {
     async fn mark_source_deleted(&self, job: JobId, run: RunId, uidls: &[String]) -> Result<()>;
     /// What this run did, from the ledger.
     async fn run_counts(&self, job: JobId, run: RunId) -> Result<RunCounts>;
+
+    /// Claim the source mailbox `source_key` for `lease` ([`claims`]): granted when nobody
+    /// holds it, the holder's lease expired, or `take_over` names the holder's generation
+    /// (a holder known to be dead); otherwise who holds it.
+    async fn claim_source(&self, source_key: &str, who: &ClaimHolder, lease: Duration, take_over: Option<i64>)
+        -> Result<ClaimAttempt>;
+    /// Extend a held claim; false when it is no longer ours (taken over or released).
+    async fn renew_source(&self, claim: &SourceClaim, lease: Duration) -> Result<bool>;
+    async fn release_source(&self, claim: &SourceClaim) -> Result<()>;
+    /// Bind a run to its claim: from now on each ledger write of the run fails with
+    /// [`StoreError::Fenced`] once the claim's generation is no longer current.
+    async fn fence_run(&self, run: RunId, claim: &SourceClaim) -> Result<()>;
+    /// The UIDL now names other bytes than the row recorded (a server reused it): keep the
+    /// old row under a name no UIDL can have (`<uidl> (superseded in run N)`: UIDLs have no
+    /// spaces, RFC 1939 §7), so the new message gets a row of its own and both are reported.
+    async fn supersede_reused(&self, job: JobId, run: RunId, uidl: &str, why: &str) -> Result<()>;
+}
+
+/// The ledger name a superseded row keeps ([`Store::supersede_reused`]).
+pub fn superseded_name(uidl: &str, run: RunId) -> String {
+    format!("{uidl} (superseded in run {run})")
 }

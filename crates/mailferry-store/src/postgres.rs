@@ -19,6 +19,7 @@ use crate::common::{
     cap, cli_source_key, fmt_time, page_limit, parse_job_state, plan_control, rotate_refresh_token, summary, token_record,
     JobParts, LedgerParts, NewJob,
 };
+use crate::claims::{ClaimAttempt, ClaimHolder, SourceClaim};
 use crate::service::*;
 use crate::{CopyDone, CopyIntent, JobId, LedgerEntry, Result, RunCounts, RunId, Store, StoreError};
 
@@ -183,7 +184,7 @@ impl Store for PgStore {
 
     async fn ledger(&self, job: JobId) -> Result<Vec<LedgerEntry>> {
         let rows = sqlx::query(
-            "SELECT uidl, size, state, wire_digest, wire_size, message_id, copied_at
+            "SELECT uidl, size, state, wire_digest, wire_size, message_id, copied_at, list_size
              FROM ledger WHERE job_id = $1",
         )
         .bind(job)
@@ -199,6 +200,7 @@ impl Store for PgStore {
                     wire_digest: r.try_get("wire_digest")?,
                     wire_size: r.try_get::<Option<i64>, _>("wire_size")?.map(|s| s as u64),
                     message_id: r.try_get("message_id")?,
+                    list_size: r.try_get::<Option<i64>, _>("list_size")?.map(|s| s as u64),
                     copied_at: opt_time(r, "copied_at")?,
                 })
             })
@@ -209,9 +211,9 @@ impl Store for PgStore {
         let mut tx = self.pool.begin().await?;
         for (uidl, size) in listed {
             sqlx::query(
-                "INSERT INTO ledger (job_id, uidl, size, state, first_seen_run_id, last_run_id, first_seen_at, updated_at)
-                 VALUES ($1, $2, $3, 'listed', $4, $4, now(), now())
-                 ON CONFLICT (job_id, uidl) DO NOTHING",
+                "INSERT INTO ledger (job_id, uidl, size, list_size, state, first_seen_run_id, last_run_id, first_seen_at, updated_at)
+                 VALUES ($1, $2, $3, $3, 'listed', $4, $4, now(), now())
+                 ON CONFLICT (job_id, uidl) DO UPDATE SET list_size = COALESCE(ledger.list_size, excluded.list_size)",
             )
             .bind(job)
             .bind(uidl)
@@ -220,6 +222,7 @@ impl Store for PgStore {
             .execute(&mut *tx)
             .await?;
         }
+        crate::claims::pg_check_fence(&mut tx, run).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -247,6 +250,7 @@ impl Store for PgStore {
             .execute(&mut *tx)
             .await?;
         }
+        crate::claims::pg_check_fence(&mut tx, run).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -268,6 +272,7 @@ impl Store for PgStore {
             .execute(&mut *tx)
             .await?;
         }
+        crate::claims::pg_check_fence(&mut tx, run).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -311,6 +316,37 @@ impl Store for PgStore {
             .execute(&mut *tx)
             .await?;
         }
+        crate::claims::pg_check_fence(&mut tx, run).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn claim_source(&self, key: &str, who: &ClaimHolder, lease: Duration, take_over: Option<i64>) -> Result<ClaimAttempt> {
+        crate::claims::pg_claim(&mut *self.pool.acquire().await?, key, who, lease, take_over).await
+    }
+
+    async fn renew_source(&self, claim: &SourceClaim, lease: Duration) -> Result<bool> {
+        crate::claims::pg_renew(&mut *self.pool.acquire().await?, claim, lease).await
+    }
+
+    async fn release_source(&self, claim: &SourceClaim) -> Result<()> {
+        crate::claims::pg_release(&mut *self.pool.acquire().await?, claim).await
+    }
+
+    async fn fence_run(&self, run: RunId, claim: &SourceClaim) -> Result<()> {
+        crate::claims::pg_fence_run(&mut *self.pool.acquire().await?, run, claim).await
+    }
+
+    async fn supersede_reused(&self, job: JobId, run: RunId, uidl: &str, why: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE ledger SET uidl = $1, reason = $2, updated_at = now() WHERE job_id = $3 AND uidl = $4")
+            .bind(crate::superseded_name(uidl, run))
+            .bind(why)
+            .bind(job)
+            .bind(uidl)
+            .execute(&mut *tx)
+            .await?;
+        crate::claims::pg_check_fence(&mut tx, run).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -359,6 +395,7 @@ impl Store for PgStore {
 }
 
 async fn set_terminal(pool: &PgPool, job: JobId, run: RunId, uidl: &str, state: &str, reason: &str) -> Result<()> {
+    let mut tx = pool.begin().await?;
     sqlx::query(
         "UPDATE ledger SET state = $1, reason = $2, last_run_id = $3, updated_at = now()
          WHERE job_id = $4 AND uidl = $5 AND state NOT IN ('copied', 'source-deleted')",
@@ -368,8 +405,10 @@ async fn set_terminal(pool: &PgPool, job: JobId, run: RunId, uidl: &str, state: 
     .bind(run)
     .bind(job)
     .bind(uidl)
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
+    crate::claims::pg_check_fence(&mut tx, run).await?;
+    tx.commit().await?;
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 //! cut, because deletion at the source is decided from it (DESIGN.md §2.1).
 
 use std::path::Path;
+use std::time::Duration;
 use std::str::FromStr;
 
 use async_trait::async_trait;
@@ -11,6 +12,7 @@ use mailferry_model::{JobState, LedgerState};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
+use crate::claims::{ClaimAttempt, ClaimHolder, SourceClaim};
 use crate::common::cli_source_key;
 use crate::{CopyDone, CopyIntent, JobId, LedgerEntry, Result, RunCounts, RunId, Store, StoreError};
 
@@ -126,7 +128,7 @@ impl Store for SqliteStore {
 
     async fn ledger(&self, job: JobId) -> Result<Vec<LedgerEntry>> {
         let rows = sqlx::query(
-            "SELECT uidl, size, state, wire_digest, wire_size, message_id, copied_at
+            "SELECT uidl, size, state, wire_digest, wire_size, message_id, copied_at, list_size
              FROM ledger WHERE job_id = ?",
         )
         .bind(job)
@@ -143,6 +145,7 @@ impl Store for SqliteStore {
                     wire_size: r.get::<Option<i64>, _>("wire_size").map(|s| s as u64),
                     message_id: r.get("message_id"),
                     copied_at: r.get("copied_at"),
+                    list_size: r.get::<Option<i64>, _>("list_size").map(|s| s as u64),
                 })
             })
             .collect()
@@ -153,12 +156,13 @@ impl Store for SqliteStore {
         let mut tx = self.pool.begin().await?;
         for (uidl, size) in listed {
             sqlx::query(
-                "INSERT INTO ledger (job_id, uidl, size, state, first_seen_run_id, last_run_id, first_seen_at, updated_at)
-                 VALUES (?, ?, ?, 'listed', ?, ?, ?, ?)
-                 ON CONFLICT (job_id, uidl) DO NOTHING",
+                "INSERT INTO ledger (job_id, uidl, size, list_size, state, first_seen_run_id, last_run_id, first_seen_at, updated_at)
+                 VALUES (?, ?, ?, ?, 'listed', ?, ?, ?, ?)
+                 ON CONFLICT (job_id, uidl) DO UPDATE SET list_size = COALESCE(ledger.list_size, excluded.list_size)",
             )
             .bind(job)
             .bind(uidl)
+            .bind(*size as i64)
             .bind(*size as i64)
             .bind(run)
             .bind(run)
@@ -167,6 +171,7 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?;
         }
+        crate::claims::sqlite_check_fence(&mut tx, run).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -196,6 +201,7 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?;
         }
+        crate::claims::sqlite_check_fence(&mut tx, run).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -221,6 +227,7 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?;
         }
+        crate::claims::sqlite_check_fence(&mut tx, run).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -270,6 +277,44 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?;
         }
+        crate::claims::sqlite_check_fence(&mut tx, run).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn claim_source(&self, key: &str, who: &ClaimHolder, lease: Duration, take_over: Option<i64>) -> Result<ClaimAttempt> {
+        let mut tx = self.pool.begin().await?;
+        let attempt = crate::claims::sqlite_claim(&mut tx, key, who, lease, take_over).await?;
+        tx.commit().await?;
+        Ok(attempt)
+    }
+
+    async fn renew_source(&self, claim: &SourceClaim, lease: Duration) -> Result<bool> {
+        let mut c = self.pool.acquire().await?;
+        crate::claims::sqlite_renew(&mut c, claim, lease).await
+    }
+
+    async fn release_source(&self, claim: &SourceClaim) -> Result<()> {
+        let mut c = self.pool.acquire().await?;
+        crate::claims::sqlite_release(&mut c, claim).await
+    }
+
+    async fn fence_run(&self, run: RunId, claim: &SourceClaim) -> Result<()> {
+        let mut c = self.pool.acquire().await?;
+        crate::claims::sqlite_fence_run(&mut c, run, claim).await
+    }
+
+    async fn supersede_reused(&self, job: JobId, run: RunId, uidl: &str, why: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE ledger SET uidl = ?, reason = ?, updated_at = ? WHERE job_id = ? AND uidl = ?")
+            .bind(crate::superseded_name(uidl, run))
+            .bind(why)
+            .bind(now())
+            .bind(job)
+            .bind(uidl)
+            .execute(&mut *tx)
+            .await?;
+        crate::claims::sqlite_check_fence(&mut tx, run).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -317,6 +362,7 @@ impl Store for SqliteStore {
 }
 
 async fn set_terminal(pool: &SqlitePool, job: JobId, run: RunId, uidl: &str, state: &str, reason: &str) -> Result<()> {
+    let mut tx = pool.begin().await?;
     sqlx::query(
         "UPDATE ledger SET state = ?, reason = ?, last_run_id = ?, updated_at = ?
          WHERE job_id = ? AND uidl = ? AND state NOT IN ('copied', 'source-deleted')",
@@ -327,8 +373,10 @@ async fn set_terminal(pool: &SqlitePool, job: JobId, run: RunId, uidl: &str, sta
     .bind(now())
     .bind(job)
     .bind(uidl)
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
+    crate::claims::sqlite_check_fence(&mut tx, run).await?;
+    tx.commit().await?;
     Ok(())
 }
 

@@ -16,6 +16,10 @@ use mailferry_store::{
 };
 use secrecy::{ExposeSecret, SecretString};
 
+#[path = "conformance/claims.rs"]
+mod claims;
+use claims::source_claims_and_fencing;
+
 // ---------------------------------------------------------------------------------------
 // Harness
 
@@ -61,6 +65,7 @@ stories!(
     cluster_figures,
     trace_context,
     refresh_token_rotation,
+    source_claims_and_fencing,
 );
 
 async fn sqlite_store() -> (tempfile::TempDir, Arc<dyn Store>) {

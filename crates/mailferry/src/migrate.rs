@@ -80,6 +80,10 @@ pub struct MigrateArgs {
     /// Attempts for retryable failures (network, [IN-USE], timeouts), first included.
     #[arg(long, value_name = "N", default_value_t = 4)]
     attempts: u32,
+    /// When another run (a second `migrate`, or a service job) is draining the same source
+    /// mailbox, wait for it to finish instead of exiting with status 1.
+    #[arg(long)]
+    wait: bool,
 }
 
 /// `--to-oauth2-*`: a refresh-token grant for the destination instead of a password.
@@ -130,6 +134,8 @@ pub async fn run(args: MigrateArgs, loaded: &Loaded) -> u8 {
     };
     let mut config = EngineConfig::default();
     config.retry.attempts = args.attempts.max(1);
+    config.claim.holder = mailferry_engine::this_process("mailferry migrate");
+    config.claim.wait = args.wait;
     config.spool = SpoolConfig {
         dir: state.parent().map(|d| d.join("spool")).unwrap_or_else(std::env::temp_dir),
         ..SpoolConfig::default()
@@ -185,7 +191,7 @@ async fn build_job(args: &MigrateArgs, loaded: &Loaded) -> Result<(DrainJob, Pat
             },
             insecure_skip_verify: args.insecure,
             allow_plaintext: args.allow_plaintext,
-            network: crate::settings::network_policy(loaded)?,
+            network: crate::settings::cli_network_policy(loaded)?,
         };
         // Fail on a bad CA file now, with a usage error, not later as a TLS failure.
         tls.client_config().context("--ca-file")?;
@@ -249,7 +255,7 @@ async fn archive_job(args: &MigrateArgs, name: &str, loaded: &Loaded) -> anyhow:
         },
         insecure_skip_verify: args.insecure,
         allow_plaintext: args.allow_plaintext,
-        network: crate::settings::network_policy(loaded)?,
+        network: crate::settings::cli_network_policy(loaded)?,
     };
     tls.client_config().context("--ca-file")?;
     let from_secret = secret("source", "--from", args.from_password_env.as_deref(), args.from_password_file.as_ref())?;

@@ -1,0 +1,85 @@
+//! Source claims and fencing (DESIGN.md §2 invariant 8): one holder per source mailbox, a
+//! generation that rises with every claim, and ledger writes of a superseded run refused.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mailferry_model::LedgerState;
+use mailferry_store::{ClaimAttempt, ClaimHolder, CopyDone, SourceClaim, Store, StoreError};
+
+fn who(name: &str, pid: u32) -> ClaimHolder {
+    ClaimHolder { holder: format!("{name} (pid {pid} on h1)"), host: "h1".into(), pid }
+}
+
+fn claimed(a: ClaimAttempt) -> SourceClaim {
+    match a {
+        ClaimAttempt::Claimed(c) => c,
+        ClaimAttempt::Held(h) => panic!("expected a claim, the mailbox is held by {h}"),
+    }
+}
+
+pub async fn source_claims_and_fencing(store: Arc<dyn Store>) {
+    let key = "alice@pop.example:110";
+    let lease = Duration::from_secs(60);
+    let a = claimed(store.claim_source(key, &who("first", 10), lease, None).await.unwrap());
+
+    // A second claimant is told who holds the mailbox, and since when.
+    match store.claim_source(key, &who("second", 11), lease, None).await.unwrap() {
+        ClaimAttempt::Held(h) => {
+            assert_eq!((h.holder.as_str(), h.host.as_str(), h.pid, h.generation), ("first (pid 10 on h1)", "h1", 10, a.generation));
+            assert!(h.since.ends_with('Z') && h.expires_at > h.since, "{h:?}");
+        }
+        other => panic!("the second claim must be refused: {other:?}"),
+    }
+    // Other mailboxes are independent.
+    claimed(store.claim_source("bob@pop.example:110", &who("second", 11), lease, None).await.unwrap());
+    assert!(store.renew_source(&a, lease).await.unwrap());
+
+    // Run A writes under its claim.
+    let job = store.ensure_job("k", "pop3 alice@pop.example:110", "imap x@y:143/INBOX").await.unwrap();
+    let run_a = store.start_run(job, false).await.unwrap();
+    store.fence_run(run_a, &a).await.unwrap();
+    store.record_listed(job, run_a, &[("u1".into(), 10), ("u2".into(), 20)]).await.unwrap();
+
+    // A taker-over naming the holder's generation (a dead holder) gets a newer generation…
+    let b = claimed(store.claim_source(key, &who("second", 11), lease, Some(a.generation)).await.unwrap());
+    assert!(b.generation > a.generation);
+    // …and run A is fenced off: every ledger write fails and changes nothing.
+    let done = CopyDone { uidl: "u1".into(), dest_uid: Some(1), dest_uidvalidity: None, found_at_destination: false };
+    let err = store.mark_copied(job, run_a, std::slice::from_ref(&done)).await.unwrap_err();
+    assert!(matches!(err, StoreError::Fenced(_)), "{err}");
+    assert!(matches!(store.mark_failed(job, run_a, "u2", "x").await.unwrap_err(), StoreError::Fenced(_)));
+    assert!(matches!(store.record_listed(job, run_a, &[("u3".into(), 1)]).await.unwrap_err(), StoreError::Fenced(_)));
+    assert!(!store.renew_source(&a, lease).await.unwrap(), "a superseded claim cannot be renewed");
+    let ledger = store.ledger(job).await.unwrap();
+    assert_eq!(ledger.len(), 2, "nothing written by the fenced run");
+    assert!(ledger.iter().all(|e| e.state == LedgerState::Listed));
+    assert_eq!(ledger.iter().find(|e| e.uidl == "u2").unwrap().list_size, Some(20));
+
+    // Run B writes; releasing its claim lets the next run in at once (no waiting for expiry).
+    let run_b = store.start_run(job, false).await.unwrap();
+    store.fence_run(run_b, &b).await.unwrap();
+    store.mark_copied(job, run_b, &[done]).await.unwrap();
+    store.release_source(&a).await.unwrap(); // a stale release changes nothing
+    assert!(matches!(store.claim_source(key, &who("third", 12), lease, None).await.unwrap(), ClaimAttempt::Held(_)));
+    store.release_source(&b).await.unwrap();
+    let c = claimed(store.claim_source(key, &who("third", 12), lease, None).await.unwrap());
+    assert!(c.generation > b.generation, "generations never go back, even after a release");
+
+    // An expired claim is claimable without naming it.
+    let short = claimed(store.claim_source("carol@pop.example:110", &who("x", 1), Duration::from_millis(1), None).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let next = claimed(store.claim_source("carol@pop.example:110", &who("y", 2), lease, None).await.unwrap());
+    assert_eq!(next.generation, short.generation + 1);
+
+    // A reused UIDL: the old row is kept under another name, the UIDL gets a fresh row.
+    let run_c = store.start_run(job, false).await.unwrap();
+    store.fence_run(run_c, &c).await.unwrap();
+    store.supersede_reused(job, run_c, "u1", "UIDL u1 now names other bytes").await.unwrap();
+    store.record_listed(job, run_c, &[("u1".into(), 99)]).await.unwrap();
+    let ledger = store.ledger(job).await.unwrap();
+    let old = ledger.iter().find(|e| e.uidl == mailferry_store::superseded_name("u1", run_c)).expect("old row kept");
+    assert_eq!(old.state, LedgerState::Copied);
+    let new = ledger.iter().find(|e| e.uidl == "u1").unwrap();
+    assert_eq!((new.state, new.list_size), (LedgerState::Listed, Some(99)));
+}
