@@ -27,7 +27,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::timeout;
 
 use crate::connect::tls_error;
-use crate::wire::{self, clip, Capabilities, Command, Status, Unstuffer};
+use crate::wire::{self, clip, Capabilities, Command, Scan, Status, Unstuffer};
 use crate::{Pop3Error, Result};
 
 /// Size of one read from the socket and the most one [`Pop3Session::read_retr_chunk`] returns.
@@ -180,20 +180,14 @@ impl Pop3Session {
     /// One line without its line ending (CRLF, or a bare LF from a sloppy server).
     pub(crate) async fn read_line(&mut self, during: &'static str) -> Result<String> {
         loop {
-            if let Some(off) = self.rbuf[self.scanned..].iter().position(|&b| b == b'\n') {
-                let end = self.scanned + off;
-                self.scanned = 0;
-                if end > self.opts.max_line + 1 {
-                    return self.fail(Pop3Error::LineTooLong { limit: self.opts.max_line });
+            match wire::scan_line(&self.rbuf, self.scanned, self.opts.max_line) {
+                Scan::Line { len } => {
+                    self.scanned = 0;
+                    let line = self.rbuf.split_to(len);
+                    return Ok(wire::line_text(&line));
                 }
-                let line = self.rbuf.split_to(end + 1);
-                let line = line.strip_suffix(b"\n").unwrap_or(&line);
-                let line = line.strip_suffix(b"\r").unwrap_or(line);
-                return Ok(String::from_utf8_lossy(line).into_owned());
-            }
-            self.scanned = self.rbuf.len();
-            if self.rbuf.len() > self.opts.max_line + 1 {
-                return self.fail(Pop3Error::LineTooLong { limit: self.opts.max_line });
+                Scan::TooLong => return self.fail(Pop3Error::LineTooLong { limit: self.opts.max_line }),
+                Scan::Partial => self.scanned = self.rbuf.len(),
             }
             self.fill(during).await?;
         }
@@ -387,7 +381,7 @@ impl Pop3Session {
         self.may_queue(ns.len())?;
         let mut buf = Vec::with_capacity(ns.len() * 16);
         for &n in ns {
-            Command::Retr(n).encode(&mut buf).expect("a number needs no escaping");
+            Command::Retr(n).encode(&mut buf).map_err(|e| Pop3Error::InvalidArgument { command: e.command })?;
         }
         tracing::trace!(count = ns.len(), "pop3 send RETR");
         self.write_all(&buf).await?;
@@ -430,7 +424,7 @@ impl Pop3Session {
                 let take = self.rbuf.len().min(CHUNK - 1);
                 let fed = body.unstuffer.feed(&self.rbuf[..take], &mut self.out);
                 self.rbuf.advance(fed.consumed);
-                body.bytes += self.out.len() as u64;
+                body.bytes = body.bytes.saturating_add(self.out.len() as u64);
                 if body.bytes > self.opts.max_message_bytes {
                     return self.fail(Pop3Error::MessageTooLarge { limit: self.opts.max_message_bytes });
                 }

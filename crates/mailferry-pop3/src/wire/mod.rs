@@ -4,6 +4,7 @@
 //! split mini-redis makes between `frame.rs` and `connection.rs`.
 
 mod dot;
+mod line;
 mod reply;
 
 use base64::Engine as _;
@@ -11,6 +12,7 @@ use md5::{Digest as _, Md5};
 use secrecy::zeroize::Zeroizing;
 
 pub use dot::{stuff, Fed, Unstuffer};
+pub use line::{line_text, scan_line, Scan};
 pub use reply::{
     apop_timestamp, parse_auth_reply, parse_scan_listing, parse_status, parse_uidl_line,
     validate_uid, AuthReply, BadUidl, Capabilities, RespCode, Status,

@@ -86,11 +86,12 @@ pub fn parse_status(line: &str) -> Option<Status> {
 
 /// `keyword` followed by the end of the line or whitespace; returns the trimmed rest.
 fn strip_keyword<'a>(line: &'a str, keyword: &str) -> Option<&'a str> {
+    // `get`, not indexing: the line may have a multi-byte character at that offset.
     let head = line.get(..keyword.len())?;
     if !head.eq_ignore_ascii_case(keyword) {
         return None;
     }
-    let rest = &line[keyword.len()..];
+    let rest = line.get(keyword.len()..)?;
     match rest.chars().next() {
         None => Some(""),
         Some(c) if c.is_whitespace() => Some(rest.trim()),
@@ -144,8 +145,11 @@ impl Capabilities {
     pub fn parse(lines: Vec<String>) -> Self {
         let mut caps = Capabilities { answered: true, ..Default::default() };
         for line in &lines {
-            let mut words = line.split_whitespace();
-            let Some(name) = words.next() else { continue };
+            // The name and the rest are both slices of `line` itself: never an offset
+            // computed on another (trimmed, case-folded) copy, which may not be a char
+            // boundary of this one when the line starts with non-ASCII whitespace.
+            let Some((name, rest)) = first_word(line) else { continue };
+            let mut words = rest.split_whitespace();
             match name.to_ascii_uppercase().as_str() {
                 "PIPELINING" => caps.pipelining = true,
                 "UIDL" => caps.uidl = true,
@@ -155,9 +159,7 @@ impl Capabilities {
                 "RESP-CODES" => caps.resp_codes = true,
                 "SASL" => caps.sasl.extend(words.map(str::to_ascii_uppercase)),
                 "LOGIN-DELAY" => caps.login_delay = words.next().and_then(|n| n.parse().ok()),
-                "IMPLEMENTATION" => {
-                    caps.implementation = Some(line[name.len()..].trim().to_owned());
-                }
+                "IMPLEMENTATION" => caps.implementation = Some(rest.trim().to_owned()),
                 _ => {}
             }
         }
@@ -168,6 +170,16 @@ impl Capabilities {
     pub fn has_sasl(&self, mechanism: &str) -> bool {
         self.sasl.iter().any(|m| m.eq_ignore_ascii_case(mechanism))
     }
+}
+
+/// The first whitespace-separated word of `line` and what follows it, both borrowed
+/// from `line` (whitespace as `split_whitespace` understands it, Unicode included).
+fn first_word(line: &str) -> Option<(&str, &str)> {
+    let line = line.trim_start();
+    if line.is_empty() {
+        return None;
+    }
+    Some(line.split_once(char::is_whitespace).unwrap_or((line, "")))
 }
 
 /// RFC 1939 §7: a unique-id is 1 to 70 characters in the range 0x21 to 0x7E.
@@ -297,6 +309,26 @@ mod tests {
     }
 
     #[test]
+    fn capa_line_starting_with_non_ascii_whitespace() {
+        // Issue 13: the length of the name, counted on a trimmed copy, sliced the line
+        // itself. With 15 bytes of whitespace before IMPLEMENTATION (five U+3000, or 13
+        // spaces and a U+00A0) byte 14 is inside a character: a panic, before login.
+        for prefix in ["\u{3000}".repeat(5), format!("{}\u{a0}", " ".repeat(13))] {
+            let caps = Capabilities::parse(vec![format!("{prefix}IMPLEMENTATION x"), "\u{2003}X".into()]);
+            assert_eq!(caps.implementation.as_deref(), Some("x"));
+        }
+        // With a shorter prefix it did not panic, but cut the text at the wrong place
+        // ("ON x").
+        let caps = Capabilities::parse(vec!["\u{a0}IMPLEMENTATION x".into(), "\u{2003}X".into()]);
+        assert_eq!(caps.implementation.as_deref(), Some("x"));
+        let caps = Capabilities::parse(vec!["\u{3000}\u{85} implementation\u{2003}Dovecot  ready\u{a0}".into()]);
+        assert_eq!(caps.implementation.as_deref(), Some("Dovecot  ready"));
+        let caps = Capabilities::parse(vec!["\u{a0}SASL\u{a0}plain".into(), "\u{2003}".into(), "IMPLEMENTATION".into()]);
+        assert!(caps.has_sasl("PLAIN"));
+        assert_eq!(caps.implementation.as_deref(), Some(""));
+    }
+
+    #[test]
     fn uidl_lines() {
         assert_eq!(parse_uidl_line("1 whqtswO00WBw418f9t5JxYwZ"), Ok((1, "whqtswO00WBw418f9t5JxYwZ".into())));
         assert_eq!(parse_uidl_line("2 abc  "), Ok((2, "abc".into())));
@@ -327,15 +359,78 @@ mod tests {
         assert_eq!(apop_timestamp("ready <unclosed"), None);
     }
 
+    /// Whitespace as `split_whitespace` knows it, of one to three bytes in UTF-8.
+    fn blank() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(" ".to_string()),
+            Just("\t".to_string()),
+            Just("\u{a0}".to_string()),
+            Just("\u{85}".to_string()),
+            Just("\u{2003}".to_string()),
+            Just("\u{3000}".to_string()),
+        ]
+    }
+
+    /// A CAPA-like line: a run of ASCII and Unicode whitespace, then capability names,
+    /// blanks and arbitrary characters, so the interesting cases are common, not one in
+    /// a million.
+    fn capa_line() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            blank(),
+            Just("IMPLEMENTATION".to_string()),
+            Just("implementation".to_string()),
+            Just("SASL".to_string()),
+            Just("LOGIN-DELAY".to_string()),
+            Just("PIPELINING".to_string()),
+            Just("99999999999999999999999".to_string()),
+            any::<char>().prop_map(String::from),
+        ];
+        (prop::collection::vec(blank(), 0..12), prop::collection::vec(piece, 0..8))
+            .prop_map(|(lead, rest)| lead.concat() + &rest.concat())
+    }
+
+    /// Every parser of a server line, on `line`.
+    fn parse_everything(line: &str) {
+        let _ = parse_status(line);
+        let _ = parse_auth_reply(line);
+        let _ = parse_uidl_line(line);
+        let _ = parse_scan_listing(line);
+        let _ = apop_timestamp(line);
+        let _ = validate_uid(line);
+        let _ = RespCode::parse(line);
+        let _ = crate::wire::decode_challenge(line);
+        let _ = clip(line);
+        let _ = Capabilities::parse(vec![line.to_owned()]);
+    }
+
     proptest! {
         #[test]
         fn parsers_never_panic(line in ".{0,120}") {
-            let _ = parse_status(&line);
-            let _ = parse_auth_reply(&line);
-            let _ = parse_uidl_line(&line);
-            let _ = parse_scan_listing(&line);
-            let _ = apop_timestamp(&line);
-            let _ = clip(&line);
+            parse_everything(&line);
+        }
+
+        #[test]
+        fn parsers_take_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+            // As the session hands lines over: decoded leniently (`wire::line_text`).
+            parse_everything(&crate::wire::line_text(&bytes));
+        }
+
+        #[test]
+        fn parsers_take_arbitrary_unicode(line in any::<String>(), lead in prop::collection::vec(blank(), 0..8)) {
+            parse_everything(&line);
+            parse_everything(&(lead.concat() + &line));
+        }
+
+        #[test]
+        fn capa_never_panics(lines in prop::collection::vec(capa_line(), 0..8), any_lines in prop::collection::vec(any::<String>(), 0..8)) {
+            let caps = Capabilities::parse(lines.clone());
+            prop_assert_eq!(caps.lines, lines);
+            let _ = Capabilities::parse(any_lines);
+        }
+
+        #[test]
+        fn capa_single_arbitrary_string(line in any::<String>()) {
+            let _ = Capabilities::parse(vec![line]);
         }
 
         #[test]
