@@ -64,7 +64,7 @@ impl Pop3Session {
         Ok(s)
     }
 
-    async fn read_greeting(&mut self) -> Result<()> {
+    pub(crate) async fn read_greeting(&mut self) -> Result<()> {
         // RFC 1939 §4: the greeting is a status line; some servers greet "-ERR" when busy.
         match self.read_status("waiting for the greeting").await? {
             Status::Ok(text) => {
@@ -77,11 +77,11 @@ impl Pop3Session {
 
     /// CAPA (RFC 2449 §5). A `-ERR`, or a reply that is not a status at all, means a
     /// legacy RFC 1939 server: carry on with no known capabilities.
-    async fn capa(&mut self) -> Result<Capabilities> {
+    pub(crate) async fn capa(&mut self) -> Result<Capabilities> {
         self.send(Command::Capa).await?;
         let line = self.read_line("reading the CAPA reply").await?;
         match wire::parse_status(&line) {
-            Some(Status::Ok(_)) => Ok(Capabilities::parse(self.read_multiline("reading the CAPA list").await?)),
+            Some(Status::Ok(_)) => self.read_capa_list().await,
             Some(Status::Err { .. }) => Ok(Capabilities::default()),
             None => {
                 tracing::debug!("pop3 server answered CAPA with garbage; assuming RFC 1939 only");

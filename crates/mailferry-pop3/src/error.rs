@@ -29,6 +29,12 @@ pub enum Pop3Error {
     #[error("the message is larger than the limit of {limit} bytes")]
     MessageTooLarge { limit: u64 },
 
+    /// A multi-line reply longer than the command could need (CAPA is a short list; a
+    /// UIDL or LIST listing has one line per message STAT counted): an endless or lying
+    /// server. Reading stopped at the limit, so the session is unusable.
+    #[error("the POP3 server's {command} reply is longer than {limit}; {sent}")]
+    ReplyTooLong { command: &'static str, limit: String, sent: String },
+
     /// The server answered something that is not POP3.
     #[error("the POP3 server sent an unexpected reply: {0}")]
     Protocol(String),
@@ -78,6 +84,9 @@ impl Pop3Error {
     ///   only risks locking the account.
     /// * Garbage from the server (`Protocol`) is retryable: it is most often a truncated
     ///   or confused connection, and the engine's retry budget bounds a persistent case.
+    ///   So is a listing longer than STAT's count (`ReplyTooLong`): a server that does not
+    ///   lock the maildrop (RFC 1939 §8 says it must) may have taken in mail meanwhile,
+    ///   and a new session counts it.
     /// * Over-long lines and messages are fatal: the same server sends the same bytes.
     /// * A plain `-ERR` without a code is fatal, except to the greeting ("too many
     ///   connections") and to QUIT (the update failed, RFC 1939 §6), which are retryable.
@@ -85,7 +94,7 @@ impl Pop3Error {
         use ErrorClass::{Fatal, Retryable};
         match self {
             Self::Io(_) | Self::Timeout { .. } | Self::Closed { .. } | Self::Unusable => Retryable,
-            Self::Protocol(_) => Retryable,
+            Self::Protocol(_) | Self::ReplyTooLong { .. } => Retryable,
             Self::Tls { certificate, .. } => if *certificate { Fatal } else { Retryable },
             Self::Server { code: Some(code), .. } | Self::AuthFailed { code: Some(code), .. }
                 if code.is_transient() =>

@@ -4,7 +4,8 @@
 //!   explicitly allowed plaintext), reads the greeting, asks CAPA (RFC 2449) and logs in
 //!   with USER/PASS, APOP, SASL PLAIN or XOAUTH2 (RFC 5034).
 //! * [`Pop3Session::uidl`] lists unique-ids, reporting invalid and duplicated ones
-//!   instead of failing the listing.
+//!   instead of failing the listing. Every multi-line reply is bounded by what was asked
+//!   (listings by STAT's message count), so no server can make us buffer without bound.
 //! * RETR is streamed and, where the server advertises PIPELINING, pipelined:
 //!   [`Pop3Session::send_retr_many`], then per message [`Pop3Session::read_retr_status`]
 //!   and [`Pop3Session::read_retr_chunk`] until `None`. Memory stays bounded whatever
@@ -19,6 +20,9 @@
 
 mod connect;
 pub mod error;
+mod listing;
+#[cfg(test)]
+mod props;
 pub mod session;
 pub mod wire;
 

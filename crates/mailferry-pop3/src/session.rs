@@ -11,6 +11,12 @@
 //! advertises PIPELINING (RFC 2449 §6.6). Every other command needs an idle session: no
 //! RETR queued and no body half-read.
 //!
+//! # Bounded replies
+//! No reply is buffered beyond what the command could need (DESIGN §2, invariants 4 and
+//! 7): one line is at most [`Pop3Options::max_line`] bytes, a CAPA list at most
+//! [`Pop3Options::max_capa_lines`] lines, and a UIDL or LIST listing at most one line per
+//! message STAT counted plus [`Pop3Options::listing_slack`] (see `crate::listing`).
+//!
 //! # After an error
 //! A `-ERR` reply ([`Pop3Error::Server`]) leaves the session usable. Anything that may
 //! have left unread bytes on the stream (I/O, timeout, close, garbage, over-long line,
@@ -18,7 +24,7 @@
 //! [`Pop3Error::Unusable`], and the caller reconnects. Dropping a session without
 //! [`Pop3Session::quit`] commits no DELE (RFC 1939 §6).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -31,7 +37,7 @@ use crate::wire::{self, clip, Capabilities, Command, Scan, Status, Unstuffer};
 use crate::{Pop3Error, Result};
 
 /// Size of one read from the socket and the most one [`Pop3Session::read_retr_chunk`] returns.
-const CHUNK: usize = 64 * 1024;
+pub(crate) const CHUNK: usize = 64 * 1024;
 
 /// Limits and timeouts of a session.
 #[derive(Debug, Clone)]
@@ -44,7 +50,20 @@ pub struct Pop3Options {
     pub max_line: usize,
     /// Largest message RETR will stream (unstuffed bytes).
     pub max_message_bytes: u64,
-    /// Most lines accepted in a CAPA, LIST or UIDL listing.
+    /// Most lines, and bytes (line endings included), accepted in a CAPA list. RFC 2449
+    /// §5 lists a dozen capabilities; real servers send well under a kilobyte.
+    pub max_capa_lines: usize,
+    pub max_capa_bytes: usize,
+    /// Lines a UIDL or LIST listing may have beyond the message count of STAT. The
+    /// maildrop is locked for the session (RFC 1939 §8), so the count cannot grow; the
+    /// slack only spares a server whose STAT is slightly off.
+    pub listing_slack: usize,
+    /// Bytes a listing may average per line (line ending included). The longest valid
+    /// UIDL line is 83 bytes (RFC 1939 §7: a number, a space, at most 70 characters,
+    /// CRLF) and a LIST line about 33, so this leaves room for servers adding comments.
+    pub listing_bytes_per_line: usize,
+    /// Most lines of a UIDL or LIST listing whatever STAT says: a ceiling on what a STAT
+    /// claiming billions of messages could make us accept.
     pub max_listing_lines: usize,
 }
 
@@ -55,6 +74,10 @@ impl Default for Pop3Options {
             io_timeout: Duration::from_secs(60),
             max_line: 8 * 1024,
             max_message_bytes: 1 << 30,
+            max_capa_lines: 256,
+            max_capa_bytes: 64 * 1024,
+            listing_slack: 16,
+            listing_bytes_per_line: 256,
             max_listing_lines: 2_000_000,
         }
     }
@@ -102,6 +125,9 @@ pub struct Pop3Session {
     pending: VecDeque<u32>,
     body: Option<Body>,
     broken: bool,
+    /// The message count of the first STAT, the bound of later listings: it can only
+    /// shrink within a session (DELE), never grow (RFC 1939 §8).
+    pub(crate) count: Option<u32>,
 }
 
 impl std::fmt::Debug for Pop3Session {
@@ -129,6 +155,7 @@ impl Pop3Session {
             pending: VecDeque::new(),
             body: None,
             broken: false,
+            count: None,
         }
     }
 
@@ -154,7 +181,7 @@ impl Pop3Session {
 
     // ---- low-level I/O -------------------------------------------------------------
 
-    fn fail<T>(&mut self, e: Pop3Error) -> Result<T> {
+    pub(crate) fn fail<T>(&mut self, e: Pop3Error) -> Result<T> {
         self.broken = true;
         Err(e)
     }
@@ -210,25 +237,6 @@ impl Pop3Session {
         }
     }
 
-    /// The lines of a multi-line body up to the `.` terminator, un-stuffed (RFC 1939 §3).
-    pub(crate) async fn read_multiline(&mut self, during: &'static str) -> Result<Vec<String>> {
-        let mut lines = Vec::new();
-        loop {
-            let line = self.read_line(during).await?;
-            if line == "." {
-                return Ok(lines);
-            }
-            if lines.len() >= self.opts.max_listing_lines {
-                let limit = self.opts.max_listing_lines;
-                return self.fail(Pop3Error::Protocol(format!("a listing longer than {limit} lines")));
-            }
-            lines.push(match line.strip_prefix('.') {
-                Some(rest) => rest.to_owned(),
-                None => line,
-            });
-        }
-    }
-
     async fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
         let write = async {
             self.stream.write_all(bytes).await?;
@@ -266,7 +274,7 @@ impl Pop3Session {
         Ok(())
     }
 
-    async fn simple(&mut self, cmd: Command<'_>, during: &'static str) -> Result<String> {
+    pub(crate) async fn simple(&mut self, cmd: Command<'_>, during: &'static str) -> Result<String> {
         self.idle()?;
         let name = cmd.name();
         self.send(cmd).await?;
@@ -274,60 +282,6 @@ impl Pop3Session {
     }
 
     // ---- TRANSACTION commands (RFC 1939 §5) ----------------------------------------
-
-    /// STAT: `(message count, total size in octets)`.
-    pub async fn stat(&mut self) -> Result<(u32, u64)> {
-        let text = self.simple(Command::Stat, "reading the STAT reply").await?;
-        match wire::parse_scan_listing(&text) {
-            Some(v) => Ok(v),
-            None => self.protocol("unreadable STAT reply", &text),
-        }
-    }
-
-    /// LIST: `(message number, size in octets)` for every message not marked deleted.
-    pub async fn list(&mut self) -> Result<Vec<(u32, u64)>> {
-        self.simple(Command::List, "reading the LIST reply").await?;
-        let lines = self.read_multiline("reading the LIST listing").await?;
-        let mut out = Vec::with_capacity(lines.len());
-        for line in lines {
-            match wire::parse_scan_listing(&line) {
-                Some(v) => out.push(v),
-                None => return self.protocol("unreadable LIST line", &line),
-            }
-        }
-        Ok(out)
-    }
-
-    /// UIDL (RFC 1939 §7), tried whatever CAPA said. The text after `+OK` is ignored
-    /// (some servers put a count there). Bad and duplicated unique-ids are reported in the
-    /// listing, not as an error.
-    pub async fn uidl(&mut self) -> Result<UidlListing> {
-        self.simple(Command::Uidl, "reading the UIDL reply").await?;
-        let lines = self.read_multiline("reading the UIDL listing").await?;
-        let mut listing = UidlListing::default();
-        let mut valid = Vec::with_capacity(lines.len());
-        let mut seen: HashMap<String, Vec<u32>> = HashMap::with_capacity(lines.len());
-        for line in &lines {
-            match wire::parse_uidl_line(line) {
-                Ok((n, uid)) => {
-                    seen.entry(uid.clone()).or_default().push(n);
-                    valid.push((n, uid));
-                }
-                Err(bad) => listing.invalid.push((bad.msg, bad.reason)),
-            }
-        }
-        for (n, uid) in valid {
-            match seen.get(&uid) {
-                Some(ns) if ns.len() > 1 => {
-                    if ns[0] == n {
-                        listing.duplicates.push((uid, ns.clone()));
-                    }
-                }
-                _ => listing.entries.push((n, uid)),
-            }
-        }
-        Ok(listing)
-    }
 
     pub async fn noop(&mut self) -> Result<()> {
         self.simple(Command::Noop, "reading the NOOP reply").await.map(drop)

@@ -1,143 +1,21 @@
-//! The session against a scripted POP3 server on loopback: each test writes the server's
-//! side of the dialogue as steps, and the server records every line the client sent.
+//! The session against a scripted POP3 server on loopback (`common`): login, TLS, UIDL
+//! and pipelined, streamed RETR.
 
-use std::sync::Arc;
-use std::time::Duration;
+mod common;
 
+use common::*;
 use mailferry_model::{ErrorClass, Pop3Auth, Pop3Endpoint, Security, TlsOptions};
 use mailferry_pop3::wire::{self, stuff};
 use mailferry_pop3::{Pop3Error, Pop3Options, Pop3Session, RespCode};
 use secrecy::SecretString;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
-use tokio_rustls::rustls;
-
-const PASSWORD: &str = "s3cret-pass";
-
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-
-enum Step {
-    Send(Vec<u8>),
-    /// Read one line and check it (without CRLF).
-    Expect(String),
-    /// TLS handshake as the server (implicit TLS, or after a STLS reply).
-    Tls,
-    /// Hang up at once.
-    Close,
-}
-
-fn send(s: impl AsRef<[u8]>) -> Step {
-    Step::Send(s.as_ref().to_vec())
-}
-
-fn expect(s: impl Into<String>) -> Step {
-    Step::Expect(s.into())
-}
-
-/// Greeting, CAPA with `caps`, USER/PASS accepted, CAPA again.
-fn login(caps: &str) -> Vec<Step> {
-    let capa = format!("+OK\r\n{caps}.\r\n");
-    vec![
-        send("+OK ready\r\n"),
-        expect("CAPA"),
-        send(&capa),
-        expect("USER user"),
-        send("+OK\r\n"),
-        expect(format!("PASS {PASSWORD}")),
-        send("+OK logged in\r\n"),
-        expect("CAPA"),
-        send(&capa),
-    ]
-}
-
-struct Cert {
-    pem: String,
-    server: Arc<rustls::ServerConfig>,
-}
-
-fn cert() -> Cert {
-    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let server = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![ck.cert.der().clone()], key)
-        .unwrap();
-    Cert { pem: ck.cert.pem(), server: Arc::new(server) }
-}
-
-/// Start a one-connection server running `steps`; then it records lines until EOF.
-/// The handle yields every line received.
-async fn serve(steps: Vec<Step>, tls: Option<Arc<rustls::ServerConfig>>) -> (u16, JoinHandle<Vec<String>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let task = tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        let mut io: BufReader<Box<dyn Io>> = BufReader::new(Box::new(tcp));
-        let mut seen = Vec::new();
-        for step in steps {
-            match step {
-                Step::Send(bytes) => {
-                    if io.get_mut().write_all(&bytes).await.is_err() {
-                        return seen;
-                    }
-                }
-                Step::Expect(want) => {
-                    let mut line = String::new();
-                    io.read_line(&mut line).await.unwrap();
-                    let line = line.trim_end_matches(['\r', '\n']).to_owned();
-                    seen.push(line.clone());
-                    assert_eq!(line, want, "the client sent something else");
-                }
-                Step::Close => return seen,
-                Step::Tls => {
-                    assert!(io.buffer().is_empty(), "client sent data before the handshake");
-                    let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone().unwrap());
-                    let inner = io.into_inner();
-                    io = BufReader::new(Box::new(acceptor.accept(inner).await.unwrap()));
-                }
-            }
-        }
-        loop {
-            let mut line = String::new();
-            match tokio::time::timeout(Duration::from_secs(5), io.read_line(&mut line)).await {
-                Ok(Ok(n)) if n > 0 => seen.push(line.trim_end_matches(['\r', '\n']).to_owned()),
-                _ => return seen,
-            }
-        }
-    });
-    (port, task)
-}
-
-fn endpoint(port: u16, security: Security, auth: Pop3Auth) -> Pop3Endpoint {
-    Pop3Endpoint {
-        host: "127.0.0.1".into(),
-        port,
-        security,
-        username: "user".into(),
-        secret: SecretString::from(PASSWORD),
-        auth,
-        tls: TlsOptions { allow_plaintext: true, ..Default::default() },
-    }
-}
-
-fn opts() -> Pop3Options {
-    Pop3Options { io_timeout: Duration::from_secs(5), connect_timeout: Duration::from_secs(5), ..Default::default() }
-}
-
-async fn connect(port: u16) -> Result<Pop3Session, Pop3Error> {
-    Pop3Session::connect(&endpoint(port, Security::None, Pop3Auth::Auto), &opts()).await
-}
 
 #[tokio::test]
 async fn uidl_and_pipelined_streamed_retr() {
     let big: Vec<u8> = (0..20_000).flat_map(|i| format!(".line {i}\r\n..\r\n.\r\n").into_bytes()).collect();
     let small = b"Subject: hi\r\n\r\n.hidden dot\r\n".to_vec();
     let mut steps = login("USER\r\nUIDL\r\nPIPELINING\r\n");
+    // The listing is bounded by the message count: STAT first (RFC 1939 §8).
+    steps.extend(stat(5));
     steps.extend([
         expect("UIDL"),
         send("+OK 5 messages\r\n1 aaa\r\n2 bbb\r\n3 aaa\r\n4 bad uid\r\n5 ccc\r\n.\r\n"),
