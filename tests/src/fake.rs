@@ -66,6 +66,22 @@ pub struct FakeScript {
     pub no_capa: bool,
     /// List PIPELINING in the CAPA reply.
     pub pipelining: bool,
+    /// A server that cuts a message: RETR sends fewer bytes than LIST announced, properly
+    /// terminated (every connection).
+    pub cut_retr: Option<CutRetr>,
+}
+
+/// See [`FakeScript::cut_retr`].
+#[derive(Debug, Clone, Default)]
+pub struct CutRetr {
+    /// Message number.
+    pub msg: u32,
+    /// Bytes of the message sent (then CRLF if the cut left none, then the terminator).
+    pub keep: usize,
+    /// How many RETRs of it are cut (later ones are whole); `usize::MAX` for all.
+    pub times: usize,
+    /// RETRs cut so far.
+    pub done: Arc<AtomicUsize>,
 }
 
 /// What the fake serves.
@@ -182,6 +198,13 @@ impl FakePop3 {
         mb.iter()
             .map(|m| (m.uidl.clone(), m.data.to_vec()))
             .collect()
+    }
+
+    /// Give the message now known by `uidl` other bytes (a server reusing a UIDL).
+    pub fn replace(&self, uidl: &str, data: Vec<u8>) {
+        let mut mb = self.shared.mailbox.lock().unwrap();
+        let m = mb.iter_mut().find(|m| m.uidl == uidl).expect("no message has that UIDL");
+        m.data = Arc::new(data);
     }
 
     /// Every command line received, all connections, in arrival order; PASS arguments
@@ -420,6 +443,14 @@ async fn trans_command<W: tokio::io::AsyncWrite + Unpin>(
                     return Ok(b"-ERR usage: TOP msg lines\r\n".to_vec());
                 };
                 body = top(&body, lines);
+            }
+            if let Some(cut) = script.cut_retr.as_ref().filter(|c| cmd == "RETR" && c.msg as usize == i + 1) {
+                if cut.done.fetch_add(1, Ordering::SeqCst) < cut.times {
+                    body.truncate(cut.keep);
+                    if !body.ends_with(b"\r\n") {
+                        body.extend_from_slice(b"\r\n");
+                    }
+                }
             }
             let mut out = format!("+OK {} octets\r\n", body.len()).into_bytes();
             let stuffed = dot_stuff(&body);

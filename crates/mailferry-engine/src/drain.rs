@@ -343,8 +343,14 @@ impl RunContext<'_> {
 
     async fn attempt(&mut self) -> Result<Tally> {
         // Reliability tests make a run panic here (a stand-in for any bug or unexpected
-        // bytes) to prove the worker fails the job and releases its lease.
-        fail::fail_point!("engine::attempt");
+        // bytes) to prove the worker fails the job and releases its lease: the failpoint's
+        // argument names the source user whose runs panic, so other tests run undisturbed.
+        #[cfg(feature = "failpoints")]
+        if let Some(Some(user)) = fail::eval("engine::attempt", |arg| arg) {
+            if user == self.job.source.username {
+                panic!("injected by the test for {user}");
+            }
+        }
         let store = Arc::clone(&self.store);
         let mut pop = Pop3Session::connect(&self.job.source, &self.config.pop3).await.map_err(|e| self.source_err(e))?;
         let _pop_session = crate::metrics::Session::open("pop3", &self.job.source.host);
@@ -352,7 +358,7 @@ impl RunContext<'_> {
         let listing = pop.uidl().await.map_err(|e| self.source_err(e))?;
         let sizes: HashMap<u32, u64> = pop.list().await.map_err(|e| self.source_err(e))?.into_iter().collect();
 
-        let before: HashMap<String, LedgerEntry> =
+        let mut before: HashMap<String, LedgerEntry> =
             store.ledger(self.job_id).await?.into_iter().map(|e| (e.uidl.clone(), e)).collect();
         let ledger_was_empty = before.is_empty();
 
@@ -366,6 +372,22 @@ impl RunContext<'_> {
         }
         let mut tally = Tally { listed: (listing.entries.len() + listing.invalid.len()) as u64, ..Tally::default() };
 
+        // DESIGN.md §2.7: a UIDL the ledger holds as copied whose LIST size now differs
+        // names other bytes (a server that reused a UIDL). It is a new message: its old row
+        // is kept under another name and it is copied (and only then deletable) on its own.
+        for p in &listed {
+            let Some(old) = before.get(&p.uidl) else { continue };
+            let Some(was) = old.list_size.filter(|&was| was != p.size && old.state.is_copied()) else { continue };
+            let why = format!(
+                "the server reused UIDL {:?}: it named a message of {was} bytes (copied) and now one of {} bytes, treated as a new message",
+                p.uidl, p.size
+            );
+            tracing::warn!(uidl = %p.uidl, was, now = p.size, "the source reused a UIDL for other bytes; copying the new message too");
+            if !self.job.dry_run {
+                store.supersede_reused(self.job_id, self.run, &p.uidl, &why).await?;
+            }
+            before.remove(&p.uidl);
+        }
         let state_of = |uidl: &str| before.get(uidl).map(|e| e.state);
         let mut to_copy: Vec<Planned> =
             listed.iter().filter(|p| !state_of(&p.uidl).is_some_and(LedgerState::is_copied)).cloned().collect();
@@ -375,7 +397,13 @@ impl RunContext<'_> {
             tally.would_copy = to_copy.len() as u64;
             tally.would_delete = match self.job.delete {
                 DeletePolicy::Keep => 0,
-                DeletePolicy::AfterVerified => listed.len() as u64,
+                // What is copied already, and what this run would copy (within the size
+                // limit): skipped or failed messages stay at the source.
+                DeletePolicy::AfterVerified => {
+                    let within = |p: &&Planned| self.job.max_message_bytes.is_none_or(|max| p.size <= max);
+                    let copied = listed.iter().filter(|p| state_of(&p.uidl) == Some(LedgerState::Copied)).count();
+                    (copied + to_copy.iter().filter(within).count()) as u64
+                }
                 DeletePolicy::AfterDays(days) => {
                     listed.iter().filter(|p| before.get(&p.uidl).is_some_and(|e| copied_before(e, days))).count() as u64
                 }
@@ -423,6 +451,10 @@ impl RunContext<'_> {
                         .find_occurrence(&self.job.source.host, &self.job.source.username, &p.uidl)
                         .await
                         .map_err(|e| self.sink_err(SinkError::Archive(e)))?;
+                    // Trusted only when it is this job's own arrival (the job names the port
+                    // too) and its size agrees with today's LIST size: another source on the
+                    // host, or a reused UIDL, goes through put(), which compares digests.
+                    let hit = hit.filter(|occ| occ.job_id == Some(self.job_id) && size_agrees(occ.size, p.size));
                     if let Some(occ) = hit {
                         // The arrival is recorded, but its S3 Object Lock may not be (the lock
                         // call failed, or the process died, after the index commit): apply it
@@ -757,6 +789,9 @@ async fn retrieve(
     let budget_total = u32::try_from(budget.available_permits()).unwrap_or(u32::MAX);
     let result = async {
         let mut queue: VecDeque<(&Planned, Span)> = VecDeque::new();
+        // Retrievals whose size disagreed with LIST: retrieved again once the pipeline is
+        // empty, with the first retrieval's digest and size to compare.
+        let mut suspects: Vec<(&Planned, Span, String, u64)> = Vec::new();
         let mut next = 0;
         while next < fetch.len() || !queue.is_empty() {
             if queue.len() < window && next < fetch.len() {
@@ -767,31 +802,46 @@ async fn retrieve(
                 next = upto;
             }
             let (p, span) = queue.pop_front().expect("a RETR is in flight");
-            let item = match pop.read_retr_status().await {
-                Ok(()) => {
-                    let mut incoming = Incoming::new(&spool);
-                    while let Some(chunk) = pop.read_retr_chunk().await.map_err(SourceError::Pop3)? {
-                        incoming.push(chunk).map_err(SourceError::Spool)?;
-                    }
-                    let received = incoming.finish().map_err(SourceError::Spool)?;
-                    let in_memory = match &received.body {
-                        mailferry_imap::AppendBody::Memory(v) => v.len(),
-                        mailferry_imap::AppendBody::Spooled { .. } => 0,
-                    };
-                    let permits = kib(in_memory).min(budget_total);
-                    let permit = Arc::clone(&budget)
-                        .acquire_many_owned(permits)
-                        .await
-                        .expect("the budget semaphore is never closed");
+            let item = match read_one(&mut pop, &spool).await {
+                Ok(Some(received)) if !size_agrees(received.size, p.size) => {
+                    suspects.push((p, span, received.digest, received.size));
+                    continue;
+                }
+                Ok(Some(received)) => {
+                    let permit = hold_budget(&budget, &received, budget_total).await;
                     Item::Retrieved(p.clone(), received, permit, span)
                 }
                 // -ERR for one message: the session goes on (RFC 1939 §7).
-                Err(mailferry_pop3::Pop3Error::Server { text, .. }) => {
+                Ok(None) => Item::Failed(p.clone(), "the source refused RETR".into(), span),
+                Err(SourceError::Pop3(mailferry_pop3::Pop3Error::Server { text, .. })) => {
                     Item::Failed(p.clone(), format!("the source refused RETR: {text}"), span)
                 }
                 Err(e) => {
                     close_message(span, "error");
-                    return Err(SourceError::Pop3(e));
+                    return Err(e);
+                }
+            };
+            if tx.send(item).await.is_err() {
+                return Ok(());
+            }
+        }
+        for (p, span, first_digest, first_size) in suspects {
+            pop.send_retr_many(&[p.number]).await.map_err(SourceError::Pop3)?;
+            let item = match read_one(&mut pop, &spool).await {
+                Ok(Some(received)) => match incomplete(&received, p.size, &first_digest, first_size) {
+                    None => {
+                        let permit = hold_budget(&budget, &received, budget_total).await;
+                        Item::Retrieved(p.clone(), received, permit, span)
+                    }
+                    Some(why) => Item::Failed(p.clone(), why, span),
+                },
+                Ok(None) => Item::Failed(p.clone(), "the source refused RETR".into(), span),
+                Err(SourceError::Pop3(mailferry_pop3::Pop3Error::Server { text, .. })) => {
+                    Item::Failed(p.clone(), format!("the source refused RETR: {text}"), span)
+                }
+                Err(e) => {
+                    close_message(span, "error");
+                    return Err(e);
                 }
             };
             if tx.send(item).await.is_err() {
@@ -804,6 +854,54 @@ async fn retrieve(
     (pop, result)
 }
 
+/// Read one RETR response (its status, then its body streamed into memory or a spool
+/// file). `None`: the server answered -ERR without a code the session treats as fatal.
+async fn read_one(pop: &mut Pop3Session, spool: &SpoolConfig) -> std::result::Result<Option<Received>, SourceError> {
+    pop.read_retr_status().await.map_err(SourceError::Pop3)?;
+    let mut incoming = Incoming::new(spool);
+    while let Some(chunk) = pop.read_retr_chunk().await.map_err(SourceError::Pop3)? {
+        incoming.push(chunk).map_err(SourceError::Spool)?;
+    }
+    incoming.finish().map(Some).map_err(SourceError::Spool)
+}
+
+/// Hold the message's share of the memory budget until the sink has appended it.
+async fn hold_budget(budget: &Arc<Semaphore>, received: &Received, budget_total: u32) -> OwnedSemaphorePermit {
+    let in_memory = match &received.body {
+        mailferry_imap::AppendBody::Memory(v) => v.len(),
+        mailferry_imap::AppendBody::Spooled { .. } => 0,
+    };
+    Arc::clone(budget)
+        .acquire_many_owned(kib(in_memory).min(budget_total))
+        .await
+        .expect("the budget semaphore is never closed")
+}
+
+/// RFC 1939 §5: LIST gives the exact size in octets. The retrieved (unstuffed) bytes agree
+/// with it, or exceed it by exactly the CRLF a server must add before the terminating dot
+/// to a message stored without a final line ending.
+pub(crate) fn size_agrees(retrieved: u64, listed: u64) -> bool {
+    retrieved == listed || retrieved == listed.saturating_add(2)
+}
+
+/// Judge a second retrieval of a message whose first one disagreed with LIST: `None` when
+/// it may be copied. It agrees with LIST now (the first reply was cut), or both retrievals
+/// are the same bytes and more than LIST said (a server that reports approximate sizes,
+/// e.g. counting bare LF line ends its RETR sends as CRLF). Fewer bytes than LIST, twice,
+/// look like a server that cuts messages: never taken as a complete copy.
+fn incomplete(second: &Received, listed: u64, first_digest: &str, first_size: u64) -> Option<String> {
+    if size_agrees(second.size, listed) {
+        return None;
+    }
+    if second.digest == first_digest && second.size > listed {
+        tracing::warn!(listed, retrieved = second.size, "LIST size is approximate; two retrievals agree byte for byte");
+        return None;
+    }
+    Some(format!(
+        "retrieved {first_size} and then {} bytes, but the server's LIST size is {listed}: the message may be incomplete, so it was not copied and stays at the source",
+        second.size
+    ))
+}
 
 /// Budget permits are KiB, rounded up, so a semaphore's u32 count covers large budgets.
 fn kib(bytes: usize) -> u32 {

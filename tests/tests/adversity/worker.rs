@@ -22,7 +22,7 @@ pub fn spec(sealer: &Sealer, pop_port: u16) -> JobSpec {
             host: "127.0.0.1".into(),
             port: pop_port,
             security: Security::None,
-            username: "u".into(),
+            username: "panic-user".into(),
             password: sealer.seal(&SecretString::from("p")),
             auth: Pop3Auth::Auto,
         },
@@ -67,7 +67,7 @@ async fn a_panic_inside_a_job_fails_the_job_and_releases_its_lease() {
     let id = jobs[0].id;
 
     // Stands in for any bug, or bytes no parser expected: the run panics at its start.
-    fail::cfg("engine::attempt", "panic(injected by the test)").unwrap();
+    fail::cfg("engine::attempt", "return(panic-user)").unwrap();
     let lease = Duration::from_secs(2);
     let shutdown = CancellationToken::new();
     let pool = tokio::spawn(worker(Arc::clone(&store), &sealer, "w-panic", lease, dir.path()).run(shutdown.clone()));
@@ -83,7 +83,7 @@ async fn a_panic_inside_a_job_fails_the_job_and_releases_its_lease() {
     fail::remove("engine::attempt");
     assert_eq!(job.state, JobState::Failed, "a panicking run must end its job failed, not leave it {:?}", job.state);
     let error = job.last_error.unwrap_or_default();
-    assert!(error.contains("panicked") && error.contains("injected by the test"), "the reason names the panic: {error}");
+    assert!(error.contains("panicked") && error.contains("injected by the test for panic-user"), "the reason names the panic: {error}");
     assert_eq!((job.lease_owner, job.lease_expires_at), (None, None), "the lease is released");
 
     // Nothing renews a lease for it any more, and no worker runs it again.

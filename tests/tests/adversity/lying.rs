@@ -1,0 +1,144 @@
+//! Servers that lie (DESIGN.md §2 invariant 7): a retrieval that disagrees with the
+//! server's own LIST size, or a UIDL that now names other bytes, is never taken as a
+//! completed copy and never DELEd on the strength of an old one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mailferry_engine::{run_job, DrainJob, EngineConfig, Outcome, RetryPolicy, Target};
+use mailferry_model::{DeletePolicy, ImapAuth, ImapEndpoint, Pop3Auth, Pop3Endpoint, Security, TlsOptions};
+use mailferry_store::SqliteStore;
+use mailferry_tests::fake::{CutRetr, FakeConfig, FakePop3, FakeScript};
+use mailferry_tests::{normalize_crlf, Dovecot};
+use secrecy::SecretString;
+use tokio_util::sync::CancellationToken;
+
+pub struct Setup {
+    pub dovecot: Dovecot,
+    _state: tempfile::TempDir,
+    pub store: Arc<SqliteStore>,
+}
+
+pub async fn setup() -> Setup {
+    let dovecot = Dovecot::start();
+    dovecot.add_user("dst", "dst-pw");
+    let state = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(&state.path().join("state.db")).await.unwrap());
+    Setup { dovecot, _state: state, store }
+}
+
+pub fn messages(n: usize, tag: &str) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| format!("Message-ID: <{tag}{i}@fake>\r\nSubject: {tag}{i}\r\n\r\n{}\r\n", "x".repeat(3000 + i)).into_bytes())
+        .collect()
+}
+
+pub fn job(s: &Setup, pop_port: u16, delete: DeletePolicy) -> DrainJob {
+    let plain = TlsOptions { allow_plaintext: true, ..TlsOptions::default() };
+    DrainJob {
+        job_id: None,
+        save_rotated: None,
+        source: Pop3Endpoint {
+            host: "127.0.0.1".into(),
+            port: pop_port,
+            security: Security::None,
+            username: "u".into(),
+            secret: SecretString::from("p"),
+            auth: Pop3Auth::Auto,
+            tls: plain.clone(),
+        },
+        target: Target::Imap(ImapEndpoint {
+            host: "127.0.0.1".into(),
+            port: s.dovecot.imap_port(),
+            security: Security::None,
+            username: "dst".into(),
+            credential: mailferry_model::Credential::Password(SecretString::from("dst-pw")),
+            auth: ImapAuth::Auto,
+            tls: plain,
+            folder: "INBOX".into(),
+            flags: vec![],
+        }),
+        delete,
+        dry_run: false,
+        max_message_bytes: None,
+    }
+}
+
+pub fn config() -> EngineConfig {
+    let mut c = EngineConfig {
+        retry: RetryPolicy { attempts: 2, base_delay: Duration::from_millis(10), max_delay: Duration::from_millis(50) },
+        ..EngineConfig::default()
+    };
+    c.pop3.io_timeout = Duration::from_secs(5);
+    c
+}
+
+fn sorted(mut v: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    v.sort();
+    v
+}
+
+fn cut(msg: u32, times: usize) -> FakeScript {
+    FakeScript { pipelining: true, cut_retr: Some(CutRetr { msg, keep: 200, times, done: Default::default() }), ..Default::default() }
+}
+
+#[tokio::test]
+async fn a_message_the_server_cuts_is_never_copied_nor_deleted() {
+    let s = setup().await;
+    let msgs = messages(3, "cut");
+    let mut cfg = FakeConfig::new("u", "p", msgs.clone());
+    cfg.script = cut(2, usize::MAX);
+    let fake = FakePop3::start(cfg);
+
+    let report = run_job(s.store.clone(), &job(&s, fake.port(), DeletePolicy::AfterVerified), &config(), None, CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(report.outcome, Outcome::Partial, "{report:?}");
+    assert_eq!(report.summary.failed, 1);
+    let failure = &report.summary.failures[0];
+    assert_eq!(failure.uidl, "uid-2");
+    assert!(failure.error.contains("LIST size"), "{}", failure.error);
+    let left: Vec<String> = fake.remaining().into_iter().map(|(u, _)| u).collect();
+    assert_eq!(left, vec!["uid-2".to_string()], "the cut message stays at the source, the others are deleted");
+    assert_eq!(sorted(s.dovecot.messages("dst")), sorted(vec![normalize_crlf(&msgs[0]), normalize_crlf(&msgs[2])]));
+}
+
+#[tokio::test]
+async fn a_message_cut_once_is_retrieved_again_and_copied_whole() {
+    let s = setup().await;
+    let msgs = messages(3, "once");
+    let mut cfg = FakeConfig::new("u", "p", msgs.clone());
+    cfg.script = cut(1, 1);
+    let fake = FakePop3::start(cfg);
+
+    let report = run_job(s.store.clone(), &job(&s, fake.port(), DeletePolicy::AfterVerified), &config(), None, CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!((report.outcome, report.summary.copied), (Outcome::Succeeded, 3), "{report:?}");
+    assert!(fake.remaining().is_empty());
+    assert_eq!(sorted(s.dovecot.messages("dst")), sorted(msgs.iter().map(|m| normalize_crlf(m)).collect()));
+}
+
+#[tokio::test]
+async fn a_reused_uidl_is_copied_as_a_new_message_before_it_is_deleted() {
+    let s = setup().await;
+    let msgs = messages(2, "old");
+    let fake = FakePop3::start(FakeConfig::new("u", "p", msgs.clone()));
+    let first = run_job(s.store.clone(), &job(&s, fake.port(), DeletePolicy::Keep), &config(), None, CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(first.summary.copied, 2);
+
+    // The server now gives uid-1 to other bytes (of another size).
+    let other = b"Message-ID: <new@fake>\r\nSubject: other bytes\r\n\r\nnot the message first copied\r\n".to_vec();
+    fake.replace("uid-1", other.clone());
+    let second =
+        run_job(s.store.clone(), &job(&s, fake.port(), DeletePolicy::AfterVerified), &config(), None, CancellationToken::new())
+            .await
+            .unwrap();
+    assert_eq!((second.outcome, second.summary.copied), (Outcome::Succeeded, 1), "{second:?}");
+    assert!(fake.remaining().is_empty(), "deleted, each after its own copy");
+    let mut expected = msgs.iter().map(|m| normalize_crlf(m)).collect::<Vec<_>>();
+    expected.push(other);
+    assert_eq!(sorted(s.dovecot.messages("dst")), sorted(expected), "the new bytes arrived, the old copy stays");
+}
