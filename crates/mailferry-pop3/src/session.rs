@@ -8,8 +8,10 @@
 //! and queues them; [`Pop3Session::read_retr_status`] reads the status of the oldest one
 //! and [`Pop3Session::read_retr_chunk`] then yields its unstuffed bytes in chunks of at
 //! most 64 KiB until `None`. More than one RETR may be outstanding only when the server
-//! advertises PIPELINING (RFC 2449 §6.6). Every other command needs an idle session: no
-//! RETR queued and no body half-read.
+//! advertises PIPELINING (RFC 2449 §6.6). Any other command sent while RETR responses are
+//! still owed (a caller that stops early: cancel, pause, shutdown) first reads and
+//! discards them, streamed and under the usual timeouts: replies come in order (RFC 2449
+//! §6.6), so the next line read must be the new command's.
 //!
 //! # Bounded replies
 //! No reply is buffered beyond what the command could need (DESIGN §2, invariants 4 and
@@ -265,17 +267,33 @@ impl Pop3Session {
         Ok(())
     }
 
-    /// Ready for a command that is not a pipelined RETR.
-    fn idle(&self) -> Result<()> {
+    /// Read and discard every RETR response still owed: the rest of a body half-read,
+    /// then each queued RETR's status and body. Streamed through the usual chunk buffer
+    /// (never a whole message in memory) and under the usual per-read timeout and
+    /// message size limit. A `-ERR` to one of them is just a reply read.
+    pub(crate) async fn drain(&mut self) -> Result<()> {
         self.usable()?;
-        if !self.pending.is_empty() || self.body.is_some() {
-            return Err(Pop3Error::Misuse("a RETR response is still outstanding"));
+        let owed = self.pending.len() + usize::from(self.body.is_some());
+        if owed == 0 {
+            return Ok(());
+        }
+        tracing::debug!(responses = owed, "pop3 discarding outstanding RETR responses");
+        if self.body.is_some() {
+            while self.read_retr_chunk().await?.is_some() {}
+        }
+        while !self.pending.is_empty() {
+            match self.read_retr_status().await {
+                Ok(()) => while self.read_retr_chunk().await?.is_some() {},
+                Err(Pop3Error::Server { .. }) => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
     }
 
+    /// A command with a one-line reply, once the replies still owed have been read.
     pub(crate) async fn simple(&mut self, cmd: Command<'_>, during: &'static str) -> Result<String> {
-        self.idle()?;
+        self.drain().await?;
         let name = cmd.name();
         self.send(cmd).await?;
         self.expect_ok(name, during).await
@@ -300,6 +318,8 @@ impl Pop3Session {
 
     /// QUIT: enter the UPDATE state. `Ok` only on `+OK`, which is what commits the DELEs
     /// (RFC 1939 §6); on any error assume none were removed. Closes the connection.
+    /// RETR responses still outstanding (a caller stopping early) are read and discarded
+    /// first, so the reply read is QUIT's own.
     pub async fn quit(mut self) -> Result<()> {
         self.simple(Command::Quit, "reading the QUIT reply").await?;
         // The deletes are committed; a failing close no longer matters.
@@ -362,6 +382,16 @@ impl Pop3Session {
     /// The next chunk (at most 64 KiB, never empty) of the message being read, already
     /// un-stuffed, ending with the message's own final CRLF; `None` once it is complete.
     /// Bytes after the terminator stay buffered for the next reply.
+    ///
+    /// The chunks are exactly the bytes the server sent for the message, unstuffed,
+    /// nothing else added or removed: the RFC 1939 §3 byte-stuffing dot is taken off
+    /// dot-lines and the terminating `.CRLF` is left out, but the CRLF before it is kept
+    /// (it ends the message's last line; for a message stored without a final line
+    /// ending, it is the one the server added). So the sum of the chunk lengths is the
+    /// exact unstuffed size, to compare with the LIST size (RFC 1939 §5), and the
+    /// message ended with CRLF when the last chunk does; the caller can track both
+    /// without any help from the session. Only `None` means the terminator arrived: an
+    /// error before it means the message is incomplete.
     pub async fn read_retr_chunk(&mut self) -> Result<Option<&[u8]>> {
         self.usable()?;
         let Some(mut body) = self.body.take() else {
@@ -397,9 +427,10 @@ impl Pop3Session {
         }
     }
 
-    /// RETR one message into memory (tests, small messages). Needs an idle session.
+    /// RETR one message into memory (tests, small messages). Replies still owed are
+    /// read and discarded first.
     pub async fn retr_to_vec(&mut self, n: u32) -> Result<Vec<u8>> {
-        self.idle()?;
+        self.drain().await?;
         self.send_retr(n).await?;
         self.read_retr_status().await?;
         let mut msg = Vec::new();

@@ -1,6 +1,7 @@
 //! The session against servers that misbehave (issue 13), scripted on loopback (`common`):
 //! endless CAPA, UIDL and LIST replies must end in a typed error at the limit the request
-//! implies, without reading on.
+//! implies, without reading on; and a session stopped early with pipelined RETRs still in
+//! flight must still QUIT cleanly.
 
 mod common;
 
@@ -9,7 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use mailferry_pop3::Pop3Error;
+use mailferry_pop3::wire::stuff;
+use mailferry_pop3::{Pop3Error, Pop3Options, Pop3Session};
 
 /// Within this the client must give up on an endless reply (the I/O timeout is 5 s, so
 /// hitting it would not count).
@@ -127,4 +129,100 @@ async fn a_listing_within_the_slack_is_accepted() {
     let (port, _server) = serve(steps, None).await;
     let mut s = connect(port).await.unwrap();
     assert_eq!(s.list().await.unwrap().len(), 17);
+}
+
+/// Four RETRs pipelined: a small message, a large one, a refused one, a small one.
+fn retr_replies(big: &[u8]) -> Vec<u8> {
+    [b"+OK\r\n".as_slice(), &stuff(b"one\r\n"), b"+OK\r\n", &stuff(big), b"-ERR [SYS/PERM] gone\r\n+OK\r\n", &stuff(b"four\r\n")]
+        .concat()
+}
+
+fn big_message() -> Vec<u8> {
+    (0..30_000).flat_map(|i| format!(".line {i} of a large message\r\n").into_bytes()).collect()
+}
+
+#[tokio::test]
+async fn quit_with_pipelined_retrs_outstanding() {
+    let big = big_message();
+    let mut steps = login("USER\r\nPIPELINING\r\n");
+    steps.extend([
+        expect("RETR 1"),
+        expect("RETR 2"),
+        expect("RETR 3"),
+        expect("RETR 4"),
+        send(retr_replies(&big)),
+        expect("QUIT"),
+        send("+OK bye\r\n"),
+    ]);
+    let (port, server) = serve(steps, None).await;
+    let mut s = connect(port).await.unwrap();
+    s.send_retr_many(&[1, 2, 3, 4]).await.unwrap();
+    s.read_retr_status().await.unwrap();
+    assert_eq!(s.read_retr_chunk().await.unwrap(), Some(b"one\r\n".as_slice()));
+    assert_eq!(s.read_retr_chunk().await.unwrap(), None);
+    // The caller stops here (cancel, pause, SIGTERM) with three responses in flight.
+    assert_eq!(s.outstanding(), 3);
+    s.quit().await.unwrap();
+    let seen = server.await.unwrap();
+    assert_eq!(seen.last().map(String::as_str), Some("QUIT"), "{seen:?}");
+}
+
+#[tokio::test]
+async fn any_command_first_drains_a_half_read_body_and_the_queue() {
+    let big = big_message();
+    let mut steps = login("USER\r\nPIPELINING\r\n");
+    steps.extend([
+        expect("RETR 1"),
+        expect("RETR 2"),
+        expect("RETR 3"),
+        expect("RETR 4"),
+        send(retr_replies(&big)),
+        expect("NOOP"),
+        send("+OK\r\n"),
+        expect("RETR 4"),
+        send([b"+OK\r\n".as_slice(), &stuff(b"four\r\n")].concat()),
+        expect("QUIT"),
+        send("+OK bye\r\n"),
+    ]);
+    let (port, server) = serve(steps, None).await;
+    let mut s = connect(port).await.unwrap();
+    s.send_retr_many(&[1, 2, 3, 4]).await.unwrap();
+    s.read_retr_status().await.unwrap();
+    while s.read_retr_chunk().await.unwrap().is_some() {}
+    // Message 2 (about 1 MB) half-read: one chunk, then the caller moves on.
+    s.read_retr_status().await.unwrap();
+    let first = s.read_retr_chunk().await.unwrap().unwrap();
+    assert!(first.len() < big.len());
+    s.noop().await.unwrap();
+    assert_eq!(s.outstanding(), 0);
+    // Still in step with the server: the next reply is the next command's.
+    assert_eq!(s.retr_to_vec(4).await.unwrap(), b"four\r\n");
+    s.quit().await.unwrap();
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn draining_keeps_the_message_size_limit() {
+    let mut steps = login("USER\r\n");
+    steps.extend([expect("RETR 1"), send([b"+OK\r\n".as_slice(), &stuff(&[b'x'; 100])].concat())]);
+    let (port, _server) = serve(steps, None).await;
+    let o = Pop3Options { max_message_bytes: 10, ..opts() };
+    let ep = endpoint(port, mailferry_model::Security::None, mailferry_model::Pop3Auth::User);
+    let mut s = Pop3Session::connect(&ep, &o).await.unwrap();
+    s.send_retr(1).await.unwrap();
+    let err = s.quit().await.unwrap_err();
+    assert!(matches!(err, Pop3Error::MessageTooLarge { limit: 10 }), "{err}");
+}
+
+#[tokio::test]
+async fn a_refused_retr_while_draining_is_just_a_reply() {
+    let mut steps = login("USER\r\n");
+    steps.extend([expect("RETR 9"), send("-ERR [SYS/PERM] no such message\r\n"), expect("DELE 1"), send("+OK\r\n")]);
+    let (port, server) = serve(steps, None).await;
+    let mut s = connect(port).await.unwrap();
+    s.send_retr(9).await.unwrap();
+    s.dele(1).await.unwrap();
+    drop(s);
+    let seen = server.await.unwrap();
+    assert_eq!(&seen[seen.len() - 2..], ["RETR 9", "DELE 1"]);
 }
