@@ -15,12 +15,16 @@ use async_imap::Session;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::error::{ImapError, Result};
+use crate::reader::Reader;
 use crate::session::{Capabilities, ImapOptions};
 use crate::stream::Stream;
 use crate::wire::{self, Line, Status};
 
-const MAX_LINE: usize = 64 * 1024;
 const WRITE_BUF: usize = 64 * 1024;
+/// Untagged responses we accept while waiting for one tagged reply (EXISTS, RECENT,
+/// EXPUNGE of other sessions, ...): plenty for a real server, an end for one that never
+/// answers but keeps talking.
+const MAX_UNTAGGED: usize = 1_000_000;
 
 /// The bytes to append, already in IMAP form (CRLF line endings).
 #[derive(Debug, Clone)]
@@ -66,7 +70,7 @@ pub struct Appender {
     /// is safe because async-imap has no command outstanding and nothing buffered by then.
     session: Session<Stream>,
     wbuf: Vec<u8>,
-    rbuf: Vec<u8>,
+    reader: Reader,
     caps: Capabilities,
     folder: String,
     uid_validity: Option<u32>,
@@ -77,17 +81,19 @@ pub struct Appender {
 
 impl Appender {
     pub(crate) fn new(
-        session: Session<Stream>,
+        mut session: Session<Stream>,
+        reader: Reader,
         caps: Capabilities,
         folder: String,
         uid_validity: Option<u32>,
         opts: ImapOptions,
         endpoint: String,
     ) -> Self {
+        session.get_mut().relax_limits();
         Self {
             session,
             wbuf: Vec::with_capacity(WRITE_BUF),
-            rbuf: Vec::with_capacity(4096),
+            reader,
             caps,
             folder,
             uid_validity,
@@ -163,6 +169,7 @@ impl Appender {
         let tag = self.tag();
         let _ = self.write(format!("{tag} LOGOUT\r\n").as_bytes()).await;
         self.timeout = Duration::from_secs(5);
+        self.reader.set_timeout(self.timeout);
         let _ = self.flush().await;
     }
 
@@ -192,17 +199,7 @@ impl Appender {
         self.flush().await?;
         let (status, code, text) = self.await_tagged(&tag).await?;
         Ok(match status {
-            Status::Ok => {
-                let uids = code
-                    .as_deref()
-                    .and_then(wire::parse_appenduid)
-                    .filter(|(_, uids)| uids.len() == msgs.len())
-                    .map(|(validity, uids)| {
-                        self.uid_validity = Some(validity);
-                        uids
-                    });
-                Ok(uids)
-            }
+            Status::Ok => Ok(self.appenduid(code.as_deref(), msgs.len()).map(|a| a.uids)),
             _ => Err(refusal(code.as_deref(), &text)),
         })
     }
@@ -242,17 +239,29 @@ impl Appender {
         let (status, code, text) = self.await_tagged(tag).await?;
         Ok(match status {
             Status::Ok => {
-                let appenduid = code.as_deref().and_then(wire::parse_appenduid);
-                if let Some((validity, _)) = appenduid {
-                    self.uid_validity = Some(validity);
-                }
-                AppendOutcome::Appended {
-                    uid: appenduid.and_then(|(_, u)| u.first().copied()),
-                    uid_validity: self.uid_validity,
-                }
+                let uid = self.appenduid(code.as_deref(), 1).and_then(|a| a.uids.first().copied());
+                AppendOutcome::Appended { uid, uid_validity: self.uid_validity }
             }
             _ => AppendOutcome::Refused(refusal(code.as_deref(), &text)),
         })
+    }
+
+    /// The UIDs of a tagged OK (RFC 4315 §3), if it carries a believable APPENDUID for the
+    /// `sent` messages of that APPEND. An unbelievable one costs only the UIDs: the tagged OK
+    /// is what confirms the messages are stored (RFC 3501 §6.3.11), so they are still
+    /// `Appended`, without UIDs, as from a server without UIDPLUS.
+    fn appenduid(&mut self, code: Option<&str>, sent: usize) -> Option<wire::AppendUid> {
+        match wire::parse_appenduid(code?, sent) {
+            Ok(Some(a)) => {
+                self.uid_validity = Some(a.uid_validity);
+                Some(a)
+            }
+            Ok(None) => None,
+            Err(why) => {
+                tracing::warn!(%why, "ignoring the APPENDUID of a confirmed APPEND; its messages are recorded without UIDs");
+                None
+            }
+        }
     }
 
     /// Small writes gather in `wbuf` so a pipelined batch leaves in few packets; large
@@ -306,78 +315,44 @@ impl Appender {
     /// answered (refused) instead.
     async fn await_continuation(&mut self, tag: &str) -> Result<Option<String>> {
         self.flush().await?;
+        let mut untagged = 0;
         loop {
-            let line = self.read_line().await?;
+            let line = self.reader.line(self.session.get_mut()).await?;
             match wire::parse_line(&line).map_err(ImapError::Protocol)? {
                 Line::Continuation => return Ok(None),
-                Line::Untagged => self.skip_literal(&line).await?,
-                Line::Tagged { tag: t, code, text, .. } if t == tag => return Ok(Some(refusal(code, text))),
+                Line::Untagged => self.skip_untagged(&line, &mut untagged).await?,
+                Line::Tagged { tag: t, code, text, .. } if t == tag => return Ok(Some(refusal(code.as_deref(), &text))),
                 Line::Tagged { tag: t, .. } => return Err(ImapError::Protocol(format!("reply for unknown tag {t}"))),
             }
         }
     }
 
     async fn await_tagged(&mut self, tag: &str) -> Result<(Status, Option<String>, String)> {
+        let mut untagged = 0;
         loop {
-            let line = self.read_line().await?;
+            let line = self.reader.line(self.session.get_mut()).await?;
             match wire::parse_line(&line).map_err(ImapError::Protocol)? {
                 Line::Tagged { tag: t, status, code, text } if t == tag => {
                     if status == Status::Bad {
                         // BAD means we and the server disagree about the protocol state.
                         return Err(ImapError::Protocol(format!("APPEND answered BAD: {text}")));
                     }
-                    return Ok((status, code.map(str::to_owned), text.to_owned()));
+                    return Ok((status, code.map(|c| c.into_owned()), text.into_owned()));
                 }
                 Line::Tagged { tag: t, .. } => return Err(ImapError::Protocol(format!("reply for unknown tag {t}"))),
                 Line::Continuation => return Err(ImapError::Protocol("unexpected continuation request".into())),
-                Line::Untagged => self.skip_literal(&line).await?,
+                Line::Untagged => self.skip_untagged(&line, &mut untagged).await?,
             }
         }
     }
 
-    /// Untagged data may end in a literal whose bytes are not lines; skip them.
-    async fn skip_literal(&mut self, line: &[u8]) -> Result<()> {
-        if let Some(mut n) = wire::trailing_literal(line) {
-            while n > 0 {
-                if self.rbuf.is_empty() {
-                    self.fill().await?;
-                }
-                let take = (n as usize).min(self.rbuf.len());
-                self.rbuf.drain(..take);
-                n -= take as u64;
-            }
-            // The rest of the response follows the literal as a line.
-            let rest = self.read_line().await?;
-            Box::pin(self.skip_literal(&rest)).await?;
+    /// Untagged data may end in a literal whose bytes are not lines; skip them, and count.
+    async fn skip_untagged(&mut self, line: &[u8], seen: &mut usize) -> Result<()> {
+        *seen += 1;
+        if *seen > MAX_UNTAGGED {
+            return Err(ImapError::Protocol(format!("more than {MAX_UNTAGGED} untagged responses and no answer to the APPEND")));
         }
-        Ok(())
-    }
-
-    async fn fill(&mut self) -> Result<()> {
-        let mut chunk = [0u8; 8192];
-        let n = timed(self.timeout, "waiting for the destination", self.session.get_mut().read(&mut chunk)).await?;
-        if n == 0 {
-            return Err(ImapError::Closed);
-        }
-        self.rbuf.extend_from_slice(&chunk[..n]);
-        Ok(())
-    }
-
-    async fn read_line(&mut self) -> Result<Vec<u8>> {
-        let mut scanned = 0;
-        loop {
-            if let Some(pos) = self.rbuf[scanned..].windows(2).position(|w| w == b"\r\n") {
-                let end = scanned + pos;
-                let line = self.rbuf[..end].to_vec();
-                self.rbuf.drain(..end + 2);
-                return Ok(line);
-            }
-            scanned = self.rbuf.len().saturating_sub(1);
-            if self.rbuf.len() > MAX_LINE {
-                return Err(ImapError::Protocol(format!("reply line longer than {MAX_LINE} bytes")));
-            }
-            self.fill().await?;
-        }
+        self.reader.skip_rest(self.session.get_mut(), line).await
     }
 }
 

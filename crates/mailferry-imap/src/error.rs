@@ -49,11 +49,26 @@ impl ImapError {
         }
     }
 
+    /// An I/O error, or a framing limit the server went past (see `guard.rs`), which is the
+    /// server's fault and said as such.
+    pub(crate) fn from_io(e: std::io::Error) -> Self {
+        if let Some(framing) = e.get_ref().and_then(|inner| inner.downcast_ref::<crate::stream::FramingError>()) {
+            return Self::Protocol(framing.0.clone());
+        }
+        // async-imap reports a parse failure as an I/O error quoting the whole buffer: that
+        // is the server's text, and possibly megabytes of it.
+        let text = e.to_string();
+        if text.len() > 300 {
+            return Self::Protocol(format!("{}...", text.chars().take(300).collect::<String>()));
+        }
+        Self::Io(e)
+    }
+
     /// Map an async-imap error from a named step.
     pub(crate) fn from_lib(command: &'static str, e: async_imap::error::Error) -> Self {
         use async_imap::error::Error as E;
         match e {
-            E::Io(io) => Self::Io(io),
+            E::Io(io) => Self::from_io(io),
             E::ConnectionLost => Self::Closed,
             E::No(text) | E::Bad(text) => Self::Refused { command, text },
             other => Self::Protocol(format!("{command}: {other}")),

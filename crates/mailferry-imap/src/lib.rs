@@ -10,8 +10,10 @@
 
 mod append;
 mod error;
+mod guard;
 mod index;
 pub mod mutf7;
+mod reader;
 mod session;
 mod stream;
 pub mod wire;

@@ -16,6 +16,7 @@ use tokio_rustls::TlsConnector;
 use crate::error::{ImapError, Result};
 use crate::index::DestinationIndex;
 use crate::mutf7;
+use crate::reader::Reader;
 use crate::stream::Stream;
 use crate::append::Appender;
 
@@ -86,6 +87,8 @@ pub struct ImapSession {
     uid_validity: Option<u32>,
     opts: ImapOptions,
     endpoint: String,
+    /// Our read side of the connection once we drive it ourselves (index, then APPEND).
+    reader: Reader,
 }
 
 async fn timed<T, E>(
@@ -110,14 +113,15 @@ async fn tls_wrap(tcp: TcpStream, ep: &ImapEndpoint, opts: &ImapOptions) -> Resu
         .await
         .map_err(|_| ImapError::Timeout("negotiating TLS"))?
         .map_err(|e| ImapError::Tls(e.to_string()))?;
-    Ok(Stream::Tls(Box::new(tls)))
+    Ok(Stream::tls(tls))
 }
 
 async fn read_greeting(client: &mut Client<Stream>, opts: &ImapOptions) -> Result<()> {
     use async_imap::imap_proto::{Response, Status};
     let greeting = tokio::time::timeout(opts.io_timeout, client.read_response())
         .await
-        .map_err(|_| ImapError::Timeout("waiting for the greeting"))??
+        .map_err(|_| ImapError::Timeout("waiting for the greeting"))?
+        .map_err(ImapError::from_io)?
         .ok_or(ImapError::Closed)?;
     match greeting.parsed() {
         Response::Data { status: Status::Ok | Status::PreAuth, .. } => Ok(()),
@@ -195,17 +199,17 @@ impl ImapSession {
                 c
             }
             Security::Starttls => {
-                let mut c = Client::new(Stream::Plain(tcp));
+                let mut c = Client::new(Stream::plain(tcp));
                 read_greeting(&mut c, opts).await?;
                 // RFC 3501 §6.2.1. A refusal is an error: never fall back to plaintext.
                 timed(opts.io_timeout, "starting TLS", c.run_command_and_check_ok("STARTTLS", None))
                     .await
                     .map_err(|_| ImapError::StartTlsUnavailable)?;
-                let Stream::Plain(tcp) = c.into_inner() else { unreachable!("plain before STARTTLS") };
+                let tcp = c.into_inner().into_plain().ok_or_else(|| ImapError::Tls("STARTTLS on a TLS stream".into()))?;
                 Client::new(tls_wrap(tcp, ep, opts).await?)
             }
             Security::None => {
-                let mut c = Client::new(Stream::Plain(tcp));
+                let mut c = Client::new(Stream::plain(tcp));
                 read_greeting(&mut c, opts).await?;
                 c
             }
@@ -260,6 +264,7 @@ impl ImapSession {
             uid_validity: mailbox.uid_validity,
             opts: opts.clone(),
             endpoint: ep.display(),
+            reader: Reader::new(opts.io_timeout),
         })
     }
 
@@ -269,19 +274,28 @@ impl ImapSession {
         if folder.eq_ignore_ascii_case("INBOX") {
             return Ok("INBOX".to_owned());
         }
-        let root: Vec<_> = timed(opts.io_timeout, "listing folders", async {
-            session.list(Some(""), Some("")).await?.try_collect::<Vec<_>>().await
+        // The server chooses how many LIST responses come back: keep what we need of the
+        // first one, not all of them.
+        let sep = timed(opts.io_timeout, "listing folders", async {
+            session
+                .list(Some(""), Some(""))
+                .await?
+                .try_fold(None, |sep: Option<String>, n| async move {
+                    Ok(sep.or_else(|| n.delimiter().map(|d| d.chars().take(8).collect())))
+                })
+                .await
         })
         .await
-        .map_err(|e| lib_step("LIST", e))?;
-        let sep = root.first().and_then(|n| n.delimiter().map(str::to_owned)).unwrap_or_else(|| "/".to_owned());
+        .map_err(|e| lib_step("LIST", e))?
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| "/".to_owned());
         let wire = mutf7::encode(&folder.replace('/', &sep));
-        let existing: Vec<_> = timed(opts.io_timeout, "listing folders", async {
-            session.list(Some(""), Some(&wire)).await?.try_collect::<Vec<_>>().await
+        let exists = timed(opts.io_timeout, "listing folders", async {
+            session.list(Some(""), Some(&wire)).await?.try_fold(false, |_, _| async { Ok(true) }).await
         })
         .await
         .map_err(|e| lib_step("LIST", e))?;
-        if existing.is_empty() {
+        if !exists {
             tracing::info!(folder, "creating the target folder");
             timed(opts.io_timeout, "creating the folder", session.create(&wire))
                 .await
@@ -307,12 +321,13 @@ impl ImapSession {
     /// never recorded are found instead of doubled (DESIGN.md §2.2). `wanted` of `None`
     /// digests every message (the ledger was lost).
     pub async fn build_index(&mut self, wanted: Option<&std::collections::HashSet<u64>>) -> Result<DestinationIndex> {
+        self.session.get_mut().relax_limits();
         DestinationIndex::build(&mut self.session, wanted, self.opts.io_timeout).await
     }
 
     /// Hand the connection to our own APPEND implementation.
     pub fn into_appender(self) -> Appender {
-        Appender::new(self.session, self.caps, self.wire_folder, self.uid_validity, self.opts, self.endpoint)
+        Appender::new(self.session, self.reader, self.caps, self.wire_folder, self.uid_validity, self.opts, self.endpoint)
     }
 }
 

@@ -1,0 +1,126 @@
+//! APPEND against a scripted server: what the server confirmed is what we record, and
+//! nothing the server says makes us allocate or wait without bound.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{send, Act, Server};
+use mailferry_imap::{AppendBody, AppendMessage, AppendOutcome, ImapError, ImapSession};
+
+const T: Duration = Duration::from_secs(5);
+
+fn msg(n: usize) -> AppendMessage {
+    AppendMessage {
+        body: AppendBody::Memory(format!("Subject: {n}\r\n\r\nbody {n}\r\n").into_bytes()),
+        flags: vec![],
+        internal_date: None,
+        has_nul: false,
+    }
+}
+
+fn msgs(n: usize) -> Vec<AppendMessage> {
+    (1..=n).map(msg).collect()
+}
+
+/// RFC 4315 §3: a set describing more UIDs than the APPEND carried is not believed, and is
+/// never expanded; the tagged OK still confirms the message.
+#[tokio::test]
+async fn an_appenduid_beyond_the_batch_costs_only_the_uid() {
+    let (port, server) = Server::new("LITERAL+ UIDPLUS", |c, _| {
+        (c.name == "APPEND").then(|| vec![send(format!("{} OK [APPENDUID 9 1:4294967295] stored\r\n", c.tag))])
+    })
+    .start()
+    .await;
+    let mut appender = common::connect(port, T).await.into_appender();
+    let outcomes = appender.append_batch(&msgs(1)).await.unwrap();
+    assert_eq!(outcomes, vec![AppendOutcome::Appended { uid: None, uid_validity: Some(7) }]);
+    appender.logout().await;
+    server.await.unwrap();
+}
+
+/// MULTIAPPEND (RFC 3502) of two messages answered with one UID for both: no UIDs.
+#[tokio::test]
+async fn a_repeated_uid_is_not_given_to_two_messages() {
+    let (port, server) = Server::new("LITERAL+ UIDPLUS MULTIAPPEND", |c, _| {
+        (c.name == "APPEND").then(|| vec![send(format!("{} OK [APPENDUID 9 5,5] stored\r\n", c.tag))])
+    })
+    .start()
+    .await;
+    let mut appender = common::connect(port, T).await.into_appender();
+    let outcomes = appender.append_batch(&msgs(2)).await.unwrap();
+    assert_eq!(outcomes, vec![AppendOutcome::Appended { uid: None, uid_validity: Some(7) }; 2]);
+    drop(appender);
+    let seen = server.await.unwrap();
+    assert_eq!(seen.iter().filter(|c| c.name == "APPEND").count(), 1, "one MULTIAPPEND");
+    assert_eq!(seen.last().unwrap().literals.len(), 2);
+
+    // And a believable one is used.
+    let (port, server) = Server::new("LITERAL+ UIDPLUS MULTIAPPEND", |c, _| {
+        (c.name == "APPEND").then(|| vec![send(format!("{} OK [APPENDUID 9 5:6] stored\r\n", c.tag))])
+    })
+    .start()
+    .await;
+    let mut appender = common::connect(port, T).await.into_appender();
+    let outcomes = appender.append_batch(&msgs(2)).await.unwrap();
+    assert_eq!(
+        outcomes,
+        vec![
+            AppendOutcome::Appended { uid: Some(5), uid_validity: Some(9) },
+            AppendOutcome::Appended { uid: Some(6), uid_validity: Some(9) }
+        ]
+    );
+    drop(appender);
+    server.await.unwrap();
+}
+
+/// async-imap sizes its buffer by an announced literal before the bytes arrive: a greeting
+/// announcing half a gigabyte is refused at once, as the server's fault.
+#[tokio::test]
+async fn a_huge_literal_before_login_is_refused_without_allocating() {
+    let mut server = Server::new("", |_, _| None);
+    server.greeting = b"* OK {536870000}\r\n".to_vec();
+    let (port, _server) = server.start().await;
+    let started = std::time::Instant::now();
+    let err = ImapSession::connect(&common::endpoint(port), &common::options(T)).await.unwrap_err();
+    assert!(matches!(err, ImapError::Protocol(_)), "{err:?}");
+    assert!(err.to_string().contains("literal of 536870000 bytes"), "{err}");
+    assert!(started.elapsed() < T);
+}
+
+/// An endless CAPABILITY line is cut off at the framing limit, not buffered.
+#[tokio::test]
+async fn an_endless_capability_line_is_refused() {
+    let (port, _server) = Server::new("", |c, _| {
+        (c.name == "CAPABILITY").then(|| {
+            let mut acts = vec![send("* CAPABILITY IMAP4rev1")];
+            acts.extend((0..64).map(|_| send(" ABCD".repeat(13_000))));
+            acts.push(Act::Sleep(Duration::from_secs(10)));
+            acts
+        })
+    })
+    .start()
+    .await;
+    let err = ImapSession::connect(&common::endpoint(port), &common::options(T)).await.unwrap_err();
+    assert!(err.to_string().contains("line longer than"), "{err}");
+}
+
+/// Untagged data with literals during an APPEND is skipped; an oversized one is refused.
+#[tokio::test]
+async fn untagged_literals_are_skipped_within_bounds() {
+    let (port, server) = Server::new("LITERAL+", |c, n| {
+        (c.name == "APPEND").then(|| match n {
+            0 => vec![send(format!("* 1 FETCH (X {{3}}\r\nabc Y {{2}}\r\nde)\r\n{} OK done\r\n", c.tag))],
+            _ => vec![send(format!("* 1 FETCH (X {{4294967296}}\r\n{} OK done\r\n", c.tag))],
+        })
+    })
+    .start()
+    .await;
+    let mut appender = common::connect(port, T).await.into_appender();
+    let outcomes = appender.append_batch(&msgs(1)).await.unwrap();
+    assert_eq!(outcomes, vec![AppendOutcome::Appended { uid: None, uid_validity: Some(7) }]);
+    let err = appender.append_batch(&msgs(1)).await.unwrap_err();
+    assert!(err.to_string().contains("unrequested literal of 4294967296 bytes"), "{err}");
+    drop(appender);
+    server.await.unwrap();
+}
