@@ -547,12 +547,17 @@ impl RunContext<'_> {
         to_copy: Vec<Planned>,
         mut index: Option<DestinationIndex>,
     ) -> Result<(Pop3Session, Sink)> {
-        let limit = match (self.job.max_message_bytes, appender.append_limit()) {
-            (Some(job), Some(server)) if server < job => Some((server, "the destination's APPENDLIMIT (RFC 7889)")),
-            (None, Some(server)) => Some((server, "the destination's APPENDLIMIT (RFC 7889)")),
-            (Some(job), _) => Some((job, "the job's max_message_bytes")),
-            (None, None) => None,
-        };
+        // The smallest limit wins; messages over it (by their LIST size) are skipped unread
+        // with the reason. The POP3 client's own cap counts too: a message over it would
+        // otherwise end the session (and the job) on every run.
+        let limit = [
+            self.job.max_message_bytes.map(|n| (n, "the job's max_message_bytes")),
+            appender.append_limit().map(|n| (n, "the destination's APPENDLIMIT (RFC 7889)")),
+            Some((self.config.pop3.max_message_bytes, "the configured pop3.max_message_bytes")),
+        ]
+        .into_iter()
+        .flatten()
+        .min_by_key(|(n, _)| *n);
         let window = if pop.capabilities().pipelining { self.config.retr_window.max(1) } else { 1 };
         let (tx, mut rx) = mpsc::channel::<Item>(self.config.channel_capacity.max(1));
         let spool = SpoolConfig { normalize: self.job.target.normalizes_line_endings(), ..self.config.spool.clone() };

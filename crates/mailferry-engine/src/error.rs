@@ -59,9 +59,13 @@ impl EngineError {
                 | mailferry_archive::ArchiveError::ObjectLock(_) => ErrorClass::Retryable,
                 _ => ErrorClass::Fatal,
             },
+            // The database went away for a moment (restart, failover, network): the ledger
+            // is intact and the run can start over from it.
+            Self::Store(e) if e.is_unavailable() => ErrorClass::Retryable,
             Self::Store(_) | Self::Spool(_) | Self::Internal(_) | Self::SourceBusy { .. } | Self::ClaimLost { .. } => {
                 ErrorClass::Fatal
             }
         }
     }
 }
+

@@ -47,7 +47,8 @@ pub struct WorkerConfig {
     pub archives: Arc<Archives>,
 }
 
-/// How long a job whose source mailbox another run holds waits before it is claimable again.
+/// How long a job whose source mailbox another run holds (or whose run found the database
+/// unreachable) waits before it is claimable again.
 const SOURCE_BUSY_RETRY: Duration = Duration::from_secs(30);
 
 /// How often a running job looks for cancel and pause requests.
@@ -242,6 +243,11 @@ impl Worker {
             // The mailbox is being drained by another run (a CLI run, say): try again later.
             (Err(e @ crate::EngineError::SourceBusy { .. }), None) => {
                 Release { state: JobState::Queued, error: Some(e.to_string()), not_before: Some(SOURCE_BUSY_RETRY) }
+            }
+            // The database was unreachable past the run's retries: the ledger is intact, so
+            // the job goes back to the queue and resumes from it later.
+            (Err(crate::EngineError::Store(e)), None) if e.is_unavailable() => {
+                Release { state: JobState::Queued, error: Some(format!("ledger: {e}")), not_before: Some(SOURCE_BUSY_RETRY) }
             }
             (Ok(r), _) if r.outcome == Outcome::Succeeded => release(JobState::Succeeded, None),
             (Ok(r), _) if r.outcome == Outcome::Partial => {

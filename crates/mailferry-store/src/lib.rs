@@ -53,6 +53,29 @@ pub enum StoreError {
     Unsupported(&'static str),
 }
 
+impl StoreError {
+    /// The database could not be reached (restart, failover, network), as opposed to a
+    /// refused or failed statement: trying again later can help, and the data is intact.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Self::Database(e) => match e {
+                sqlx::Error::Io(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::WorkerCrashed => true,
+                // PostgreSQL shutting down or not accepting connections yet (SQLSTATE class
+                // 57P: admin_shutdown, crash_shutdown, cannot_connect_now), connection
+                // exceptions (class 08).
+                sqlx::Error::Database(db) => db.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 /// What the engine knows about one UIDL from earlier runs.

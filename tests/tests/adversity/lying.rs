@@ -142,3 +142,21 @@ async fn a_reused_uidl_is_copied_as_a_new_message_before_it_is_deleted() {
     expected.push(other);
     assert_eq!(sorted(s.dovecot.messages("dst")), sorted(expected), "the new bytes arrived, the old copy stays");
 }
+
+#[tokio::test]
+async fn a_message_over_the_clients_size_cap_is_skipped_by_its_list_size_not_fatal() {
+    let s = setup().await;
+    let mut msgs = messages(2, "big");
+    let small = b"Message-ID: <small@fake>\r\nSubject: small\r\n\r\nfits\r\n".to_vec();
+    msgs.push(small.clone());
+    let fake = FakePop3::start(FakeConfig::new("u", "p", msgs));
+    let mut config = config();
+    config.pop3.max_message_bytes = 2000;
+    let report = run_job(s.store.clone(), &job(&s, fake.port(), DeletePolicy::AfterVerified), &config, None, CancellationToken::new())
+        .await
+        .expect("a message over the cap is skipped, not the end of the job");
+    assert_eq!((report.outcome, report.summary.copied, report.summary.skipped), (Outcome::Succeeded, 1, 2), "{report:?}");
+    assert!(report.summary.skips.iter().all(|f| f.error.contains("pop3.max_message_bytes")), "{:?}", report.summary.skips);
+    assert_eq!(fake.remaining().len(), 2, "skipped messages stay at the source");
+    assert_eq!(s.dovecot.messages("dst"), vec![small]);
+}
