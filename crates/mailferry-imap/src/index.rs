@@ -3,16 +3,36 @@
 //! instead of appended twice. Identity is the digest of the exact bytes, never the
 //! Message-ID alone; each destination message can vouch for one source message only
 //! (two byte-identical source messages need two destination copies).
+//!
+//! We speak `UID FETCH` ourselves on the authenticated connection, as the appender speaks
+//! APPEND, because async-imap holds each response whole and sizes its buffer by whatever
+//! literal length the server announces. Here the server's numbers are bounded by what it
+//! said itself: no more FETCH responses than the folder has messages (EXISTS, plus some
+//! slack for unsolicited ones), no `BODY[]` literal longer than the RFC822.SIZE it
+//! announced for that message, nor than [`ImapOptions::max_message_bytes`]; bodies are
+//! hashed as they arrive, never held; and the timeout applies to each line and literal
+//! (reader.rs), not to the whole `UID FETCH 1:*`.
 
-use std::collections::{HashMap, HashSet};
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use async_imap::Session;
-use futures::TryStreamExt;
 use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
 
 use crate::error::{ImapError, Result};
+use crate::fetch::{self, FetchData};
+use crate::reader::{Reader, MAX_LINE, MAX_SKIPPED_LITERAL};
+use crate::session::ImapOptions;
 use crate::stream::Stream;
+use crate::wire::{self, Line, Status};
+
+/// FETCH responses beyond the folder's size we tolerate (unsolicited flag updates,
+/// messages arriving while we list).
+const FETCH_SLACK: u64 = 1000;
+/// Untagged responses other than FETCH we tolerate while waiting for one tagged reply.
+const MAX_OTHER_UNTAGGED: usize = 100_000;
+/// Lines and literals of one FETCH response.
+const MAX_SEGMENTS: usize = 1024;
 
 #[derive(Debug, Default)]
 pub struct DestinationIndex {
@@ -20,42 +40,74 @@ pub struct DestinationIndex {
     scanned: usize,
 }
 
+/// The connection while we index: the session's stream, our reader, the options.
+struct Conn<'a> {
+    session: &'a mut Session<Stream>,
+    reader: &'a mut Reader,
+    opts: &'a ImapOptions,
+    next_tag: u64,
+    /// The folder's size as last announced (SELECT, then any `* n EXISTS`).
+    exists: u64,
+}
+
+/// What one untagged response turned out to be.
+enum Response {
+    Fetch { data: FetchData, body_digest: Option<[u8; 32]> },
+    Exists(u64),
+    Other,
+}
+
 impl DestinationIndex {
     pub(crate) async fn build(
         session: &mut Session<Stream>,
+        reader: &mut Reader,
+        exists: u32,
         wanted_sizes: Option<&HashSet<u64>>,
-        io_timeout: Duration,
+        opts: &ImapOptions,
     ) -> Result<Self> {
-        // Cheap first pass: sizes only.
-        let sizes: Vec<(u32, u64)> = tokio::time::timeout(io_timeout, async {
-            session
-                .uid_fetch("1:*", "(UID RFC822.SIZE)")
-                .await?
-                .try_filter_map(|f| async move { Ok(f.uid.zip(f.size.map(u64::from))) })
-                .try_collect()
-                .await
-        })
-        .await
-        .map_err(|_| ImapError::Timeout("indexing the destination"))?
-        .map_err(|e| ImapError::from_lib("UID FETCH", e))?;
+        let mut conn = Conn { session, reader, opts, next_tag: 1, exists: u64::from(exists) };
+
+        // Cheap first pass: sizes only. Keyed by UID, so a response the server repeats
+        // cannot make one message count twice.
+        let mut sizes: BTreeMap<u32, u64> = BTreeMap::new();
+        let tag = conn.send("UID FETCH 1:* (UID RFC822.SIZE)").await?;
+        let mut fetches: u64 = 0;
+        let mut others = 0;
+        loop {
+            let line = conn.reader.line(conn.session.get_mut()).await?;
+            if conn.tagged(&tag, &line)? {
+                break;
+            }
+            match conn.response(line, None).await? {
+                Response::Fetch { data, .. } => {
+                    fetches += 1;
+                    if fetches > conn.exists.saturating_add(FETCH_SLACK) {
+                        return Err(ImapError::Protocol(format!(
+                            "the destination sent more than {fetches} FETCH responses for a folder of {} messages",
+                            conn.exists
+                        )));
+                    }
+                    if let (Some(uid), Some(size), true) = (data.uid, data.size, data.complete) {
+                        sizes.insert(uid, size);
+                    }
+                }
+                Response::Exists(n) => conn.exists = conn.exists.max(n),
+                Response::Other => other_untagged(&mut others)?,
+            }
+        }
 
         let mut index = Self::default();
         for (uid, size) in sizes {
             if wanted_sizes.is_some_and(|w| !w.contains(&size)) {
                 continue;
             }
-            // One message at a time keeps memory to the largest candidate.
-            let digest = tokio::time::timeout(io_timeout, async {
-                let fetches: Vec<_> = session.uid_fetch(uid.to_string(), "BODY.PEEK[]").await?.try_collect().await?;
-                Ok::<_, async_imap::error::Error>(
-                    fetches.iter().find_map(|f| f.body().map(|b| hex::encode(Sha256::digest(b)))),
-                )
-            })
-            .await
-            .map_err(|_| ImapError::Timeout("indexing the destination"))?
-            .map_err(|e| ImapError::from_lib("UID FETCH", e))?;
-            if let Some(d) = digest {
-                index.by_digest.entry(d).or_default().push(uid);
+            if size > opts.max_message_bytes {
+                tracing::warn!(uid, size, limit = opts.max_message_bytes, "destination message too large to index; not digested");
+                continue;
+            }
+            // One message at a time; its bytes are hashed as they arrive.
+            if let Some(digest) = conn.body_digest(uid, size).await? {
+                index.by_digest.entry(hex::encode(digest)).or_default().push(uid);
                 index.scanned += 1;
             }
         }
@@ -83,9 +135,144 @@ impl DestinationIndex {
     }
 }
 
+impl Conn<'_> {
+    /// Send one tagged command; its tag.
+    async fn send(&mut self, command: &str) -> Result<String> {
+        let tag = format!("I{}", self.next_tag);
+        self.next_tag += 1;
+        let line = format!("{tag} {command}\r\n");
+        let stream = self.session.get_mut();
+        let write = async {
+            stream.write_all(line.as_bytes()).await?;
+            stream.flush().await
+        };
+        match tokio::time::timeout(self.opts.io_timeout, write).await {
+            Err(_) => Err(ImapError::Timeout("sending to the destination")),
+            Ok(r) => r.map_err(ImapError::from_io),
+        }?;
+        Ok(tag)
+    }
+
+    /// `true` for the tagged OK ending our command; an error for its NO or BAD, or for a
+    /// reply we did not expect. `false` for untagged data.
+    fn tagged(&self, tag: &str, line: &[u8]) -> Result<bool> {
+        match wire::parse_line(line).map_err(ImapError::Protocol)? {
+            Line::Untagged => Ok(false),
+            Line::Continuation => Err(ImapError::Protocol("unexpected continuation request during UID FETCH".into())),
+            Line::Tagged { tag: t, .. } if t != tag => Err(ImapError::Protocol(format!("reply for unknown tag {t}"))),
+            Line::Tagged { status: Status::Ok, .. } => Ok(true),
+            Line::Tagged { status: Status::No, text, .. } => {
+                Err(ImapError::Refused { command: "UID FETCH", text: text.chars().take(200).collect() })
+            }
+            Line::Tagged { status: Status::Bad, text, .. } => {
+                Err(ImapError::Protocol(format!("UID FETCH answered BAD: {}", text.chars().take(200).collect::<String>())))
+            }
+        }
+    }
+
+    /// `UID FETCH uid BODY.PEEK[]` (PEEK: indexing must not set \Seen, RFC 3501 §6.4.5);
+    /// the SHA-256 of the body the server sends for that UID, if it sends one.
+    async fn body_digest(&mut self, uid: u32, announced: u64) -> Result<Option<[u8; 32]>> {
+        let tag = self.send(&format!("UID FETCH {uid} BODY.PEEK[]")).await?;
+        let mut digest = None;
+        let mut fetches: u64 = 0;
+        let mut others = 0;
+        loop {
+            let line = self.reader.line(self.session.get_mut()).await?;
+            if self.tagged(&tag, &line)? {
+                return Ok(digest);
+            }
+            match self.response(line, Some((uid, announced))).await? {
+                Response::Fetch { data, body_digest } => {
+                    fetches += 1;
+                    if fetches > FETCH_SLACK {
+                        return Err(ImapError::Protocol(format!("more than {FETCH_SLACK} FETCH responses for UID {uid}")));
+                    }
+                    // RFC 3501 §6.4.8: a UID FETCH response carries the UID; one that names
+                    // another message, or none, is not this message's body.
+                    if data.uid == Some(uid) && data.complete && digest.is_none() {
+                        digest = body_digest.or_else(|| data.body_quoted.map(|q| Sha256::digest(q).into()));
+                    }
+                }
+                Response::Exists(n) => self.exists = self.exists.max(n),
+                Response::Other => other_untagged(&mut others)?,
+            }
+        }
+    }
+
+    /// Read the rest of the untagged response that began with `first`. With `body` of
+    /// `(uid, announced size)`, a `BODY[]` literal is hashed as it arrives, after checking
+    /// its length against what the server announced; every other literal is skipped
+    /// (bounded).
+    async fn response(&mut self, first: Vec<u8>, body: Option<(u32, u64)>) -> Result<Response> {
+        let mut skeleton = first;
+        let mut body_digest = None;
+        let mut segments = 0;
+        while let Some(len) = wire::trailing_literal(&skeleton) {
+            segments += 1;
+            if segments > MAX_SEGMENTS {
+                return Err(ImapError::Protocol(format!("a FETCH response of more than {MAX_SEGMENTS} literals")));
+            }
+            let is_body = fetch::parse_fetch(&skeleton).ok().flatten().is_some_and(|f| f.last_literal_is_body);
+            match body {
+                Some((uid, announced)) if is_body && body_digest.is_none() => {
+                    if len > announced {
+                        return Err(ImapError::Protocol(format!(
+                            "the destination sent a BODY[] literal of {len} bytes for UID {uid}, whose RFC822.SIZE {announced} it announced"
+                        )));
+                    }
+                    let mut hasher = Sha256::new();
+                    self.reader.literal(self.session.get_mut(), len, |chunk| hasher.update(chunk)).await?;
+                    body_digest = Some(hasher.finalize().into());
+                }
+                _ => {
+                    if len > MAX_SKIPPED_LITERAL {
+                        return Err(ImapError::Protocol(format!(
+                            "the destination sent an unrequested literal of {len} bytes (at most {MAX_SKIPPED_LITERAL} accepted)"
+                        )));
+                    }
+                    self.reader.literal(self.session.get_mut(), len, |_| {}).await?;
+                }
+            }
+            let next = self.reader.line(self.session.get_mut()).await?;
+            if skeleton.len() + next.len() > MAX_LINE {
+                return Err(ImapError::Protocol(format!("a FETCH response longer than {MAX_LINE} bytes besides its literals")));
+            }
+            skeleton.extend_from_slice(&next);
+        }
+        if let Some(n) = exists(&skeleton) {
+            return Ok(Response::Exists(n));
+        }
+        match fetch::parse_fetch(&skeleton) {
+            Ok(Some(data)) => Ok(Response::Fetch { data, body_digest }),
+            Ok(None) => Ok(Response::Other),
+            Err(why) => Err(ImapError::Protocol(format!("unreadable FETCH response: {why}"))),
+        }
+    }
+}
+
+fn other_untagged(seen: &mut usize) -> Result<()> {
+    *seen += 1;
+    if *seen > MAX_OTHER_UNTAGGED {
+        return Err(ImapError::Protocol(format!("more than {MAX_OTHER_UNTAGGED} untagged responses and no answer to UID FETCH")));
+    }
+    Ok(())
+}
+
+/// `* n EXISTS` (RFC 3501 §7.3.1).
+fn exists(line: &[u8]) -> Option<u64> {
+    let rest = line.strip_prefix(b"* ")?;
+    let (n, word) = rest.split_at(rest.iter().position(|&b| b == b' ')?);
+    if !word.trim_ascii().eq_ignore_ascii_case(b"EXISTS") || n.is_empty() || n.len() > 10 || !n.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(n).ok()?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn claims_count_multiplicity() {
@@ -95,5 +282,21 @@ mod tests {
         assert!(idx.claim("d").is_some());
         assert_eq!(idx.claim("d"), None, "two copies vouch for two source messages only");
         assert_eq!(idx.claim("other"), None);
+    }
+
+    #[test]
+    fn exists_lines() {
+        assert_eq!(exists(b"* 23 EXISTS"), Some(23));
+        assert_eq!(exists(b"* 23 exists"), Some(23));
+        assert_eq!(exists(b"* 23 RECENT"), None);
+        assert_eq!(exists(b"* 99999999999 EXISTS"), None);
+        assert_eq!(exists(b"* EXISTS"), None);
+    }
+
+    proptest! {
+        #[test]
+        fn exists_never_panics(line in proptest::collection::vec(any::<u8>(), 0..40)) {
+            let _ = exists(&line);
+        }
     }
 }

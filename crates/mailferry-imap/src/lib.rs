@@ -10,6 +10,7 @@
 
 mod append;
 mod error;
+mod fetch;
 mod guard;
 mod index;
 pub mod mutf7;

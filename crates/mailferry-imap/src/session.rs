@@ -20,17 +20,24 @@ use crate::reader::Reader;
 use crate::stream::Stream;
 use crate::append::Appender;
 
-/// Timeouts for the destination.
+/// Timeouts and limits for the destination.
 #[derive(Debug, Clone)]
 pub struct ImapOptions {
     pub connect_timeout: Duration,
-    /// Bound on each read or write (a stalled server cannot hang a job).
+    /// Bound on each write, and on each response line or literal we read (a stalled or
+    /// trickling server cannot hang a job; a literal also gets time for its length, see
+    /// reader.rs).
     pub io_timeout: Duration,
+    /// Largest destination message the destination index reads back (it is hashed as it
+    /// arrives, so this bounds time, not memory); larger ones are not indexed. Default
+    /// 1 GiB, as the POP3 side's `max_message_bytes`, so whatever we could have copied can
+    /// be found again.
+    pub max_message_bytes: u64,
 }
 
 impl Default for ImapOptions {
     fn default() -> Self {
-        Self { connect_timeout: Duration::from_secs(30), io_timeout: Duration::from_secs(120) }
+        Self { connect_timeout: Duration::from_secs(30), io_timeout: Duration::from_secs(120), max_message_bytes: 1 << 30 }
     }
 }
 
@@ -322,7 +329,7 @@ impl ImapSession {
     /// digests every message (the ledger was lost).
     pub async fn build_index(&mut self, wanted: Option<&std::collections::HashSet<u64>>) -> Result<DestinationIndex> {
         self.session.get_mut().relax_limits();
-        DestinationIndex::build(&mut self.session, wanted, self.opts.io_timeout).await
+        DestinationIndex::build(&mut self.session, &mut self.reader, self.exists, wanted, &self.opts).await
     }
 
     /// Hand the connection to our own APPEND implementation.

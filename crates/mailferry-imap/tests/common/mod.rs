@@ -162,7 +162,7 @@ pub fn endpoint(port: u16) -> ImapEndpoint {
 }
 
 pub fn options(io_timeout: Duration) -> ImapOptions {
-    ImapOptions { connect_timeout: Duration::from_secs(5), io_timeout }
+    ImapOptions { connect_timeout: Duration::from_secs(5), io_timeout, ..ImapOptions::default() }
 }
 
 pub async fn connect(port: u16, io_timeout: Duration) -> ImapSession {
