@@ -92,6 +92,22 @@ pub struct LedgerEntry {
     pub list_size: Option<u64>,
 }
 
+/// Which ledger rows [`Store::ledger_where`] returns.
+#[derive(Debug, Clone, Copy)]
+pub enum LedgerQuery<'a> {
+    /// The rows of these UIDLs.
+    Uidls(&'a [String]),
+    /// Rows left `copying`: APPENDs whose outcome was never recorded.
+    InDoubt,
+    /// Copied (or copied and deleted) rows whose wire digest is one of these.
+    CopiedWithDigests(&'a [String]),
+    /// Any one row: whether the job has a ledger at all.
+    AnyOne,
+}
+
+/// How many UIDLs or digests one [`LedgerQuery`] should carry.
+pub const LEDGER_CHUNK: usize = 500;
+
 /// Recorded just before an APPEND is sent: if we crash before the outcome is recorded, the
 /// next run knows exactly what to look for at the destination.
 #[derive(Debug, Clone)]
@@ -141,6 +157,10 @@ pub trait Store: Send + Sync + 'static + ServiceStore + OpsStore {
     async fn finish_run(&self, run: RunId, outcome: &str, error: Option<&str>, summary_json: &str) -> Result<()>;
     /// Every ledger row of the job.
     async fn ledger(&self, job: JobId) -> Result<Vec<LedgerEntry>>;
+    /// The ledger rows a [`LedgerQuery`] selects: what a run needs without loading the
+    /// whole ledger (whose history of deleted messages can dwarf the mailbox). Callers
+    /// pass UIDLs and digests in chunks ([`LEDGER_CHUNK`]).
+    async fn ledger_where(&self, job: JobId, query: LedgerQuery<'_>) -> Result<Vec<LedgerEntry>>;
     /// Insert rows for UIDLs seen for the first time (state `listed`); known UIDLs are untouched.
     async fn record_listed(&self, job: JobId, run: RunId, listed: &[(String, u64)]) -> Result<()>;
     /// Mark messages `copying` just before their APPEND goes out.

@@ -21,7 +21,7 @@ use crate::common::{
 };
 use crate::claims::{ClaimAttempt, ClaimHolder, SourceClaim};
 use crate::service::*;
-use crate::{CopyDone, CopyIntent, JobId, LedgerEntry, Result, RunCounts, RunId, Store, StoreError};
+use crate::{CopyDone, CopyIntent, JobId, LedgerEntry, LedgerQuery, Result, RunCounts, RunId, Store, StoreError};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
 
@@ -190,21 +190,38 @@ impl Store for PgStore {
         .bind(job)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                let state: String = r.try_get("state")?;
-                Ok(LedgerEntry {
-                    uidl: r.try_get("uidl")?,
-                    size: r.try_get::<i64, _>("size")? as u64,
-                    state: LedgerState::parse(&state).ok_or(StoreError::UnknownState(state))?,
-                    wire_digest: r.try_get("wire_digest")?,
-                    wire_size: r.try_get::<Option<i64>, _>("wire_size")?.map(|s| s as u64),
-                    message_id: r.try_get("message_id")?,
-                    list_size: r.try_get::<Option<i64>, _>("list_size")?.map(|s| s as u64),
-                    copied_at: opt_time(r, "copied_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(ledger_entry).collect()
+    }
+
+    async fn ledger_where(&self, job: JobId, query: LedgerQuery<'_>) -> Result<Vec<LedgerEntry>> {
+        let mut q = QueryBuilder::<Postgres>::new(
+            "SELECT uidl, size, state, wire_digest, wire_size, message_id, copied_at, list_size FROM ledger WHERE job_id = ",
+        );
+        q.push_bind(job);
+        let list = |q: &mut QueryBuilder<'_, Postgres>, column: &str, values: &[String]| {
+            q.push(format!(" AND {column} IN ("));
+            let mut items = q.separated(", ");
+            for v in values {
+                items.push_bind(v.clone());
+            }
+            q.push(")");
+        };
+        match query {
+            LedgerQuery::Uidls([]) | LedgerQuery::CopiedWithDigests([]) => return Ok(Vec::new()),
+            LedgerQuery::Uidls(uidls) => list(&mut q, "uidl", uidls),
+            LedgerQuery::InDoubt => {
+                q.push(" AND state = 'copying'");
+            }
+            LedgerQuery::CopiedWithDigests(digests) => {
+                q.push(" AND state IN ('copied', 'source-deleted')");
+                list(&mut q, "wire_digest", digests);
+            }
+            LedgerQuery::AnyOne => {
+                q.push(" LIMIT 1");
+            }
+        }
+        let rows = q.build().fetch_all(&self.pool).await?;
+        rows.iter().map(ledger_entry).collect()
     }
 
     async fn record_listed(&self, job: JobId, run: RunId, listed: &[(String, u64)]) -> Result<()> {
@@ -392,6 +409,20 @@ impl Store for PgStore {
         }
         Ok(counts)
     }
+}
+
+fn ledger_entry(r: &PgRow) -> Result<LedgerEntry> {
+    let state: String = r.try_get("state")?;
+    Ok(LedgerEntry {
+        uidl: r.try_get("uidl")?,
+        size: r.try_get::<i64, _>("size")? as u64,
+        state: LedgerState::parse(&state).ok_or(StoreError::UnknownState(state))?,
+        wire_digest: r.try_get("wire_digest")?,
+        wire_size: r.try_get::<Option<i64>, _>("wire_size")?.map(|s| s as u64),
+        message_id: r.try_get("message_id")?,
+        list_size: r.try_get::<Option<i64>, _>("list_size")?.map(|s| s as u64),
+        copied_at: opt_time(r, "copied_at")?,
+    })
 }
 
 async fn set_terminal(pool: &PgPool, job: JobId, run: RunId, uidl: &str, state: &str, reason: &str) -> Result<()> {

@@ -10,11 +10,11 @@ use std::str::FromStr;
 use async_trait::async_trait;
 use mailferry_model::{JobState, LedgerState};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
 use crate::claims::{ClaimAttempt, ClaimHolder, SourceClaim};
 use crate::common::cli_source_key;
-use crate::{CopyDone, CopyIntent, JobId, LedgerEntry, Result, RunCounts, RunId, Store, StoreError};
+use crate::{CopyDone, CopyIntent, JobId, LedgerEntry, LedgerQuery, Result, RunCounts, RunId, Store, StoreError};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
 
@@ -134,21 +134,38 @@ impl Store for SqliteStore {
         .bind(job)
         .fetch_all(&self.reader)
         .await?;
-        rows.into_iter()
-            .map(|r| {
-                let state: String = r.get("state");
-                Ok(LedgerEntry {
-                    uidl: r.get("uidl"),
-                    size: r.get::<i64, _>("size") as u64,
-                    state: LedgerState::parse(&state).ok_or(StoreError::UnknownState(state))?,
-                    wire_digest: r.get("wire_digest"),
-                    wire_size: r.get::<Option<i64>, _>("wire_size").map(|s| s as u64),
-                    message_id: r.get("message_id"),
-                    copied_at: r.get("copied_at"),
-                    list_size: r.get::<Option<i64>, _>("list_size").map(|s| s as u64),
-                })
-            })
-            .collect()
+        rows.iter().map(ledger_entry).collect()
+    }
+
+    async fn ledger_where(&self, job: JobId, query: LedgerQuery<'_>) -> Result<Vec<LedgerEntry>> {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT uidl, size, state, wire_digest, wire_size, message_id, copied_at, list_size FROM ledger WHERE job_id = ",
+        );
+        q.push_bind(job);
+        let list = |q: &mut QueryBuilder<'_, Sqlite>, column: &str, values: &[String]| {
+            q.push(format!(" AND {column} IN ("));
+            let mut items = q.separated(", ");
+            for v in values {
+                items.push_bind(v.clone());
+            }
+            q.push(")");
+        };
+        match query {
+            LedgerQuery::Uidls([]) | LedgerQuery::CopiedWithDigests([]) => return Ok(Vec::new()),
+            LedgerQuery::Uidls(uidls) => list(&mut q, "uidl", uidls),
+            LedgerQuery::InDoubt => {
+                q.push(" AND state = 'copying'");
+            }
+            LedgerQuery::CopiedWithDigests(digests) => {
+                q.push(" AND state IN ('copied', 'source-deleted')");
+                list(&mut q, "wire_digest", digests);
+            }
+            LedgerQuery::AnyOne => {
+                q.push(" LIMIT 1");
+            }
+        }
+        let rows = q.build().fetch_all(&self.reader).await?;
+        rows.iter().map(ledger_entry).collect()
     }
 
     async fn record_listed(&self, job: JobId, run: RunId, listed: &[(String, u64)]) -> Result<()> {
@@ -359,6 +376,20 @@ impl Store for SqliteStore {
         }
         Ok(counts)
     }
+}
+
+fn ledger_entry(r: &sqlx::sqlite::SqliteRow) -> Result<LedgerEntry> {
+    let state: String = r.get("state");
+    Ok(LedgerEntry {
+        uidl: r.get("uidl"),
+        size: r.get::<i64, _>("size") as u64,
+        state: LedgerState::parse(&state).ok_or(StoreError::UnknownState(state))?,
+        wire_digest: r.get("wire_digest"),
+        wire_size: r.get::<Option<i64>, _>("wire_size").map(|s| s as u64),
+        message_id: r.get("message_id"),
+        copied_at: r.get("copied_at"),
+        list_size: r.get::<Option<i64>, _>("list_size").map(|s| s as u64),
+    })
 }
 
 async fn set_terminal(pool: &SqlitePool, job: JobId, run: RunId, uidl: &str, state: &str, reason: &str) -> Result<()> {

@@ -18,7 +18,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 #[path = "conformance/claims.rs"]
 mod claims;
-use claims::source_claims_and_fencing;
+use claims::{ledger_queries, source_claims_and_fencing};
 
 // ---------------------------------------------------------------------------------------
 // Harness
@@ -66,6 +66,7 @@ stories!(
     trace_context,
     refresh_token_rotation,
     source_claims_and_fencing,
+    ledger_queries,
 );
 
 async fn sqlite_store() -> (tempfile::TempDir, Arc<dyn Store>) {

@@ -83,3 +83,39 @@ pub async fn source_claims_and_fencing(store: Arc<dyn Store>) {
     let new = ledger.iter().find(|e| e.uidl == "u1").unwrap();
     assert_eq!((new.state, new.list_size), (LedgerState::Listed, Some(99)));
 }
+
+/// `ledger_where`: what a run reads instead of the whole ledger.
+pub async fn ledger_queries(store: Arc<dyn Store>) {
+    use mailferry_store::{CopyIntent, LedgerQuery};
+    let job = store.ensure_job("q", "pop3 q@h:110", "imap q@h:143/INBOX").await.unwrap();
+    assert!(store.ledger_where(job, LedgerQuery::AnyOne).await.unwrap().is_empty());
+    let run = store.start_run(job, false).await.unwrap();
+    let uidls: Vec<String> = (0..1200).map(|i| format!("u{i}")).collect();
+    store.record_listed(job, run, &uidls.iter().map(|u| (u.clone(), 5)).collect::<Vec<_>>()).await.unwrap();
+    assert_eq!(store.ledger_where(job, LedgerQuery::AnyOne).await.unwrap().len(), 1);
+    let intent = |u: &str, digest: &str| CopyIntent {
+        uidl: u.into(),
+        size: 5,
+        digest: digest.into(),
+        wire_digest: digest.into(),
+        wire_size: 5,
+        normalized: false,
+        message_id: None,
+        internal_date: None,
+        internal_date_source: "retrieved",
+    };
+    store.mark_copying(job, run, &[intent("u1", "d-twin"), intent("u2", "d-twin"), intent("u3", "d-other")]).await.unwrap();
+    let done = |u: &str| CopyDone { uidl: u.into(), dest_uid: None, dest_uidvalidity: None, found_at_destination: false };
+    store.mark_copied(job, run, &[done("u1"), done("u3")]).await.unwrap();
+
+    let some = store.ledger_where(job, LedgerQuery::Uidls(&uidls[..3])).await.unwrap();
+    let mut got: Vec<&str> = some.iter().map(|e| e.uidl.as_str()).collect();
+    got.sort_unstable();
+    assert_eq!(got, ["u0", "u1", "u2"]);
+    assert!(store.ledger_where(job, LedgerQuery::Uidls(&[])).await.unwrap().is_empty());
+    assert!(store.ledger_where(job, LedgerQuery::Uidls(&["nope".to_string()])).await.unwrap().is_empty());
+    let doubt = store.ledger_where(job, LedgerQuery::InDoubt).await.unwrap();
+    assert_eq!(doubt.iter().map(|e| e.uidl.as_str()).collect::<Vec<_>>(), ["u2"]);
+    let twins = store.ledger_where(job, LedgerQuery::CopiedWithDigests(&["d-twin".to_string()])).await.unwrap();
+    assert_eq!(twins.iter().map(|e| (e.uidl.as_str(), e.state)).collect::<Vec<_>>(), [("u1", LedgerState::Copied)]);
+}
