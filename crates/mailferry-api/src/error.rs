@@ -16,6 +16,9 @@ use utoipa::ToSchema;
 /// The media type of every error body (RFC 9457 §3).
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
+/// [`FieldError::code`] of a host the network policy refuses (`network.allow` would open it).
+pub const NETWORK_NOT_ALLOWED: &str = "network-not-allowed";
+
 /// One problem with one field of a request (or of one row of a batch).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct FieldError {
@@ -25,7 +28,8 @@ pub struct FieldError {
     pub row: Option<usize>,
     /// JSON path (`source.host`) or CSV column (`source_host`) of the offending value.
     pub field: String,
-    /// Machine-readable reason: `required`, `invalid`, `plaintext-not-allowed`, `unsupported`.
+    /// Machine-readable reason: `required`, `invalid`, `plaintext-not-allowed`,
+    /// `network-not-allowed`, `unsupported`.
     pub code: String,
     pub message: String,
 }
@@ -52,6 +56,10 @@ impl FieldError {
 
     pub fn is_plaintext(&self) -> bool {
         self.code == "plaintext-not-allowed"
+    }
+
+    pub fn is_network(&self) -> bool {
+        self.code == NETWORK_NOT_ALLOWED
     }
 }
 
@@ -83,6 +91,11 @@ pub enum ApiError {
     /// `security: "none"` for a host outside the plaintext allow-list.
     #[error("{detail}")]
     PlaintextNotAllowed { detail: String, errors: Vec<FieldError> },
+    /// A host of the job resolves to an address the network policy refuses for jobs created
+    /// over the API (loopback, private, link-local, metadata, ...); each message names the
+    /// `network.allow` entry that would open it.
+    #[error("{detail}")]
+    NetworkNotAllowed { detail: String, errors: Vec<FieldError> },
     #[error("{0}")]
     Unauthorized(&'static str),
     #[error("this operation needs a token with the {needed} scope; this token has {have}")]
@@ -122,11 +135,14 @@ impl ApiError {
         Self::Forbidden { needed: needed.as_str(), have: have.as_str() }
     }
 
-    /// A validation problem (or a plaintext refusal when that is the only kind of error).
+    /// A validation problem (or a plaintext or network refusal when that is the only kind
+    /// of error).
     pub fn from_field_errors(detail: impl Into<String>, errors: Vec<FieldError>) -> Self {
         let detail = detail.into();
         if !errors.is_empty() && errors.iter().all(FieldError::is_plaintext) {
             Self::PlaintextNotAllowed { detail: errors[0].message.clone(), errors }
+        } else if !errors.is_empty() && errors.iter().all(FieldError::is_network) {
+            Self::NetworkNotAllowed { detail: format!("{}: {}", errors[0].field, errors[0].message), errors }
         } else {
             Self::Validation { detail, errors }
         }
@@ -135,7 +151,10 @@ impl ApiError {
     pub fn status_code(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::Validation { .. } | Self::PlaintextNotAllowed { .. } | Self::IdempotencyKeyReused => {
+            Self::Validation { .. }
+            | Self::PlaintextNotAllowed { .. }
+            | Self::NetworkNotAllowed { .. }
+            | Self::IdempotencyKeyReused => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
@@ -159,6 +178,7 @@ impl ApiError {
             Self::BadRequest(_) => "/problems/bad-request",
             Self::Validation { .. } => "/problems/validation",
             Self::PlaintextNotAllowed { .. } => "/problems/plaintext-not-allowed",
+            Self::NetworkNotAllowed { .. } => "/problems/network-not-allowed",
             Self::Unauthorized(_) => "/problems/unauthorized",
             Self::Forbidden { .. } => "/problems/forbidden",
             Self::NotFound(_) => "/problems/not-found",
@@ -180,6 +200,7 @@ impl ApiError {
             Self::BadRequest(_) => "Bad request",
             Self::Validation { .. } => "Invalid request",
             Self::PlaintextNotAllowed { .. } => "Plaintext connections are not allowed to this host",
+            Self::NetworkNotAllowed { .. } => "Jobs created over the API may not reach this address",
             Self::Unauthorized(_) => "Authentication required",
             Self::Forbidden { .. } => "Insufficient scope",
             Self::NotFound(_) => "Not found",
@@ -203,7 +224,9 @@ impl ApiError {
             other => other.to_string(),
         };
         let errors = match self {
-            Self::Validation { errors, .. } | Self::PlaintextNotAllowed { errors, .. } => errors.clone(),
+            Self::Validation { errors, .. }
+            | Self::PlaintextNotAllowed { errors, .. }
+            | Self::NetworkNotAllowed { errors, .. } => errors.clone(),
             _ => Vec::new(),
         };
         let digest = match self {
@@ -283,7 +306,13 @@ mod tests {
         let pt = FieldError::new("source.security", "plaintext-not-allowed", "no");
         let e = ApiError::from_field_errors("x", vec![pt.clone()]);
         assert_eq!(e.problem_type(), "/problems/plaintext-not-allowed");
-        let e = ApiError::from_field_errors("x", vec![pt, FieldError::required("source.host")]);
+        let e = ApiError::from_field_errors("x", vec![pt.clone(), FieldError::required("source.host")]);
         assert_eq!(e.problem_type(), "/problems/validation");
+        let net = FieldError::new("source.host", NETWORK_NOT_ALLOWED, "10.0.0.1 is a private (RFC 1918) address");
+        let e = ApiError::from_field_errors("x", vec![net.clone(), net.clone()]);
+        assert_eq!(e.problem_type(), "/problems/network-not-allowed");
+        assert_eq!(e.status_code(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(e.to_string(), "source.host: 10.0.0.1 is a private (RFC 1918) address");
+        assert_eq!(ApiError::from_field_errors("x", vec![net, pt]).problem_type(), "/problems/validation");
     }
 }

@@ -25,6 +25,7 @@ mod extract;
 pub mod handlers;
 mod idempotency;
 pub mod metrics;
+pub mod netcheck;
 pub mod ratelimit;
 pub mod router;
 pub mod schema;

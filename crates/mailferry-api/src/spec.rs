@@ -3,7 +3,8 @@
 //! One validation for `POST /jobs` and every row of a batch: all problems are collected
 //! (not just the first) and named by field, passwords are sealed only once the whole body
 //! is valid, and `security: "none"` is refused unless the host is on the plaintext
-//! allow-list (DESIGN.md §2.5).
+//! allow-list (DESIGN.md §2.5). The hosts' addresses are checked against the network policy
+//! afterwards, in [`crate::netcheck`] (it resolves names, so it is async).
 
 use std::collections::BTreeMap;
 
@@ -43,6 +44,8 @@ pub enum SourceProtocol {
 pub struct SourceBody {
     #[serde(default)]
     pub protocol: SourceProtocol,
+    /// Host name or IP address. It may not resolve to a loopback, private, link-local or
+    /// cloud metadata address unless the server's `network.allow` names it.
     #[schema(required = true)]
     pub host: Option<String>,
     /// Default: 995 for `tls`, 110 otherwise.
@@ -97,6 +100,8 @@ impl TryFrom<serde_json::Value> for TargetBody {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImapTargetBody {
+    /// Host name or IP address. It may not resolve to a loopback, private, link-local or
+    /// cloud metadata address unless the server's `network.allow` names it.
     #[schema(required = true)]
     pub host: Option<String>,
     /// Default: 993 for `tls`, 143 otherwise.
@@ -134,7 +139,9 @@ pub struct OAuth2Body {
     #[schema(value_type = Option<String>, format = Password, write_only)]
     pub refresh_token: Option<SecretString>,
     /// The authorization server's token endpoint (`https://`; `http://` only for hosts on
-    /// the plaintext allow-list), e.g. `https://oauth2.googleapis.com/token`.
+    /// the plaintext allow-list), e.g. `https://oauth2.googleapis.com/token`. Like the mail
+    /// hosts, it may not resolve to a loopback, private, link-local or cloud metadata address
+    /// unless the server's `network.allow` names it.
     #[schema(example = "https://login.microsoftonline.com/common/oauth2/v2.0/token")]
     pub token_url: Option<String>,
     pub client_id: Option<String>,
@@ -380,7 +387,10 @@ fn token_url(field: &str, value: Option<String>, config: &ApiConfig, errs: &mut 
             errs.push(FieldError::new(
                 field,
                 "plaintext-not-allowed",
-                format!("{field}: http:// is not allowed for {host}: the host is not on the server's plaintext allow-list; use https://"),
+                format!(
+                    "{field}: http:// is not allowed for {host}: the host is not on the server's plaintext allow-list \
+                     (security.plaintext_allow); use https://"
+                ),
             ));
             None
         }
@@ -454,7 +464,7 @@ fn plaintext(field: &str, security: Security, host: Option<&str>, config: &ApiCo
                 "plaintext-not-allowed",
                 format!(
                     "security \"none\" is not allowed for {host}: the host is not on the server's plaintext \
-                     allow-list; use \"tls\" or \"starttls\""
+                     allow-list (security.plaintext_allow); use \"tls\" or \"starttls\""
                 ),
             ));
         }

@@ -1,13 +1,13 @@
 //! What every handler shares: the store, the sealer for secrets at rest, the archives, the
 //! in-memory registry of archive tasks (verify, export), the failed-authentication limiter,
-//! and the API's configuration (plaintext allow-list, body limits, page sizes, SSE pacing,
-//! trusted proxies, authentication limits, metrics caching).
+//! and the API's configuration (plaintext allow-list, network policy, body limits, page
+//! sizes, SSE pacing, trusted proxies, authentication limits, metrics caching).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use mailferry_engine::Archives;
-use mailferry_model::{HostList, Sealer};
+use mailferry_model::{HostList, NetworkPolicy, Sealer};
 use mailferry_store::Store;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
@@ -84,6 +84,12 @@ pub struct ApiConfig {
     /// Hosts that may be reached with `security: "none"`: host names, IP addresses or CIDR
     /// blocks (`10.0.0.0/8`, `fd00::/8`). Names are compared literally, never resolved.
     pub plaintext_allow: Vec<String>,
+    /// Where jobs created over the API (and their OAuth2 token endpoints) may connect,
+    /// checked at creation and again by the worker at every connect (the authoritative
+    /// check: DNS may change in between). Default: the built-in list for jobs created over
+    /// the API, nothing allowed (`network.allow` / `network.deny` in the server config).
+    #[serde(skip)]
+    pub network: Arc<NetworkPolicy>,
     /// Limit for JSON request bodies.
     pub max_body_bytes: usize,
     /// Limit for batch uploads (CSV or JSON).
@@ -113,6 +119,7 @@ impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             plaintext_allow: vec!["127.0.0.0/8".into(), "::1".into(), "localhost".into()],
+            network: Arc::new(NetworkPolicy::api()),
             max_body_bytes: 1024 * 1024,
             max_batch_bytes: 10 * 1024 * 1024,
             default_per_page: 50,

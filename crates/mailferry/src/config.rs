@@ -282,22 +282,17 @@ impl Default for SecurityConfig {
     }
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+/// `[network]`: where mail endpoints and OAuth2 token endpoints may resolve to. Both lists
+/// are on top of built-in defaults (`mailferry_model::netpolicy`): for jobs created over the
+/// API, loopback, private, CGNAT, unique-local, link-local, NAT64, "this network" and cloud
+/// metadata addresses are refused unless `allow` names them; `deny` adds to that list.
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NetworkConfig {
     #[serde(deserialize_with = "de::list")]
     pub allow: Vec<String>,
     #[serde(deserialize_with = "de::list")]
     pub deny: Vec<String>,
-}
-
-impl Default for NetworkConfig {
-    fn default() -> Self {
-        Self {
-            allow: Vec::new(),
-            deny: mailferry_model::netpolicy::DEFAULT_DENY.iter().map(|s| s.to_string()).collect(),
-        }
-    }
 }
 
 #[derive(Debug, Deserialize, Serialize)]

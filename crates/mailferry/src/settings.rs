@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use mailferry_engine::{EngineConfig, RetryPolicy, SpoolConfig};
+use mailferry_model::netpolicy::Defaults;
 use mailferry_model::{HostList, NetworkPolicy, Sealer};
 use mailferry_store::{PgStore, SqliteStore, Store};
 use secrecy::ExposeSecret;
@@ -77,9 +78,11 @@ impl Settings {
         engine.pop3.io_timeout = Duration::from_secs(t.pop3_io_secs);
         engine.imap.io_timeout = Duration::from_secs(t.imap_io_secs);
 
+        let network = network_policy(loaded)?;
         let a = &c.api;
         let api = mailferry_api::ApiConfig {
             plaintext_allow: c.security.plaintext_allow.clone(),
+            network: Arc::clone(&network),
             max_body_bytes: a.max_body_bytes,
             max_batch_bytes: a.max_batch_bytes,
             default_per_page: a.default_per_page,
@@ -104,7 +107,7 @@ impl Settings {
             plaintext_allow: HostList::parse(c.security.plaintext_allow.iter().map(String::as_str))
                 .map_err(|e| loaded.error("security.plaintext_allow", e))?,
             ca_pem: ca_pem(loaded)?,
-            network: network_policy(loaded)?,
+            network,
             archives: Arc::new(archives(loaded)?),
             engine,
             api,
@@ -140,12 +143,24 @@ pub fn ca_pem(loaded: &Loaded) -> Result<Option<Vec<u8>>, ConfigError> {
     }
 }
 
-/// The network policy for mail endpoints (also used by `mailferry migrate`).
+/// The network policy of the service (API and workers): jobs created over the API may not
+/// reach internal addresses unless `network.allow` names them (DESIGN.md §2.9);
+/// `network.deny` adds to the built-in list.
 pub fn network_policy(loaded: &Loaded) -> Result<Arc<NetworkPolicy>, ConfigError> {
+    policy(loaded, Defaults::Api)
+}
+
+/// The network policy of `mailferry migrate`, the admin's own shell: the hosts the admin
+/// names on the command line may be loopback or private; only link-local, "this network"
+/// and cloud metadata are refused by default. The same `[network]` lists apply.
+pub fn cli_network_policy(loaded: &Loaded) -> Result<Arc<NetworkPolicy>, ConfigError> {
+    policy(loaded, Defaults::Local)
+}
+
+fn policy(loaded: &Loaded, defaults: Defaults) -> Result<Arc<NetworkPolicy>, ConfigError> {
     let n = &loaded.config.network;
-    let policy = NetworkPolicy::parse(n.allow.iter().map(String::as_str), Some(n.deny.iter().map(String::as_str).collect()))
-        .map_err(|e| loaded.error("network", e))?;
-    Ok(Arc::new(policy))
+    let list = |key: &str, l: &[String]| HostList::parse(l.iter().map(String::as_str)).map_err(|e| loaded.error(key, e));
+    Ok(Arc::new(NetworkPolicy { allow: list("network.allow", &n.allow)?, deny: list("network.deny", &n.deny)?, defaults }))
 }
 
 impl std::fmt::Debug for Settings {

@@ -6,7 +6,9 @@
 //! machine is substituted: the PostgreSQL URL becomes a fresh database on the test server
 //! (`MAILFERRY_TEST_DATABASE_URL`), listen addresses become loopback port 0, paths under the
 //! image's `/var/lib/mailferry` become a temp dir per process (each container has its own),
-//! and `${VAR}` interpolation gets the values an operator exports (the secret key). Any
+//! `${VAR}` interpolation gets the values an operator exports (the secret key), and the
+//! lab's 127.0.0.1 is added to `MAILFERRY_NETWORK__ALLOW` (the lab stands in for the mail
+//! hosts, and jobs created over the API may not reach loopback unless allowed). Any
 //! other reference to a compose service by host name fails the test, so a new dependency
 //! (an S3 endpoint, say) has to be given a local stand-in here deliberately.
 //!
@@ -234,7 +236,9 @@ fn localize(spec: &ServiceSpec, local: &Local, vars: &HashMap<&str, String>, oth
         v.to_owned()
     };
     let args: Vec<String> = spec.args.iter().map(|a| fix(&interpolate(a, vars))).collect();
-    let env: BTreeMap<String, String> = spec.env.iter().map(|(k, v)| (k.clone(), fix(&interpolate(v, vars)))).collect();
+    let mut env: BTreeMap<String, String> = spec.env.iter().map(|(k, v)| (k.clone(), fix(&interpolate(v, vars)))).collect();
+    let allow = env.entry("MAILFERRY_NETWORK__ALLOW".into()).or_default();
+    *allow = if allow.is_empty() { "127.0.0.1".into() } else { format!("{allow},127.0.0.1") };
     for (k, v) in &env {
         for host in other_services {
             assert!(

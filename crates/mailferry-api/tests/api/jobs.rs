@@ -61,7 +61,10 @@ async fn validation_errors_name_every_field() {
 
 #[tokio::test]
 async fn plaintext_is_refused_unless_the_host_is_allowed() {
-    let app = TestApp::spawn().await;
+    // Loopback is on the default plaintext allow-list; reaching it at all needs
+    // `network.allow` (DESIGN.md §2.9).
+    let loopback = mailferry_model::NetworkPolicy::new(mailferry_model::netpolicy::Defaults::Api, ["127.0.0.1"], []).unwrap();
+    let app = TestApp::spawn_with(mailferry_api::ApiConfig { network: std::sync::Arc::new(loopback), ..Default::default() }).await;
     let mut body = job_body("bob");
     body["source"]["security"] = "none".into();
     body["source"]["port"] = serde_json::Value::Null;

@@ -10,6 +10,7 @@ mod jobs;
 mod limits;
 mod metrics;
 mod misc;
+mod network;
 mod web;
 
 use std::sync::Arc;

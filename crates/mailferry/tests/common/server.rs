@@ -89,14 +89,22 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_mailferry")
 }
 
+/// The lab (Dovecot, the OAuth2 token server) listens on 127.0.0.1, which jobs created over
+/// the API may not reach by default (DESIGN.md §2.9): the test servers allow it explicitly,
+/// as an operator allows a mail host on the LAN. A test of the default passes
+/// `(LAB_NETWORK_ALLOW.0, "")` in `extra_env`, which replaces it with an empty list.
+pub const LAB_NETWORK_ALLOW: (&str, &str) = ("MAILFERRY_NETWORK__ALLOW", "127.0.0.1");
+
 impl Server {
     /// `mailferry serve` on 127.0.0.1:0. `database_url` None = the embedded SQLite default.
+    /// The lab's loopback address is allowed ([`LAB_NETWORK_ALLOW`]).
     pub fn start(lab: &Dovecot, database_url: Option<&str>, extra_env: &[(&str, &str)], serve_args: &[&str]) -> Self {
         let data = tempfile::tempdir().unwrap();
         let mut env: Vec<(String, String)> = vec![
             ("MAILFERRY_DATA_DIR".into(), data.path().display().to_string()),
             ("MAILFERRY_SECURITY__CA_FILE".into(), lab.ca_file().display().to_string()),
             ("MAILFERRY_LOG__FILTER".into(), "info,mailferry_engine=debug".into()),
+            (LAB_NETWORK_ALLOW.0.into(), LAB_NETWORK_ALLOW.1.into()),
         ];
         if let Some(url) = database_url {
             env.push(("DATABASE_URL".into(), url.into()));

@@ -69,8 +69,8 @@ pub struct BatchCreated {
 }
 
 /// Create a batch of jobs from `text/csv` or `application/json`. Every row is validated as
-/// `POST /jobs` is; when any row is invalid nothing is created (422 listing each problem
-/// with its row number) unless `skip_invalid=true`.
+/// `POST /jobs` is, the network policy included; when any row is invalid nothing is created
+/// (422 listing each problem with its row number) unless `skip_invalid=true`.
 #[utoipa::path(post, operation_id = "create_batch", path = "/batches", tag = "batches",
     params(CreateQuery, ("Idempotency-Key" = Option<String>, Header, description = "Repeat-safe POST")),
     request_body(content(
@@ -111,19 +111,35 @@ pub async fn create(State(state): State<AppState>, ApiQuery(q): ApiQuery<CreateQ
     }
     let name = batch_name(name)?;
     let total = rows.len();
-    let mut specs: Vec<JobSpec> = Vec::with_capacity(total);
+    let mut valid: Vec<(usize, JobSpec)> = Vec::with_capacity(total);
     let mut errors = Vec::new();
+    let at_row = |errs: Vec<FieldError>, row_no: usize| {
+        errs.into_iter().map(move |e| {
+            let e = if csv { FieldError { field: csv_column(&e.field), ..e } } else { e };
+            e.at_row(row_no)
+        })
+    };
     for (i, row) in rows.into_iter().enumerate() {
         let row_no = i + 1;
         let result = row.and_then(|body| validate(body, &state.config, &state.sealer));
         match result {
-            Ok(spec) => specs.push(spec),
-            Err(errs) => errors.extend(errs.into_iter().map(|e| {
-                let e = if csv { FieldError { field: csv_column(&e.field), ..e } } else { e };
-                e.at_row(row_no)
-            })),
+            Ok(spec) => valid.push((row_no, spec)),
+            Err(errs) => errors.extend(at_row(errs, row_no)),
         }
     }
+    // DESIGN.md §2.9: rows whose hosts resolve to addresses jobs created over the API may
+    // not reach are invalid rows too (each distinct host resolved once).
+    let resolved = crate::netcheck::resolve(valid.iter().map(|(_, s)| s)).await;
+    let mut specs: Vec<JobSpec> = Vec::with_capacity(valid.len());
+    for (row_no, spec) in valid {
+        let refused = crate::netcheck::check(&spec, &state.config.network, &resolved);
+        if refused.is_empty() {
+            specs.push(spec);
+        } else {
+            errors.extend(at_row(refused, row_no));
+        }
+    }
+    errors.sort_by_key(|e| e.row);
     let bad_rows = {
         let mut r: Vec<usize> = errors.iter().filter_map(|e| e.row).collect();
         r.dedup();

@@ -55,11 +55,18 @@ pub(crate) async fn load(state: &AppState, id: i64) -> ApiResult<JobView> {
         (status = 201, description = "Created", body = JobView, headers(("Location" = String, description = "URL of the new job"))),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid job (`/problems/validation`) or plaintext refused (`/problems/plaintext-not-allowed`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid job (`/problems/validation`), plaintext refused (`/problems/plaintext-not-allowed`), or a host resolving to an address jobs created over the API may not reach, such as loopback, private or cloud metadata, unless the server's `network.allow` names it (`/problems/network-not-allowed`)", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn create(State(state): State<AppState>, JsonBody(body): JsonBody<JobBody>) -> ApiResult<Response> {
     let spec = validate(body, &state.config, &state.sealer)
         .map_err(|errors| ApiError::from_field_errors("the job is invalid", errors))?;
+    // DESIGN.md §2.9: refused now when a host resolves to an internal address (the worker
+    // checks again at connect time).
+    let resolved = crate::netcheck::resolve([&spec]).await;
+    let refused = crate::netcheck::check(&spec, &state.config.network, &resolved);
+    if !refused.is_empty() {
+        return Err(ApiError::from_field_errors("the job is refused by the network policy", refused));
+    }
     let trace_parent = crate::trace::current_trace_parent();
     let (_, jobs) = state.store.create_jobs_traced(None, std::slice::from_ref(&spec), trace_parent.as_deref()).await?;
     let job = jobs.into_iter().next().ok_or_else(|| ApiError::Internal("create_jobs returned no job".into()))?;
