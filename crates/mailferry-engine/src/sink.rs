@@ -90,11 +90,16 @@ impl Sink {
         }
     }
 
-    /// Deliver a batch: one outcome per message. `Err` means the destination failed and the
-    /// outcome of the batch is unknown (the rows stay `copying` for the next run to resolve).
-    pub(crate) async fn deliver(&mut self, msgs: &[AppendMessage], uidls: &[String]) -> Result<Vec<AppendOutcome>, SinkError> {
+    /// Deliver a batch: one outcome per message. `Err` means the destination failed
+    /// part-way: it carries the outcomes the destination gave before failing (the messages
+    /// it confirmed are stored and must be recorded as copied); the unknown ones stay
+    /// `copying` for the next run to resolve.
+    pub(crate) async fn deliver(&mut self, msgs: &[AppendMessage], uidls: &[String]) -> Result<Vec<AppendOutcome>, DeliverError> {
         match self {
-            Self::Imap(a) => a.append_batch(msgs).await.map_err(SinkError::Imap),
+            Self::Imap(a) => a
+                .append_batch(msgs)
+                .await
+                .map_err(|e| DeliverError { outcomes: e.outcomes, error: SinkError::Imap(e.error) }),
             Self::Archive { archive, source_host, account, job, run } => {
                 let mut outcomes = Vec::with_capacity(msgs.len());
                 for (msg, uidl) in msgs.iter().zip(uidls) {
@@ -117,7 +122,12 @@ impl Sink {
                             "the archive already holds different bytes for this UIDL ({})",
                             c.existing
                         ))),
-                        Err(e) => return Err(SinkError::Archive(e)),
+                        Err(e) => {
+                            // The ones before are committed; this one and the rest are unknown.
+                            let mut known: Vec<Option<AppendOutcome>> = outcomes.into_iter().map(Some).collect();
+                            known.resize(msgs.len(), None);
+                            return Err(DeliverError { outcomes: known, error: SinkError::Archive(e) });
+                        }
                     }
                 }
                 Ok(outcomes)
@@ -136,6 +146,15 @@ impl Sink {
 pub(crate) enum SinkError {
     Imap(mailferry_imap::ImapError),
     Archive(ArchiveError),
+}
+
+/// A delivery that failed part-way.
+#[derive(Debug)]
+pub(crate) struct DeliverError {
+    /// One per message, in order: `Some` where the destination answered (stored, or
+    /// refused), `None` where the outcome is unknown.
+    pub(crate) outcomes: Vec<Option<AppendOutcome>>,
+    pub(crate) error: SinkError,
 }
 
 /// Archives by name, each opened once per process (the search index holds a writer lock).

@@ -5,7 +5,9 @@
 //! RFC 7888), otherwise one synchronising literal at a time. Message bodies are streamed
 //! from memory or from their spool file, never copied whole into a command buffer.
 //! A refused MULTIAPPEND is retried message by message, so one bad message cannot block
-//! its neighbours.
+//! its neighbours. Every tagged OK is recorded as it is read: when the connection fails
+//! later in the batch, the messages already confirmed are reported with the error
+//! ([`BatchError`]), because they are stored at the destination (DESIGN.md §2.1).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,6 +65,31 @@ pub enum AppendOutcome {
     /// The server (or a limit it announced) refused this message; nothing was stored.
     Refused(String),
 }
+
+/// A batch that failed part-way, with what the server had answered before the failure.
+#[derive(Debug)]
+pub struct BatchError {
+    /// One entry per message of the batch, in order: `Some` where the outcome is known
+    /// (the server's tagged OK or NO was read, or the message was refused before sending),
+    /// `None` where it is not (the message may or may not be stored).
+    pub outcomes: Vec<Option<AppendOutcome>>,
+    pub error: ImapError,
+}
+
+impl BatchError {
+    /// Messages the server confirmed stored (tagged OK) before the failure.
+    pub fn confirmed(&self) -> usize {
+        self.outcomes.iter().filter(|o| matches!(o, Some(AppendOutcome::Appended { .. }))).count()
+    }
+}
+
+impl std::fmt::Display for BatchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({} of {} messages confirmed before the failure)", self.error, self.confirmed(), self.outcomes.len())
+    }
+}
+
+impl std::error::Error for BatchError {}
 
 #[derive(Debug)]
 pub struct Appender {
@@ -130,13 +157,29 @@ impl Appender {
         None
     }
 
-    /// Append messages; one outcome per message, in order. An `Err` means the connection
-    /// failed and the outcome of every message of the batch is unknown.
-    pub async fn append_batch(&mut self, msgs: &[AppendMessage]) -> Result<Vec<AppendOutcome>> {
+    /// Append messages; one outcome per message, in order. On a failure part-way (the
+    /// connection drops, a timeout, a BAD), [`BatchError`] still carries every outcome the
+    /// server had given: the messages it confirmed are stored and must be recorded as such.
+    pub async fn append_batch(&mut self, msgs: &[AppendMessage]) -> std::result::Result<Vec<AppendOutcome>, BatchError> {
         let mut outcomes: Vec<Option<AppendOutcome>> = msgs.iter().map(|m| self.precheck(m).map(AppendOutcome::Refused)).collect();
         let todo: Vec<usize> = (0..msgs.len()).filter(|&i| outcomes[i].is_none()).collect();
+        if let Err(error) = self.send_batch(msgs, &todo, &mut outcomes).await {
+            return Err(BatchError { outcomes, error });
+        }
+        if outcomes.iter().any(Option::is_none) {
+            let error = ImapError::Protocol("the APPEND ended without an answer for every message".into());
+            return Err(BatchError { outcomes, error });
+        }
+        Ok(outcomes.into_iter().flatten().collect())
+    }
+
+    /// Send the messages `todo` (indexes into `msgs`), writing each outcome into `outcomes`
+    /// as soon as the server has given it.
+    async fn send_batch(&mut self, msgs: &[AppendMessage], todo: &[usize], outcomes: &mut [Option<AppendOutcome>]) -> Result<()> {
         if todo.len() > 1 && self.caps.multiappend {
             let batch: Vec<&AppendMessage> = todo.iter().map(|&i| &msgs[i]).collect();
+            // RFC 3502 §3: one transaction. Until its tagged OK nothing is stored; after a
+            // failure before it, nothing is known, and every outcome stays unknown.
             match self.multiappend(&batch).await? {
                 Ok(uids) => {
                     for (n, &i) in todo.iter().enumerate() {
@@ -148,20 +191,13 @@ impl Appender {
                 }
                 Err(text) => {
                     tracing::debug!(%text, "MULTIAPPEND refused; appending one by one");
-                    let singles = self.singles(&batch).await?;
-                    for (o, &i) in singles.into_iter().zip(&todo) {
-                        outcomes[i] = Some(o);
-                    }
+                    self.singles(msgs, todo, outcomes).await?;
                 }
             }
         } else if !todo.is_empty() {
-            let batch: Vec<&AppendMessage> = todo.iter().map(|&i| &msgs[i]).collect();
-            let singles = self.singles(&batch).await?;
-            for (o, &i) in singles.into_iter().zip(&todo) {
-                outcomes[i] = Some(o);
-            }
+            self.singles(msgs, todo, outcomes).await?;
         }
-        Ok(outcomes.into_iter().map(|o| o.expect("every message has an outcome")).collect())
+        Ok(())
     }
 
     /// LOGOUT, politely; errors do not matter any more.
@@ -204,35 +240,65 @@ impl Appender {
         })
     }
 
-    /// One APPEND per message, pipelined when literals need no round trip.
-    async fn singles(&mut self, msgs: &[&AppendMessage]) -> Result<Vec<AppendOutcome>> {
+    /// One APPEND per message, pipelined when literals need no round trip (RFC 7888
+    /// LITERAL+). Each outcome is recorded the moment its tagged reply is read, so a
+    /// failure later in the batch cannot lose it.
+    async fn singles(&mut self, msgs: &[AppendMessage], todo: &[usize], outcomes: &mut [Option<AppendOutcome>]) -> Result<()> {
         let non_sync = self.caps.literal_plus;
-        let mut outcomes = Vec::with_capacity(msgs.len());
-        let mut tags = Vec::with_capacity(msgs.len());
-        for msg in msgs {
+        // Pipelined APPENDs sent whole, whose replies are still to be read.
+        let mut pending: Vec<(String, usize)> = Vec::with_capacity(todo.len());
+        for &i in todo {
+            let msg = &msgs[i];
             let tag = self.tag();
-            let prefix = wire::message_prefix(&msg.flags, msg.internal_date.as_ref(), msg.body.len(), non_sync, msg.has_nul);
-            self.write(format!("{tag} APPEND {}{prefix}\r\n", wire::quote(&self.folder)).as_bytes()).await?;
-            if !non_sync {
-                if let Some(refused) = self.await_continuation(&tag).await? {
-                    outcomes.push(AppendOutcome::Refused(refused));
-                    continue;
+            let sent = self.send_single(&tag, msg, non_sync).await;
+            match sent {
+                Ok(Some(refused)) => outcomes[i] = Some(AppendOutcome::Refused(refused)),
+                Ok(None) if non_sync => pending.push((tag, i)),
+                Ok(None) => {
+                    self.flush().await?;
+                    outcomes[i] = Some(self.outcome(&tag).await?);
+                }
+                Err(e) => {
+                    self.salvage(&pending, outcomes).await;
+                    return Err(e);
                 }
             }
-            self.write_body(&msg.body).await?;
-            self.write(b"\r\n").await?;
-            if non_sync {
-                tags.push(tag);
-            } else {
-                self.flush().await?;
-                outcomes.push(self.outcome(&tag).await?);
+        }
+        if let Err(e) = self.flush().await {
+            self.salvage(&pending, outcomes).await;
+            return Err(e);
+        }
+        for (tag, i) in pending {
+            outcomes[i] = Some(self.outcome(&tag).await?);
+        }
+        Ok(())
+    }
+
+    /// One APPEND command with its message. `Some(text)` if the server refused it before
+    /// the literal (synchronising literals only).
+    async fn send_single(&mut self, tag: &str, msg: &AppendMessage, non_sync: bool) -> Result<Option<String>> {
+        let prefix = wire::message_prefix(&msg.flags, msg.internal_date.as_ref(), msg.body.len(), non_sync, msg.has_nul);
+        self.write(format!("{tag} APPEND {}{prefix}\r\n", wire::quote(&self.folder)).as_bytes()).await?;
+        if !non_sync {
+            if let Some(refused) = self.await_continuation(tag).await? {
+                return Ok(Some(refused));
             }
         }
-        self.flush().await?;
-        for tag in tags {
-            outcomes.push(self.outcome(&tag).await?);
+        self.write_body(&msg.body).await?;
+        self.write(b"\r\n").await?;
+        Ok(None)
+    }
+
+    /// Sending failed part-way through a pipeline: the APPENDs already sent whole may have
+    /// been answered before the failure (a server that closes after replying). Read what
+    /// can still be read, within the usual timeouts, and stop at the first failure.
+    async fn salvage(&mut self, pending: &[(String, usize)], outcomes: &mut [Option<AppendOutcome>]) {
+        for (tag, i) in pending {
+            match self.outcome(tag).await {
+                Ok(o) => outcomes[*i] = Some(o),
+                Err(_) => break,
+            }
         }
-        Ok(outcomes)
     }
 
     async fn outcome(&mut self, tag: &str) -> Result<AppendOutcome> {

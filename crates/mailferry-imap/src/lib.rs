@@ -11,6 +11,8 @@
 mod append;
 mod error;
 mod fetch;
+#[doc(hidden)]
+pub mod fuzzing;
 mod guard;
 mod index;
 pub mod mutf7;
@@ -19,7 +21,7 @@ mod session;
 mod stream;
 pub mod wire;
 
-pub use append::{AppendBody, AppendMessage, AppendOutcome, Appender};
+pub use append::{AppendBody, AppendMessage, AppendOutcome, Appender, BatchError};
 pub use error::{ImapError, Result};
 pub use index::DestinationIndex;
 pub use session::{Capabilities, ImapOptions, ImapSession};

@@ -124,3 +124,101 @@ async fn untagged_literals_are_skipped_within_bounds() {
     drop(appender);
     server.await.unwrap();
 }
+
+/// The tags of the APPENDs received so far, for a script that answers some of them later.
+fn tag_log() -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+    std::sync::Arc::default()
+}
+
+/// Regression (issue 13): a LITERAL+ pipeline (RFC 7888) of five APPENDs; the server
+/// confirms the first three, then the connection drops. Those three are stored at the
+/// destination: the error must carry their outcomes, and leave the other two unknown.
+#[tokio::test]
+async fn confirmed_appends_survive_a_later_failure() {
+    let tags = tag_log();
+    let log = tags.clone();
+    let (port, _server) = Server::new("LITERAL+ UIDPLUS", move |c, n| {
+        (c.name == "APPEND").then(|| {
+            log.lock().unwrap().push(c.tag.clone());
+            if n < 4 {
+                return vec![];
+            }
+            let t = log.lock().unwrap().clone();
+            vec![
+                send(format!("{} OK [APPENDUID 9 101] a\r\n{} OK [APPENDUID 9 102] b\r\n", t[0], t[1])),
+                send(format!("{} OK [APPENDUID 9 103] c\r\n", t[2])),
+                Act::Close,
+            ]
+        })
+    })
+    .start()
+    .await;
+    let mut appender = common::connect(port, T).await.into_appender();
+    let err = appender.append_batch(&msgs(5)).await.unwrap_err();
+    let appended = |uid| Some(AppendOutcome::Appended { uid: Some(uid), uid_validity: Some(9) });
+    assert_eq!(err.outcomes, vec![appended(101), appended(102), appended(103), None, None]);
+    assert!(matches!(err.error, ImapError::Closed), "{:?}", err.error);
+    assert_eq!(err.confirmed(), 3);
+    assert!(err.to_string().contains("3 of 5 messages confirmed"), "{err}");
+    assert_eq!(tags.lock().unwrap().len(), 5);
+}
+
+/// The same with synchronising literals, one APPEND at a time: two confirmed, the third
+/// sent and never answered.
+#[tokio::test]
+async fn confirmed_synchronising_appends_survive_a_later_failure() {
+    let (port, _server) = Server::new("UIDPLUS", move |c, n| {
+        (c.name == "APPEND").then(|| match n {
+            0 | 1 => vec![send(format!("{} OK [APPENDUID 9 {}] stored\r\n", c.tag, 201 + n))],
+            _ => vec![Act::Close],
+        })
+    })
+    .start()
+    .await;
+    let mut appender = common::connect(port, T).await.into_appender();
+    let err = appender.append_batch(&msgs(4)).await.unwrap_err();
+    let appended = |uid| Some(AppendOutcome::Appended { uid: Some(uid), uid_validity: Some(9) });
+    assert_eq!(err.outcomes, vec![appended(201), appended(202), None, None]);
+}
+
+/// A refused MULTIAPPEND (RFC 3502) falls back to single APPENDs; what those confirmed
+/// before the drop, and the message refused before sending, are kept, in batch order.
+#[tokio::test]
+async fn the_fallback_after_a_refused_multiappend_keeps_its_outcomes() {
+    let (port, _server) = Server::new("LITERAL+ MULTIAPPEND", move |c, n| {
+        (c.name == "APPEND").then(|| match n {
+            0 => vec![send(format!("{} NO [LIMIT] too many at once\r\n", c.tag))],
+            1 => vec![send(format!("{} OK stored\r\n", c.tag))],
+            2 => vec![send(format!("{} NO [TOOBIG] no\r\n", c.tag))],
+            _ => vec![Act::Close],
+        })
+    })
+    .start()
+    .await;
+    let mut appender = common::connect(port, T).await.into_appender();
+    let mut batch = msgs(4);
+    batch[1].body = AppendBody::Memory(Vec::new());
+    let err = appender.append_batch(&batch).await.unwrap_err();
+    assert_eq!(
+        err.outcomes,
+        vec![
+            Some(AppendOutcome::Appended { uid: None, uid_validity: Some(7) }),
+            Some(AppendOutcome::Refused("message is empty".into())),
+            Some(AppendOutcome::Refused("[TOOBIG] no".into())),
+            None
+        ]
+    );
+    assert_eq!(err.confirmed(), 1);
+}
+
+/// A MULTIAPPEND is one transaction: a drop before its tagged reply leaves every outcome
+/// unknown (nothing is claimed either way).
+#[tokio::test]
+async fn a_multiappend_without_its_reply_is_unknown() {
+    let (port, _server) = Server::new("LITERAL+ MULTIAPPEND", move |c, _| (c.name == "APPEND").then(|| vec![Act::Close]))
+        .start()
+        .await;
+    let mut appender = common::connect(port, T).await.into_appender();
+    let err = appender.append_batch(&msgs(3)).await.unwrap_err();
+    assert_eq!(err.outcomes, vec![None, None, None]);
+}
