@@ -154,6 +154,11 @@ impl Appender {
         if msg.body.is_empty() {
             return Some("message is empty".into());
         }
+        // Flags are written into the command as they are: refuse any that is not a flag we
+        // may set (a CRLF would end the command; `\Deleted` would have the copy expunged).
+        if let Some(why) = msg.flags.iter().find_map(|f| wire::flag_problem(f)) {
+            return Some(why);
+        }
         None
     }
 

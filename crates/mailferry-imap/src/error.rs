@@ -12,6 +12,9 @@ pub enum ImapError {
     Closed,
     #[error("TLS handshake failed: {0}")]
     Tls(String),
+    /// A flag configured to be set on copies that may not be (see `wire::flag_problem`).
+    #[error("target flag refused: {0}")]
+    InvalidFlag(String),
     #[error("plaintext IMAP refused: use imaps:// or STARTTLS, or allow plaintext explicitly")]
     PlaintextRefused,
     #[error("the IMAP server's address is refused: {0}")]

@@ -59,8 +59,13 @@ pub struct Capabilities {
 
 impl Capabilities {
     fn from_lib(caps: &async_imap::types::Capabilities) -> Self {
+        Self::from_list(caps.iter())
+    }
+
+    /// The capabilities as async-imap parsed them (also the fuzz targets' way in, since
+    /// async-imap's own set cannot be built outside a session).
+    pub(crate) fn from_list<'a>(caps: impl Iterator<Item = &'a Capability>) -> Self {
         let raw: Vec<String> = caps
-            .iter()
             .map(|c| match c {
                 Capability::Imap4rev1 => "IMAP4rev1".to_owned(),
                 Capability::Auth(m) => format!("AUTH={m}"),
@@ -183,6 +188,12 @@ impl ImapSession {
     // Host and port only: the user name is often a mail address, and spans are exported.
     #[tracing::instrument(skip_all, err, fields(server.address = %ep.host, server.port = ep.port))]
     pub async fn connect(ep: &ImapEndpoint, opts: &ImapOptions) -> Result<Self> {
+        // A job whose flags cannot be set fails before anything is copied, whoever
+        // validated (or did not validate) the job: `\Deleted` on copies would let the
+        // destination expunge them after the source was emptied.
+        if let Some(why) = ep.flags.iter().find_map(|f| crate::wire::flag_problem(f)) {
+            return Err(ImapError::InvalidFlag(why));
+        }
         if ep.security == Security::None && !ep.tls.allow_plaintext {
             return Err(ImapError::PlaintextRefused);
         }

@@ -53,11 +53,34 @@ pub fn message_prefix(
     s
 }
 
-/// A flag is an atom, optionally with a leading backslash (RFC 3501 §9 `flag`).
+/// Whether `flag` may be set on the messages we append. See [`flag_problem`].
 pub fn valid_flag(flag: &str) -> bool {
+    flag_problem(flag).is_none()
+}
+
+/// Why `flag` may not be set on the messages we append, if it may not.
+///
+/// A flag is an atom, optionally with a leading backslash (RFC 3501 §9 `flag`). Two system
+/// flags are refused whatever their case: `\Deleted`, because a copy marked deleted is
+/// removed by the destination's next EXPUNGE (RFC 3501 §2.3.2, §6.4.3), possibly after the
+/// source copy was deleted on the strength of it; and `\Recent`, which only the server
+/// sets (RFC 3501 §2.3.2).
+pub fn flag_problem(flag: &str) -> Option<String> {
     let atom = flag.strip_prefix('\\').unwrap_or(flag);
-    !atom.is_empty()
-        && atom.bytes().all(|b| b > 0x20 && b < 0x7f && !b"(){%*\"\\]".contains(&b))
+    let is_atom = !atom.is_empty() && atom.bytes().all(|b| b > 0x20 && b < 0x7f && !b"(){%*\"\\]".contains(&b));
+    if !is_atom {
+        return Some(format!("{flag:?} is not an IMAP flag (an atom like \\Seen or $Label)"));
+    }
+    if flag.eq_ignore_ascii_case("\\Deleted") {
+        return Some(format!(
+            "{flag} cannot be set on copied messages: the destination would remove them at its next EXPUNGE, \
+             after the source may have been emptied"
+        ));
+    }
+    if flag.eq_ignore_ascii_case("\\Recent") {
+        return Some(format!("{flag} is set by the server only and cannot be given to APPEND"));
+    }
+    None
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -281,6 +304,18 @@ mod tests {
         assert!(parse_appenduid(&format!("APPENDUID 1 {huge}"), 64).is_err());
         assert!(parse_appenduid("APPENDUID 1 4294967295:1", 1).is_err());
         assert!(started.elapsed() < std::time::Duration::from_millis(100));
+    }
+
+    /// Regression (issue 13): `\Deleted` was accepted as a flag to set on copies, which
+    /// the destination's next EXPUNGE removes, possibly after the source was emptied.
+    #[test]
+    fn deleted_is_never_a_target_flag() {
+        for flag in ["\\Deleted", "\\deleted", "\\DELETED", "\\Recent"] {
+            assert!(!valid_flag(flag), "{flag}");
+        }
+        assert!(valid_flag("\\Seen") && valid_flag("\\Flagged") && valid_flag("Deleted") && valid_flag("$Deleted"));
+        let why = flag_problem("\\deleted").unwrap();
+        assert!(why.contains("cannot be set on copied messages"), "{why}");
     }
 
     proptest! {

@@ -222,3 +222,26 @@ async fn a_multiappend_without_its_reply_is_unknown() {
     let err = appender.append_batch(&msgs(3)).await.unwrap_err();
     assert_eq!(err.outcomes, vec![None, None, None]);
 }
+
+/// A job whose target flags include `\Deleted` (any case) is refused before connecting;
+/// and a message carrying it is refused before a byte of it is sent.
+#[tokio::test]
+async fn deleted_is_refused_as_a_target_flag() {
+    let mut ep = common::endpoint(1);
+    ep.flags = vec!["\\Seen".into(), "\\dELETED".into()];
+    let err = ImapSession::connect(&ep, &common::options(T)).await.unwrap_err();
+    assert!(matches!(err, ImapError::InvalidFlag(_)), "{err:?}");
+    assert_eq!(err.class(), mailferry_model::ErrorClass::Fatal);
+    assert!(err.to_string().contains("\\dELETED cannot be set on copied messages"), "{err}");
+
+    let (port, server) = Server::new("LITERAL+", |c, _| (c.name == "APPEND").then(|| vec![send(format!("{} OK\r\n", c.tag))]))
+        .start()
+        .await;
+    let mut appender = common::connect(port, T).await.into_appender();
+    let mut m = msg(1);
+    m.flags = vec!["\\Deleted".into()];
+    let outcomes = appender.append_batch(&[m]).await.unwrap();
+    assert!(matches!(&outcomes[0], AppendOutcome::Refused(why) if why.contains("cannot be set on copied messages")), "{outcomes:?}");
+    appender.logout().await;
+    assert!(!server.await.unwrap().iter().any(|c| c.name == "APPEND"));
+}
