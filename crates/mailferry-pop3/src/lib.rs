@@ -20,6 +20,8 @@
 
 mod connect;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod listing;
 #[cfg(test)]
 mod props;
