@@ -119,13 +119,36 @@ where
 
 async fn tls_wrap(tcp: TcpStream, ep: &ImapEndpoint, opts: &ImapOptions) -> Result<Stream> {
     let config = ep.tls.client_config().map_err(|e| ImapError::Tls(e.to_string()))?;
-    let name = rustls::pki_types::ServerName::try_from(ep.host.clone())
-        .map_err(|_| ImapError::Tls(format!("{:?} is not a valid TLS server name", ep.host)))?;
+    let name = server_name(&ep.host)?;
     let tls = tokio::time::timeout(opts.connect_timeout, TlsConnector::from(Arc::clone(&config)).connect(name, tcp))
         .await
         .map_err(|_| ImapError::Timeout("negotiating TLS"))?
         .map_err(|e| ImapError::Tls(e.to_string()))?;
     Ok(Stream::tls(tls))
+}
+
+/// The host without the brackets of an IPv6 literal (`[::1]`, as in a URL, RFC 3986
+/// §3.2.2): what to resolve and what to name in TLS.
+fn unbracketed(host: &str) -> &str {
+    host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host)
+}
+
+/// The name the server's certificate must match: an IP literal is an address, matched
+/// against the certificate's IP address entries (RFC 6125 §1.7.2 leaves IPs to RFC 5280
+/// iPAddress SANs), and never keeps its brackets; anything else must be a DNS name.
+fn server_name(host: &str) -> Result<rustls::pki_types::ServerName<'static>> {
+    use rustls::pki_types::ServerName;
+    let bare = unbracketed(host);
+    if bare.len() != host.len() {
+        return match bare.parse::<std::net::Ipv6Addr>() {
+            Ok(ip) => Ok(ServerName::IpAddress(std::net::IpAddr::V6(ip).into())),
+            Err(_) => Err(ImapError::Tls(format!("{host:?} is not an IPv6 address in brackets"))),
+        };
+    }
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return Ok(ServerName::IpAddress(ip.into()));
+    }
+    ServerName::try_from(host.to_owned()).map_err(|_| ImapError::Tls(format!("{host:?} is not a valid TLS server name")))
 }
 
 async fn read_greeting(client: &mut Client<Stream>, opts: &ImapOptions) -> Result<()> {
@@ -198,7 +221,7 @@ impl ImapSession {
             return Err(ImapError::PlaintextRefused);
         }
         // Resolve, check against the network policy, connect only to the checked addresses.
-        let host = ep.host.trim_start_matches('[').trim_end_matches(']');
+        let host = unbracketed(&ep.host);
         let addrs: Vec<std::net::SocketAddr> =
             tokio::time::timeout(opts.connect_timeout, tokio::net::lookup_host((host, ep.port)))
                 .await
@@ -360,5 +383,26 @@ fn lib_step(command: &'static str, e: ImapError) -> ImapError {
 impl From<async_imap::error::Error> for ImapError {
     fn from(e: async_imap::error::Error) -> Self {
         ImapError::from_lib("IMAP command", e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::pki_types::ServerName;
+
+    /// Regression (issue 13): `[::1]` kept its brackets in the TLS server name, which is
+    /// then neither a DNS name nor an address, so TLS to an IPv6 literal could not work.
+    #[test]
+    fn ip_literals_are_addresses_without_brackets() {
+        let v6 = server_name("[::1]").unwrap();
+        assert_eq!(v6, ServerName::IpAddress(std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST).into()));
+        let v6 = server_name("[2001:db8::25]").unwrap();
+        assert!(matches!(v6, ServerName::IpAddress(_)));
+        assert!(matches!(server_name("192.0.2.1").unwrap(), ServerName::IpAddress(_)));
+        assert_eq!(server_name("imap.example.com").unwrap(), ServerName::try_from("imap.example.com").unwrap());
+        assert!(server_name("[imap.example.com]").is_err(), "brackets are for IPv6 literals only");
+        assert!(server_name("[::1").is_err());
+        assert!(server_name("").is_err());
     }
 }
