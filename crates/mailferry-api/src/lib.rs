@@ -22,6 +22,8 @@ pub mod auth;
 pub mod client;
 pub mod error;
 mod extract;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handlers;
 mod idempotency;
 pub mod metrics;

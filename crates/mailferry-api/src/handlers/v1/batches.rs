@@ -168,7 +168,7 @@ pub async fn create(State(state): State<AppState>, ApiQuery(q): ApiQuery<CreateQ
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(created)).into_response())
 }
 
-fn json_err_field(e: serde_path_to_error::Error<serde_json::Error>) -> FieldError {
+pub(crate) fn json_err_field(e: serde_path_to_error::Error<serde_json::Error>) -> FieldError {
     match json_error(e, None) {
         ApiError::Validation { mut errors, .. } if !errors.is_empty() => errors.remove(0),
         other => FieldError::invalid("", other.to_string()),
@@ -223,7 +223,7 @@ type Row = Result<JobBody, Vec<FieldError>>;
 
 /// Parse a CSV batch into one job body (or field errors) per data row. Problems with the
 /// header fail the whole batch.
-fn parse_csv(bytes: &[u8]) -> ApiResult<Vec<Row>> {
+pub(crate) fn parse_csv(bytes: &[u8]) -> ApiResult<Vec<Row>> {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes); // Excel's UTF-8 BOM
     let first_line = bytes.split(|b| *b == b'\n').next().unwrap_or_default();
     let count = |d: u8| first_line.iter().filter(|b| **b == d).count();
