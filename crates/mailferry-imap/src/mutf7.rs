@@ -94,5 +94,16 @@ mod tests {
             prop_assert!(wire.bytes().all(|b| (0x20..0x7f).contains(&b)));
             prop_assert_eq!(decode(&wire).unwrap(), name);
         }
+
+        /// decode takes a server's mailbox names: never a panic, whatever they hold.
+        #[test]
+        fn decode_never_panics(wire in any::<String>()) {
+            let _ = decode(&wire);
+        }
+
+        #[test]
+        fn decode_never_panics_on_shifted_text(wire in "[A-Za-z0-9+,&-]{0,40}") {
+            let _ = decode(&wire);
+        }
     }
 }

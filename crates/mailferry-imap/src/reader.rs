@@ -172,6 +172,24 @@ mod tests {
         assert!(err.to_string().contains("unrequested literal of 4294967296 bytes"), "{err}");
     }
 
+    proptest::proptest! {
+        /// Whatever the bytes, reading them as responses ends in a value or a typed error.
+        #[test]
+        fn any_bytes_read_as_responses(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let mut s = &bytes[..];
+                let mut r = Reader::new(Duration::from_secs(5));
+                for _ in 0..1000 {
+                    let Ok(line) = r.line(&mut s).await else { break };
+                    if r.skip_rest(&mut s, &line).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    }
+
     /// A server that trickles one byte at a time, each well within the I/O timeout, is cut
     /// off when the line as a whole is late.
     #[tokio::test]

@@ -389,7 +389,39 @@ impl From<async_imap::error::Error> for ImapError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use rustls::pki_types::ServerName;
+
+    proptest! {
+        /// Server bytes (an XOAUTH2 error challenge) in an error message: bounded, printable.
+        #[test]
+        fn printable_is_bounded(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let p = printable(&bytes, 200);
+            prop_assert!(p.len() <= 200 && p.bytes().all(|b| (0x20..0x7f).contains(&b)));
+        }
+
+        /// CAPABILITY atoms are the server's: APPENDLIMIT=<anything> never panics.
+        #[test]
+        fn capabilities_from_any_atoms(atoms in proptest::collection::vec("(?i:appendlimit=)?\\PC{0,24}", 0..8)) {
+            let caps: Vec<Capability> = atoms.iter().map(|a| Capability::Atom(a.as_str().into())).collect();
+            let _ = Capabilities::from_list(caps.iter());
+        }
+
+        #[test]
+        fn server_name_never_panics(host in any::<String>()) {
+            let _ = server_name(&host);
+        }
+    }
+
+    #[test]
+    fn append_limit() {
+        let caps = [Capability::Atom("APPENDLIMIT=1000".into()), Capability::Atom("LITERAL+".into())];
+        let c = Capabilities::from_list(caps.iter());
+        assert_eq!(c.append_limit, Some(1000));
+        assert!(c.literal_plus && !c.multiappend);
+        let c = Capabilities::from_list([Capability::Atom("APPENDLIMIT=x".into())].iter());
+        assert_eq!(c.append_limit, None);
+    }
 
     /// Regression (issue 13): `[::1]` kept its brackets in the TLS server name, which is
     /// then neither a DNS name nor an address, so TLS to an IPv6 literal could not work.
