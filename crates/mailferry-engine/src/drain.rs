@@ -1,6 +1,6 @@
 //! One job run: list, plan, resolve doubts, copy through a bounded channel, delete.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::Utc;
@@ -9,7 +9,10 @@ use mailferry_model::{
     DeletePolicy, LedgerState, MessageFailure, Pop3Endpoint, RunSummary,
 };
 use mailferry_pop3::{Pop3Options, Pop3Session};
-use mailferry_store::{CopyDone, CopyIntent, JobId, LedgerEntry, RunId, Store};
+use mailferry_store::{CopyDone, CopyIntent, JobId, LedgerEntry, LedgerQuery, RunId, Store, LEDGER_CHUNK};
+
+use crate::plan::{copied_before, Planned};
+use crate::retrieve::{kib, retrieve, size_agrees, SourceError};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::field::Empty;
@@ -19,7 +22,7 @@ use crate::error::{EngineError, Result};
 use crate::message::header_facts;
 use crate::retry::RetryPolicy;
 use crate::sink::{Sink, SinkError, Target};
-use crate::spool::{Incoming, Received, SpoolConfig};
+use crate::spool::{Received, SpoolConfig};
 
 /// What to drain, where to, and how.
 #[derive(Debug, Clone)]
@@ -285,18 +288,11 @@ struct RunContext<'a> {
     tokens: Option<&'a crate::oauth::TokenProvider>,
 }
 
-/// One source message the run will retrieve (or skip without retrieving).
-#[derive(Debug, Clone)]
-struct Planned {
-    number: u32,
-    uidl: String,
-    size: u64,
-}
 
 /// What the source side hands the sink, each with the message's span (closed, with its
 /// outcome, once the ledger has recorded it).
 #[derive(Debug)]
-enum Item {
+pub(crate) enum Item {
     /// The permit holds the message's share of the memory budget until it is appended.
     Retrieved(Planned, Received, OwnedSemaphorePermit, Span),
     Skip(Planned, String, Span),
@@ -304,7 +300,7 @@ enum Item {
 }
 
 /// The span of one message, from its RETR (or skip) until the ledger records its outcome.
-fn message_span(run: &Span, p: &Planned) -> Span {
+pub(crate) fn message_span(run: &Span, p: &Planned) -> Span {
     tracing::info_span!(
         parent: run,
         "message",
@@ -318,7 +314,7 @@ fn message_span(run: &Span, p: &Planned) -> Span {
 }
 
 /// Record a message's outcome on its span (`failed` and `refused` mark it an error).
-fn close_message(span: Span, outcome: &'static str) {
+pub(crate) fn close_message(span: Span, outcome: &'static str) {
     span.record("outcome", outcome);
     if matches!(outcome, "failed" | "refused" | "error") {
         span.record("otel.status_code", "ERROR");
@@ -358,9 +354,7 @@ impl RunContext<'_> {
         let listing = pop.uidl().await.map_err(|e| self.source_err(e))?;
         let sizes: HashMap<u32, u64> = pop.list().await.map_err(|e| self.source_err(e))?.into_iter().collect();
 
-        let mut before: HashMap<String, LedgerEntry> =
-            store.ledger(self.job_id).await?.into_iter().map(|e| (e.uidl.clone(), e)).collect();
-        let ledger_was_empty = before.is_empty();
+        let ledger_was_empty = store.ledger_where(self.job_id, LedgerQuery::AnyOne).await?.is_empty();
 
         // Messages whose UIDL the server reports twice cannot be tracked; report them.
         let duplicate: HashSet<&str> = listing.duplicates.iter().map(|(u, _)| u.as_str()).collect();
@@ -370,28 +364,15 @@ impl RunContext<'_> {
                 listed.push(Planned { number: *number, uidl: uidl.clone(), size: sizes.get(number).copied().unwrap_or(0) });
             }
         }
+        drop(sizes);
         let mut tally = Tally { listed: (listing.entries.len() + listing.invalid.len()) as u64, ..Tally::default() };
-
-        // DESIGN.md §2.7: a UIDL the ledger holds as copied whose LIST size now differs
-        // names other bytes (a server that reused a UIDL). It is a new message: its old row
-        // is kept under another name and it is copied (and only then deletable) on its own.
-        for p in &listed {
-            let Some(old) = before.get(&p.uidl) else { continue };
-            let Some(was) = old.list_size.filter(|&was| was != p.size && old.state.is_copied()) else { continue };
-            let why = format!(
-                "the server reused UIDL {:?}: it named a message of {was} bytes (copied) and now one of {} bytes, treated as a new message",
-                p.uidl, p.size
-            );
-            tracing::warn!(uidl = %p.uidl, was, now = p.size, "the source reused a UIDL for other bytes; copying the new message too");
-            if !self.job.dry_run {
-                store.supersede_reused(self.job_id, self.run, &p.uidl, &why).await?;
-            }
-            before.remove(&p.uidl);
-        }
-        let state_of = |uidl: &str| before.get(uidl).map(|e| e.state);
-        let mut to_copy: Vec<Planned> =
-            listed.iter().filter(|p| !state_of(&p.uidl).is_some_and(LedgerState::is_copied)).cloned().collect();
-        tally.already_copied = (listed.len() - to_copy.len()) as u64;
+        let after_days = match self.job.delete {
+            DeletePolicy::AfterDays(days) => Some(days),
+            _ => None,
+        };
+        let plan = crate::plan::plan(&*store, self.job_id, self.run, &listed, self.job.dry_run, after_days).await?;
+        let mut to_copy = plan.to_copy;
+        tally.already_copied = plan.already_copied;
 
         if self.job.dry_run {
             tally.would_copy = to_copy.len() as u64;
@@ -401,12 +382,9 @@ impl RunContext<'_> {
                 // limit): skipped or failed messages stay at the source.
                 DeletePolicy::AfterVerified => {
                     let within = |p: &&Planned| self.job.max_message_bytes.is_none_or(|max| p.size <= max);
-                    let copied = listed.iter().filter(|p| state_of(&p.uidl) == Some(LedgerState::Copied)).count();
-                    (copied + to_copy.iter().filter(within).count()) as u64
+                    plan.copied + to_copy.iter().filter(within).count() as u64
                 }
-                DeletePolicy::AfterDays(days) => {
-                    listed.iter().filter(|p| before.get(&p.uidl).is_some_and(|e| copied_before(e, days))).count() as u64
-                }
+                DeletePolicy::AfterDays(_) => plan.copied_days_ago,
             };
             let _ = pop.quit().await;
             return Ok(tally);
@@ -429,13 +407,14 @@ impl RunContext<'_> {
                 _imap_session = Some(crate::metrics::Session::open("imap", &endpoint.host));
                 // Exactly once: copies whose APPEND outcome was never recorded are looked up
                 // at the destination before anything is appended again.
-                let in_doubt: Vec<&LedgerEntry> = before.values().filter(|e| e.state == LedgerState::Copying).collect();
+                let (in_doubt, copied) = crate::plan::in_doubt(&*store, self.job_id).await?;
                 let mut index = None;
                 if imap.exists() > 0 && ledger_was_empty {
                     tracing::warn!("no ledger for this job but the destination folder holds messages: indexing it to avoid duplicates");
                     index = Some(imap.build_index(None).await.map_err(|e| self.dest_err(e))?);
                 } else if !in_doubt.is_empty() {
-                    let copied: Vec<&LedgerEntry> = before.values().filter(|e| e.state.is_copied()).collect();
+                    let in_doubt: Vec<&LedgerEntry> = in_doubt.iter().collect();
+                    let copied: Vec<&LedgerEntry> = copied.iter().collect();
                     let found = self.resolve_in_doubt(&mut imap, &in_doubt, &copied).await?;
                     to_copy.retain(|p| !found.contains(&p.uidl));
                 }
@@ -675,19 +654,21 @@ impl RunContext<'_> {
         // the next run resolves against the destination.
         store.mark_copying(self.job_id, self.run, &intents).await?;
         let uidls: Vec<String> = intents.iter().map(|i| i.uidl.clone()).collect();
-        let outcomes = match appender.deliver(&msgs, &uidls).await {
-            Ok(outcomes) => outcomes,
-            Err(e) => {
-                spans.into_iter().for_each(|s| close_message(s, "error"));
-                return Err(self.sink_err(e));
-            }
+        // A failure part-way still reports what the destination answered before it: the
+        // messages it confirmed are stored there, so they are recorded `copied` (below, before
+        // anything else can fail) and only then is the error returned. The unknown ones stay
+        // `copying` for the next run to resolve against the destination.
+        let (outcomes, failure) = match appender.deliver(&msgs, &uidls).await {
+            Ok(outcomes) => (outcomes.into_iter().map(Some).collect::<Vec<_>>(), None),
+            Err(e) => (e.outcomes, Some(e.error)),
         };
         let mut done = Vec::new();
         let mut done_spans = Vec::new();
+        let mut refused = Vec::new();
         let mut bytes = 0;
         for ((intent, outcome), span) in intents.iter().zip(outcomes).zip(spans) {
             match outcome {
-                AppendOutcome::Appended { uid, uid_validity } => {
+                Some(AppendOutcome::Appended { uid, uid_validity }) => {
                     bytes += intent.wire_size;
                     done.push(CopyDone {
                         uidl: intent.uidl.clone(),
@@ -697,13 +678,8 @@ impl RunContext<'_> {
                     });
                     done_spans.push(span);
                 }
-                AppendOutcome::Refused(reason) => {
-                    store.revert_copying(self.job_id, std::slice::from_ref(&intent.uidl)).await?;
-                    let error = format!("the destination refused the message: {reason}");
-                    store.mark_failed(self.job_id, self.run, &intent.uidl, &error).await?;
-                    self.progress.send_modify(|p| p.failed += 1);
-                    close_message(span, "refused");
-                }
+                Some(AppendOutcome::Refused(reason)) => refused.push((&intent.uidl, reason, span)),
+                None => close_message(span, "error"),
             }
         }
         store.mark_copied(self.job_id, self.run, &done).await?;
@@ -712,7 +688,17 @@ impl RunContext<'_> {
             p.copied += done.len() as u64;
             p.bytes += bytes;
         });
-        Ok(())
+        for (uidl, reason, span) in refused {
+            store.revert_copying(self.job_id, std::slice::from_ref(uidl)).await?;
+            let error = format!("the destination refused the message: {reason}");
+            store.mark_failed(self.job_id, self.run, uidl, &error).await?;
+            self.progress.send_modify(|p| p.failed += 1);
+            close_message(span, "refused");
+        }
+        match failure {
+            Some(e) => Err(self.sink_err(e)),
+            None => Ok(()),
+        }
     }
 
     /// DELE what the policy allows — only rows the ledger says are `copied` — then QUIT,
@@ -721,23 +707,31 @@ impl RunContext<'_> {
     async fn delete_and_quit(&self, mut pop: Pop3Session, listed: &[Planned]) -> Result<()> {
         let mut deleted = Vec::new();
         if self.job.delete != DeletePolicy::Keep {
-            let ledger: HashMap<String, LedgerEntry> =
-                self.store.ledger(self.job_id).await?.into_iter().map(|e| (e.uidl.clone(), e)).collect();
-            for p in listed {
-                let Some(entry) = ledger.get(&p.uidl) else { continue };
-                let allowed = entry.state == LedgerState::Copied
-                    && match self.job.delete {
-                        DeletePolicy::Keep => false,
-                        DeletePolicy::AfterVerified => true,
-                        DeletePolicy::AfterDays(days) => copied_before(entry, days),
-                    };
-                if allowed {
-                    match pop.dele(p.number).await {
-                        Ok(()) => deleted.push(p.uidl.clone()),
-                        Err(e) if e.class().is_retryable() && !matches!(e, mailferry_pop3::Pop3Error::Server { .. }) => {
-                            return Err(self.source_err(e));
+            for chunk in listed.chunks(LEDGER_CHUNK) {
+                let uidls: Vec<String> = chunk.iter().map(|p| p.uidl.clone()).collect();
+                let ledger: HashMap<String, LedgerEntry> = self
+                    .store
+                    .ledger_where(self.job_id, LedgerQuery::Uidls(&uidls))
+                    .await?
+                    .into_iter()
+                    .map(|e| (e.uidl.clone(), e))
+                    .collect();
+                for p in chunk {
+                    let Some(entry) = ledger.get(&p.uidl) else { continue };
+                    let allowed = entry.state == LedgerState::Copied
+                        && match self.job.delete {
+                            DeletePolicy::Keep => false,
+                            DeletePolicy::AfterVerified => true,
+                            DeletePolicy::AfterDays(days) => copied_before(entry, days),
+                        };
+                    if allowed {
+                        match pop.dele(p.number).await {
+                            Ok(()) => deleted.push(p.uidl.clone()),
+                            Err(e) if e.class().is_retryable() && !matches!(e, mailferry_pop3::Pop3Error::Server { .. }) => {
+                                return Err(self.source_err(e));
+                            }
+                            Err(e) => tracing::warn!(uidl = %p.uidl, error = %e, "DELE refused; message left in place"),
                         }
-                        Err(e) => tracing::warn!(uidl = %p.uidl, error = %e, "DELE refused; message left in place"),
                     }
                 }
             }
@@ -746,169 +740,4 @@ impl RunContext<'_> {
         self.store.mark_source_deleted(self.job_id, self.run, &deleted).await?;
         Ok(())
     }
-}
-
-fn copied_before(entry: &LedgerEntry, days: u32) -> bool {
-    entry.state == LedgerState::Copied
-        && entry
-            .copied_at
-            .as_deref()
-            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-            .is_some_and(|t| Utc::now().signed_duration_since(t) >= chrono::Duration::days(i64::from(days)))
-}
-
-#[derive(Debug)]
-enum SourceError {
-    Pop3(mailferry_pop3::Pop3Error),
-    Spool(std::io::Error),
-}
-
-/// The source task: RETR with up to `window` requests in flight, each response streamed
-/// into memory or a spool file, then handed to the sink through the bounded channel
-/// (backpressure: a slow destination stops retrieval, memory stays bounded).
-async fn retrieve(
-    mut pop: Pop3Session,
-    plan: Vec<Planned>,
-    window: usize,
-    limit: Option<(u64, &'static str)>,
-    spool: SpoolConfig,
-    budget: Arc<Semaphore>,
-    tx: mpsc::Sender<Item>,
-) -> (Pop3Session, std::result::Result<(), SourceError>) {
-    // Spawned inside the run's span: each message's span is its child.
-    let run = Span::current();
-    let mut fetch = Vec::new();
-    for p in plan {
-        // LIST sizes are exact per RFC 1939 §5, so oversize messages are skipped unread.
-        match limit {
-            Some((max, which)) if p.size > max => {
-                let reason = format!("message of {} bytes exceeds {which} of {max} bytes", p.size);
-                let span = message_span(&run, &p);
-                if tx.send(Item::Skip(p, reason, span)).await.is_err() {
-                    return (pop, Ok(()));
-                }
-            }
-            _ => fetch.push(p),
-        }
-    }
-    let budget_total = u32::try_from(budget.available_permits()).unwrap_or(u32::MAX);
-    let result = async {
-        let mut queue: VecDeque<(&Planned, Span)> = VecDeque::new();
-        // Retrievals whose size disagreed with LIST: retrieved again once the pipeline is
-        // empty, with the first retrieval's digest and size to compare.
-        let mut suspects: Vec<(&Planned, Span, String, u64)> = Vec::new();
-        let mut next = 0;
-        while next < fetch.len() || !queue.is_empty() {
-            if queue.len() < window && next < fetch.len() {
-                let upto = (next + window - queue.len()).min(fetch.len());
-                let numbers: Vec<u32> = fetch[next..upto].iter().map(|p| p.number).collect();
-                pop.send_retr_many(&numbers).await.map_err(SourceError::Pop3)?;
-                queue.extend(fetch[next..upto].iter().map(|p| (p, message_span(&run, p))));
-                next = upto;
-            }
-            let (p, span) = queue.pop_front().expect("a RETR is in flight");
-            let item = match read_one(&mut pop, &spool).await {
-                Ok(Some(received)) if !size_agrees(received.size, p.size) => {
-                    suspects.push((p, span, received.digest, received.size));
-                    continue;
-                }
-                Ok(Some(received)) => {
-                    let permit = hold_budget(&budget, &received, budget_total).await;
-                    Item::Retrieved(p.clone(), received, permit, span)
-                }
-                // -ERR for one message: the session goes on (RFC 1939 §7).
-                Ok(None) => Item::Failed(p.clone(), "the source refused RETR".into(), span),
-                Err(SourceError::Pop3(mailferry_pop3::Pop3Error::Server { text, .. })) => {
-                    Item::Failed(p.clone(), format!("the source refused RETR: {text}"), span)
-                }
-                Err(e) => {
-                    close_message(span, "error");
-                    return Err(e);
-                }
-            };
-            if tx.send(item).await.is_err() {
-                return Ok(());
-            }
-        }
-        for (p, span, first_digest, first_size) in suspects {
-            pop.send_retr_many(&[p.number]).await.map_err(SourceError::Pop3)?;
-            let item = match read_one(&mut pop, &spool).await {
-                Ok(Some(received)) => match incomplete(&received, p.size, &first_digest, first_size) {
-                    None => {
-                        let permit = hold_budget(&budget, &received, budget_total).await;
-                        Item::Retrieved(p.clone(), received, permit, span)
-                    }
-                    Some(why) => Item::Failed(p.clone(), why, span),
-                },
-                Ok(None) => Item::Failed(p.clone(), "the source refused RETR".into(), span),
-                Err(SourceError::Pop3(mailferry_pop3::Pop3Error::Server { text, .. })) => {
-                    Item::Failed(p.clone(), format!("the source refused RETR: {text}"), span)
-                }
-                Err(e) => {
-                    close_message(span, "error");
-                    return Err(e);
-                }
-            };
-            if tx.send(item).await.is_err() {
-                break;
-            }
-        }
-        Ok(())
-    }
-    .await;
-    (pop, result)
-}
-
-/// Read one RETR response (its status, then its body streamed into memory or a spool
-/// file). `None`: the server answered -ERR without a code the session treats as fatal.
-async fn read_one(pop: &mut Pop3Session, spool: &SpoolConfig) -> std::result::Result<Option<Received>, SourceError> {
-    pop.read_retr_status().await.map_err(SourceError::Pop3)?;
-    let mut incoming = Incoming::new(spool);
-    while let Some(chunk) = pop.read_retr_chunk().await.map_err(SourceError::Pop3)? {
-        incoming.push(chunk).map_err(SourceError::Spool)?;
-    }
-    incoming.finish().map(Some).map_err(SourceError::Spool)
-}
-
-/// Hold the message's share of the memory budget until the sink has appended it.
-async fn hold_budget(budget: &Arc<Semaphore>, received: &Received, budget_total: u32) -> OwnedSemaphorePermit {
-    let in_memory = match &received.body {
-        mailferry_imap::AppendBody::Memory(v) => v.len(),
-        mailferry_imap::AppendBody::Spooled { .. } => 0,
-    };
-    Arc::clone(budget)
-        .acquire_many_owned(kib(in_memory).min(budget_total))
-        .await
-        .expect("the budget semaphore is never closed")
-}
-
-/// RFC 1939 §5: LIST gives the exact size in octets. The retrieved (unstuffed) bytes agree
-/// with it, or exceed it by exactly the CRLF a server must add before the terminating dot
-/// to a message stored without a final line ending.
-pub(crate) fn size_agrees(retrieved: u64, listed: u64) -> bool {
-    retrieved == listed || retrieved == listed.saturating_add(2)
-}
-
-/// Judge a second retrieval of a message whose first one disagreed with LIST: `None` when
-/// it may be copied. It agrees with LIST now (the first reply was cut), or both retrievals
-/// are the same bytes and more than LIST said (a server that reports approximate sizes,
-/// e.g. counting bare LF line ends its RETR sends as CRLF). Fewer bytes than LIST, twice,
-/// look like a server that cuts messages: never taken as a complete copy.
-fn incomplete(second: &Received, listed: u64, first_digest: &str, first_size: u64) -> Option<String> {
-    if size_agrees(second.size, listed) {
-        return None;
-    }
-    if second.digest == first_digest && second.size > listed {
-        tracing::warn!(listed, retrieved = second.size, "LIST size is approximate; two retrievals agree byte for byte");
-        return None;
-    }
-    Some(format!(
-        "retrieved {first_size} and then {} bytes, but the server's LIST size is {listed}: the message may be incomplete, so it was not copied and stays at the source",
-        second.size
-    ))
-}
-
-/// Budget permits are KiB, rounded up, so a semaphore's u32 count covers large budgets.
-fn kib(bytes: usize) -> u32 {
-    u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX)
 }

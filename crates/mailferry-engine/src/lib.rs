@@ -13,6 +13,8 @@ mod error;
 pub mod message;
 pub mod oauth;
 mod metrics;
+mod plan;
+mod retrieve;
 mod retry;
 mod sink;
 pub mod spool;

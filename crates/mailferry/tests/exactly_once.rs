@@ -154,7 +154,12 @@ fn a_second_run_on_the_same_mailbox_is_refused_or_waits() {
         "the refusal names the holder: {}",
         second.stderr
     );
-    let waiting = lab.command(&["--from", &lab.source_url(), "--to", &lab.to_tls("INBOX"), "--wait"]).spawn().unwrap();
+    let waiting = lab
+        .command(&["--from", &lab.source_url(), "--to", &lab.to_tls("INBOX"), "--wait"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     assert!(first.wait().unwrap().success());
     let waited = Run::from(waiting.wait_with_output().unwrap());
     waited.assert_code(0);
