@@ -24,7 +24,7 @@ mod worker;
 pub use claim::{this_process, ClaimConfig};
 pub use drain::{run_job, DrainJob, EngineConfig, Outcome, Progress, RunReport};
 /// Flags given for the destination must be IMAP atoms (RFC 3501 §9).
-pub use mailferry_imap::wire::valid_flag as valid_imap_flag;
+pub use mailferry_imap::wire::{flag_problem as imap_flag_problem, valid_flag as valid_imap_flag};
 pub use error::{EngineError, Result};
 pub use retry::RetryPolicy;
 pub use sink::{ArchiveTarget, Archives, Target};

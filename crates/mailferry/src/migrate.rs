@@ -198,8 +198,8 @@ async fn build_job(args: &MigrateArgs, loaded: &Loaded) -> Result<(DrainJob, Pat
         let from_secret = secret("source", "--from", args.from_password_env.as_deref(), args.from_password_file.as_ref())?;
         let (to_credential, to_auth) = destination_credential(args, &tls)?;
         for flag in &args.flags {
-            if !mailferry_engine::valid_imap_flag(flag) {
-                bail!("--flag {flag:?} is not an IMAP flag (an atom like \\Seen or $Label)");
+            if let Some(problem) = mailferry_engine::imap_flag_problem(flag) {
+                bail!("--flag: {problem}");
             }
         }
         let (from_security, to_security) = (from.security_with(args.allow_plaintext), to.security_with(args.allow_plaintext));

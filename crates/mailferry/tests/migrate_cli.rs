@@ -247,6 +247,10 @@ fn flags_are_set_as_configured() {
     let flags = String::from_utf8_lossy(&out.stdout);
     assert!(flags.contains("\\Seen") && flags.contains("$Migrated"), "{flags}");
     lab.migrate_raw(&["--from", &lab.source_url(), "--to", &lab.to_tls("INBOX"), "--flag", "bad flag"]).assert_code(2);
+    // \Deleted on a copy would let the destination expunge it after the source is emptied.
+    let deleted = lab.migrate_raw(&["--from", &lab.source_url(), "--to", &lab.to_tls("INBOX"), "--flag", "\\deleted"]);
+    deleted.assert_code(2);
+    assert!(deleted.stderr.contains("cannot be set on copied messages"), "{}", deleted.stderr);
 }
 
 #[test]
