@@ -2,5 +2,6 @@
 //! 7–8). Panics inside a job, lying and hostile servers, overlapping runs and lost leases.
 //! One test binary for all of them, so the suite links the stack once for this theme.
 
+mod fencing;
 mod lying;
 mod worker;
