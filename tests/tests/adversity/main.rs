@@ -3,5 +3,6 @@
 //! One test binary for all of them, so the suite links the stack once for this theme.
 
 mod fencing;
+mod hostile;
 mod lying;
 mod worker;
