@@ -122,6 +122,10 @@ pub enum ApiError {
     /// given number of seconds (sent as `Retry-After`).
     #[error("too many failed authentications from this address; try again in {0} s")]
     TooManyRequests(u64),
+    /// A resource limit is reached (e.g. concurrent archive runs): nothing is wrong with
+    /// the request, try again after `retry_after` seconds (sent as `Retry-After`).
+    #[error("{detail}")]
+    LimitReached { detail: String, retry_after: u64 },
     /// A dependency (the database) is not reachable.
     #[error("{0}")]
     Unavailable(String),
@@ -166,7 +170,7 @@ impl ApiError {
             Self::Integrity { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooManyRequests(_) | Self::LimitReached { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -190,6 +194,7 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => "/problems/unsupported-media-type",
             Self::IdempotencyKeyReused => "/problems/idempotency-key-reused",
             Self::TooManyRequests(_) => "/problems/too-many-requests",
+            Self::LimitReached { .. } => "/problems/limit-reached",
             Self::Unavailable(_) => "/problems/unavailable",
             Self::Internal(_) => "/problems/internal",
         }
@@ -212,6 +217,7 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => "Unsupported media type",
             Self::IdempotencyKeyReused => "Idempotency key reused",
             Self::TooManyRequests(_) => "Too many requests",
+            Self::LimitReached { .. } => "Limit reached",
             Self::Unavailable(_) => "Service unavailable",
             Self::Internal(_) => "Internal server error",
         }
@@ -262,7 +268,7 @@ impl IntoResponse for ApiError {
         if matches!(self, Self::Unauthorized(_)) {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"mailferry\""));
         }
-        if let Self::TooManyRequests(secs) = self {
+        if let Self::TooManyRequests(secs) | Self::LimitReached { retry_after: secs, .. } = self {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
