@@ -497,6 +497,34 @@ mod tests {
         async fn run_counts(&self, _: JobId, _: i64) -> mailferry_store::Result<mailferry_store::RunCounts> {
             unreachable!()
         }
+        async fn ledger_where(
+            &self,
+            _: JobId,
+            _: mailferry_store::LedgerQuery<'_>,
+        ) -> mailferry_store::Result<Vec<mailferry_store::LedgerEntry>> {
+            unreachable!()
+        }
+        async fn claim_source(
+            &self,
+            _: &str,
+            _: &mailferry_store::ClaimHolder,
+            _: std::time::Duration,
+            _: Option<i64>,
+        ) -> mailferry_store::Result<mailferry_store::ClaimAttempt> {
+            unreachable!()
+        }
+        async fn renew_source(&self, _: &mailferry_store::SourceClaim, _: std::time::Duration) -> mailferry_store::Result<bool> {
+            unreachable!()
+        }
+        async fn release_source(&self, _: &mailferry_store::SourceClaim) -> mailferry_store::Result<()> {
+            unreachable!()
+        }
+        async fn fence_run(&self, _: i64, _: &mailferry_store::SourceClaim) -> mailferry_store::Result<()> {
+            unreachable!()
+        }
+        async fn supersede_reused(&self, _: JobId, _: i64, _: &str, _: &str) -> mailferry_store::Result<()> {
+            unreachable!()
+        }
     }
 
     /// A token endpoint on loopback that rotates: answers every request with access token
