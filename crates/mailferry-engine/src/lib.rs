@@ -26,7 +26,8 @@ pub use drain::{run_job, DrainJob, EngineConfig, Outcome, Progress, RunReport};
 /// Flags given for the destination must be IMAP atoms (RFC 3501 §9).
 pub use mailferry_imap::wire::{flag_problem as imap_flag_problem, valid_flag as valid_imap_flag};
 pub use error::{EngineError, Result};
+pub use metrics::HostLabels;
 pub use retry::RetryPolicy;
-pub use sink::{ArchiveTarget, Archives, Target};
+pub use sink::{ArchiveTarget, Archives, OpenLimits, Target};
 pub use spool::SpoolConfig;
 pub use worker::{unique_worker_id, Worker, WorkerConfig};
