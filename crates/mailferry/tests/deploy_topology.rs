@@ -29,7 +29,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::server::{psql, Api, FreshPg};
+use common::private_pg::PrivatePg;
+use common::server::{job_body, psql, Api, FreshPg, Server};
 use common::*;
 use serde_json::json;
 use serde_yaml::Value;
@@ -711,4 +712,160 @@ async fn compose_api_and_two_workers_drain_a_batch_exactly_once() {
     }
     assert_eq!(psql(&pg.url, "SELECT count(*) FROM jobs WHERE lease_owner IS NOT NULL OR state <> 'succeeded'"), "0");
     drop(worker_locals);
+}
+
+/// One read of a job over the API, `None` while the API cannot answer (its database is
+/// down: a 5xx, or no answer within a few seconds).
+async fn job_if_readable(client: &Api, id: i64) -> Option<serde_json::Value> {
+    let r = client
+        .http
+        .get(format!("{}/api/v1/jobs/{id}", client.base))
+        .bearer_auth(&client.token)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .ok()?;
+    if r.status().as_u16() != 200 {
+        return None;
+    }
+    r.json().await.ok()
+}
+
+/// Issue 13, fault injection: the service's PostgreSQL restarted in the middle of a job
+/// that deletes at the source (`after-verified`). The job must resume by itself and end
+/// `succeeded` with every message exactly once at the destination and the source empty.
+/// The test runs its own PostgreSQL ([`PrivatePg`]) and restarts that one, never the
+/// shared server the other tests use; the topology is the one above: an API without
+/// workers and one worker process, both on that database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_resumes_exactly_once_when_postgresql_restarts_mid_run() {
+    const MESSAGES: u64 = 2_000;
+    /// Copied messages before the restart: the job is well under way, far from done.
+    const RESTART_AFTER: u64 = 100;
+    /// How long the database stays down (connections refused meanwhile).
+    const DOWN: Duration = Duration::from_secs(2);
+
+    let pg = PrivatePg::start();
+    let lab = Lab::start();
+    let msgs = small(MESSAGES as usize, "pg-restart-");
+    lab.dovecot.seed("src", &msgs);
+
+    let mut server = Server::start(&lab.dovecot, Some(&pg.url), &[], &["--no-workers"]);
+    server.spawn_worker(&[]);
+    let client = server.client();
+
+    let (status, job, text) = client.post("/api/v1/jobs", &job_body(&lab.dovecot, "src", "dst", "after-verified")).await;
+    assert_eq!(status, 201, "{text}");
+    let id = job["id"].as_i64().unwrap();
+    let t0 = Instant::now();
+
+    // Wait until the job is running and has copied some messages.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let copied_before = loop {
+        let job = client.job(id).await;
+        let copied = job["counts"]["copied"].as_u64().unwrap_or(0);
+        if job["state"] == "running" && copied >= RESTART_AFTER {
+            break copied;
+        }
+        assert!(
+            !["succeeded", "partial", "failed", "cancelled"].contains(&job["state"].as_str().unwrap_or("")),
+            "the job ended before the restart: {job}\n{}",
+            server.logs()
+        );
+        assert!(Instant::now() < deadline, "job not under way after 60 s: {job}\n{}", server.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // Make sure the restart cuts a ledger write off mid-statement (not only idle pooled
+    // connections, which the pool would quietly replace): hold a lock that blocks writes to
+    // the ledger until the worker waits on it, then restart.
+    let mut blocker = Command::new("psql")
+        .arg(&pg.url)
+        .args(["-qc", "BEGIN; LOCK TABLE ledger IN SHARE MODE; SELECT pg_sleep(120);"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("psql");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let waiting_writes = loop {
+        let waiting: u32 = psql(
+            &pg.url,
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query ILIKE '%ledger%'",
+        )
+        .parse()
+        .unwrap();
+        if waiting > 0 {
+            break waiting;
+        }
+        assert!(Instant::now() < deadline, "no ledger write waited on the lock within 20 s\n{}", server.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let copied_before = job_if_readable(&client, id).await.map_or(copied_before, |j| j["counts"]["copied"].as_u64().unwrap_or(0));
+    let restart_at = t0.elapsed();
+    let down_for = tokio::task::block_in_place(|| pg.restart(DOWN));
+    // The fast shutdown ended the blocker's session too.
+    let _ = blocker.kill();
+    let _ = blocker.wait();
+
+    // Follow the job to its end, noting each state (and error) it goes through.
+    let mut seen: Vec<String> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let job = loop {
+        let job = job_if_readable(&client, id).await;
+        if let Some(job) = &job {
+            let step = format!("{} (runs {}, copied {}, last_error {})", job["state"], job["runs"], job["counts"]["copied"], job["last_error"]);
+            if seen.last().map(|s| s.split(" (").next()) != Some(step.split(" (").next()) {
+                seen.push(step);
+            }
+            if ["succeeded", "partial", "failed", "cancelled"].contains(&job["state"].as_str().unwrap_or("")) {
+                break job.clone();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {id} did not end within 180 s of the restart; states seen: {seen:#?}\nlast: {job:?}\n{}\n== postgresql\n{}",
+            server.logs(),
+            pg.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let total = t0.elapsed();
+    let logs = server.logs();
+    assert_eq!(job["state"], "succeeded", "states seen: {seen:#?}\n{job}\n{logs}\n== postgresql\n{}", pg.log());
+
+    // Exactly once, byte for byte; nothing left at the source; the counts agree.
+    assert_same_messages(&msgs, &lab.dst());
+    assert_eq!(lab.dovecot.message_count("src"), 0, "the source is drained");
+    assert_eq!(job["counts"]["copied"], MESSAGES, "{job}");
+    assert_eq!(job["counts"]["deleted"], MESSAGES, "{job}");
+    assert_eq!(job["counts"]["failed"], 0, "{job}");
+    let ledger = psql(&pg.url, "SELECT state || '=' || count(*) FROM ledger GROUP BY state ORDER BY state");
+    assert_eq!(ledger, format!("source-deleted={MESSAGES}"), "the ledger: one row per message, each copied then deleted");
+    // The restart reached the job while it ran (it was not already done).
+    assert!(copied_before < MESSAGES, "the job had copied everything before the restart");
+    // The cut-off write surfaced as a retryable failure: retried within the run, or the job
+    // went back to the queue.
+    let retries = logs.lines().filter(|l| l.contains("retryable failure") && l.contains("ledger")).count();
+    let requeued = seen.iter().any(|s| s.starts_with("\"queued\""));
+    assert!(retries > 0 || requeued, "the run never noticed the database going away; states {seen:?}\n{logs}");
+    let overlaps = psql(
+        &pg.url,
+        "SELECT count(*) FROM runs a JOIN runs b ON a.job_id = b.job_id AND a.id < b.id
+         WHERE b.started_at < COALESCE(a.finished_at, now())",
+    );
+    assert_eq!(overlaps, "0", "no two runs of the job overlapped");
+
+    // What the worker and the API went through (warnings and errors only), for the record.
+    let noticed: Vec<&str> = logs.lines().filter(|l| l.contains("WARN") || l.contains("ERROR")).collect();
+    eprintln!("postgres restart: {} warning/error lines in the service's logs:", noticed.len());
+    for line in noticed.iter().take(30) {
+        eprintln!("  {line}");
+    }
+    eprintln!(
+        "postgres restart: {MESSAGES} messages; restarted at {:.1} s with {copied_before} copied and {waiting_writes} ledger write(s) in flight; down {:.1} s; \
+         job succeeded after {:.1} s in {} run(s), {retries} in-run retry(ies) on the ledger, requeued: {requeued}; states after the restart: {seen:?}",
+        restart_at.as_secs_f64(),
+        down_for.as_secs_f64(),
+        total.as_secs_f64(),
+        job["runs"]
+    );
 }

@@ -2,6 +2,7 @@
 //! and a way to run the real `mailferry` binary against it.
 #![allow(dead_code)]
 
+pub mod private_pg;
 pub mod prom;
 pub mod server;
 
