@@ -63,7 +63,7 @@ pub(crate) async fn retrieve(
                 next = upto;
             }
             let (p, span) = queue.pop_front().expect("a RETR is in flight");
-            let item = match read_one(&mut pop, &spool).await {
+            let item = match read_one(&mut pop, &spool, p.size).await {
                 Ok(Some(received)) if !size_agrees(received.size, p.size) => {
                     suspects.push((p, span, received.digest, received.size));
                     continue;
@@ -88,7 +88,7 @@ pub(crate) async fn retrieve(
         }
         for (p, span, first_digest, first_size) in suspects {
             pop.send_retr_many(&[p.number]).await.map_err(SourceError::Pop3)?;
-            let item = match read_one(&mut pop, &spool).await {
+            let item = match read_one(&mut pop, &spool, p.size).await {
                 Ok(Some(received)) => match incomplete(&received, p.size, &first_digest, first_size) {
                     None => {
                         let permit = hold_budget(&budget, &received, budget_total).await;
@@ -117,9 +117,9 @@ pub(crate) async fn retrieve(
 
 /// Read one RETR response (its status, then its body streamed into memory or a spool
 /// file). `None`: the server answered -ERR without a code the session treats as fatal.
-async fn read_one(pop: &mut Pop3Session, spool: &SpoolConfig) -> std::result::Result<Option<Received>, SourceError> {
+async fn read_one(pop: &mut Pop3Session, spool: &SpoolConfig, listed: u64) -> std::result::Result<Option<Received>, SourceError> {
     pop.read_retr_status().await.map_err(SourceError::Pop3)?;
-    let mut incoming = Incoming::new(spool);
+    let mut incoming = Incoming::expecting(spool, listed);
     while let Some(chunk) = pop.read_retr_chunk().await.map_err(SourceError::Pop3)? {
         incoming.push(chunk).map_err(SourceError::Spool)?;
     }

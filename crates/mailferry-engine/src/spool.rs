@@ -60,6 +60,10 @@ pub struct Incoming<'a> {
     memory: Vec<u8>,
     file: Option<(std::fs::File, tempfile::TempPath)>,
     scratch: Vec<u8>,
+    /// The server's LIST size for the message, when known.
+    listed: Option<u64>,
+    /// The last (up to two) bytes received, held back until the end: see [`Self::finish`].
+    tail: Vec<u8>,
 }
 
 impl<'a> Incoming<'a> {
@@ -76,11 +80,33 @@ impl<'a> Incoming<'a> {
             memory: Vec::new(),
             file: None,
             scratch: Vec::with_capacity(64 * 1024),
+            listed: None,
+            tail: Vec::with_capacity(2),
         }
+    }
+
+    /// A message whose LIST size (RFC 1939 §5) is `listed`: a final CRLF beyond it is the
+    /// one the server added and is not part of the message (see [`Self::finish`]).
+    pub fn expecting(config: &'a SpoolConfig, listed: u64) -> Self {
+        Self { listed: Some(listed), ..Self::new(config) }
     }
 
     /// Take the next chunk of unstuffed message bytes.
     pub fn push(&mut self, chunk: &[u8]) -> std::io::Result<()> {
+        // Hold the last two bytes back until the end of the message.
+        let mut pending = std::mem::take(&mut self.tail);
+        pending.extend_from_slice(chunk);
+        let keep = pending.len().min(2);
+        let (now, later) = pending.split_at(pending.len() - keep);
+        self.feed(now)?;
+        self.tail = later.to_vec();
+        Ok(())
+    }
+
+    fn feed(&mut self, chunk: &[u8]) -> std::io::Result<()> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
         self.has_nul |= chunk.contains(&0);
         self.scratch.clear();
         if self.config.normalize {
@@ -123,7 +149,18 @@ impl<'a> Incoming<'a> {
         Ok(())
     }
 
-    pub fn finish(self) -> std::io::Result<Received> {
+    /// The message is complete. RFC 1939 §3: a server must end a message stored without a
+    /// final line ending with an added CRLF before the terminating dot; its LIST size counts
+    /// the stored octets. So a message received as exactly `LIST + 2` bytes ending in CRLF
+    /// was stored without one, and is delivered without one (DESIGN.md §2.3: the source
+    /// bytes, nothing added).
+    pub fn finish(mut self) -> std::io::Result<Received> {
+        let tail = std::mem::take(&mut self.tail);
+        let total = self.raw_len + tail.len() as u64;
+        let added_by_server = tail == b"\r\n" && self.listed.is_some_and(|l| l.checked_add(2) == Some(total));
+        if !added_by_server {
+            self.feed(&tail)?;
+        }
         let body = match self.file {
             Some((mut file, path)) => {
                 file.flush()?;
@@ -185,5 +222,55 @@ mod tests {
         let spooled = path.to_path_buf();
         drop(big);
         assert!(!spooled.exists(), "spool file is removed with the message");
+    }
+
+    fn received(listed: Option<u64>, chunks: &[&[u8]]) -> Received {
+        let config = SpoolConfig { memory_threshold: 1 << 20, dir: std::env::temp_dir(), normalize: true };
+        let mut incoming = match listed {
+            Some(n) => Incoming::expecting(&config, n),
+            None => Incoming::new(&config),
+        };
+        for c in chunks {
+            incoming.push(c).unwrap();
+        }
+        incoming.finish().unwrap()
+    }
+
+    fn body(r: &Received) -> &[u8] {
+        match &r.body {
+            AppendBody::Memory(v) => v,
+            AppendBody::Spooled { .. } => panic!("expected memory"),
+        }
+    }
+
+    #[test]
+    fn the_crlf_a_server_adds_to_a_message_without_a_final_newline_is_removed() {
+        // Stored as 11 bytes without a final line ending; the server sends 13.
+        let sent: &[u8] = b"Subject: x\r\n\r\nab\r\n";
+        let stored = &sent[..sent.len() - 2];
+        for split in 0..=sent.len() {
+            let r = received(Some(stored.len() as u64), &[&sent[..split], &sent[split..]]);
+            assert_eq!(body(&r), stored, "split at {split}");
+            assert_eq!((r.size, r.wire_size), (stored.len() as u64, stored.len() as u64));
+            assert_eq!(r.digest, hex::encode(Sha256::digest(stored)));
+        }
+        // LIST counts the final CRLF: it is the message's own and stays.
+        let r = received(Some(sent.len() as u64), &[sent]);
+        assert_eq!(body(&r), sent);
+        // Unknown LIST size, or bytes that are not CRLF: nothing is removed.
+        assert_eq!(body(&received(None, &[sent])), sent);
+        let odd: &[u8] = b"Subject: x\r\n\r\nabcd";
+        assert_eq!(body(&received(Some(odd.len() as u64 - 2), &[odd])), odd);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn holding_back_the_tail_never_changes_other_bytes(msg in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300), split in 0usize..300) {
+            let split = split.min(msg.len());
+            let r = received(Some(u64::MAX), &[&msg[..split], &msg[split..]]);
+            let want = crate::message::normalize_crlf(&msg);
+            proptest::prop_assert_eq!(body(&r), want.as_slice());
+            proptest::prop_assert_eq!(r.size, msg.len() as u64);
+        }
     }
 }

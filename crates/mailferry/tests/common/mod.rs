@@ -111,13 +111,13 @@ impl Run {
     }
 }
 
-/// What a byte-faithful copy through POP3 looks like: CRLF line endings, and a final CRLF
-/// (POP3 cannot carry a message without one: RFC 1939 §3 ends every line with CRLF).
+/// What a byte-faithful copy looks like: the source bytes with bare LF made CRLF (the one
+/// change IMAP requires, DESIGN.md §2.3) and nothing else. A message stored without a final
+/// line ending arrives without one: the CRLF a POP3 server adds before the terminating dot
+/// (RFC 1939 §3) is told apart by the LIST size and removed.
 pub fn expected_at_destination(source: &[u8]) -> Vec<u8> {
-    let mut v = normalize_crlf(source);
-    if !v.is_empty() && !v.ends_with(b"\r\n") {
-        v.extend_from_slice(b"\r\n");
-    }
+    normalize_crlf(source)
+}
     v
 }
 
