@@ -118,8 +118,6 @@ impl Run {
 pub fn expected_at_destination(source: &[u8]) -> Vec<u8> {
     normalize_crlf(source)
 }
-    v
-}
 
 /// Compare as multisets: order at the destination is not part of the contract.
 pub fn assert_same_messages(source: &[Vec<u8>], dest: &[Vec<u8>]) {
