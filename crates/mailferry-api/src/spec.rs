@@ -117,7 +117,9 @@ pub struct ImapTargetBody {
     pub password: Option<SecretString>,
     /// Default: `INBOX`.
     pub folder: Option<String>,
-    /// IMAP flags set on every copied message (`\Seen`, keywords); default none.
+    /// IMAP flags set on every copied message (`\Seen`, keywords; at most 32); default none.
+    /// `\Deleted` is refused (the destination would expunge the copies after the source may
+    /// have been emptied), and so is `\Recent` (set by the server only).
     pub flags: Option<Vec<String>>,
     /// Default: `auto` (`xoauth2` when `oauth2` is given).
     pub auth: Option<ImapAuth>,
@@ -471,21 +473,21 @@ fn plaintext(field: &str, security: Security, host: Option<&str>, config: &ApiCo
     }
 }
 
-/// RFC 3501 §9: `flag = "\" atom / keyword`; atoms exclude `( ) { SP CTL % * " \ ]`.
-/// `\Recent` is set by the server only and cannot be given to APPEND.
+/// RFC 3501 §9: `flag = "\" atom / keyword`. The IMAP crate's rule
+/// ([`mailferry_engine::imap_flag_problem`]) refuses what is not an atom, `\Recent` (set by
+/// the server only) and `\Deleted` in any case: copies flagged so would be removed by the
+/// destination's next EXPUNGE, after the source may have been emptied. At most 32 flags of
+/// at most 128 bytes each.
 fn check_flags(flags: &[String], errs: &mut Vec<FieldError>) {
     if flags.len() > 32 {
         errs.push(FieldError::invalid("target.flags", "target.flags holds at most 32 flags"));
     }
     for (i, flag) in flags.iter().enumerate() {
-        let atom = flag.strip_prefix('\\').unwrap_or(flag);
-        let atom_char = |c: char| c.is_ascii_graphic() && !matches!(c, '(' | ')' | '{' | '%' | '*' | '"' | '\\' | ']');
-        let recent = flag.eq_ignore_ascii_case("\\recent");
-        if atom.is_empty() || atom.len() > 128 || !atom.chars().all(atom_char) || recent {
-            errs.push(FieldError::invalid(
-                format!("target.flags[{i}]"),
-                format!("{flag:?} is not an IMAP flag (\\Seen, \\Flagged, ... or a keyword atom)"),
-            ));
+        let long = flag.strip_prefix('\\').unwrap_or(flag).len() > 128;
+        let problem =
+            mailferry_engine::imap_flag_problem(flag).or_else(|| long.then(|| format!("{flag:?} is longer than 128 bytes")));
+        if let Some(problem) = problem {
+            errs.push(FieldError::invalid(format!("target.flags[{i}]"), problem));
         }
     }
 }
@@ -564,6 +566,21 @@ mod tests {
             assert!(fields.contains(&f), "{f} missing from {fields:?}");
         }
         assert!(!format!("{errs:?}").contains("a\r\nb"));
+    }
+
+    #[test]
+    fn deleted_is_not_a_flag_for_copies() {
+        for flag in ["\\Deleted", "\\deleted", "\\DeLeTeD"] {
+            let mut b = good();
+            b["target"]["flags"] = serde_json::json!(["$Migrated", flag]);
+            let errs = validate(body(b), &ApiConfig::default(), &sealer()).unwrap_err();
+            assert_eq!(errs.len(), 1, "{errs:?}");
+            assert_eq!(errs[0].field, "target.flags[1]");
+            assert!(errs[0].message.contains("EXPUNGE"), "{}", errs[0].message);
+        }
+        let mut b = good();
+        b["target"]["flags"] = serde_json::json!(["\\Seen", "\\Flagged", "\\Draft", "\\Answered", "$Label1", "x".repeat(128)]);
+        assert!(validate(body(b), &ApiConfig::default(), &sealer()).is_ok());
     }
 
     #[test]
