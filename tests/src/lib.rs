@@ -4,11 +4,13 @@
 //! - [`fake`]: a scriptable fake POP3 server for failures real Dovecot will not produce.
 //! - [`corpus`]: messages that break naive mail code, and a realistic benchmark mix.
 //! - [`moto`]: a real S3-compatible server (moto) on loopback.
+//! - [`faultproxy`]: a seeded TCP proxy that drops, stalls, truncates or resets connections.
 #![forbid(unsafe_code)]
 
 pub mod corpus;
 pub mod dovecot;
 pub mod fake;
+pub mod faultproxy;
 pub mod moto;
 
 pub use corpus::{normalize_crlf, realistic, tricky_corpus};

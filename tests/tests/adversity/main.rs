@@ -5,4 +5,5 @@
 mod fencing;
 mod hostile;
 mod lying;
+mod soak;
 mod worker;
