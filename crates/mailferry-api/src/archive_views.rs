@@ -546,6 +546,9 @@ pub struct ExportResult {
     pub download: String,
     /// The SHA-256 manifest (`sha256sum -c` format: digest, two spaces, name).
     pub manifest: String,
+    /// When the file is deleted (`[archive] export_ttl_secs` after it was written, as
+    /// configured then); its download answers 410 from then on.
+    pub expires_at: Option<String>,
 }
 
 /// An export run (in memory; see `POST /archives/{name}/exports`).

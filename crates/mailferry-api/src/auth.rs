@@ -1,9 +1,10 @@
 //! Bearer-token authentication and scope checks.
 //!
 //! Tokens are `mf_` + 32 random bytes (base64url); only their SHA-256 is stored, so a
-//! leaked database holds no working credential. Every route except `/healthz`, `/readyz`
-//! and the dashboard's page and static assets (`/`, `/assets/*`: no data, the page signs
-//! in by itself) needs a token; the scope needed follows from the route: token management
+//! leaked database holds no working credential. Every route except `/healthz`, `/readyz`,
+//! `/metrics` (unless `api.metrics_require_token`: then any scope will do) and the
+//! dashboard's page and static assets (`/`, `/assets/*`: no data, the page signs in by
+//! itself) needs a token; the scope needed follows from the route: token management
 //! and changes to an archive's legal holds or retention are `admin`, reads (`GET`, `HEAD`)
 //! are `read`, everything else is `write`; the audit log is `admin` too. The token itself
 //! is never logged.
@@ -15,7 +16,7 @@
 use std::time::Instant;
 
 use axum::extract::{Request, State};
-use axum::http::{header, Method};
+use axum::http::{header, HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -31,7 +32,10 @@ use crate::state::AppState;
 pub const TOKEN_PREFIX: &str = "mf_";
 
 /// Routes that answer without a token (liveness and readiness probes, Prometheus).
-pub const PUBLIC_PATHS: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+pub const PUBLIC_PATHS: [&str; 3] = ["/healthz", "/readyz", METRICS_PATH];
+
+/// Public unless `api.metrics_require_token` is set.
+pub const METRICS_PATH: &str = "/metrics";
 
 /// A fresh token and the hash to store for it: `(token, sha256_hex(token))`.
 pub fn new_token() -> (String, String) {
@@ -77,16 +81,33 @@ fn is_archive_policy(path: &str) -> bool {
 }
 
 /// The bearer token of a request, if it carries a well-formed `Authorization` header.
-fn bearer(req: &Request) -> Option<&str> {
-    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+}
+
+/// Any valid token (every scope allows reading metrics), for listeners without the API's
+/// middleware (a worker's `worker.metrics_listen`): `Ok` or the 401 to answer.
+pub async fn check_any_token(store: &dyn mailferry_store::Store, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    let Some(token) = bearer(headers) else {
+        return Err(ApiError::Unauthorized("a bearer token is required (Authorization: Bearer <token>)"));
+    };
+    match store.token_by_hash(&hash_token(token)).await? {
+        Some(record) => Ok(Principal { token_id: record.id, name: record.name, scope: record.scope }),
+        None => {
+            metrics::counter!("mailferry_http_auth_failures_total").increment(1);
+            Err(ApiError::Unauthorized("the bearer token is not valid"))
+        }
+    }
 }
 
 /// Middleware: authenticate, check the scope, and attach the [`Principal`].
 pub(crate) async fn require_token(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let page = matches!(*req.method(), Method::GET | Method::HEAD) && crate::web::is_public(req.uri().path());
-    if page || PUBLIC_PATHS.contains(&req.uri().path()) {
+    let path = req.uri().path();
+    let public = PUBLIC_PATHS.contains(&path) && !(path == METRICS_PATH && state.config.metrics_require_token);
+    if page || public {
         return next.run(req).await;
     }
     // Without connection info (an embedder serving the app without
@@ -99,7 +120,7 @@ pub(crate) async fn require_token(State(state): State<AppState>, mut req: Reques
         let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
         return ApiError::TooManyRequests(secs.max(1)).into_response();
     }
-    let Some(token) = bearer(&req) else {
+    let Some(token) = bearer(req.headers()) else {
         // Nothing was guessed: not counted as a failure.
         return ApiError::Unauthorized("a bearer token is required (Authorization: Bearer <token>)").into_response();
     };

@@ -1,5 +1,11 @@
-//! Prometheus metrics at `GET /metrics` (text format 0.0.4, no token needed, like the
-//! probes: it carries counts, never names of mailboxes or messages).
+//! Prometheus metrics at `GET /metrics` (text format 0.0.4). No token needed by default,
+//! like the probes: it carries counts and host names, never names of mailboxes or
+//! messages; with `api.metrics_require_token` it needs a bearer token of any scope (401
+//! otherwise), on the API listener and on a worker's `worker.metrics_listen` alike.
+//!
+//! Host names come from jobs any write-scope token can create, so `host` label values are
+//! bounded ([`mailferry_engine::HostLabels`]): the first `api.metrics_max_hosts` distinct
+//! hosts keep their name, later ones are counted under `host="other"`.
 //!
 //! Two kinds of figures, kept apart on purpose:
 //!
@@ -30,7 +36,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use mailferry_store::ClusterFigures;
+use mailferry_engine::HostLabels;
+use mailferry_store::{ClusterFigures, Store};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::state::AppState;
@@ -128,9 +135,13 @@ pub(crate) async fn track(req: Request, next: Next) -> Response {
 pub struct ClusterCache(tokio::sync::Mutex<Option<(Instant, String)>>);
 
 /// Prometheus metrics: cluster figures from the database and archives, then this
-/// process's own (HTTP, authentication, in-process workers).
-#[utoipa::path(get, operation_id = "metrics", path = "/metrics", tag = "health", security(()),
-    responses((status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain; version=0.0.4")))]
+/// process's own (HTTP, authentication, in-process workers). Public unless
+/// `api.metrics_require_token` is set; then any valid bearer token (every scope) is needed.
+#[utoipa::path(get, operation_id = "metrics", path = "/metrics", tag = "health", security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain; version=0.0.4"),
+        (status = 401, description = "`api.metrics_require_token` is set and no valid bearer token was given", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn scrape(State(state): State<AppState>) -> Response {
     let cluster = {
         // Concurrent scrapes wait here and share one computation.
@@ -156,14 +167,14 @@ async fn cluster_text(state: &AppState) -> String {
     t.family("mailferry_database_up", "gauge", "1 when the cluster figures below could be read from the database");
     t.sample("mailferry_database_up", &[], if figures.is_ok() { 1.0 } else { 0.0 });
     match figures {
-        Ok(f) => write_cluster(&mut t, &f),
+        Ok(f) => write_cluster(&mut t, &f, &state.host_labels),
         Err(e) => tracing::warn!(error = %e, "reading cluster figures for /metrics failed"),
     }
     write_archives(&mut t, state).await;
     t.0
 }
 
-fn write_cluster(t: &mut Text, f: &ClusterFigures) {
+fn write_cluster(t: &mut Text, f: &ClusterFigures, hosts: &HostLabels) {
     t.family("mailferry_jobs", "gauge", "Jobs by state, across every worker (from the database)");
     for (state, n) in &f.jobs_by_state {
         t.sample("mailferry_jobs", &[("state", state.as_str())], *n as f64);
@@ -182,11 +193,15 @@ fn write_cluster(t: &mut Text, f: &ClusterFigures) {
         t.sample("mailferry_ledger_messages", &[("state", state.as_str())], *n as f64);
     }
     t.family("mailferry_cluster_sessions", "gauge", "Live leases per host across every worker: what the per-host caps count");
-    for (host, n) in &f.sessions_by_source_host {
-        t.sample("mailferry_cluster_sessions", &[("role", "source"), ("host", host)], *n as f64);
-    }
-    for (host, n) in &f.sessions_by_target_host {
-        t.sample("mailferry_cluster_sessions", &[("role", "target"), ("host", host)], *n as f64);
+    for (role, by_host) in [("source", &f.sessions_by_source_host), ("target", &f.sessions_by_target_host)] {
+        // Hosts beyond the label limit are summed under `other`.
+        let mut labelled: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+        for (host, n) in by_host {
+            *labelled.entry(hosts.label(host)).or_default() += *n as u64;
+        }
+        for (host, n) in &labelled {
+            t.sample("mailferry_cluster_sessions", &[("role", role), ("host", host)], *n as f64);
+        }
     }
 }
 
@@ -246,18 +261,45 @@ fn escape(v: &str) -> String {
 }
 
 /// A tiny app for worker-only processes: `/metrics` (this process's figures) and
-/// `/healthz`. No token: same exposure as the API's `/metrics`, bind it to a private
-/// address.
-pub fn process_app() -> Router {
+/// `/healthz`. Without a token by default, like the API's `/metrics` (bind it to a private
+/// address); with `token_store` (`api.metrics_require_token`), `/metrics` needs a bearer
+/// token of any scope that `token_store` knows, else 401 problem+json.
+pub fn process_app(token_store: Option<std::sync::Arc<dyn Store>>) -> Router {
     let handle = install();
-    Router::new()
-        .route("/metrics", get(move || async move { ([(header::CONTENT_TYPE, CONTENT_TYPE)], render_process(&handle)) }))
-        .route("/healthz", get(|| async { "ok" }))
+    let metrics = get(move |req: Request| async move {
+        if let Some(store) = &token_store {
+            if let Err(e) = crate::auth::check_any_token(store.as_ref(), req.headers()).await {
+                return e.into_response();
+            }
+        }
+        ([(header::CONTENT_TYPE, CONTENT_TYPE)], render_process(&handle)).into_response()
+    });
+    Router::new().route("/metrics", metrics).route("/healthz", get(|| async { "ok" }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cluster_sessions_are_labelled_by_at_most_the_limit_of_hosts_plus_other() {
+        let hosts = HostLabels::new(2);
+        let figures = ClusterFigures {
+            sessions_by_source_host: vec![("a.example".into(), 1), ("b.example".into(), 2), ("c.example".into(), 3), ("d.example".into(), 4)],
+            ..ClusterFigures::default()
+        };
+        let mut t = Text::default();
+        write_cluster(&mut t, &figures, &hosts);
+        let lines: Vec<&str> = t.0.lines().filter(|l| l.starts_with("mailferry_cluster_sessions{")).collect();
+        assert_eq!(
+            lines,
+            [
+                "mailferry_cluster_sessions{role=\"source\",host=\"a.example\"} 1",
+                "mailferry_cluster_sessions{role=\"source\",host=\"b.example\"} 2",
+                "mailferry_cluster_sessions{role=\"source\",host=\"other\"} 7",
+            ]
+        );
+    }
 
     #[test]
     fn text_format() {

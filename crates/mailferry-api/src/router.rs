@@ -3,8 +3,9 @@
 //! Layers, outermost first: the request's trace span (`trace.rs`); request metrics (count and latency by route template); the security headers (CSP, `nosniff`, no referrer, no
 //! framing) on every response; problem+json for any error response that is not one
 //! already (axum's 405, unknown static files); the body limit; the audit log of
-//! state-changing calls; bearer authentication (all but the probes, `/metrics` and the
-//! dashboard's page and assets) with the failed-authentication limit; `Idempotency-Key`
+//! state-changing calls; bearer authentication (all but the probes, `/metrics` unless
+//! `api.metrics_require_token`, and the dashboard's page and assets) with the
+//! failed-authentication limit; `Idempotency-Key`
 //! handling; then the routes.
 
 use axum::body::Body;
@@ -32,7 +33,7 @@ pub const DOCS_PATH: &str = "/api/docs";
 #[openapi(
     info(
         title = "mailferry",
-        description = "Drain POP3 mailboxes into IMAP or a compliance archive, exactly once. Every route except /healthz, /readyz, /metrics and the \
+        description = "Drain POP3 mailboxes into IMAP or a compliance archive, exactly once. Every route except /healthz, /readyz, /metrics (unless the server sets api.metrics_require_token: then any scope) and the \
                        web dashboard's page and assets (GET / and /assets/*) needs `Authorization: Bearer <token>` (scopes: read for GET, write for other methods, \
                        admin for /tokens, /audit and for archive holds and retention). Too many invalid tokens from one address are answered 429 with Retry-After. \
                        Every state-changing call made with a valid token is recorded in the audit log. Errors are RFC 9457 application/problem+json with a stable `type`."
@@ -45,7 +46,7 @@ pub const DOCS_PATH: &str = "/api/docs";
         (name = "archives", description = "Compliance archives: search, exact bytes, provenance, verify, export; holds and retention (admin scope)"),
         (name = "tokens", description = "API tokens (admin scope)"),
         (name = "audit", description = "The audit log of state-changing calls (admin scope)"),
-        (name = "health", description = "Probes and Prometheus metrics (no token needed)"),
+        (name = "health", description = "Probes and Prometheus metrics (no token needed, unless api.metrics_require_token for /metrics)"),
     ),
     components(schemas(Problem, FieldError, views::Counts))
 )]

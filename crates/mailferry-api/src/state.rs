@@ -1,7 +1,8 @@
 //! What every handler shares: the store, the sealer for secrets at rest, the archives, the
 //! in-memory registry of archive tasks (verify, export), the failed-authentication limiter,
 //! and the API's configuration (plaintext allow-list, network policy, body limits, page
-//! sizes, SSE pacing, trusted proxies, authentication limits, metrics caching).
+//! sizes, SSE pacing, trusted proxies, authentication limits, metrics caching and access,
+//! archive run limits). Starts the sweeper of expired archive exports.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +34,8 @@ pub struct AppState {
     /// Proxies whose `X-Forwarded-For` is believed (parsed `config.trusted_proxies`).
     pub trusted_proxies: Arc<HostList>,
     pub(crate) metrics_cache: Arc<crate::metrics::ClusterCache>,
+    /// The `host` label values of the cluster figures (`config.metrics_max_hosts`).
+    pub(crate) host_labels: Arc<mailferry_engine::HostLabels>,
 }
 
 impl AppState {
@@ -50,16 +53,22 @@ impl AppState {
         // Invalid entries never match (`ApiConfig::invalid_trusted_proxies` names them).
         let valid = config.trusted_proxies.iter().map(String::as_str).filter(|e| is_ip_or_cidr(e));
         let trusted_proxies = HostList::parse(valid).unwrap_or_default();
+        let tasks: Arc<crate::tasks::ArchiveTasks> = Arc::default();
+        if tokio::runtime::Handle::try_current().is_ok() {
+            crate::tasks::spawn_export_sweeper(archives.root().to_path_buf(), &tasks, config.export_ttl());
+        }
+        let host_labels = Arc::new(mailferry_engine::HostLabels::new(config.metrics_max_hosts));
         Self {
             store,
             sealer,
             config: Arc::new(config),
             archives,
-            tasks: Arc::default(),
+            tasks,
             shutdown: CancellationToken::new(),
             auth_limiter: Arc::new(auth_limiter),
             trusted_proxies: Arc::new(trusted_proxies),
             metrics_cache: Arc::default(),
+            host_labels,
         }
     }
 
@@ -113,6 +122,18 @@ pub struct ApiConfig {
     pub auth_failure_max_clients: usize,
     /// How long `/metrics` reuses the figures it read from the database.
     pub metrics_cache_ms: u64,
+    /// `/metrics` needs a bearer token (of any scope) when set; otherwise it is public.
+    pub metrics_require_token: bool,
+    /// Distinct host names that get their own `host` label value in the metrics; hosts
+    /// seen after these are labelled `other` (hosts come from API callers' jobs: the label
+    /// set must not grow with them).
+    pub metrics_max_hosts: usize,
+    /// Verify and export runs one archive may have at once, across the API processes
+    /// sharing it (`[archive] max_concurrent_runs`); more are answered 429.
+    pub archive_max_concurrent_runs: usize,
+    /// Seconds an export file is kept after it was written (`[archive] export_ttl_secs`);
+    /// then it is deleted and its download answers 410.
+    pub archive_export_ttl_secs: u64,
 }
 
 impl Default for ApiConfig {
@@ -131,6 +152,10 @@ impl Default for ApiConfig {
             auth_failure_window_secs: 60,
             auth_failure_max_clients: 10_000,
             metrics_cache_ms: 1000,
+            metrics_require_token: false,
+            metrics_max_hosts: 100,
+            archive_max_concurrent_runs: 2,
+            archive_export_ttl_secs: 24 * 3600,
         }
     }
 }
@@ -153,6 +178,11 @@ impl ApiConfig {
 
     pub(crate) fn sse_poll(&self) -> Duration {
         Duration::from_millis(self.sse_poll_ms.max(50))
+    }
+
+    /// How long an export file is kept (at least a second).
+    pub(crate) fn export_ttl(&self) -> Duration {
+        Duration::from_secs(self.archive_export_ttl_secs.max(1))
     }
 
     pub(crate) fn sse_keep_alive(&self) -> Duration {

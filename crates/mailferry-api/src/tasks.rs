@@ -6,12 +6,19 @@
 //! `run_finished`), so `GET …/verify/{id}` (or `…/exports/{id}`) answers after a restart and
 //! from any API process sharing the index; a run whose process died shows as interrupted.
 //! Ids are the records' ids, per archive. The registry keeps the latest [`MAX_RUNS`] runs;
-//! when a finished export is evicted here its file stays until the record's owner removes it.
+//! when a finished export is evicted here its file stays, still downloadable through the
+//! record, until it expires.
+//!
+//! Limits a caller cannot exhaust: at most `archive_max_concurrent_runs` runs per archive
+//! at once ([`ArchiveTasks::reserve`] here, plus the running records of other processes),
+//! and export files are deleted `archive_export_ttl_secs` after they were written
+//! ([`spawn_export_sweeper`]); their download then answers 410.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Utc};
 use mailferry_archive::{ExportReport, VerifyReport};
@@ -73,6 +80,28 @@ impl TaskRun {
 #[derive(Debug, Default)]
 pub struct ArchiveTasks {
     runs: Mutex<BTreeMap<(String, u64), Arc<TaskRun>>>,
+    /// Places taken per archive by runs of this process (see [`ArchiveTasks::reserve`]).
+    active: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// One of an archive's places for a concurrent run, held by the run's task in this process
+/// for as long as it runs; freed on drop.
+#[derive(Debug)]
+pub struct Slot {
+    active: Arc<Mutex<HashMap<String, usize>>>,
+    archive: String,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = active.get_mut(&self.archive) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                active.remove(&self.archive);
+            }
+        }
+    }
 }
 
 impl ArchiveTasks {
@@ -102,11 +131,110 @@ impl ArchiveTasks {
         run
     }
 
+    /// Takes one of `limit` places for a run on `archive` in this process; `None` when
+    /// every place is taken. Atomic, unlike counting the runs: two requests at once cannot
+    /// both take the last place.
+    pub fn reserve(&self, archive: &str, limit: usize) -> Option<Slot> {
+        let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
+        let n = active.entry(archive.to_owned()).or_insert(0);
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(Slot { active: Arc::clone(&self.active), archive: archive.to_owned() })
+    }
+
+    /// Whether this process runs (or is starting) run `id` of `archive`.
+    pub fn is_running(&self, archive: &str, id: u64) -> bool {
+        let runs = self.runs.lock().unwrap_or_else(|e| e.into_inner());
+        runs.get(&(archive.to_owned(), id)).is_some_and(|r| r.is_running())
+    }
+
     /// The run `id` of `kind` on `archive`, if this process has it.
     pub fn get(&self, archive: &str, kind: TaskKind, id: u64) -> Option<Arc<TaskRun>> {
         let runs = self.runs.lock().unwrap_or_else(|e| e.into_inner());
         runs.get(&(archive.to_owned(), id)).filter(|r| r.kind == kind).cloned()
     }
+}
+
+/// Whether an export that finished at `finished` has outlived `ttl` at `now`.
+pub fn expired(finished: chrono::DateTime<Utc>, ttl: Duration, now: chrono::DateTime<Utc>) -> bool {
+    chrono::Duration::from_std(ttl).is_ok_and(|ttl| now >= finished + ttl)
+}
+
+/// `86400` → `24h`, `90` → `90 s`: a TTL as the 410 answer names it.
+pub fn fmt_ttl(ttl: Duration) -> String {
+    let s = ttl.as_secs();
+    match s {
+        s if s >= 3600 && s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s >= 60 && s % 60 == 0 => format!("{} min", s / 60),
+        s => format!("{s} s"),
+    }
+}
+
+/// Deletes an export's file and its manifest, if present.
+pub fn remove_export(path: &Path) {
+    for p in [path.to_path_buf(), sidecar(path)] {
+        match std::fs::remove_file(&p) {
+            Ok(()) => tracing::info!(file = %p.display(), "expired archive export deleted"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(file = %p.display(), error = %e, "cannot delete an expired archive export"),
+        }
+    }
+}
+
+/// Every `ttl / 4` (between 1 s and 10 min), deletes the export files under
+/// `<root>/<archive>/exports/` not written to for `ttl`, except those of runs this process
+/// is still running. Works on the files, not the archives, so idle archives stay closed.
+/// Ends when `tasks` is dropped.
+pub fn spawn_export_sweeper(root: PathBuf, tasks: &Arc<ArchiveTasks>, ttl: Duration) {
+    let tasks: Weak<ArchiveTasks> = Arc::downgrade(tasks);
+    let every = (ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(600));
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let Some(tasks) = tasks.upgrade() else { return };
+            let root = root.clone();
+            let _ = tokio::task::spawn_blocking(move || sweep_exports(&root, &tasks, ttl, SystemTime::now())).await;
+        }
+    });
+}
+
+/// One sweep (see [`spawn_export_sweeper`]); how many files it deleted.
+pub fn sweep_exports(root: &Path, tasks: &ArchiveTasks, ttl: Duration, now: SystemTime) -> usize {
+    let mut deleted = 0;
+    let archives = std::fs::read_dir(root).into_iter().flatten().flatten();
+    for archive in archives {
+        let Ok(name) = archive.file_name().into_string() else { continue };
+        let files = std::fs::read_dir(archive.path().join("exports")).into_iter().flatten().flatten();
+        for file in files {
+            let path = file.path();
+            let Some(id) = export_id(&path) else { continue };
+            // Written to within the TTL (or being written by another process sharing the
+            // directory: it writes as it goes), or still running here: kept.
+            let modified = file.metadata().and_then(|m| m.modified()).unwrap_or(now);
+            if now.duration_since(modified).unwrap_or_default() < ttl || tasks.is_running(&name, id) {
+                continue;
+            }
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    deleted += 1;
+                    tracing::info!(archive = %name, export = id, file = %path.display(), "expired archive export deleted");
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(archive = %name, file = %path.display(), error = %e, "cannot delete an expired archive export"),
+            }
+        }
+    }
+    deleted
+}
+
+/// The run id in `export-<stamp>-<id>.<ext>` (or its `.sha256` manifest).
+fn export_id(path: &Path) -> Option<u64> {
+    let name = path.file_name()?.to_str()?;
+    let name = name.strip_suffix(".sha256").unwrap_or(name);
+    let stem = name.strip_prefix("export-")?.rsplit_once('.')?.0;
+    stem.rsplit_once('-')?.1.parse().ok()
 }
 
 /// `<file>.sha256`, the manifest an mbox export writes beside itself.
@@ -140,5 +268,43 @@ mod tests {
         assert!(tasks.get("legal", TaskKind::Verify, a.id).is_none(), "the oldest finished run is evicted");
         let running = tasks.start("legal", TaskKind::Verify, 10_000, None);
         assert!(matches!(running.outcome().0, Outcome::Running));
+    }
+
+    #[test]
+    fn concurrent_runs_are_capped_per_archive_and_places_freed_when_runs_end() {
+        let tasks = ArchiveTasks::default();
+        let a = tasks.reserve("legal", 2).expect("first");
+        let b = tasks.reserve("legal", 2).expect("second");
+        assert!(tasks.reserve("legal", 2).is_none(), "a third run on the same archive");
+        let other = tasks.reserve("other", 2).expect("another archive has its own places");
+        drop(a);
+        let c = tasks.reserve("legal", 2).expect("a place was freed");
+        assert!(tasks.reserve("legal", 2).is_none());
+        drop((b, c, other));
+        assert!(tasks.active.lock().unwrap().is_empty(), "nothing left behind");
+        assert!(tasks.reserve("legal", 0).is_none(), "0: no runs at all");
+    }
+
+    #[test]
+    fn expired_exports_are_swept_except_running_ones() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("legal/exports");
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = |id: u64, ext: &str| dir.join(format!("export-20250101T000000Z-{id}.{ext}"));
+        for p in [file(1, "mbox"), sidecar(&file(1, "mbox")), file(2, "zip"), file(3, "mbox"), dir.join("notes.txt")] {
+            std::fs::write(p, b"x").unwrap();
+        }
+        let tasks = ArchiveTasks::default();
+        tasks.start("legal", TaskKind::Export, 3, Some(file(3, "mbox")));
+        let ttl = Duration::from_secs(3600);
+        assert_eq!(sweep_exports(root.path(), &tasks, ttl, SystemTime::now()), 0, "younger than the TTL");
+        let later = SystemTime::now() + ttl + Duration::from_secs(1);
+        assert_eq!(sweep_exports(root.path(), &tasks, ttl, later), 3);
+        assert!(!file(1, "mbox").exists() && !sidecar(&file(1, "mbox")).exists() && !file(2, "zip").exists());
+        assert!(file(3, "mbox").exists(), "still being written by this process");
+        assert!(dir.join("notes.txt").exists(), "not an export");
+        assert_eq!(export_id(&sidecar(&file(12, "mbox"))), Some(12));
+        assert_eq!((fmt_ttl(Duration::from_secs(86400)), fmt_ttl(Duration::from_secs(120)), fmt_ttl(Duration::from_secs(2))),
+            ("24h".into(), "2 min".into(), "2 s".into()));
     }
 }

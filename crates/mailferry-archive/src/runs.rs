@@ -76,6 +76,20 @@ impl Archive {
         Ok(())
     }
 
+    /// The runs recorded as running whose heartbeat is at least as recent as `alive_since`
+    /// (runs of every API process sharing the index; older ones were interrupted), as
+    /// `(id, kind)`, oldest first.
+    pub async fn running_runs(&self, alive_since: DateTime<Utc>) -> Result<Vec<(i64, String)>> {
+        // RFC 3339 UTC timestamps with fixed precision compare as text.
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT id, kind FROM runs WHERE state = 'running' AND heartbeat_at >= $1 ORDER BY id",
+        )
+        .bind(fmt_ts(alive_since))
+        .fetch_all(&self.db)
+        .await?;
+        Ok(rows)
+    }
+
     /// The run `id` of `kind`, if recorded.
     pub async fn run_record(&self, kind: &str, id: i64) -> Result<Option<RunRecord>> {
         let row: Option<RunRow> = sqlx::query_as(

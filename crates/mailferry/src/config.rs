@@ -323,6 +323,11 @@ pub struct ApiSection {
     /// How long `/metrics` reuses the figures it read from the database; 0 = every scrape.
     #[serde(deserialize_with = "de::non_negative")]
     pub metrics_cache_ms: u64,
+    /// `/metrics` (API and `worker.metrics_listen`) needs a bearer token of any scope.
+    pub metrics_require_token: bool,
+    /// Distinct hosts with their own `host` label value; later ones are `other`.
+    #[serde(deserialize_with = "de::positive")]
+    pub metrics_max_hosts: usize,
 }
 
 impl Default for ApiSection {
@@ -340,11 +345,13 @@ impl Default for ApiSection {
             auth_failure_window_secs: a.auth_failure_window_secs,
             auth_failure_max_clients: a.auth_failure_max_clients,
             metrics_cache_ms: a.metrics_cache_ms,
+            metrics_require_token: a.metrics_require_token,
+            metrics_max_hosts: a.metrics_max_hosts,
         }
     }
 }
 
-#[derive(Debug, Default, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ArchiveSection {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -355,9 +362,39 @@ pub struct ArchiveSection {
     pub keys_file: Option<PathBuf>,
     /// Where each archive's index lives.
     pub index: ArchiveIndex,
+    /// Verify and export runs one archive may have at once (over the API).
+    #[serde(deserialize_with = "de::positive")]
+    pub max_concurrent_runs: usize,
+    /// Seconds an export file is kept after it was written.
+    #[serde(deserialize_with = "de::positive")]
+    pub export_ttl_secs: u64,
+    /// Seconds an archive nobody uses stays open in a process.
+    #[serde(deserialize_with = "de::positive")]
+    pub idle_close_secs: u64,
+    /// Unused archives a process keeps open at most.
+    #[serde(deserialize_with = "de::positive")]
+    pub max_open: usize,
     /// Blobs in S3-compatible storage instead of under `root`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub s3: Option<ArchiveS3>,
+}
+
+impl Default for ArchiveSection {
+    fn default() -> Self {
+        let api = mailferry_api::ApiConfig::default();
+        let open = mailferry_engine::OpenLimits::default();
+        Self {
+            root: None,
+            keys: Vec::new(),
+            keys_file: None,
+            index: ArchiveIndex::default(),
+            max_concurrent_runs: api.archive_max_concurrent_runs,
+            export_ttl_secs: api.archive_export_ttl_secs,
+            idle_close_secs: open.idle.as_secs(),
+            max_open: open.max_open,
+            s3: None,
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]

@@ -80,6 +80,7 @@ fn shutdown_on_signal() -> CancellationToken {
 
 pub async fn serve(args: ServeArgs, loaded: &Loaded) -> anyhow::Result<()> {
     let settings = Settings::from_config(loaded)?;
+    mailferry_engine::HostLabels::global().set_limit(settings.api.metrics_max_hosts);
     let listen = args.listen.unwrap_or(settings.listen);
     // Load the certificate before anything else starts: a bad one is a config error.
     let cert = match &settings.tls {
@@ -126,6 +127,7 @@ pub async fn serve(args: ServeArgs, loaded: &Loaded) -> anyhow::Result<()> {
 
 pub async fn worker_only(loaded: &Loaded) -> anyhow::Result<()> {
     let settings = Settings::from_config(loaded)?;
+    mailferry_engine::HostLabels::global().set_limit(settings.api.metrics_max_hosts);
     // Bind before anything runs: an address in use stops start-up, like `serve --listen`.
     let metrics = match settings.worker_metrics_listen {
         Some(addr) => {
@@ -147,7 +149,9 @@ pub async fn worker_only(loaded: &Loaded) -> anyhow::Result<()> {
         Some(listener) => {
             let addr = listener.local_addr()?;
             tracing::info!(%addr, "worker metrics listening on http://{addr}/metrics");
-            let server = axum::serve(listener, mailferry_api::metrics::process_app())
+            // `api.metrics_require_token`: checked against the tokens in the database.
+            let tokens = settings.api.metrics_require_token.then(|| Arc::clone(&store));
+            let server = axum::serve(listener, mailferry_api::metrics::process_app(tokens))
                 .with_graceful_shutdown(drained.clone().cancelled_owned());
             Some(tokio::spawn(async move { server.await }))
         }

@@ -94,6 +94,10 @@ impl Settings {
             auth_failure_window_secs: a.auth_failure_window_secs,
             auth_failure_max_clients: a.auth_failure_max_clients,
             metrics_cache_ms: a.metrics_cache_ms,
+            metrics_require_token: a.metrics_require_token,
+            metrics_max_hosts: a.metrics_max_hosts,
+            archive_max_concurrent_runs: c.archive.max_concurrent_runs,
+            archive_export_ttl_secs: c.archive.export_ttl_secs,
         };
         Ok(Self {
             database_url: c.database_url(),
@@ -179,7 +183,9 @@ impl std::fmt::Debug for Settings {
 pub fn archives(loaded: &Loaded) -> Result<mailferry_engine::Archives, ConfigError> {
     use crate::config::ArchiveIndex;
     let c = &loaded.config;
-    let mut archives = mailferry_engine::Archives::new(c.archive_root(), archive_keys(loaded)?);
+    let mut archives = mailferry_engine::Archives::new(c.archive_root(), archive_keys(loaded)?).with_open_limits(
+        mailferry_engine::OpenLimits { idle: Duration::from_secs(c.archive.idle_close_secs), max_open: c.archive.max_open },
+    );
     let url = c.database_url();
     let shared = match c.archive.index {
         // Sharing the index only makes sense when the blobs are shared too: with blobs on

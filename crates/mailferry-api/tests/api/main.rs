@@ -3,6 +3,7 @@
 //! `MAILFERRY_API_TEST_BACKEND=postgres` every test runs on a fresh PostgreSQL database at
 //! `MAILFERRY_TEST_DATABASE_URL` instead (./scripts/test runs the suite both ways).
 
+mod archive_runs;
 mod audit;
 mod auth;
 mod batches;
@@ -33,6 +34,8 @@ pub struct TestApp {
     pub write: String,
     pub read: String,
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// The app's archives (under `<dir>/archive`), the instances the handlers use.
+    pub archives: Arc<mailferry_engine::Archives>,
     _dir: tempfile::TempDir,
 }
 
@@ -104,7 +107,7 @@ impl TestApp {
         let sealer = Sealer::from_hex(&Sealer::generate_hex()).unwrap();
         let shutdown = tokio_util::sync::CancellationToken::new();
         let archives = Arc::new(mailferry_engine::Archives::new(dir.path().join("archive"), Default::default()));
-        let state = AppState::new(Arc::clone(&store), sealer, config, archives).with_shutdown(shutdown.clone());
+        let state = AppState::new(Arc::clone(&store), sealer, config, Arc::clone(&archives)).with_shutdown(shutdown.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         // With connection info, as `mailferry serve` does: the audit log and the
@@ -123,6 +126,7 @@ impl TestApp {
             write,
             read,
             shutdown,
+            archives,
             _dir: dir,
         }
     }

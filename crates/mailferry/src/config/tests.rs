@@ -65,12 +65,18 @@ fn fully_populated() -> Config {
             auth_failure_window_secs: 1,
             auth_failure_max_clients: 1,
             metrics_cache_ms: 0,
+            metrics_require_token: true,
+            metrics_max_hosts: 1,
         },
         archive: ArchiveSection {
             root: Some("r".into()),
             keys: vec![],
             keys_file: Some("kf".into()),
             index: ArchiveIndex::Database,
+            max_concurrent_runs: 1,
+            export_ttl_secs: 1,
+            idle_close_secs: 1,
+            max_open: 1,
             s3: Some(ArchiveS3 {
                 bucket: "b".into(),
                 endpoint: Some("e".into()),
@@ -195,6 +201,41 @@ fn api_guard_rails_and_worker_metrics_reach_the_runtime_settings() {
         (&d.api.trusted_proxies, d.api.auth_failure_limit, d.api.auth_failure_window_secs, d.api.auth_failure_max_clients, d.api.metrics_cache_ms),
         (&a.trusted_proxies, 10, 60, 10_000, 1000)
     );
+}
+
+#[test]
+fn archive_run_limits_and_metrics_access_reach_the_runtime_settings() {
+    let loaded = load_str(
+        r#"
+        [security]
+        secret_key = "0000000000000000000000000000000000000000000000000000000000000000"
+        [api]
+        metrics_require_token = true
+        metrics_max_hosts = 7
+        [archive]
+        max_concurrent_runs = 3
+        export_ttl_secs = 60
+        idle_close_secs = 5
+        max_open = 9
+        "#,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let s = crate::settings::Settings::from_config(&loaded).unwrap();
+    assert!(s.api.metrics_require_token);
+    assert_eq!((s.api.metrics_max_hosts, s.api.archive_max_concurrent_runs, s.api.archive_export_ttl_secs), (7, 3, 60));
+    assert!(format!("{:?}", s.archives).contains("idle: 5s, max_open: 9"), "{:?}", s.archives);
+    // Defaults: public metrics, 100 host labels, 2 runs per archive, exports kept 24 h,
+    // archives closed after 10 min idle, at most 64 unused ones open.
+    let d = Config::default();
+    assert_eq!((d.api.metrics_require_token, d.api.metrics_max_hosts), (false, 100));
+    assert_eq!(
+        (d.archive.max_concurrent_runs, d.archive.export_ttl_secs, d.archive.idle_close_secs, d.archive.max_open),
+        (2, 86_400, 600, 64)
+    );
+    let e = load_str("[archive]\nmax_concurrent_runs = 0\n").map(drop).unwrap_err().to_string();
+    assert!(e.starts_with("invalid config: archive.max_concurrent_runs = 0: expected a positive integer"), "{e}");
+    let e = load_str("[archive]\nexport_ttl_secs = 0\n").map(drop).unwrap_err().to_string();
+    assert!(e.starts_with("invalid config: archive.export_ttl_secs = 0: expected a positive integer"), "{e}");
 }
 
 #[test]

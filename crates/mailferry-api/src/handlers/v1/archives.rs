@@ -5,6 +5,12 @@
 //! Reads need `read`; starting verify or export needs `write`; holds and retention need
 //! `admin` (see [`crate::auth::required_scope`]). An archive exists once a job has written
 //! to it (jobs create it on first use); other names are 404.
+//!
+//! Runs are work a caller can start at will, so they are limited: at most
+//! `[archive] max_concurrent_runs` verify and export runs per archive at once, across the
+//! API processes sharing it (beyond: 429 `/problems/limit-reached` with `Retry-After`), and
+//! an export file is deleted `[archive] export_ttl_secs` after it was written (its
+//! download then answers 410).
 
 use std::sync::Arc;
 
@@ -23,7 +29,7 @@ use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, FieldError, Problem};
 use crate::extract::{ApiPath, ApiQuery, JsonBody};
 use crate::state::AppState;
-use crate::tasks::{sidecar, Outcome, TaskKind, TaskRun};
+use crate::tasks::{expired, fmt_ttl, remove_export, sidecar, Outcome, Slot, TaskKind, TaskRun};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -194,6 +200,38 @@ fn verify_view(run: &TaskRun) -> VerifyRun {
     }
 }
 
+/// What a client refused for too many runs is told to wait, in seconds.
+const BUSY_RETRY_AFTER: u64 = 15;
+
+/// Takes a place for one more run on archive `name`, or refuses with 429: the runs this
+/// process is starting or running, and those other API processes sharing the archive
+/// recorded as running (alive heartbeat), count against `archive_max_concurrent_runs`.
+async fn reserve(state: &AppState, a: &Archive, name: &str) -> ApiResult<Slot> {
+    let limit = state.config.archive_max_concurrent_runs;
+    let local = state.tasks.reserve(name, limit);
+    let running = a.running_runs(chrono::Utc::now() - INTERRUPTED_AFTER).await.map_err(archive_error)?;
+    match local {
+        Some(slot) if running.len() < limit => Ok(slot),
+        _ => {
+            let runs: Vec<String> = running
+                .iter()
+                .map(|(id, kind)| match kind.as_str() {
+                    "export" => format!("/api/v1/archives/{name}/exports/{id}"),
+                    _ => format!("/api/v1/archives/{name}/verify/{id}"),
+                })
+                .collect();
+            let which = if runs.is_empty() { String::new() } else { format!(": {}", runs.join(", ")) };
+            Err(ApiError::LimitReached {
+                detail: format!(
+                    "archive {name:?} already has {limit} verify or export runs in progress, the most \
+                     [archive] max_concurrent_runs allows{which}; try again when one has finished"
+                ),
+                retry_after: BUSY_RETRY_AFTER,
+            })
+        }
+    }
+}
+
 /// Start verifying the archive: re-hash every blob, check every occurrence against its
 /// blob and ingest event, walk the event chain. Runs in the background in this server
 /// process; its progress and report are polled at `GET …/verify/{id}` and recorded with the
@@ -204,6 +242,8 @@ fn verify_view(run: &TaskRun) -> VerifyRun {
     responses(
         (status = 202, description = "Started", body = VerifyRun, headers(("Location" = String, description = "Where to poll"))),
         (status = 404, description = "No such archive", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The archive already runs `[archive] max_concurrent_runs` verify or export runs (`/problems/limit-reached`)", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
     ))]
 pub async fn verify(
     State(state): State<AppState>,
@@ -211,6 +251,7 @@ pub async fn verify(
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Response> {
     let a = open(&state, &name).await?;
+    let slot = reserve(&state, &a, &name).await?;
     let id = a.run_started("verify", |_| None).await.map_err(archive_error)?;
     let run = state.tasks.start(&name, TaskKind::Verify, id as u64, None);
     spawn_heartbeat(Arc::clone(&a), Arc::clone(&run));
@@ -235,6 +276,7 @@ pub async fn verify(
         };
         task.finish(outcome);
         record_finished(&a, &task, &verify_view(&task)).await;
+        drop(slot);
     });
     let location = format!("/api/v1/archives/{name}/verify/{}", run.id);
     Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(verify_view(&run))).into_response())
@@ -327,7 +369,7 @@ fn recorded_view<V: serde::Serialize>(
     Ok(Json(view).into_response())
 }
 
-fn export_view(run: &TaskRun, format: ExportFormatBody) -> ExportRun {
+fn export_view(run: &TaskRun, format: ExportFormatBody, ttl: std::time::Duration) -> ExportRun {
     let (outcome, finished) = run.outcome();
     let (state, error, result) = match outcome {
         Outcome::Running => (RunState::Running, None, None),
@@ -339,6 +381,7 @@ fn export_view(run: &TaskRun, format: ExportFormatBody) -> ExportRun {
                 file_sha256: r.file_sha256.clone(),
                 download: format!("/api/v1/archives/{}/exports/{}/download", run.archive, run.id),
                 manifest,
+                expires_at: finished.and_then(|f| chrono::Duration::from_std(ttl).ok().map(|ttl| timestamp(f + ttl))),
             };
             (RunState::Done, None, Some(result))
         }
@@ -380,6 +423,8 @@ fn format_of(path: Option<&std::path::Path>) -> ExportFormatBody {
         (status = 202, description = "Started", body = ExportRun, headers(("Location" = String, description = "Where to poll"))),
         (status = 404, description = "No such archive", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid query or format", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The archive already runs `[archive] max_concurrent_runs` verify or export runs (`/problems/limit-reached`)", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
     ))]
 pub async fn export(
     State(state): State<AppState>,
@@ -389,6 +434,7 @@ pub async fn export(
 ) -> ApiResult<Response> {
     let a = open(&state, &name).await?;
     let q = query(&body.query, "query.")?;
+    let slot = reserve(&state, &a, &name).await?;
     let dir = a.dir().join("exports");
     tokio::fs::create_dir_all(&dir).await.map_err(|e| ApiError::Internal(format!("create {}: {e}", dir.display())))?;
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
@@ -400,6 +446,7 @@ pub async fn export(
     let who = who(&p);
     let task = Arc::clone(&run);
     let format = body.format;
+    let ttl = state.config.export_ttl();
     tokio::spawn(async move {
         let Some(path) = task.path.clone() else { return };
         let outcome = match a.export(&q, format.library(), &path, &who).await {
@@ -415,13 +462,15 @@ pub async fn export(
             }
         };
         task.finish(outcome);
-        record_finished(&a, &task, &export_view(&task, format)).await;
+        record_finished(&a, &task, &export_view(&task, format, ttl)).await;
+        drop(slot);
     });
     let location = format!("/api/v1/archives/{name}/exports/{}", run.id);
-    Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(export_view(&run, format))).into_response())
+    Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(export_view(&run, format, ttl))).into_response())
 }
 
-/// An export run: `running`, then `done` (with its download URL and manifest) or `failed`.
+/// An export run: `running`, then `done` (with its download URL, manifest and when the
+/// file expires) or `failed`.
 #[utoipa::path(get, operation_id = "get_archive_export", path = "/archives/{name}/exports/{id}", tag = "archives",
     params(("name" = String, Path, description = "Archive name"), ("id" = u64, Path, description = "Export id")),
     responses(
@@ -430,7 +479,7 @@ pub async fn export(
     ))]
 pub async fn export_status(State(state): State<AppState>, ApiPath((name, id)): ApiPath<(String, u64)>) -> ApiResult<Response> {
     if let Some(run) = state.tasks.get(&name, TaskKind::Export, id) {
-        return Ok(Json(export_view(&run, run_format(&run))).into_response());
+        return Ok(Json(export_view(&run, run_format(&run), state.config.export_ttl())).into_response());
     }
     let rec = export_record(&state, &name, id).await?;
     recorded_view(&rec, |state, error| ExportRun {
@@ -454,7 +503,8 @@ async fn export_record(state: &AppState, name: &str, id: u64) -> ApiResult<mailf
         .ok_or_else(|| ApiError::NotFound(format!("there is no export {id} of archive {name:?}")))
 }
 
-/// The export file, streamed (`application/mbox` or `application/zip`).
+/// The export file, streamed (`application/mbox` or `application/zip`), until it expires
+/// `[archive] export_ttl_secs` after the export finished (then 410: start a new export).
 #[utoipa::path(get, operation_id = "download_archive_export", path = "/archives/{name}/exports/{id}/download", tag = "archives",
     params(("name" = String, Path, description = "Archive name"), ("id" = u64, Path, description = "Export id")),
     responses(
@@ -464,16 +514,19 @@ async fn export_record(state: &AppState, name: &str, id: u64) -> ApiResult<mailf
         )),
         (status = 404, description = "No such export", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Still running, or failed", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "Expired: the file was deleted `[archive] export_ttl_secs` after the export finished", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn export_download(State(state): State<AppState>, ApiPath((name, id)): ApiPath<(String, u64)>) -> ApiResult<Response> {
-    let path = match state.tasks.get(&name, TaskKind::Export, id) {
+    let (path, finished) = match state.tasks.get(&name, TaskKind::Export, id) {
         Some(run) => {
-            match run.outcome().0 {
+            let (outcome, finished) = run.outcome();
+            match outcome {
                 Outcome::Exported(_) => {}
                 Outcome::Running => return Err(ApiError::Conflict(format!("export {id} is still running"))),
                 _ => return Err(ApiError::Conflict(format!("export {id} failed; there is nothing to download"))),
             }
-            run.path.clone().ok_or_else(|| ApiError::Internal("export without a path".into()))?
+            let path = run.path.clone().ok_or_else(|| ApiError::Internal("export without a path".into()))?;
+            (path, finished.unwrap_or(run.started_at))
         }
         None => {
             // Written before a restart, or by another API process: the file is wherever
@@ -485,9 +538,20 @@ pub async fn export_download(State(state): State<AppState>, ApiPath((name, id)):
                 _ => return Err(ApiError::Conflict(format!("export {id} failed; there is nothing to download"))),
             }
             let file = rec.file.ok_or_else(|| ApiError::Internal("export without a path".into()))?;
-            std::path::PathBuf::from(file)
+            (std::path::PathBuf::from(file), rec.finished_at.unwrap_or(rec.heartbeat_at))
         }
     };
+    let ttl = state.config.export_ttl();
+    if expired(finished, ttl, chrono::Utc::now()) {
+        // The sweeper may not have come by yet.
+        remove_export(&path);
+        return Err(ApiError::Gone(format!(
+            "export {id} has expired: export files are kept for {} after they are written ([archive] export_ttl_secs) \
+             and this one was written at {}; start a new export",
+            fmt_ttl(ttl),
+            timestamp(finished)
+        )));
+    }
     let file = tokio::fs::File::open(&path).await.map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => ApiError::NotFound(format!("the file of export {id} is gone")),
         _ => ApiError::Internal(format!("open {}: {e}", path.display())),
