@@ -197,7 +197,7 @@ fn write_cluster(t: &mut Text, f: &ClusterFigures, hosts: &HostLabels) {
         // Hosts beyond the label limit are summed under `other`.
         let mut labelled: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
         for (host, n) in by_host {
-            *labelled.entry(hosts.label(host)).or_default() += *n as u64;
+            *labelled.entry(hosts.label(host)).or_default() += *n;
         }
         for (host, n) in &labelled {
             t.sample("mailferry_cluster_sessions", &[("role", role), ("host", host)], *n as f64);
