@@ -731,14 +731,25 @@ async fn job_if_readable(client: &Api, id: i64) -> Option<serde_json::Value> {
     r.json().await.ok()
 }
 
+/// How a job got through a restart of its database ([`restart_postgres_mid_job`]).
+#[derive(Debug)]
+struct Resumed {
+    /// Runs of the job (1: the run itself retried; 2: the job was requeued and run again).
+    runs: i64,
+    /// The run's retries after a ledger error (`retryable failure` in the worker's log).
+    retries: usize,
+    /// The job went back to `queued` on the way.
+    requeued: bool,
+}
+
 /// Issue 13, fault injection: the service's PostgreSQL restarted in the middle of a job
-/// that deletes at the source (`after-verified`). The job must resume by itself and end
-/// `succeeded` with every message exactly once at the destination and the source empty.
-/// The test runs its own PostgreSQL ([`PrivatePg`]) and restarts that one, never the
-/// shared server the other tests use; the topology is the one above: an API without
-/// workers and one worker process, both on that database.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_job_resumes_exactly_once_when_postgresql_restarts_mid_run() {
+/// that deletes at the source (`after-verified`), with a ledger write cut off mid-statement.
+/// The job must resume by itself and end `succeeded` with every message exactly once at
+/// the destination, byte for byte, and the source empty. It runs its own PostgreSQL
+/// ([`PrivatePg`]) and restarts that one, never the shared server the other tests use; the
+/// topology is the one above: an API without workers and one worker process (with
+/// `worker_env`), both on that database.
+async fn restart_postgres_mid_job(worker_env: &[(&str, &str)]) -> Resumed {
     const MESSAGES: u64 = 2_000;
     /// Copied messages before the restart: the job is well under way, far from done.
     const RESTART_AFTER: u64 = 100;
@@ -751,7 +762,7 @@ async fn a_job_resumes_exactly_once_when_postgresql_restarts_mid_run() {
     lab.dovecot.seed("src", &msgs);
 
     let mut server = Server::start(&lab.dovecot, Some(&pg.url), &[], &["--no-workers"]);
-    server.spawn_worker(&[]);
+    server.spawn_worker(worker_env);
     let client = server.client();
 
     let (status, job, text) = client.post("/api/v1/jobs", &job_body(&lab.dovecot, "src", "dst", "after-verified")).await;
@@ -786,7 +797,7 @@ async fn a_job_resumes_exactly_once_when_postgresql_restarts_mid_run() {
         .spawn()
         .expect("psql");
     let deadline = Instant::now() + Duration::from_secs(20);
-    let waiting_writes = loop {
+    loop {
         let waiting: u32 = psql(
             &pg.url,
             "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query ILIKE '%ledger%'",
@@ -794,13 +805,22 @@ async fn a_job_resumes_exactly_once_when_postgresql_restarts_mid_run() {
         .parse()
         .unwrap();
         if waiting > 0 {
-            break waiting;
+            break;
         }
         assert!(Instant::now() < deadline, "no ledger write waited on the lock within 20 s\n{}", server.logs());
         tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    }
     let copied_before = job_if_readable(&client, id).await.map_or(copied_before, |j| j["counts"]["copied"].as_u64().unwrap_or(0));
     let restart_at = t0.elapsed();
+    // The fast shutdown sends every backend SIGTERM at once; should the blocker's go first,
+    // the waiting write could get its lock and commit before its own. Terminating the
+    // waiting backends first (the same signal) makes sure the write is the one cut off.
+    let cut_off = psql(
+        &pg.url,
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE wait_event_type = 'Lock' AND query ILIKE '%ledger%') t",
+    );
+    assert_ne!(cut_off, "0", "the waiting ledger write was gone before it could be cut off");
     let down_for = tokio::task::block_in_place(|| pg.restart(DOWN));
     // The fast shutdown ended the blocker's session too.
     let _ = blocker.kill();
@@ -853,6 +873,9 @@ async fn a_job_resumes_exactly_once_when_postgresql_restarts_mid_run() {
          WHERE b.started_at < COALESCE(a.finished_at, now())",
     );
     assert_eq!(overlaps, "0", "no two runs of the job overlapped");
+    // Appended before the cut but recorded only after it: found at the destination, not
+    // appended twice.
+    let found = psql(&pg.url, "SELECT count(*) FROM ledger WHERE found_at_destination");
 
     // What the worker and the API went through (warnings and errors only), for the record.
     let noticed: Vec<&str> = logs.lines().filter(|l| l.contains("WARN") || l.contains("ERROR")).collect();
@@ -861,11 +884,30 @@ async fn a_job_resumes_exactly_once_when_postgresql_restarts_mid_run() {
         eprintln!("  {line}");
     }
     eprintln!(
-        "postgres restart: {MESSAGES} messages; restarted at {:.1} s with {copied_before} copied and {waiting_writes} ledger write(s) in flight; down {:.1} s; \
-         job succeeded after {:.1} s in {} run(s), {retries} in-run retry(ies) on the ledger, requeued: {requeued}; states after the restart: {seen:?}",
+        "postgres restart: {MESSAGES} messages; restarted at {:.1} s with {copied_before} copied and {cut_off} ledger write(s) cut off; down {:.1} s; \
+         job succeeded after {:.1} s in {} run(s), {retries} in-run retry(ies) on the ledger, requeued: {requeued}, {found} found already at the destination; states after the restart: {seen:?}",
         restart_at.as_secs_f64(),
         down_for.as_secs_f64(),
         total.as_secs_f64(),
         job["runs"]
     );
+    Resumed { runs: job["runs"].as_i64().unwrap(), retries, requeued }
+}
+
+/// With the default retry policy a short outage is absorbed by the run: the cut-off ledger
+/// write fails the attempt, the next attempt waits for the database and carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_resumes_exactly_once_when_postgresql_restarts_mid_run() {
+    let resumed = restart_postgres_mid_job(&[]).await;
+    assert!(resumed.retries > 0 && resumed.runs == 1, "retried within its one run: {resumed:?}");
+}
+
+/// A run that gives up on the database (here at once: one attempt) hands the job back to
+/// the queue instead of failing it; the next run resumes from the ledger, exactly once.
+/// Slow by design: the requeued job waits 30 s before it is claimable again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_run_gives_up_on_the_database_is_requeued_and_resumes_exactly_once() {
+    let resumed = restart_postgres_mid_job(&[("MAILFERRY_WORKER__RETRY__ATTEMPTS", "1")]).await;
+    assert!(resumed.requeued, "the job went back to the queue: {resumed:?}");
+    assert_eq!(resumed.runs, 2, "one run cut off, one that finished: {resumed:?}");
 }
