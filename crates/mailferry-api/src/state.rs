@@ -36,6 +36,10 @@ pub struct AppState {
     pub(crate) metrics_cache: Arc<crate::metrics::ClusterCache>,
     /// The `host` label values of the cluster figures (`config.metrics_max_hosts`).
     pub(crate) host_labels: Arc<mailferry_engine::HostLabels>,
+    /// Open SSE streams per token and in total (`config.sse_max_per_token`, `sse_max_total`).
+    pub(crate) streams: Arc<crate::sse::StreamLimits>,
+    /// The one poller behind every SSE stream of this process.
+    pub(crate) watcher: Arc<crate::sse::JobWatcher>,
 }
 
 impl AppState {
@@ -58,6 +62,8 @@ impl AppState {
             crate::tasks::spawn_export_sweeper(archives.root().to_path_buf(), &tasks, config.export_ttl());
         }
         let host_labels = Arc::new(mailferry_engine::HostLabels::new(config.metrics_max_hosts));
+        let streams = Arc::new(crate::sse::StreamLimits::new(config.sse_max_per_token, config.sse_max_total));
+        let watcher = Arc::new(crate::sse::JobWatcher::new(config.sse_poll()));
         Self {
             store,
             sealer,
@@ -69,6 +75,8 @@ impl AppState {
             trusted_proxies: Arc::new(trusted_proxies),
             metrics_cache: Arc::default(),
             host_labels,
+            streams,
+            watcher,
         }
     }
 
@@ -107,10 +115,14 @@ pub struct ApiConfig {
     pub default_per_page: u32,
     /// Largest page a client may ask for.
     pub max_per_page: u32,
-    /// How often an SSE stream polls the store for changes.
+    /// How often the process's SSE poller reads the watched jobs from the store.
     pub sse_poll_ms: u64,
     /// Interval of SSE keep-alive comments.
     pub sse_keep_alive_secs: u64,
+    /// SSE streams one token may have open at once; more are answered 429.
+    pub sse_max_per_token: usize,
+    /// SSE streams this process serves at once, all tokens together; more are answered 429.
+    pub sse_max_total: usize,
     /// Reverse proxies (IP addresses or CIDR blocks) whose `X-Forwarded-For` names the
     /// client. Empty (the default): the header is ignored and the socket peer is the client.
     pub trusted_proxies: Vec<String>,
@@ -147,6 +159,8 @@ impl Default for ApiConfig {
             max_per_page: 500,
             sse_poll_ms: 300,
             sse_keep_alive_secs: 15,
+            sse_max_per_token: 8,
+            sse_max_total: 256,
             trusted_proxies: Vec::new(),
             auth_failure_limit: 10,
             auth_failure_window_secs: 60,

@@ -310,6 +310,12 @@ pub struct ApiSection {
     pub sse_poll_ms: u64,
     #[serde(deserialize_with = "de::positive")]
     pub sse_keep_alive_secs: u64,
+    /// SSE streams one token may have open at once; more are answered 429.
+    #[serde(deserialize_with = "de::positive")]
+    pub sse_max_per_token: usize,
+    /// SSE streams one API process serves at once; more are answered 429.
+    #[serde(deserialize_with = "de::positive")]
+    pub sse_max_total: usize,
     /// Reverse proxies (IP addresses or CIDR blocks) whose `X-Forwarded-For` is believed.
     #[serde(deserialize_with = "de::list")]
     pub trusted_proxies: Vec<String>,
@@ -340,6 +346,8 @@ impl Default for ApiSection {
             max_per_page: a.max_per_page,
             sse_poll_ms: a.sse_poll_ms,
             sse_keep_alive_secs: a.sse_keep_alive_secs,
+            sse_max_per_token: a.sse_max_per_token,
+            sse_max_total: a.sse_max_total,
             trusted_proxies: a.trusted_proxies,
             auth_failure_limit: a.auth_failure_limit,
             auth_failure_window_secs: a.auth_failure_window_secs,

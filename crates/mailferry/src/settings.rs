@@ -89,6 +89,8 @@ impl Settings {
             max_per_page: a.max_per_page,
             sse_poll_ms: a.sse_poll_ms,
             sse_keep_alive_secs: a.sse_keep_alive_secs,
+            sse_max_per_token: a.sse_max_per_token,
+            sse_max_total: a.sse_max_total,
             trusted_proxies: a.trusted_proxies.clone(),
             auth_failure_limit: a.auth_failure_limit,
             auth_failure_window_secs: a.auth_failure_window_secs,

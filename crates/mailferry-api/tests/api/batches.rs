@@ -114,3 +114,21 @@ async fn batches_have_their_own_body_limit() {
     let huge = format!("{HEADER}\n{}", "x".repeat(11 * 1024 * 1024));
     post_csv(&app, "/api/v1/batches", huge).await.problem(413, "/problems/payload-too-large");
 }
+
+#[tokio::test]
+async fn batch_reports_defuse_formulas() {
+    use mailferry_store::{ClaimLimits, Release};
+    let app = TestApp::spawn().await;
+    let r = app.post_json("/api/v1/batches", &app.write, &json!({"name": "f", "jobs": [job_body("mo")]})).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let batch = r.json()["id"].as_i64().unwrap();
+    let limits = ClaimLimits { per_source_host: 4, per_target_host: 4 };
+    let claimed = app.store.claim_job("w1", std::time::Duration::from_secs(60), limits).await.unwrap().unwrap();
+    // A server's error text ends up in last_error.
+    let release = Release { state: mailferry_model::JobState::Failed, error: Some("=HYPERLINK(\"http://x\")".into()), not_before: None };
+    assert!(app.store.release_job(claimed.job.id, "w1", &release).await.unwrap());
+    let r = app.get(&format!("/api/v1/batches/{batch}/report"), &app.read).await;
+    let mut rdr = csv::Reader::from_reader(r.text.as_bytes());
+    let row = rdr.records().next().unwrap().unwrap();
+    assert_eq!(&row[14], "'=HYPERLINK(\"http://x\")", "{}", r.text);
+}

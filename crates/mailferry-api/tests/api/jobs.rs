@@ -290,3 +290,92 @@ async fn sse_streams_end_at_shutdown() {
     let text = tokio::time::timeout(Duration::from_secs(10), resp.text()).await.expect("the stream ends").unwrap();
     assert!(text.contains("\"queued\""), "{text}");
 }
+
+#[tokio::test]
+async fn csv_reports_defuse_formulas_from_servers() {
+    // OWASP "CSV injection": a cell that a spreadsheet would run as a formula gets a
+    // leading `'`; the JSON report keeps the exact values.
+    let app = TestApp::spawn().await;
+    let id = app.create_job(&job_body("kim")).await;
+    let run = app.store.start_run(id, false).await.unwrap();
+    let hostile = ["=HYPERLINK(\"http://x\")", "+1+1", "-2+3", "@SUM(A1)", "\tTAB", "\rCR", "plain", "a=b"];
+    let listed: Vec<(String, u64)> = hostile.iter().map(|u| ((*u).to_owned(), 10)).collect();
+    app.store.record_listed(id, run, &listed).await.unwrap();
+    app.store.mark_skipped(id, run, "plain", "=cmd|' /C calc'!A0").await.unwrap();
+
+    let r = app.get(&format!("/api/v1/jobs/{id}/report?format=csv"), &app.read).await;
+    assert_eq!(r.status, 200);
+    let mut rdr = csv::Reader::from_reader(r.text.as_bytes());
+    let rows: Vec<csv::StringRecord> = rdr.records().map(Result::unwrap).collect();
+    let cell = |uidl: &str, col: usize| -> String {
+        let want = if uidl == "plain" || uidl == "a=b" { uidl.to_owned() } else { format!("'{uidl}") };
+        let row = rows.iter().find(|r| r[0] == *want).unwrap_or_else(|| panic!("no row {want:?} in {}", r.text));
+        row[col].to_owned()
+    };
+    for uidl in hostile {
+        assert_eq!(cell(uidl, 1), "10", "{uidl:?}");
+    }
+    assert!(!r.text.contains("\n=") && !r.text.contains(",=") && !r.text.contains("\"=HYPERLINK"), "{}", r.text);
+    assert_eq!(cell("plain", 3), "'=cmd|' /C calc'!A0");
+
+    // The JSON report is data, not a spreadsheet: exact values.
+    let report = app.get(&format!("/api/v1/jobs/{id}/report"), &app.read).await.json();
+    let uidls: Vec<&str> = report["messages"].as_array().unwrap().iter().map(|m| m["uidl"].as_str().unwrap()).collect();
+    for uidl in hostile {
+        assert!(uidls.contains(&uidl), "{uidl:?} in {uidls:?}");
+    }
+}
+
+#[tokio::test]
+async fn deleted_is_refused_as_a_target_flag() {
+    let app = TestApp::spawn().await;
+    for flag in ["\\Deleted", "\\DELETED", "\\deleted"] {
+        let mut body = job_body("lee");
+        body["target"]["flags"] = json!(["\\Seen", flag]);
+        let r = app.post_json("/api/v1/jobs", &app.write, &body).await;
+        let p = r.problem(422, "/problems/validation");
+        r.no_secrets();
+        assert_eq!(p["errors"].as_array().unwrap().len(), 1, "{p}");
+        assert_eq!(p["errors"][0]["field"], "target.flags[1]", "{p}");
+        let message = p["errors"][0]["message"].as_str().unwrap();
+        assert!(message.contains(flag) && message.contains("EXPUNGE") && message.contains("source"), "{message}");
+    }
+    // The other limits hold: \Recent, 32 flags at most, atoms only.
+    let mut body = job_body("lee");
+    body["target"]["flags"] = json!(["\\Recent", "a b", "x".repeat(129)]);
+    let p = app.post_json("/api/v1/jobs", &app.write, &body).await.problem(422, "/problems/validation");
+    let fields: Vec<&str> = p["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+    assert_eq!(fields, ["target.flags[0]", "target.flags[1]", "target.flags[2]"], "{p}");
+    body["target"]["flags"] = json!((0..33).map(|i| format!("$L{i}")).collect::<Vec<_>>());
+    let p = app.post_json("/api/v1/jobs", &app.write, &body).await.problem(422, "/problems/validation");
+    assert_eq!(p["errors"][0]["field"], "target.flags", "{p}");
+    body["target"]["flags"] = json!(["\\Seen", "\\Flagged", "$Migrated", "\\Answered"]);
+    assert_eq!(app.post_json("/api/v1/jobs", &app.write, &body).await.status, 201);
+
+    // Batches: the row and the flag are named.
+    let mut bad = job_body("b");
+    bad["target"]["flags"] = json!(["\\Deleted"]);
+    let r = app.post_json("/api/v1/batches", &app.write, &json!({"name": "d", "jobs": [job_body("a"), bad]})).await;
+    let p = r.problem(422, "/problems/validation");
+    assert_eq!((p["errors"][0]["row"].clone(), p["errors"][0]["field"].clone()), (json!(2), json!("target.flags[0]")), "{p}");
+    assert!(p["errors"][0]["message"].as_str().unwrap().contains("EXPUNGE"), "{p}");
+}
+
+#[tokio::test]
+async fn a_page_of_the_largest_size_still_leads_to_the_next() {
+    // The store returns at most 500 rows a query, the API's largest page.
+    let app = TestApp::spawn().await;
+    let jobs: Vec<serde_json::Value> = (0..501).map(|i| job_body(&format!("u{i}"))).collect();
+    let r = app.post_json("/api/v1/batches", &app.write, &json!({"name": "big", "jobs": jobs})).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let first = app.get("/api/v1/jobs?limit=500", &app.read).await.json();
+    assert_eq!(first["items"].as_array().unwrap().len(), 500);
+    let cursor = first["next_cursor"].as_str().expect("a next page").to_owned();
+    let rest = app.get(&format!("/api/v1/jobs?limit=500&cursor={cursor}"), &app.read).await.json();
+    assert_eq!(rest["items"].as_array().unwrap().len(), 1);
+    assert!(rest["next_cursor"].is_null(), "{rest}");
+    // Exactly a full page and nothing after it: no cursor.
+    let last = app.get(&format!("/api/v1/jobs?limit=500&cursor={}", rest["items"][0]["id"].as_i64().unwrap() - 500), &app.read).await.json();
+    assert_eq!(last["items"].as_array().unwrap().len(), 500);
+    assert!(last["next_cursor"].is_null(), "{}", last["next_cursor"]);
+}

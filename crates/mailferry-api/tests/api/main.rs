@@ -12,6 +12,7 @@ mod limits;
 mod metrics;
 mod misc;
 mod network;
+mod streams;
 mod web;
 
 use std::sync::Arc;

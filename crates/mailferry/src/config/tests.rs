@@ -60,6 +60,8 @@ fn fully_populated() -> Config {
             max_per_page: 1,
             sse_poll_ms: 1,
             sse_keep_alive_secs: 1,
+            sse_max_per_token: 1,
+            sse_max_total: 1,
             trusted_proxies: vec![],
             auth_failure_limit: 0,
             auth_failure_window_secs: 1,
@@ -255,4 +257,25 @@ fn invalid_guard_rail_values_name_their_key() {
     assert!(e.starts_with("invalid config: api.auth_failure_limit = -1: expected a non-negative integer"), "{e}");
     let e = err("[worker]\nmetrics_listen = \"localhost\"\n");
     assert!(e.starts_with("invalid config: worker.metrics_listen = \"localhost\": expected an address and port"), "{e}");
+}
+
+#[test]
+fn sse_stream_caps_reach_the_runtime_settings() {
+    let loaded = load_str(
+        r#"
+        [security]
+        secret_key = "0000000000000000000000000000000000000000000000000000000000000000"
+        [api]
+        sse_max_per_token = 2
+        sse_max_total = 40
+        "#,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let s = crate::settings::Settings::from_config(&loaded).unwrap();
+    assert_eq!((s.api.sse_max_per_token, s.api.sse_max_total), (2, 40));
+    // Defaults: 8 per token, 256 per process.
+    let d = Config::default();
+    assert_eq!((d.api.sse_max_per_token, d.api.sse_max_total), (8, 256));
+    let e = load_str("[api]\nsse_max_total = 0\n").map(drop).unwrap_err().to_string();
+    assert!(e.starts_with("invalid config: api.sse_max_total = 0: expected a positive integer"), "{e}");
 }

@@ -24,7 +24,7 @@ use utoipa_axum::routes;
 
 use crate::error::{ApiError, ApiResult, FieldError, Problem};
 use crate::extract::{is_json, json_error, media_type, ApiPath, ApiQuery};
-use crate::handlers::v1::jobs::csv_response;
+use crate::report::{csv_response, write_record};
 use crate::schema::{ImapAuth, Pop3Auth, Security};
 use crate::spec::{validate, ImapTargetBody, JobBody, OptionsBody, SourceBody, TargetBody};
 use crate::state::AppState;
@@ -371,7 +371,9 @@ const BATCH_REPORT_COLUMNS: [&str; 15] = [
     "started_at", "finished_at", "runs", "last_error",
 ];
 
-/// The batch report: one CSV row per job with its counts (never a password).
+/// The batch report: one CSV row per job with its counts (never a password). A cell that
+/// begins with `=`, `+`, `-`, `@`, a tab or a carriage return gets a leading `'` so that no
+/// spreadsheet runs it as a formula (errors come from mail servers).
 #[utoipa::path(get, operation_id = "get_batch_report", path = "/batches/{id}/report", tag = "batches", params(("id" = i64, Path, description = "Batch id")),
     responses(
         (status = 200, description = "CSV, one row per job", content_type = "text/csv", body = String),
@@ -380,8 +382,7 @@ const BATCH_REPORT_COLUMNS: [&str; 15] = [
 pub async fn report(State(state): State<AppState>, ApiPath(id): ApiPath<i64>) -> ApiResult<Response> {
     state.store.get_batch(id).await?.ok_or_else(|| ApiError::NotFound(format!("there is no batch {id}")))?;
     let mut w = csv::Writer::from_writer(Vec::new());
-    let csv_err = |e: csv::Error| ApiError::Internal(format!("writing CSV: {e}"));
-    w.write_record(BATCH_REPORT_COLUMNS).map_err(csv_err)?;
+    write_record(&mut w, BATCH_REPORT_COLUMNS)?;
     let mut filter = JobFilter { batch: Some(id), limit: 500, ..JobFilter::default() };
     loop {
         let jobs = state.store.list_jobs(&filter).await?;
@@ -389,7 +390,8 @@ pub async fn report(State(state): State<AppState>, ApiPath(id): ApiPath<i64>) ->
             let c = Counts::from(state.store.job_counts(job.id).await?);
             let labels: Vec<String> = job.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
             let opt = |v: &Option<String>| v.clone().unwrap_or_default();
-            w.write_record([
+            // Every cell defused: last_error holds server text (report::csv_cell).
+            write_record(&mut w, [
                 job.id.to_string(),
                 job.state.to_string(),
                 job.source.clone(),
@@ -405,8 +407,7 @@ pub async fn report(State(state): State<AppState>, ApiPath(id): ApiPath<i64>) ->
                 opt(&job.finished_at),
                 job.runs.to_string(),
                 opt(&job.last_error),
-            ])
-            .map_err(csv_err)?;
+            ])?;
         }
         match jobs.last() {
             Some(last) if jobs.len() == filter.limit as usize => filter.after = Some(last.id),

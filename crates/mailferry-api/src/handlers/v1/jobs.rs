@@ -2,9 +2,10 @@
 //! live progress stream. Every number comes from the ledger through the store.
 
 use std::convert::Infallible;
-use std::time::Duration;
+use std::sync::Arc;
 
 use axum::extract::State;
+use axum::Extension;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -13,13 +14,16 @@ use futures::{Stream, StreamExt};
 use mailferry_model::{JobCounts, JobState};
 use mailferry_store::{ControlAction, ControlOutcome, JobFilter};
 use serde::Deserialize;
+use tokio::sync::watch;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::{ApiError, ApiResult, FieldError, Problem};
 use crate::extract::{ApiPath, ApiQuery, JsonBody};
+use crate::auth::Principal;
 use crate::spec::{validate, JobBody};
+use crate::sse::{Snapshot, StreamPermit};
 use crate::state::AppState;
 use crate::views::{Counts, JobPage, JobReport, JobView, MessagePage, MessageView};
 
@@ -132,7 +136,13 @@ pub async fn list(State(state): State<AppState>, ApiQuery(q): ApiQuery<ListQuery
         limit: limit + 1,
     };
     let mut jobs = state.store.list_jobs(&filter).await?;
-    let more = jobs.len() > limit as usize;
+    // The store returns at most 500 rows a query: with `limit` 500 the extra row that says
+    // "there is more" is never there, so a full page asks once more.
+    let more = jobs.len() > limit as usize
+        || (jobs.len() == limit as usize && {
+            let probe = JobFilter { after: jobs.last().map(|j| j.id), limit: 1, ..filter.clone() };
+            !state.store.list_jobs(&probe).await?.is_empty()
+        });
     jobs.truncate(limit as usize);
     let mut items = Vec::with_capacity(jobs.len());
     for job in jobs {
@@ -247,7 +257,12 @@ pub async fn messages(
     let limit = state.config.page_size(q.limit);
     let after = q.cursor.as_deref().filter(|c| !c.is_empty());
     let mut rows = state.store.ledger_page(id, after, limit + 1).await?;
-    let more = rows.len() > limit as usize;
+    // As in `list`: a page the store capped at `limit` rows may not be the last.
+    let more = rows.len() > limit as usize
+        || (rows.len() == limit as usize && {
+            let last = rows.last().map(|r| r.uidl.as_str());
+            !state.store.ledger_page(id, last, 1).await?.is_empty()
+        });
     rows.truncate(limit as usize);
     let next_cursor = more.then(|| rows.last().map(|r| r.uidl.clone())).flatten();
     Ok(Json(MessagePage { items: rows.into_iter().map(MessageView::from).collect(), next_cursor }))
@@ -260,14 +275,11 @@ pub struct ReportQuery {
     pub format: Option<String>,
 }
 
-const REPORT_PAGE: u32 = 1000;
-const REPORT_COLUMNS: [&str; 11] = [
-    "uidl", "size", "state", "reason", "digest", "dest_uid", "internal_date", "internal_date_source",
-    "first_seen_at", "copied_at", "deleted_at",
-];
-
 /// The job's report: the job, its counts and every ledger row; CSV (one row per message)
-/// with `Accept: text/csv` or `?format=csv`.
+/// with `Accept: text/csv` or `?format=csv`. Streamed from the ledger page by page (no
+/// `Content-Length`). In CSV, a cell that begins with `=`, `+`, `-`, `@`, a tab or a
+/// carriage return gets a leading `'` so that no spreadsheet runs it as a formula (UIDLs
+/// and reasons come from mail servers); the JSON report has the exact values.
 #[utoipa::path(get, operation_id = "get_job_report", path = "/jobs/{id}/report", tag = "jobs",
     params(("id" = i64, Path, description = "Job id"), ReportQuery),
     responses(
@@ -294,71 +306,32 @@ pub async fn report(
         }
     };
     let job = load(&state, id).await?;
-    let mut messages = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let page = state.store.ledger_page(id, after.as_deref(), REPORT_PAGE).await?;
-        let full = page.len() == REPORT_PAGE as usize;
-        after = page.last().map(|r| r.uidl.clone());
-        messages.extend(page.into_iter().map(MessageView::from));
-        if !full {
-            break;
-        }
-    }
-    if !csv {
-        let counts = job.counts;
-        return Ok(Json(JobReport { job, counts, messages }).into_response());
-    }
-    let mut w = csv::Writer::from_writer(Vec::new());
-    let csv_err = |e: csv::Error| ApiError::Internal(format!("writing CSV: {e}"));
-    w.write_record(REPORT_COLUMNS).map_err(csv_err)?;
-    let opt = |v: &Option<String>| v.clone().unwrap_or_default();
-    for m in &messages {
-        let state = serde_json::to_value(m.state).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
-        w.write_record([
-            m.uidl.clone(),
-            m.size.to_string(),
-            state,
-            opt(&m.reason),
-            opt(&m.digest),
-            m.dest_uid.map(|u| u.to_string()).unwrap_or_default(),
-            opt(&m.internal_date),
-            opt(&m.internal_date_source),
-            m.first_seen_at.clone(),
-            opt(&m.copied_at),
-            opt(&m.deleted_at),
-        ])
-        .map_err(csv_err)?;
-    }
-    let body = w.into_inner().map_err(|e| ApiError::Internal(format!("writing CSV: {e}")))?;
-    Ok(csv_response(body, &format!("job-{id}-report.csv")))
-}
-
-pub(crate) fn csv_response(body: Vec<u8>, filename: &str) -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
-            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{filename}\"")),
-        ],
-        body,
-    )
-        .into_response()
+    Ok(crate::report::job_report(state, job, csv))
 }
 
 /// Live progress as Server-Sent Events: `state` when the job's state changes, `progress`
 /// (state and counts) when the counts change, at most a few per second, keep-alive
 /// comments in between. The stream ends once the job is finished or paused (or the
-/// server shuts down).
+/// server shuts down). A token may have `api.sse_max_per_token` streams open at once (8 by
+/// default) and the server serves `api.sse_max_total` (256); beyond either, 429.
 #[utoipa::path(get, operation_id = "job_events", path = "/jobs/{id}/events", tag = "jobs", params(("id" = i64, Path, description = "Job id")),
     responses(
         (status = 200, description = "`event: state` data `{id, state, last_error}`; `event: progress` data `{id, state, counts}`", content_type = "text/event-stream", body = String),
         (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many open event streams for this token or for the server (`/problems/limit-reached`, with `Retry-After`); close one first", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
     ))]
 pub async fn events(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     ApiPath(id): ApiPath<i64>,
-    headers: axum::http::HeaderMap,
+    headers: HeaderMap,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    // Refused before the store is asked anything: a client over its cap costs nothing.
+    let permit = state
+        .streams
+        .try_acquire(principal.token_id)
+        .map_err(|refused| ApiError::LimitReached { detail: refused.to_string(), retry_after: STREAM_RETRY_AFTER_SECS })?;
     state.store.get_job(id).await?.ok_or_else(|| not_found(id))?;
     // A reconnecting EventSource resumes after the last state event it saw.
     let last_event_id = headers
@@ -367,93 +340,122 @@ pub async fn events(
         .and_then(|v| v.trim().parse::<i64>().ok())
         .unwrap_or(0);
     let keep_alive = KeepAlive::new().interval(state.config.sse_keep_alive());
-    let poll = state.config.sse_poll();
-    let watch = Watch { state, id, poll, last_event_id, last_counts: None, done: false, first: true, failures: 0 };
-    let stream = futures::stream::unfold(watch, |mut w| async move {
-        if w.done || w.state.shutdown.is_cancelled() {
-            return None;
-        }
-        if !w.first {
-            tokio::select! {
-                () = tokio::time::sleep(w.poll) => {}
-                () = w.state.shutdown.cancelled() => return None,
-            }
-        }
-        w.first = false;
-        let events = w.tick().await;
-        Some((futures::stream::iter(events.into_iter().map(Ok)), w))
+    let rx = state.watcher.subscribe(id, &state.store, &state.shutdown);
+    let follow = Follow { state, id, rx, last_event_id, last_counts: None, look_now: true, done: false, failures: 0, _permit: permit };
+    let stream = futures::stream::unfold(follow, |mut f| async move {
+        let events = f.next().await?;
+        Some((futures::stream::iter(events.into_iter().map(Ok)), f))
     })
     .flatten();
     Ok(Sse::new(stream).keep_alive(keep_alive))
 }
 
-/// The state of one SSE stream: what the client was last told.
-struct Watch {
+/// `Retry-After` of a stream refused by the caps: streams of finished jobs end by
+/// themselves, and dashboards close theirs when the page changes.
+const STREAM_RETRY_AFTER_SECS: u64 = 5;
+
+/// One SSE stream: what its client was last told, fed by the process's poller
+/// ([`crate::sse::JobWatcher`]). Dropped when the stream ends or the client goes away,
+/// which unsubscribes it and frees its place ([`StreamPermit`]).
+struct Follow {
     state: AppState,
     id: i64,
-    poll: Duration,
+    rx: watch::Receiver<Arc<Snapshot>>,
     /// The last `job_events` row sent: state changes come from that table, in order, so a
     /// quick queued → running → succeeded is never collapsed into one change.
     last_event_id: i64,
     last_counts: Option<JobCounts>,
+    /// Read the current snapshot before waiting for the next one (at the start, and while
+    /// reading older state changes from the store).
+    look_now: bool,
     done: bool,
-    first: bool,
+    /// Consecutive failures to read older state changes from the store.
     failures: u32,
+    _permit: StreamPermit,
 }
 
-impl Watch {
-    /// Consecutive store failures after which the stream gives up.
-    const MAX_FAILURES: u32 = 20;
-
-    async fn tick(&mut self) -> Vec<Event> {
-        let job = match self.state.store.get_job(self.id).await {
-            Ok(Some(job)) => job,
-            Ok(None) => {
-                self.done = true;
-                return vec![event("gone", &serde_json::json!({"id": self.id}))];
+impl Follow {
+    /// The next events to send (possibly none); `None` ends the stream.
+    async fn next(&mut self) -> Option<Vec<Event>> {
+        if self.done || self.state.shutdown.is_cancelled() {
+            return None;
+        }
+        if !self.look_now {
+            tokio::select! {
+                changed = self.rx.changed() => changed.ok()?,
+                () = self.state.shutdown.cancelled() => return None,
             }
-            Err(e) => return self.failed(e),
-        };
-        let counts = match self.state.store.job_counts(self.id).await {
-            Ok(c) => c,
-            Err(e) => return self.failed(e),
-        };
-        let changes = match self.state.store.job_events(self.id, self.last_event_id, 100).await {
-            Ok(c) => c,
-            Err(e) => return self.failed(e),
-        };
-        self.failures = 0;
+        }
+        self.look_now = false;
+        let snapshot = Arc::clone(&self.rx.borrow_and_update());
+        Some(self.events(&snapshot).await)
+    }
+
+    async fn events(&mut self, snap: &Snapshot) -> Vec<Event> {
+        if !snap.ready {
+            return Vec::new();
+        }
+        if snap.gone {
+            self.done = true;
+            return vec![event("gone", &serde_json::json!({"id": self.id}))];
+        }
+        if snap.unavailable {
+            self.done = true;
+            return vec![event("error", &serde_json::json!({"id": self.id, "error": "the job's progress is unavailable"}))];
+        }
+        let Some(job_state) = snap.state else { return Vec::new() };
+        // Changes older than what the poller keeps come from the store, a page at a time.
+        let mut older = Vec::new();
+        let mut caught_up = true;
+        if self.last_event_id < snap.floor {
+            match self.state.store.job_events(self.id, self.last_event_id, OLDER_EVENTS_PAGE).await {
+                Ok(page) => {
+                    self.failures = 0;
+                    caught_up = page.len() < OLDER_EVENTS_PAGE as usize;
+                    older = page;
+                }
+                Err(e) => {
+                    self.failures += 1;
+                    tracing::warn!(job.id = self.id, error = %e, "SSE: reading older job events failed");
+                    if self.failures >= crate::sse::MAX_FAILURES {
+                        self.done = true;
+                        return vec![event("error", &serde_json::json!({"id": self.id, "error": "the job's progress is unavailable"}))];
+                    }
+                    tokio::time::sleep(self.state.config.sse_poll()).await;
+                    caught_up = false;
+                }
+            }
+            self.look_now = !caught_up;
+        }
         let mut out = Vec::new();
-        let state_changed = !changes.is_empty();
-        for change in changes {
+        let mut state_changed = false;
+        let recent = if caught_up { snap.events.iter().cloned().collect() } else { Vec::new() };
+        for change in older.into_iter().chain(recent) {
+            if change.id <= self.last_event_id {
+                continue;
+            }
             let data = serde_json::json!({
                 "id": self.id, "state": change.state, "detail": change.detail, "at": change.at,
-                "last_error": if change.state == job.state { job.last_error.clone() } else { None },
+                "last_error": if change.state == job_state { snap.last_error.clone() } else { None },
             });
             out.push(event("state", &data).id(change.id.to_string()));
             self.last_event_id = change.id;
+            state_changed = true;
         }
-        if state_changed || self.last_counts != Some(counts) {
-            let data = serde_json::json!({"id": self.id, "state": job.state, "counts": Counts::from(counts)});
+        if state_changed || self.last_counts != Some(snap.counts) {
+            let data = serde_json::json!({"id": self.id, "state": job_state, "counts": Counts::from(snap.counts)});
             out.push(event("progress", &data));
-            self.last_counts = Some(counts);
+            self.last_counts = Some(snap.counts);
         }
-        if job.state.is_terminal() || job.state == JobState::Paused {
+        if caught_up && (job_state.is_terminal() || job_state == JobState::Paused) {
             self.done = true;
         }
         out
     }
-
-    fn failed(&mut self, e: mailferry_store::StoreError) -> Vec<Event> {
-        self.failures += 1;
-        tracing::warn!(job.id = self.id, error = %e, "SSE poll failed");
-        if self.failures >= Self::MAX_FAILURES {
-            self.done = true;
-            return vec![event("error", &serde_json::json!({"id": self.id, "error": "the job's progress is unavailable"}))];
-        }
-        Vec::new()
-    }
 }
+
+/// State changes read per query when a stream catches up from the store.
+const OLDER_EVENTS_PAGE: u32 = 100;
 
 fn event(name: &str, data: &serde_json::Value) -> Event {
     Event::default().event(name).data(data.to_string())
