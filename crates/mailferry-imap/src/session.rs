@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_imap::types::Capability;
 use async_imap::{Authenticator, Client, Session};
-use futures::TryStreamExt;
+use futures::{FutureExt, TryStreamExt};
 use mailferry_model::{Credential, ImapAuth, ImapEndpoint, OAuth2Credential, Security};
 use secrecy::ExposeSecret;
 use tokio::net::TcpStream;
@@ -211,6 +211,23 @@ impl ImapSession {
     // Host and port only: the user name is often a mail address, and spans are exported.
     #[tracing::instrument(skip_all, err, fields(server.address = %ep.host, server.port = ep.port))]
     pub async fn connect(ep: &ImapEndpoint, opts: &ImapOptions) -> Result<Self> {
+        // async-imap's parser (imap-proto 0.17.0) panics on some server bytes: the text after
+        // a response code is sliced at byte 1, inside the character when a non-ASCII byte
+        // follows the `]` directly (`* OK [ALERT]é`; found by fuzz/fuzz_targets/
+        // imap_capability.rs). Such a reply is a protocol error like any other garbage, not
+        // a panic. Unwind safety: all that the panic interrupts (the connection, the
+        // half-built session) is dropped right here; `ep` and `opts` are only read.
+        match std::panic::AssertUnwindSafe(Self::setup(ep, opts)).catch_unwind().await {
+            Ok(result) => result,
+            Err(panic) => {
+                let why = panic.downcast_ref::<&str>().copied().or(panic.downcast_ref::<String>().map(String::as_str));
+                let why: String = why.unwrap_or("no message").chars().take(200).collect();
+                Err(ImapError::Protocol(format!("a server reply the IMAP parser cannot handle ({why})")))
+            }
+        }
+    }
+
+    async fn setup(ep: &ImapEndpoint, opts: &ImapOptions) -> Result<Self> {
         // A job whose flags cannot be set fails before anything is copied, whoever
         // validated (or did not validate) the job: `\Deleted` on copies would let the
         // destination expunge them after the source was emptied.
