@@ -22,6 +22,9 @@ use crate::session::{Capabilities, ImapOptions};
 use crate::stream::Stream;
 use crate::wire::{self, Line, Status};
 
+mod readback;
+pub use readback::ReadBack;
+
 const WRITE_BUF: usize = 64 * 1024;
 /// Untagged responses we accept while waiting for one tagged reply (EXISTS, RECENT,
 /// EXPUNGE of other sessions, ...): plenty for a real server, an end for one that never
@@ -102,6 +105,8 @@ pub struct Appender {
     folder: String,
     uid_validity: Option<u32>,
     timeout: Duration,
+    /// Largest body literal read back (`ImapOptions::max_message_bytes`).
+    max_message_bytes: u64,
     next_tag: u64,
     endpoint: String,
 }
@@ -125,6 +130,7 @@ impl Appender {
             folder,
             uid_validity,
             timeout: opts.io_timeout,
+            max_message_bytes: opts.max_message_bytes,
             next_tag: 1,
             endpoint,
         }

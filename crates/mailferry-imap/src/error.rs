@@ -32,6 +32,10 @@ pub enum ImapError {
     Refused { command: &'static str, text: String },
     #[error("unexpected reply from the server: {0}")]
     Protocol(String),
+    /// A request we cannot put on the wire (a Message-ID with a line break, BINARY asked of
+    /// a server without it): refused before anything is sent, and it would never succeed.
+    #[error("not sent to the server: {0}")]
+    NotSent(String),
 }
 
 pub type Result<T> = std::result::Result<T, ImapError>;

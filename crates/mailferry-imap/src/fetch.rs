@@ -1,12 +1,31 @@
-//! Pure parsing of the FETCH responses the destination index reads (RFC 3501 §7.4.2):
-//! `* 3 FETCH (UID 5 RFC822.SIZE 1234)` and `* 3 FETCH (UID 5 BODY[] {1234}` CRLF
-//! *literal* `)`. No I/O here.
+//! Pure parsing of the FETCH responses the destination index and the read-back read
+//! (RFC 3501 §7.4.2): `* 3 FETCH (UID 5 RFC822.SIZE 1234)`, `* 3 FETCH (UID 5 BODY[] {1234}`
+//! CRLF *literal* `)`, and its RFC 3516 form `BINARY[] ~{1234}` (a literal8). No I/O here.
 //!
 //! A response arrives as lines separated by literals. The reader keeps its *skeleton*: the
 //! lines glued together, each literal left as its `{n}` announcement and its bytes not kept
 //! (they are hashed or skipped as they arrive). At each literal the reader asks whether it
 //! is the value of `BODY[]`; at the end, what the response said. RFC 3501 fixes no order
 //! for the items, so the UID may come after the body.
+
+/// The message item whose value is the body we want: the one we asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyItem {
+    /// `BODY[]` (asked as `BODY.PEEK[]`, RFC 3501 §6.4.5).
+    Body,
+    /// `BINARY[]` (asked as `BINARY.PEEK[]`, RFC 3516 §4.2).
+    Binary,
+}
+
+impl BodyItem {
+    /// The item name in a response: `.PEEK` is never echoed (RFC 3501 §7.4.2).
+    fn name(self) -> &'static [u8] {
+        match self {
+            Self::Body => b"BODY[]",
+            Self::Binary => b"BINARY[]",
+        }
+    }
+}
 
 /// What one FETCH response (possibly still incomplete) says.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -15,10 +34,10 @@ pub(crate) struct FetchData {
     pub uid: Option<u32>,
     /// RFC822.SIZE: the message's size as the server announces it.
     pub size: Option<u64>,
-    /// `BODY[]` given as a quoted string (legal, if odd, for a tiny message).
+    /// The body item given as a quoted string (legal, if odd, for a tiny message).
     pub body_quoted: Option<Vec<u8>>,
-    /// The last literal of the skeleton is the value of `BODY[]` (so, for a skeleton that
-    /// ends in a literal announcement, the bytes about to arrive are the message).
+    /// The last literal of the skeleton is the value of the body item (so, for a skeleton
+    /// that ends in a literal announcement, the bytes about to arrive are the message).
     pub last_literal_is_body: bool,
     /// The closing parenthesis was seen.
     pub complete: bool,
@@ -122,10 +141,10 @@ impl<'a> Tokens<'a> {
     }
 }
 
-/// Parse a FETCH response skeleton. `Ok(None)`: some other untagged response (EXISTS,
-/// EXPUNGE, OK, ...). An incomplete skeleton (one that ends in a literal announcement) is
-/// parsed as far as it goes.
-pub(crate) fn parse_fetch(skeleton: &[u8]) -> Result<Option<FetchData>, String> {
+/// Parse a FETCH response skeleton, `item` being the body item asked for. `Ok(None)`: some
+/// other untagged response (EXISTS, EXPUNGE, OK, ...). An incomplete skeleton (one that
+/// ends in a literal announcement) is parsed as far as it goes.
+pub(crate) fn parse_fetch(skeleton: &[u8], item: BodyItem) -> Result<Option<FetchData>, String> {
     let mut t = Tokens { s: skeleton, i: 0 };
     if t.next()? != Some(Token::Atom(b"*")) {
         return Ok(None);
@@ -147,7 +166,7 @@ pub(crate) fn parse_fetch(skeleton: &[u8]) -> Result<Option<FetchData>, String> 
             Some(Token::Atom(name)) => name,
             Some(_) => return Err("a FETCH item without a name".into()),
         };
-        let is_body = name.eq_ignore_ascii_case(b"BODY[]");
+        let is_body = name.eq_ignore_ascii_case(item.name());
         match t.next()? {
             None => return Ok(Some(data)),
             Some(Token::Literal) => data.last_literal_is_body = is_body,
@@ -191,39 +210,69 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    fn parse_fetch_body(skeleton: &[u8]) -> Result<Option<FetchData>, String> {
+        parse_fetch(skeleton, BodyItem::Body)
+    }
+
     #[test]
     fn sizes_and_bodies() {
-        let f = parse_fetch(b"* 3 FETCH (UID 5 RFC822.SIZE 1234)").unwrap().unwrap();
+        let f = parse_fetch_body(b"* 3 FETCH (UID 5 RFC822.SIZE 1234)").unwrap().unwrap();
         assert_eq!((f.seq, f.uid, f.size, f.complete), (3, Some(5), Some(1234), true));
-        let f = parse_fetch(b"* 3 fetch (FLAGS (\\Seen $X) uid 5 BODY[] {12}").unwrap().unwrap();
+        let f = parse_fetch_body(b"* 3 fetch (FLAGS (\\Seen $X) uid 5 BODY[] {12}").unwrap().unwrap();
         assert!(f.last_literal_is_body && !f.complete);
         assert_eq!(f.uid, Some(5));
-        let f = parse_fetch(b"* 3 FETCH (BODY[] {12} UID 5)").unwrap().unwrap();
+        let f = parse_fetch_body(b"* 3 FETCH (BODY[] {12} UID 5)").unwrap().unwrap();
         assert!(f.last_literal_is_body && f.complete);
         assert_eq!(f.uid, Some(5));
-        let f = parse_fetch(b"* 3 FETCH (ENVELOPE (NIL {3}").unwrap().unwrap();
+        let f = parse_fetch_body(b"* 3 FETCH (ENVELOPE (NIL {3}").unwrap().unwrap();
         assert!(!f.last_literal_is_body);
-        let f = parse_fetch(b"* 3 FETCH (BODY[HEADER.FIELDS (DATE)] {3}").unwrap().unwrap();
+        let f = parse_fetch_body(b"* 3 FETCH (BODY[HEADER.FIELDS (DATE)] {3}").unwrap().unwrap();
         assert!(!f.last_literal_is_body, "a section is not the whole message");
-        let f = parse_fetch(b"* 3 FETCH (UID 7 BODY[] \"a\\\"b\")").unwrap().unwrap();
+        let f = parse_fetch_body(b"* 3 FETCH (UID 7 BODY[] \"a\\\"b\")").unwrap().unwrap();
         assert_eq!(f.body_quoted.as_deref(), Some(&b"a\"b"[..]));
-        assert_eq!(parse_fetch(b"* 3 EXISTS").unwrap(), None);
-        assert_eq!(parse_fetch(b"* OK [UIDVALIDITY 1]").unwrap(), None);
-        assert!(parse_fetch(b"* 3 FETCH (UID x)").is_err());
-        assert!(parse_fetch(b"* 3 FETCH (UID 0)").is_err());
-        assert!(parse_fetch(b"* 3 FETCH (UID 1) junk").is_err());
-        assert!(parse_fetch(b"* 3 FETCH (RFC822.SIZE 99999999999999999999999)").is_err());
+        assert_eq!(parse_fetch_body(b"* 3 EXISTS").unwrap(), None);
+        assert_eq!(parse_fetch_body(b"* OK [UIDVALIDITY 1]").unwrap(), None);
+        assert!(parse_fetch_body(b"* 3 FETCH (UID x)").is_err());
+        assert!(parse_fetch_body(b"* 3 FETCH (UID 0)").is_err());
+        assert!(parse_fetch_body(b"* 3 FETCH (UID 1) junk").is_err());
+        assert!(parse_fetch_body(b"* 3 FETCH (RFC822.SIZE 99999999999999999999999)").is_err());
+    }
+
+    /// RFC 3516 §4.2: `BINARY[]` with a literal8, the UID before or after it; the item
+    /// asked for is the body, the other one is not.
+    #[test]
+    fn binary_bodies() {
+        let f = parse_fetch(b"* 2 FETCH (UID 7 BINARY[] ~{23}", BodyItem::Binary).unwrap().unwrap();
+        assert!(f.last_literal_is_body && !f.complete);
+        assert_eq!(f.uid, Some(7));
+        let f = parse_fetch(b"* 2 FETCH (BINARY[] ~{23} UID 7)", BodyItem::Binary).unwrap().unwrap();
+        assert!(f.last_literal_is_body && f.complete);
+        assert_eq!(f.uid, Some(7));
+        let f = parse_fetch(b"* 2 FETCH (binary[] ~{23}", BodyItem::Binary).unwrap().unwrap();
+        assert!(f.last_literal_is_body);
+        let f = parse_fetch(b"* 2 FETCH (UID 7 BINARY[] ~{23}", BodyItem::Body).unwrap().unwrap();
+        assert!(!f.last_literal_is_body, "BINARY[] is not BODY[]");
+        let f = parse_fetch(b"* 2 FETCH (UID 7 BODY[] {23}", BodyItem::Binary).unwrap().unwrap();
+        assert!(!f.last_literal_is_body, "BODY[] is not BINARY[]");
+        let f = parse_fetch(b"* 2 FETCH (BINARY[1] ~{3}", BodyItem::Binary).unwrap().unwrap();
+        assert!(!f.last_literal_is_body, "a part is not the whole message");
+        let f = parse_fetch(b"* 2 FETCH (UID 7 BINARY[] \"ab\")", BodyItem::Binary).unwrap().unwrap();
+        assert_eq!(f.body_quoted.as_deref(), Some(&b"ab"[..]));
+        let f = parse_fetch(b"* 2 FETCH (UID 7 BINARY[] NIL)", BodyItem::Binary).unwrap().unwrap();
+        assert!(f.complete && f.body_quoted.is_none() && !f.last_literal_is_body);
     }
 
     proptest! {
         #[test]
         fn never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
-            let _ = parse_fetch(&bytes);
+            let _ = parse_fetch(&bytes, BodyItem::Body);
+            let _ = parse_fetch(&bytes, BodyItem::Binary);
         }
 
         #[test]
         fn never_panics_on_fetch_like_text(tail in "[ ()\\[\\]{}~+\"\\\\0-9A-Za-z.<>]{0,80}") {
-            let _ = parse_fetch(format!("* 1 FETCH ({tail}").as_bytes());
+            let _ = parse_fetch(format!("* 1 FETCH ({tail}").as_bytes(), BodyItem::Body);
+            let _ = parse_fetch(format!("* 1 FETCH ({tail}").as_bytes(), BodyItem::Binary);
         }
 
         #[test]
@@ -233,7 +282,7 @@ mod tests {
             } else {
                 format!("* 9 FETCH (UID {uid} RFC822.SIZE {size} FLAGS (\\{flags}) BODY[] {{{size}}})")
             };
-            let f = parse_fetch(line.as_bytes()).unwrap().unwrap();
+            let f = parse_fetch(line.as_bytes(), BodyItem::Body).unwrap().unwrap();
             prop_assert_eq!((f.uid, f.size, f.complete), (Some(uid), Some(size), true));
             prop_assert_eq!(f.last_literal_is_body, true);
         }

@@ -2,8 +2,9 @@
 //!
 //! The reply-line parsers are public in [`crate::wire`] already. What the targets need
 //! beyond them: the response reader the APPEND path and the destination index read with,
-//! the FETCH parser of the index, the framing guard on the bytes async-imap reads, and the
-//! capability list as the session derives it from what async-imap parsed.
+//! the FETCH parser of the index, the SEARCH parser of the read-back, the framing guard on
+//! the bytes async-imap reads, and the capability list as the session derives it from what
+//! async-imap parsed.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -47,7 +48,7 @@ pub struct Fetch {
 
 /// The destination index's FETCH parser: `Ok(None)` for another untagged response.
 pub fn parse_fetch(skeleton: &[u8]) -> std::result::Result<Option<Fetch>, String> {
-    Ok(crate::fetch::parse_fetch(skeleton)?.map(|f| Fetch {
+    Ok(crate::fetch::parse_fetch(skeleton, crate::fetch::BodyItem::Body)?.map(|f| Fetch {
         seq: f.seq,
         uid: f.uid,
         size: f.size,
@@ -55,6 +56,12 @@ pub fn parse_fetch(skeleton: &[u8]) -> std::result::Result<Option<Fetch>, String
         last_literal_is_body: f.last_literal_is_body,
         complete: f.complete,
     }))
+}
+
+/// The read-back's `* SEARCH` parser: `Ok(None)` for another response; at most `max` UIDs.
+pub fn parse_search(line: &[u8], max: usize) -> std::result::Result<Option<Vec<u32>>, String> {
+    let mut uids = Vec::new();
+    Ok(crate::uids::parse_search(line, &mut uids, max)?.then_some(uids))
 }
 
 /// Feed `chunks` to a fresh framing guard, as reads arrive; `Err` names the limit passed.

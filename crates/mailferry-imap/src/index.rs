@@ -20,19 +20,16 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use crate::error::{ImapError, Result};
-use crate::fetch::{self, FetchData};
-use crate::reader::{Reader, MAX_LINE, MAX_SKIPPED_LITERAL};
+use crate::fetch::BodyItem;
+use crate::reader::Reader;
+use crate::response::{self, Response};
 use crate::session::ImapOptions;
 use crate::stream::Stream;
-use crate::wire::{self, Line, Status};
 
 /// FETCH responses beyond the folder's size we tolerate (unsolicited flag updates,
 /// messages arriving while we list).
 const FETCH_SLACK: u64 = 1000;
-/// Untagged responses other than FETCH we tolerate while waiting for one tagged reply.
-const MAX_OTHER_UNTAGGED: usize = 100_000;
-/// Lines and literals of one FETCH response.
-const MAX_SEGMENTS: usize = 1024;
+const COMMAND: &str = "UID FETCH";
 
 #[derive(Debug, Default)]
 pub struct DestinationIndex {
@@ -48,13 +45,6 @@ struct Conn<'a> {
     next_tag: u64,
     /// The folder's size as last announced (SELECT, then any `* n EXISTS`).
     exists: u64,
-}
-
-/// What one untagged response turned out to be.
-enum Response {
-    Fetch { data: FetchData, body_digest: Option<[u8; 32]> },
-    Exists(u64),
-    Other,
 }
 
 impl DestinationIndex {
@@ -75,7 +65,7 @@ impl DestinationIndex {
         let mut others = 0;
         loop {
             let line = conn.reader.line(conn.session.get_mut()).await?;
-            if conn.tagged(&tag, &line)? {
+            if response::tagged(COMMAND, &tag, &line)? {
                 break;
             }
             match conn.response(line, None).await? {
@@ -92,7 +82,7 @@ impl DestinationIndex {
                     }
                 }
                 Response::Exists(n) => conn.exists = conn.exists.max(n),
-                Response::Other => other_untagged(&mut others)?,
+                Response::Other { .. } => response::other_untagged(&mut others, COMMAND)?,
             }
         }
 
@@ -153,23 +143,6 @@ impl Conn<'_> {
         Ok(tag)
     }
 
-    /// `true` for the tagged OK ending our command; an error for its NO or BAD, or for a
-    /// reply we did not expect. `false` for untagged data.
-    fn tagged(&self, tag: &str, line: &[u8]) -> Result<bool> {
-        match wire::parse_line(line).map_err(ImapError::Protocol)? {
-            Line::Untagged => Ok(false),
-            Line::Continuation => Err(ImapError::Protocol("unexpected continuation request during UID FETCH".into())),
-            Line::Tagged { tag: t, .. } if t != tag => Err(ImapError::Protocol(format!("reply for unknown tag {t}"))),
-            Line::Tagged { status: Status::Ok, .. } => Ok(true),
-            Line::Tagged { status: Status::No, text, .. } => {
-                Err(ImapError::Refused { command: "UID FETCH", text: text.chars().take(200).collect() })
-            }
-            Line::Tagged { status: Status::Bad, text, .. } => {
-                Err(ImapError::Protocol(format!("UID FETCH answered BAD: {}", text.chars().take(200).collect::<String>())))
-            }
-        }
-    }
-
     /// `UID FETCH uid BODY.PEEK[]` (PEEK: indexing must not set \Seen, RFC 3501 §6.4.5);
     /// the SHA-256 of the body the server sends for that UID, if it sends one.
     async fn body_digest(&mut self, uid: u32, announced: u64) -> Result<Option<[u8; 32]>> {
@@ -179,11 +152,11 @@ impl Conn<'_> {
         let mut others = 0;
         loop {
             let line = self.reader.line(self.session.get_mut()).await?;
-            if self.tagged(&tag, &line)? {
+            if response::tagged(COMMAND, &tag, &line)? {
                 return Ok(digest);
             }
             match self.response(line, Some((uid, announced))).await? {
-                Response::Fetch { data, body_digest } => {
+                Response::Fetch { data, body } => {
                     fetches += 1;
                     if fetches > FETCH_SLACK {
                         return Err(ImapError::Protocol(format!("more than {FETCH_SLACK} FETCH responses for UID {uid}")));
@@ -191,11 +164,11 @@ impl Conn<'_> {
                     // RFC 3501 §6.4.8: a UID FETCH response carries the UID; one that names
                     // another message, or none, is not this message's body.
                     if data.uid == Some(uid) && data.complete && digest.is_none() {
-                        digest = body_digest.or_else(|| data.body_quoted.map(|q| Sha256::digest(q).into()));
+                        digest = body.map(|b| b.digest).or_else(|| data.body_quoted.map(|q| Sha256::digest(q).into()));
                     }
                 }
                 Response::Exists(n) => self.exists = self.exists.max(n),
-                Response::Other => other_untagged(&mut others)?,
+                Response::Other { .. } => response::other_untagged(&mut others, COMMAND)?,
             }
         }
     }
@@ -205,74 +178,25 @@ impl Conn<'_> {
     /// its length against what the server announced; every other literal is skipped
     /// (bounded).
     async fn response(&mut self, first: Vec<u8>, body: Option<(u32, u64)>) -> Result<Response> {
-        let mut skeleton = first;
-        let mut body_digest = None;
-        let mut segments = 0;
-        while let Some(len) = wire::trailing_literal(&skeleton) {
-            segments += 1;
-            if segments > MAX_SEGMENTS {
-                return Err(ImapError::Protocol(format!("a FETCH response of more than {MAX_SEGMENTS} literals")));
+        let stream = self.session.get_mut();
+        let Some((uid, announced)) = body else {
+            return response::read(self.reader, stream, first, BodyItem::Body, None).await;
+        };
+        let mut check = |len: u64| {
+            if len > announced {
+                return Err(ImapError::Protocol(format!(
+                    "the destination sent a BODY[] literal of {len} bytes for UID {uid}, whose RFC822.SIZE {announced} it announced"
+                )));
             }
-            let is_body = fetch::parse_fetch(&skeleton).ok().flatten().is_some_and(|f| f.last_literal_is_body);
-            match body {
-                Some((uid, announced)) if is_body && body_digest.is_none() => {
-                    if len > announced {
-                        return Err(ImapError::Protocol(format!(
-                            "the destination sent a BODY[] literal of {len} bytes for UID {uid}, whose RFC822.SIZE {announced} it announced"
-                        )));
-                    }
-                    let mut hasher = Sha256::new();
-                    self.reader.literal(self.session.get_mut(), len, |chunk| hasher.update(chunk)).await?;
-                    body_digest = Some(hasher.finalize().into());
-                }
-                _ => {
-                    if len > MAX_SKIPPED_LITERAL {
-                        return Err(ImapError::Protocol(format!(
-                            "the destination sent an unrequested literal of {len} bytes (at most {MAX_SKIPPED_LITERAL} accepted)"
-                        )));
-                    }
-                    self.reader.literal(self.session.get_mut(), len, |_| {}).await?;
-                }
-            }
-            let next = self.reader.line(self.session.get_mut()).await?;
-            if skeleton.len() + next.len() > MAX_LINE {
-                return Err(ImapError::Protocol(format!("a FETCH response longer than {MAX_LINE} bytes besides its literals")));
-            }
-            skeleton.extend_from_slice(&next);
-        }
-        if let Some(n) = exists(&skeleton) {
-            return Ok(Response::Exists(n));
-        }
-        match fetch::parse_fetch(&skeleton) {
-            Ok(Some(data)) => Ok(Response::Fetch { data, body_digest }),
-            Ok(None) => Ok(Response::Other),
-            Err(why) => Err(ImapError::Protocol(format!("unreadable FETCH response: {why}"))),
-        }
+            Ok(())
+        };
+        response::read(self.reader, stream, first, BodyItem::Body, Some(&mut check)).await
     }
-}
-
-fn other_untagged(seen: &mut usize) -> Result<()> {
-    *seen += 1;
-    if *seen > MAX_OTHER_UNTAGGED {
-        return Err(ImapError::Protocol(format!("more than {MAX_OTHER_UNTAGGED} untagged responses and no answer to UID FETCH")));
-    }
-    Ok(())
-}
-
-/// `* n EXISTS` (RFC 3501 §7.3.1).
-fn exists(line: &[u8]) -> Option<u64> {
-    let rest = line.strip_prefix(b"* ")?;
-    let (n, word) = rest.split_at(rest.iter().position(|&b| b == b' ')?);
-    if !word.trim_ascii().eq_ignore_ascii_case(b"EXISTS") || n.is_empty() || n.len() > 10 || !n.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(n).ok()?.parse().ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
 
     #[test]
     fn claims_count_multiplicity() {
@@ -282,21 +206,5 @@ mod tests {
         assert!(idx.claim("d").is_some());
         assert_eq!(idx.claim("d"), None, "two copies vouch for two source messages only");
         assert_eq!(idx.claim("other"), None);
-    }
-
-    #[test]
-    fn exists_lines() {
-        assert_eq!(exists(b"* 23 EXISTS"), Some(23));
-        assert_eq!(exists(b"* 23 exists"), Some(23));
-        assert_eq!(exists(b"* 23 RECENT"), None);
-        assert_eq!(exists(b"* 99999999999 EXISTS"), None);
-        assert_eq!(exists(b"* EXISTS"), None);
-    }
-
-    proptest! {
-        #[test]
-        fn exists_never_panics(line in proptest::collection::vec(any::<u8>(), 0..40)) {
-            let _ = exists(&line);
-        }
     }
 }

@@ -6,6 +6,8 @@
 //! MULTIAPPEND (RFC 3502) and drops the APPENDUID response code (RFC 4315). So once the
 //! session is ready, [`Appender`] keeps it and, with no command outstanding, reads and
 //! writes its stream directly (`Session::get_mut`) to speak APPEND itself, streaming large messages from their spool files (docs/adr/0002).
+//! The same connection then reads the copies back (`Appender::read_back`), so that a
+//! message is deleted at the source only once its copy's bytes are proved (issue 14).
 #![forbid(unsafe_code)]
 
 mod append;
@@ -17,11 +19,13 @@ mod guard;
 mod index;
 pub mod mutf7;
 mod reader;
+mod response;
 mod session;
 mod stream;
+mod uids;
 pub mod wire;
 
-pub use append::{AppendBody, AppendMessage, AppendOutcome, Appender, BatchError};
+pub use append::{AppendBody, AppendMessage, AppendOutcome, Appender, BatchError, ReadBack};
 pub use error::{ImapError, Result};
 pub use index::DestinationIndex;
 pub use session::{Capabilities, ImapOptions, ImapSession};

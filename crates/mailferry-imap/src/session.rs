@@ -28,10 +28,10 @@ pub struct ImapOptions {
     /// trickling server cannot hang a job; a literal also gets time for its length, see
     /// reader.rs).
     pub io_timeout: Duration,
-    /// Largest destination message the destination index reads back (it is hashed as it
-    /// arrives, so this bounds time, not memory); larger ones are not indexed. Default
-    /// 1 GiB, as the POP3 side's `max_message_bytes`, so whatever we could have copied can
-    /// be found again.
+    /// Largest destination message the destination index and the read-back read (it is
+    /// hashed as it arrives, so this bounds time, not memory); larger ones are not indexed,
+    /// and a read-back literal above it is an error. Default 1 GiB, as the POP3 side's
+    /// `max_message_bytes`, so whatever we could have copied can be found and read again.
     pub max_message_bytes: u64,
 }
 
