@@ -61,6 +61,7 @@ fn job(s: &Setup, fake: &FakePop3, delete: DeletePolicy) -> DrainJob {
         delete,
         dry_run: false,
         max_message_bytes: None,
+        verify: Default::default(),
     }
 }
 

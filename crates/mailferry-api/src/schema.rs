@@ -58,6 +58,8 @@ pub enum LedgerState {
     Listed,
     Copying,
     Copied,
+    /// Read back from the destination and matched (see `options.verify`).
+    Verified,
     SourceDeleted,
     Skipped,
     Failed,
@@ -91,7 +93,7 @@ mirror!(Security <=> model::Security { Tls, Starttls, None });
 mirror!(Pop3Auth <=> model::Pop3Auth { Auto, User, Apop, Plain, Xoauth2 });
 mirror!(ImapAuth <=> model::ImapAuth { Auto, Login, Plain, Xoauth2 });
 mirror!(JobState <=> model::JobState { Queued, Running, Succeeded, Partial, Failed, Cancelled, Paused });
-mirror!(LedgerState <=> model::LedgerState { Listed, Copying, Copied, SourceDeleted, Skipped, Failed });
+mirror!(LedgerState <=> model::LedgerState { Listed, Copying, Copied, Verified, SourceDeleted, Skipped, Failed });
 mirror!(Scope <=> model::Scope { Read, Write, Admin });
 
 #[cfg(test)]
@@ -107,7 +109,7 @@ mod tests {
         for s in [model::Security::Tls, model::Security::Starttls, model::Security::None] {
             assert_eq!(serde_json::to_value(Security::from(s)).unwrap(), serde_json::to_value(s).unwrap());
         }
-        for s in ["listed", "copying", "copied", "source-deleted", "skipped", "failed"] {
+        for s in ["listed", "copying", "copied", "verified", "source-deleted", "skipped", "failed"] {
             let m = model::LedgerState::parse(s).unwrap();
             assert_eq!(serde_json::to_value(LedgerState::from(m)).unwrap(), s);
         }

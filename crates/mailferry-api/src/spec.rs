@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use mailferry_model::{DeletePolicy, JobOptions, JobSpec, OAuth2Spec, Sealer, SourceSpec, TargetSpec};
+use mailferry_model::{DeletePolicy, JobOptions, JobSpec, OAuth2Spec, Sealer, SourceSpec, TargetSpec, VerifyLevel};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use utoipa::ToSchema;
@@ -173,6 +173,12 @@ pub struct OptionsBody {
     pub max_message_bytes: Option<u64>,
     /// List and compare only; copy and delete nothing.
     pub dry_run: Option<bool>,
+    /// How each copy read back from the destination is compared with what was sent:
+    /// `exact` (default: every byte), `body` (headers may be rewritten by the destination,
+    /// e.g. Gmail, Microsoft 365) or `size`. Recorded per message; only verified messages
+    /// are deleted under `after-verified`.
+    #[schema(example = "exact")]
+    pub verify: Option<String>,
 }
 
 const MAX_LABELS: usize = 32;
@@ -268,6 +274,13 @@ pub fn validate(body: JobBody, config: &ApiConfig, sealer: &Sealer) -> Result<Jo
             DeletePolicy::Keep
         }
     };
+    let verify = match body.options.verify.as_deref() {
+        None => VerifyLevel::default(),
+        Some(v) => VerifyLevel::parse(v).unwrap_or_else(|| {
+            errs.push(FieldError::invalid("options.verify", format!("{v:?} is not a verification level: exact, body or size")));
+            VerifyLevel::default()
+        }),
+    };
     if body.options.max_message_bytes == Some(0) {
         errs.push(FieldError::invalid("options.max_message_bytes", "options.max_message_bytes must be at least 1"));
     }
@@ -318,6 +331,7 @@ pub fn validate(body: JobBody, config: &ApiConfig, sealer: &Sealer) -> Result<Jo
             delete,
             max_message_bytes: body.options.max_message_bytes,
             dry_run: body.options.dry_run.unwrap_or(false),
+            verify,
         },
         labels: body.labels,
     })

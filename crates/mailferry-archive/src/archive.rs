@@ -653,6 +653,13 @@ impl Archive {
         .await
     }
 
+    /// Read the stored blob back from its backend (decrypted, decompressed) and re-hash it,
+    /// keeping nothing: its size when it hashed to `digest`, an [`ArchiveError::Integrity`]
+    /// otherwise. What the engine calls before a message counts as verified (issue 14).
+    pub async fn read_back(&self, digest: &Digest) -> Result<u64> {
+        self.decode_into(digest, |decode| decode(&mut std::io::sink())).await
+    }
+
     /// The verified message in an unnamed temp file (gone when closed), rewound, with its
     /// size: for serving large messages without holding them in memory. Nothing is handed
     /// out unless the whole message hashed to its digest.

@@ -6,12 +6,13 @@ use std::sync::Arc;
 use chrono::Utc;
 use mailferry_imap::{AppendMessage, AppendOutcome, DestinationIndex, ImapOptions, ImapSession};
 use mailferry_model::{
-    DeletePolicy, LedgerState, MessageFailure, Pop3Endpoint, RunSummary,
+    DeletePolicy, LedgerState, VerifyLevel, MessageFailure, Pop3Endpoint, RunSummary,
 };
 use mailferry_pop3::{Pop3Options, Pop3Session};
-use mailferry_store::{CopyDone, CopyIntent, JobId, LedgerEntry, LedgerQuery, RunId, Store, LEDGER_CHUNK};
+use mailferry_store::{CopyDone, CopyIntent, JobId, LedgerEntry, LedgerQuery, ReadBackResult, RunId, Store, LEDGER_CHUNK};
 
 use crate::plan::{copied_before, Planned};
+use crate::verify::Sent;
 use crate::retrieve::{kib, retrieve, size_agrees, SourceError};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -39,6 +40,8 @@ pub struct DrainJob {
     pub dry_run: bool,
     /// Larger messages are skipped with a reason (and stay at the source).
     pub max_message_bytes: Option<u64>,
+    /// How copies read back from the destination are compared (issue 14).
+    pub verify: mailferry_model::VerifyLevel,
 }
 
 impl DrainJob {
@@ -372,6 +375,7 @@ impl RunContext<'_> {
         };
         let plan = crate::plan::plan(&*store, self.job_id, self.run, &listed, self.job.dry_run, after_days).await?;
         let mut to_copy = plan.to_copy;
+        let unverified = plan.unverified;
         tally.already_copied = plan.already_copied;
 
         if self.job.dry_run {
@@ -424,6 +428,7 @@ impl RunContext<'_> {
                 // The archive records every arrival by (host, account, UIDL): whatever the
                 // ledger lost or left in doubt, the archive itself says what already arrived.
                 let mut found = Vec::new();
+                let mut verified = Vec::new();
                 for p in &to_copy {
                     let hit = target
                         .archive
@@ -443,11 +448,27 @@ impl RunContext<'_> {
                             .ensure_locked(&occ.digest)
                             .await
                             .map_err(|e| self.sink_err(SinkError::Archive(e)))?;
+                        // Verified means read back: the stored blob, re-hashed.
+                        match target.archive.read_back(&occ.digest).await {
+                            Ok(_) => {}
+                            Err(mailferry_archive::ArchiveError::Integrity(e)) => {
+                                tracing::error!(uidl = %p.uidl, error = %e, "an archived copy does not read back intact; retrieving the message again");
+                                continue;
+                            }
+                            Err(e) => return Err(self.sink_err(SinkError::Archive(e))),
+                        }
+                        verified.push(ReadBackResult {
+                            uidl: p.uidl.clone(),
+                            readback_digest: Some(occ.digest.to_hex()),
+                            level: VerifyLevel::Exact,
+                            error: None,
+                        });
                         found.push(CopyDone { uidl: p.uidl.clone(), dest_uid: None, dest_uidvalidity: None, found_at_destination: true });
                     }
                 }
                 if !found.is_empty() {
                     store.mark_copied(self.job_id, self.run, &found).await?;
+                    store.record_readback(self.job_id, self.run, &verified).await?;
                     let found: HashSet<&str> = found.iter().map(|d| d.uidl.as_str()).collect();
                     to_copy.retain(|p| !found.contains(p.uidl.as_str()));
                 }
@@ -466,6 +487,11 @@ impl RunContext<'_> {
             p.to_copy = to_copy.len() as u64;
         });
 
+        let mut sink = sink;
+        if self.job.delete != DeletePolicy::Keep && !unverified.is_empty() {
+            self.reverify(&mut sink, &unverified).await?;
+        }
+        drop(unverified);
         let (pop, appender) = self.copy(pop, sink, to_copy, index).await?;
         appender.close().await;
         if self.cancel.is_cancelled() {
@@ -514,6 +540,19 @@ impl RunContext<'_> {
         }
         tracing::info!(found = found.len(), again = again.len(), "resolved copies left in doubt by an earlier run");
         store.mark_copied(self.job_id, self.run, &found).await?;
+        // The destination index hashed the copies' own bytes: they are read back, exactly.
+        let digests: HashMap<&str, &str> =
+            in_doubt.iter().filter_map(|e| e.wire_digest.as_deref().map(|d| (e.uidl.as_str(), d))).collect();
+        let verified: Vec<ReadBackResult> = found
+            .iter()
+            .map(|d| ReadBackResult {
+                uidl: d.uidl.clone(),
+                readback_digest: digests.get(d.uidl.as_str()).map(|d| (*d).to_owned()),
+                level: VerifyLevel::Exact,
+                error: None,
+            })
+            .collect();
+        store.record_readback(self.job_id, self.run, &verified).await?;
         store.revert_copying(self.job_id, &again).await?;
         Ok(found.into_iter().map(|d| d.uidl).collect())
     }
@@ -590,6 +629,9 @@ impl RunContext<'_> {
         // order of `intents`).
         let mut found_spans = Vec::new();
         let mut spans = Vec::new();
+        // Body digests of the messages to append (in the order of `intents`), for read-back.
+        let mut body_digests = Vec::new();
+        let mut found_sent = Vec::new();
         for item in batch {
             match item {
                 Item::Skip(p, reason, span) => {
@@ -622,11 +664,19 @@ impl RunContext<'_> {
                         continue;
                     }
                     if let Some(uid) = index.as_deref_mut().and_then(|i| i.claim(&r.wire_digest)) {
+                        // The index hashed the destination's own bytes: this copy was read back.
+                        found_sent.push(ReadBackResult {
+                            uidl: p.uidl.clone(),
+                            readback_digest: Some(r.wire_digest.clone()),
+                            level: VerifyLevel::Exact,
+                            error: None,
+                        });
                         found.push(CopyDone { uidl: p.uidl, dest_uid: Some(uid), dest_uidvalidity: None, found_at_destination: true });
                         found_spans.push(span);
                         continue;
                     }
                     spans.push(span);
+                    body_digests.push((r.body_digest, r.has_nul));
                     intents.push(CopyIntent {
                         uidl: p.uidl,
                         size: r.size,
@@ -644,6 +694,7 @@ impl RunContext<'_> {
         }
         if !found.is_empty() {
             store.mark_copied(self.job_id, self.run, &found).await?;
+            store.record_readback(self.job_id, self.run, &found_sent).await?;
             self.progress.send_modify(|p| p.copied += found.len() as u64);
             found_spans.into_iter().for_each(|s| close_message(s, "already-present"));
         }
@@ -665,11 +716,25 @@ impl RunContext<'_> {
         let mut done = Vec::new();
         let mut done_spans = Vec::new();
         let mut refused = Vec::new();
+        let mut sent = Vec::new();
         let mut bytes = 0;
-        for ((intent, outcome), span) in intents.iter().zip(outcomes).zip(spans) {
+        for (((intent, outcome), span), (body_digest, has_nul)) in intents.iter().zip(outcomes).zip(spans).zip(body_digests) {
             match outcome {
                 Some(AppendOutcome::Appended { uid, uid_validity }) => {
                     bytes += intent.wire_size;
+                    sent.push(Sent {
+                        uidl: intent.uidl.clone(),
+                        uid,
+                        wire_digest: match &self.job.target {
+                            // The archive's identity is the exact retrieved bytes.
+                            Target::Archive(_) => intent.digest.clone(),
+                            Target::Imap(_) => intent.wire_digest.clone(),
+                        },
+                        wire_size: intent.wire_size,
+                        body_digest: Some(body_digest),
+                        message_id: intent.message_id.clone(),
+                        has_nul,
+                    });
                     done.push(CopyDone {
                         uidl: intent.uidl.clone(),
                         dest_uid: uid,
@@ -695,10 +760,56 @@ impl RunContext<'_> {
             self.progress.send_modify(|p| p.failed += 1);
             close_message(span, "refused");
         }
-        match failure {
-            Some(e) => Err(self.sink_err(e)),
-            None => Ok(()),
+        if let Some(e) = failure {
+            return Err(self.sink_err(e));
         }
+        // Verified means read back (issue 14): only a copy that reads back matching may be
+        // deleted at the source. A mismatch is this message's failure, never the run's.
+        if !sent.is_empty() {
+            let results = crate::verify::read_back(appender, &sent, self.job.verify).await.map_err(|e| self.sink_err(e))?;
+            let mismatched = results.iter().filter(|r| r.error.is_some()).count() as u64;
+            for r in results.iter().filter(|r| r.error.is_some()) {
+                tracing::warn!(uidl = %r.uidl, error = r.error.as_deref().unwrap_or_default(), "copy failed verification; kept at the source");
+            }
+            store.record_readback(self.job_id, self.run, &results).await?;
+            self.progress.send_modify(|p| p.failed += mismatched);
+        }
+        Ok(())
+    }
+
+    /// Read back copies that earlier runs recorded `copied` without a verified read-back
+    /// (an older version, or a read-back that failed), so that a deleting pass (the cutover
+    /// after a pre-stage) can delete them, and only them once they match.
+    async fn reverify(&self, sink: &mut Sink, rows: &[LedgerEntry]) -> Result<()> {
+        let uid_validity = match &*sink {
+            Sink::Imap(a) => a.uid_validity(),
+            Sink::Archive { .. } => None,
+        };
+        for chunk in rows.chunks(256) {
+            let sent: Vec<Sent> = chunk
+                .iter()
+                .filter_map(|e| {
+                    Some(Sent {
+                        uidl: e.uidl.clone(),
+                        // A UID recorded under another UIDVALIDITY names nothing any more.
+                        uid: e.dest_uid.filter(|_| e.dest_uidvalidity.is_some() && e.dest_uidvalidity == uid_validity),
+                        wire_digest: e.wire_digest.clone()?,
+                        wire_size: e.wire_size?,
+                        body_digest: None,
+                        message_id: e.message_id.clone(),
+                        has_nul: false,
+                    })
+                })
+                .collect();
+            let results = crate::verify::read_back(sink, &sent, self.job.verify).await.map_err(|e| self.sink_err(e))?;
+            tracing::info!(
+                verified = results.iter().filter(|r| r.error.is_none()).count(),
+                of = results.len(),
+                "read back copies recorded by earlier runs"
+            );
+            self.store.record_readback(self.job_id, self.run, &results).await?;
+        }
+        Ok(())
     }
 
     /// DELE what the policy allows — only rows the ledger says are `copied` — then QUIT,
@@ -718,7 +829,8 @@ impl RunContext<'_> {
                     .collect();
                 for p in chunk {
                     let Some(entry) = ledger.get(&p.uidl) else { continue };
-                    let allowed = entry.state == LedgerState::Copied
+                    // First law: only a copy read back and matched is deleted at the source.
+                    let allowed = entry.state == LedgerState::Verified
                         && match self.job.delete {
                             DeletePolicy::Keep => false,
                             DeletePolicy::AfterVerified => true,

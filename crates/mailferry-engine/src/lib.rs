@@ -19,6 +19,7 @@ mod retry;
 mod sink;
 pub mod spool;
 pub mod trace;
+mod verify;
 mod worker;
 
 pub use claim::{this_process, ClaimConfig};

@@ -525,6 +525,9 @@ mod tests {
         async fn supersede_reused(&self, _: JobId, _: i64, _: &str, _: &str) -> mailferry_store::Result<()> {
             unreachable!()
         }
+        async fn record_readback(&self, _: JobId, _: i64, _: &[mailferry_store::ReadBackResult]) -> mailferry_store::Result<()> {
+            unreachable!()
+        }
     }
 
     /// A token endpoint on loopback that rotates: answers every request with access token

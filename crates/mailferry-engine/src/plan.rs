@@ -21,10 +21,13 @@ pub(crate) struct Plan {
     pub to_copy: Vec<Planned>,
     /// Listed messages the ledger holds as copied (or copied and deleted).
     pub already_copied: u64,
-    /// Of those, rows in state `copied` (still at the source, deletable).
+    /// Of those, rows in state `verified` (still at the source, deletable).
     pub copied: u64,
     /// Of those, copied at least `after_days` ago (when asked).
     pub copied_days_ago: u64,
+    /// Listed messages copied but not yet read back (copied by an older version, or whose
+    /// read-back did not happen or did not match): verified before any deletion.
+    pub unverified: Vec<LedgerEntry>,
 }
 
 /// Diff `listed` against the job's ledger. A UIDL the ledger holds as copied whose LIST
@@ -61,6 +64,9 @@ pub(crate) async fn plan(
                 Some(old) if old.state.is_copied() => {
                     plan.already_copied += 1;
                     if old.state == LedgerState::Copied {
+                        plan.unverified.push(old.clone());
+                    }
+                    if old.state.is_at_source_with_copy() {
                         plan.copied += 1;
                         if after_days.is_some_and(|days| copied_before(old, days)) {
                             plan.copied_days_ago += 1;
@@ -76,7 +82,7 @@ pub(crate) async fn plan(
 
 /// Copied, and at least `days` ago (the `after-days:N` delete policy).
 pub(crate) fn copied_before(entry: &LedgerEntry, days: u32) -> bool {
-    entry.state == LedgerState::Copied
+    entry.state.is_at_source_with_copy()
         && entry
             .copied_at
             .as_deref()

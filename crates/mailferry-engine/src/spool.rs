@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use mailferry_imap::AppendBody;
+use mailferry_imap::{AppendBody, BodyHasher};
 use sha2::{Digest, Sha256};
 
 use crate::message::CrlfNormalizer;
@@ -43,6 +43,9 @@ pub struct Received {
     pub has_nul: bool,
     /// The first bytes of the message, for its header block.
     pub head: Vec<u8>,
+    /// SHA-256 (hex) of the wire bytes after the header block (the first empty line), for
+    /// verifying copies at level `body` (destinations that rewrite headers).
+    pub body_digest: String,
 }
 
 #[derive(Debug)]
@@ -64,6 +67,7 @@ pub struct Incoming<'a> {
     listed: Option<u64>,
     /// The last (up to two) bytes received, held back until the end: see [`Self::finish`].
     tail: Vec<u8>,
+    body: BodyHasher,
 }
 
 impl<'a> Incoming<'a> {
@@ -82,6 +86,7 @@ impl<'a> Incoming<'a> {
             scratch: Vec::with_capacity(64 * 1024),
             listed: None,
             tail: Vec::with_capacity(2),
+            body: BodyHasher::default(),
         }
     }
 
@@ -124,6 +129,7 @@ impl<'a> Incoming<'a> {
             wire.update(&self.scratch);
         }
         self.wire_len += self.scratch.len() as u64;
+        self.body.push(&self.scratch);
         if self.head.len() < HEAD_BYTES {
             let take = (HEAD_BYTES - self.head.len()).min(self.scratch.len());
             self.head.extend_from_slice(&self.scratch[..take]);
@@ -178,6 +184,7 @@ impl<'a> Incoming<'a> {
             normalized: self.normalizer.changed(),
             has_nul: self.has_nul,
             head: self.head,
+            body_digest: self.body.finish(),
         })
     }
 }
@@ -273,4 +280,5 @@ mod tests {
             proptest::prop_assert_eq!(r.size, msg.len() as u64);
         }
     }
+
 }

@@ -405,6 +405,7 @@ impl Worker {
             delete: spec.options.delete,
             dry_run: spec.options.dry_run,
             max_message_bytes: spec.options.max_message_bytes,
+            verify: spec.options.verify,
         })
     }
 }

@@ -140,6 +140,12 @@ impl Appender {
         &self.caps
     }
 
+    /// The folder's UIDVALIDITY (RFC 3501 §2.3.1.1): UIDs recorded under another value no
+    /// longer name the same messages.
+    pub fn uid_validity(&self) -> Option<u32> {
+        self.uid_validity
+    }
+
     pub fn endpoint(&self) -> &str {
         &self.endpoint
     }

@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 mod append;
+mod bodyhash;
 mod error;
 mod fetch;
 #[doc(hidden)]
@@ -26,6 +27,7 @@ mod uids;
 pub mod wire;
 
 pub use append::{AppendBody, AppendMessage, AppendOutcome, Appender, BatchError, ReadBack};
+pub use bodyhash::BodyHasher;
 pub use error::{ImapError, Result};
 pub use index::DestinationIndex;
 pub use session::{Capabilities, ImapOptions, ImapSession};

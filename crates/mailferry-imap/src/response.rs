@@ -9,6 +9,8 @@
 //! held, and the timeouts are the reader's, per line and per literal (reader.rs).
 
 use sha2::{Digest, Sha256};
+
+use crate::bodyhash::BodyHasher;
 use tokio::io::AsyncRead;
 
 use crate::error::{ImapError, Result};
@@ -31,10 +33,12 @@ pub(crate) enum Response {
     Other { skeleton: Vec<u8> },
 }
 
-/// A body literal as it arrived: its SHA-256 and its length.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A body literal as it arrived: its SHA-256, the SHA-256 of what follows its header block
+/// ([`BodyHasher`]), and its length.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Body {
     pub digest: [u8; 32],
+    pub body_digest: String,
     pub len: u64,
 }
 
@@ -47,7 +51,7 @@ pub(crate) async fn read<S: AsyncRead + Unpin>(
     stream: &mut S,
     first: Vec<u8>,
     item: BodyItem,
-    mut body_check: Option<&mut dyn FnMut(u64) -> Result<()>>,
+    mut body_check: Option<&mut (dyn FnMut(u64) -> Result<()> + Send)>,
 ) -> Result<Response> {
     let mut skeleton = first;
     let mut body = None;
@@ -64,8 +68,14 @@ pub(crate) async fn read<S: AsyncRead + Unpin>(
             Some(check) if is_body && body.is_none() => {
                 check(len)?;
                 let mut hasher = Sha256::new();
-                reader.literal(stream, len, |chunk| hasher.update(chunk)).await?;
-                body = Some(Body { digest: hasher.finalize().into(), len });
+                let mut body_hasher = BodyHasher::default();
+                reader
+                    .literal(stream, len, |chunk| {
+                        hasher.update(chunk);
+                        body_hasher.push(chunk);
+                    })
+                    .await?;
+                body = Some(Body { digest: hasher.finalize().into(), body_digest: body_hasher.finish(), len });
             }
             _ => {
                 if len > MAX_SKIPPED_LITERAL {
@@ -167,7 +177,7 @@ mod tests {
         let got = read(&mut r, &mut stream, first, BodyItem::Body, Some(&mut check)).await.unwrap();
         let Response::Fetch { data, body } = got else { panic!("a FETCH response") };
         assert_eq!((data.uid, data.complete), (Some(9), true));
-        assert_eq!(body, Some(Body { digest: Sha256::digest(b"hello").into(), len: 5 }));
+        assert_eq!(body, Some(Body { digest: Sha256::digest(b"hello").into(), body_digest: BodyHasher::of(b"hello"), len: 5 }));
         assert_eq!(seen, vec![5], "only the body literal is checked");
         assert!(stream.is_empty());
     }

@@ -67,9 +67,9 @@ async fn three_copies_with_their_digests() {
     assert_eq!(
         got,
         vec![
-            ReadBack { uid: 9, sha256: sha(M9), size: M9.len() as u64 },
-            ReadBack { uid: 5, sha256: sha(M5), size: M5.len() as u64 },
-            ReadBack { uid: 6, sha256: sha(M6), size: M6.len() as u64 },
+            ReadBack { uid: 9, sha256: sha(M9), body_sha256: mailferry_imap::BodyHasher::of(M9), size: M9.len() as u64  },
+            ReadBack { uid: 5, sha256: sha(M5), body_sha256: mailferry_imap::BodyHasher::of(M5), size: M5.len() as u64  },
+            ReadBack { uid: 6, sha256: sha(M6), body_sha256: mailferry_imap::BodyHasher::of(M6), size: M6.len() as u64  },
         ]
     );
     assert!(got[0].matches(M9.len() as u64, &sha(M9)));
@@ -93,7 +93,7 @@ async fn a_missing_copy_is_absent() {
     });
     let (mut appender, _server) = start(server).await;
     let got = appender.read_back(&[(5, M5.len() as u64), (6, 10), (7, 10)]).await.unwrap();
-    assert_eq!(got, vec![ReadBack { uid: 5, sha256: sha(M5), size: M5.len() as u64 }]);
+    assert_eq!(got, vec![ReadBack { uid: 5, sha256: sha(M5), body_sha256: mailferry_imap::BodyHasher::of(M5), size: M5.len() as u64  }]);
 }
 
 /// RFC 3516: `BINARY.PEEK[]`, answered with a literal8 `~{n}` holding a NUL byte, body
@@ -113,7 +113,7 @@ async fn binary_with_a_literal8() {
     let (mut appender, server) = start(server).await;
     assert!(appender.has_binary());
     let got = appender.read_back_binary(&[(3, NUL.len() as u64)]).await.unwrap();
-    assert_eq!(got, vec![ReadBack { uid: 3, sha256: sha(NUL), size: NUL.len() as u64 }]);
+    assert_eq!(got, vec![ReadBack { uid: 3, sha256: sha(NUL), body_sha256: mailferry_imap::BodyHasher::of(NUL), size: NUL.len() as u64  }]);
     let seen = commands(appender, server).await;
     assert!(seen.iter().any(|c| is_fetch(c) && c.line.ends_with("UID FETCH 3 (UID BINARY.PEEK[])")));
 
@@ -141,7 +141,7 @@ async fn a_body_of_another_size_is_a_mismatch() {
     });
     let (mut appender, _server) = start(server).await;
     let got = appender.read_back(&[(5, M5.len() as u64), (6, M6.len() as u64)]).await.unwrap();
-    assert_eq!(got[0], ReadBack { uid: 5, sha256: sha(&long), size: 200_000 });
+    assert_eq!(got[0], ReadBack { uid: 5, sha256: sha(&long), body_sha256: mailferry_imap::BodyHasher::of(&long), size: 200_000  });
     assert!(!got[0].matches(M5.len() as u64, &sha(M5)));
     assert!(got[1].matches(M6.len() as u64, &sha(M6)));
 }
@@ -190,7 +190,7 @@ async fn no_and_bad_are_errors() {
     let err = appender.read_back(&copies).await.unwrap_err();
     assert!(matches!(&err, ImapError::Refused { command: "UID FETCH", text } if text.contains("[SERVERBUG] cannot fetch")), "{err}");
     let got = appender.read_back(&[(5, M5.len() as u64)]).await.unwrap();
-    assert_eq!(got, vec![ReadBack { uid: 5, sha256: sha(M5), size: M5.len() as u64 }]);
+    assert_eq!(got, vec![ReadBack { uid: 5, sha256: sha(M5), body_sha256: mailferry_imap::BodyHasher::of(M5), size: M5.len() as u64  }]);
     let err = appender.read_back(&[(5, M5.len() as u64)]).await.unwrap_err();
     assert!(matches!(err, ImapError::Protocol(ref t) if t.contains("BAD")), "{err}");
     let seen = commands(appender, server).await;

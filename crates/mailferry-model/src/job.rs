@@ -141,6 +141,9 @@ pub struct JobOptions {
     pub max_message_bytes: Option<u64>,
     #[serde(default)]
     pub dry_run: bool,
+    /// How copies read back from the destination are compared (default `exact`).
+    #[serde(default)]
+    pub verify: crate::VerifyLevel,
 }
 
 /// Everything needed to run a job, as stored (secrets sealed).

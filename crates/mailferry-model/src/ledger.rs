@@ -3,7 +3,9 @@
 use serde::Serialize;
 
 /// The state of one source message (one UIDL) in the ledger. Transitions:
-/// `listed → copying → copied → source-deleted`, or `skipped` / `failed`.
+/// `listed → copying → copied → verified → source-deleted`, or `skipped` / `failed`.
+/// `verified` means the copy was read back from the destination and matched at the
+/// job's [`VerifyLevel`]; `--delete after-verified` deletes only those.
 /// `copying` means an APPEND may have reached the destination but its outcome was
 /// never recorded (a crash): the next run checks the destination before copying again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -12,6 +14,7 @@ pub enum LedgerState {
     Listed,
     Copying,
     Copied,
+    Verified,
     SourceDeleted,
     Skipped,
     Failed,
@@ -23,6 +26,7 @@ impl LedgerState {
             Self::Listed => "listed",
             Self::Copying => "copying",
             Self::Copied => "copied",
+            Self::Verified => "verified",
             Self::SourceDeleted => "source-deleted",
             Self::Skipped => "skipped",
             Self::Failed => "failed",
@@ -34,6 +38,7 @@ impl LedgerState {
             "listed" => Self::Listed,
             "copying" => Self::Copying,
             "copied" => Self::Copied,
+            "verified" => Self::Verified,
             "source-deleted" => Self::SourceDeleted,
             "skipped" => Self::Skipped,
             "failed" => Self::Failed,
@@ -43,7 +48,48 @@ impl LedgerState {
 
     /// The destination holds this message (possibly deleted at the source since).
     pub fn is_copied(self) -> bool {
-        matches!(self, Self::Copied | Self::SourceDeleted)
+        matches!(self, Self::Copied | Self::Verified | Self::SourceDeleted)
+    }
+
+    /// Still at the source, with a confirmed copy (read back or not).
+    pub fn is_at_source_with_copy(self) -> bool {
+        matches!(self, Self::Copied | Self::Verified)
+    }
+}
+
+/// How a copy read back from the destination is compared with what was sent (DESIGN.md
+/// §3). `exact` is the default and the only level at which nothing is assumed; the weaker
+/// levels exist for destinations that rewrite messages on the way in (Gmail and Exchange /
+/// Microsoft 365 add or rewrite headers), chosen explicitly by an admin and recorded per
+/// message.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VerifyLevel {
+    /// Every byte: the SHA-256 of the copy equals that of the bytes sent.
+    #[default]
+    Exact,
+    /// The body (everything after the header block) is byte-identical; headers may differ.
+    Body,
+    /// Only the size matches. Weakest: use only where nothing else can pass.
+    Size,
+}
+
+impl VerifyLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Exact => "exact",
+            Self::Body => "body",
+            Self::Size => "size",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "exact" => Self::Exact,
+            "body" => Self::Body,
+            "size" => Self::Size,
+            _ => return None,
+        })
     }
 }
 

@@ -20,7 +20,7 @@ pub use hostlist::{HostList, HostListError};
 pub use job::{JobCounts, JobOptions, JobSpec, JobState, OAuth2Spec, Scope, SourceSpec, TargetSpec};
 pub use seal::{SealError, Sealed, Sealer};
 pub use netpolicy::NetworkPolicy;
-pub use ledger::{LedgerState, RunSummary, MessageFailure};
+pub use ledger::{LedgerState, MessageFailure, RunSummary, VerifyLevel};
 pub use policy::{DeletePolicy, PolicyError};
 pub use redact::redact_url;
 pub use tls::{TlsError, TlsOptions};

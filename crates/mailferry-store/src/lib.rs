@@ -90,6 +90,9 @@ pub struct LedgerEntry {
     pub copied_at: Option<String>,
     /// The LIST size when the UIDL was listed (`None` for rows older than that column).
     pub list_size: Option<u64>,
+    /// Where the copy is (APPENDUID, RFC 4315), when known.
+    pub dest_uid: Option<u32>,
+    pub dest_uidvalidity: Option<u32>,
 }
 
 /// Which ledger rows [`Store::ledger_where`] returns.
@@ -191,6 +194,21 @@ pub trait Store: Send + Sync + 'static + ServiceStore + OpsStore {
     /// old row under a name no UIDL can have (`<uidl> (superseded in run N)`: UIDLs have no
     /// spaces, RFC 1939 §7), so the new message gets a row of its own and both are reported.
     async fn supersede_reused(&self, job: JobId, run: RunId, uidl: &str, why: &str) -> Result<()>;
+    /// Copies read back from the destination (issue 14): a match makes a `copied` row
+    /// `verified`; a mismatch leaves it `copied` (never deleted under `after-verified`) with
+    /// the error and the digest read back, and counts as a failure of this run.
+    async fn record_readback(&self, job: JobId, run: RunId, results: &[ReadBackResult]) -> Result<()>;
+}
+
+/// The outcome of reading one copy back ([`Store::record_readback`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadBackResult {
+    pub uidl: String,
+    /// SHA-256 (hex) of what the destination returned, when it returned the message.
+    pub readback_digest: Option<String>,
+    pub level: mailferry_model::VerifyLevel,
+    /// `None`: matched at `level`. `Some`: why not (mismatch, copy missing).
+    pub error: Option<String>,
 }
 
 /// The ledger name a superseded row keeps ([`Store::supersede_reused`]).

@@ -21,7 +21,7 @@ use crate::common::{
 };
 use crate::claims::{ClaimAttempt, ClaimHolder, SourceClaim};
 use crate::service::*;
-use crate::{CopyDone, CopyIntent, JobId, LedgerEntry, LedgerQuery, Result, RunCounts, RunId, Store, StoreError};
+use crate::{CopyDone, CopyIntent, JobId, LedgerEntry, LedgerQuery, ReadBackResult, Result, RunCounts, RunId, Store, StoreError};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
 
@@ -97,11 +97,11 @@ fn secs(d: Duration) -> f64 {
 fn counts_sql(scope: &str) -> String {
     format!(
         "SELECT COUNT(*) AS listed,
-                COUNT(*) FILTER (WHERE state IN ('copied', 'source-deleted')) AS copied,
+                COUNT(*) FILTER (WHERE state IN ('copied', 'verified', 'source-deleted')) AS copied,
                 COUNT(*) FILTER (WHERE state = 'skipped') AS skipped,
                 COUNT(*) FILTER (WHERE state = 'failed') AS failed,
                 COUNT(*) FILTER (WHERE state = 'source-deleted') AS deleted,
-                COALESCE(SUM(COALESCE(wire_size, size)) FILTER (WHERE state IN ('copied', 'source-deleted')), 0)::BIGINT AS bytes
+                COALESCE(SUM(COALESCE(wire_size, size)) FILTER (WHERE state IN ('copied', 'verified', 'source-deleted')), 0)::BIGINT AS bytes
          FROM ledger WHERE {scope}"
     )
 }
@@ -184,7 +184,7 @@ impl Store for PgStore {
 
     async fn ledger(&self, job: JobId) -> Result<Vec<LedgerEntry>> {
         let rows = sqlx::query(
-            "SELECT uidl, size, state, wire_digest, wire_size, message_id, copied_at, list_size
+            "SELECT uidl, size, state, wire_digest, wire_size, message_id, copied_at, list_size, dest_uid, dest_uidvalidity
              FROM ledger WHERE job_id = $1",
         )
         .bind(job)
@@ -195,7 +195,7 @@ impl Store for PgStore {
 
     async fn ledger_where(&self, job: JobId, query: LedgerQuery<'_>) -> Result<Vec<LedgerEntry>> {
         let mut q = QueryBuilder::<Postgres>::new(
-            "SELECT uidl, size, state, wire_digest, wire_size, message_id, copied_at, list_size FROM ledger WHERE job_id = ",
+            "SELECT uidl, size, state, wire_digest, wire_size, message_id, copied_at, list_size, dest_uid, dest_uidvalidity FROM ledger WHERE job_id = ",
         );
         q.push_bind(job);
         let list = |q: &mut QueryBuilder<'_, Postgres>, column: &str, values: &[String]| {
@@ -213,7 +213,7 @@ impl Store for PgStore {
                 q.push(" AND state = 'copying'");
             }
             LedgerQuery::CopiedWithDigests(digests) => {
-                q.push(" AND state IN ('copied', 'source-deleted')");
+                q.push(" AND state IN ('copied', 'verified', 'source-deleted')");
                 list(&mut q, "wire_digest", digests);
             }
             LedgerQuery::AnyOne => {
@@ -277,6 +277,7 @@ impl Store for PgStore {
         for d in done {
             sqlx::query(
                 "UPDATE ledger SET state = 'copied', dest_uid = $1, dest_uidvalidity = $2, found_at_destination = $3,
+                     verify_error = NULL, readback_digest = NULL, verify_level = NULL, verified_at = NULL,
                      reason = NULL, last_run_id = $4, copied_run_id = $4, copied_at = now(), updated_at = now()
                  WHERE job_id = $5 AND uidl = $6",
             )
@@ -325,7 +326,7 @@ impl Store for PgStore {
             sqlx::query(
                 "UPDATE ledger SET state = 'source-deleted', deleted_run_id = $1, deleted_at = now(),
                      last_run_id = $1, updated_at = now()
-                 WHERE job_id = $2 AND uidl = $3 AND state = 'copied'",
+                 WHERE job_id = $2 AND uidl = $3 AND state IN ('copied', 'verified')",
             )
             .bind(run)
             .bind(job)
@@ -368,6 +369,29 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn record_readback(&self, job: JobId, run: RunId, results: &[ReadBackResult]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for r in results {
+            sqlx::query(
+                "UPDATE ledger SET state = CASE WHEN $1::TEXT IS NULL THEN 'verified' ELSE state END,
+                     readback_digest = $2, verify_level = $3, verify_error = $1,
+                     verified_at = CASE WHEN $1::TEXT IS NULL THEN now() ELSE verified_at END, last_run_id = $4, updated_at = now()
+                 WHERE job_id = $5 AND uidl = $6 AND state IN ('copied', 'verified')",
+            )
+            .bind(&r.error)
+            .bind(&r.readback_digest)
+            .bind(r.level.as_str())
+            .bind(run)
+            .bind(job)
+            .bind(&r.uidl)
+            .execute(&mut *tx)
+            .await?;
+        }
+        crate::claims::pg_check_fence(&mut tx, run).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn run_counts(&self, job: JobId, run: RunId) -> Result<RunCounts> {
         let row = sqlx::query(
             "SELECT COUNT(*) FILTER (WHERE NOT found_at_destination) AS n,
@@ -385,8 +409,9 @@ impl Store for PgStore {
             .fetch_one(&self.pool)
             .await?;
         let problems = sqlx::query(
-            "SELECT uidl, state, COALESCE(reason, '') AS reason FROM ledger
-             WHERE job_id = $1 AND last_run_id = $2 AND state IN ('skipped', 'failed') ORDER BY uidl",
+            "SELECT uidl, CASE WHEN verify_error IS NOT NULL THEN 'failed' ELSE state END AS state,
+                    COALESCE(verify_error, reason, '') AS reason FROM ledger
+             WHERE job_id = $1 AND last_run_id = $2 AND (state IN ('skipped', 'failed') OR verify_error IS NOT NULL) ORDER BY uidl",
         )
         .bind(job)
         .bind(run)
@@ -422,6 +447,8 @@ fn ledger_entry(r: &PgRow) -> Result<LedgerEntry> {
         message_id: r.try_get("message_id")?,
         list_size: r.try_get::<Option<i64>, _>("list_size")?.map(|s| s as u64),
         copied_at: opt_time(r, "copied_at")?,
+        dest_uid: r.try_get::<Option<i64>, _>("dest_uid")?.and_then(|u| u32::try_from(u).ok()),
+        dest_uidvalidity: r.try_get::<Option<i64>, _>("dest_uidvalidity")?.and_then(|u| u32::try_from(u).ok()),
     })
 }
 
@@ -429,7 +456,7 @@ async fn set_terminal(pool: &PgPool, job: JobId, run: RunId, uidl: &str, state: 
     let mut tx = pool.begin().await?;
     sqlx::query(
         "UPDATE ledger SET state = $1, reason = $2, last_run_id = $3, updated_at = now()
-         WHERE job_id = $4 AND uidl = $5 AND state NOT IN ('copied', 'source-deleted')",
+         WHERE job_id = $4 AND uidl = $5 AND state NOT IN ('copied', 'verified', 'source-deleted')",
     )
     .bind(state)
     .bind(reason)

@@ -14,7 +14,7 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
 use crate::claims::{ClaimAttempt, ClaimHolder, SourceClaim};
 use crate::common::cli_source_key;
-use crate::{CopyDone, CopyIntent, JobId, LedgerEntry, LedgerQuery, Result, RunCounts, RunId, Store, StoreError};
+use crate::{CopyDone, CopyIntent, JobId, LedgerEntry, LedgerQuery, ReadBackResult, Result, RunCounts, RunId, Store, StoreError};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
 
@@ -128,7 +128,7 @@ impl Store for SqliteStore {
 
     async fn ledger(&self, job: JobId) -> Result<Vec<LedgerEntry>> {
         let rows = sqlx::query(
-            "SELECT uidl, size, state, wire_digest, wire_size, message_id, copied_at, list_size
+            "SELECT uidl, size, state, wire_digest, wire_size, message_id, copied_at, list_size, dest_uid, dest_uidvalidity
              FROM ledger WHERE job_id = ?",
         )
         .bind(job)
@@ -139,7 +139,7 @@ impl Store for SqliteStore {
 
     async fn ledger_where(&self, job: JobId, query: LedgerQuery<'_>) -> Result<Vec<LedgerEntry>> {
         let mut q = QueryBuilder::<Sqlite>::new(
-            "SELECT uidl, size, state, wire_digest, wire_size, message_id, copied_at, list_size FROM ledger WHERE job_id = ",
+            "SELECT uidl, size, state, wire_digest, wire_size, message_id, copied_at, list_size, dest_uid, dest_uidvalidity FROM ledger WHERE job_id = ",
         );
         q.push_bind(job);
         let list = |q: &mut QueryBuilder<'_, Sqlite>, column: &str, values: &[String]| {
@@ -157,7 +157,7 @@ impl Store for SqliteStore {
                 q.push(" AND state = 'copying'");
             }
             LedgerQuery::CopiedWithDigests(digests) => {
-                q.push(" AND state IN ('copied', 'source-deleted')");
+                q.push(" AND state IN ('copied', 'verified', 'source-deleted')");
                 list(&mut q, "wire_digest", digests);
             }
             LedgerQuery::AnyOne => {
@@ -229,6 +229,7 @@ impl Store for SqliteStore {
         for d in done {
             sqlx::query(
                 "UPDATE ledger SET state = 'copied', dest_uid = ?, dest_uidvalidity = ?, found_at_destination = ?, reason = NULL,
+                     verify_error = NULL, readback_digest = NULL, verify_level = NULL, verified_at = NULL,
                      last_run_id = ?, copied_run_id = ?, copied_at = ?, updated_at = ?
                  WHERE job_id = ? AND uidl = ?",
             )
@@ -283,7 +284,7 @@ impl Store for SqliteStore {
             sqlx::query(
                 "UPDATE ledger SET state = 'source-deleted', deleted_run_id = ?, deleted_at = ?,
                      last_run_id = ?, updated_at = ?
-                 WHERE job_id = ? AND uidl = ? AND state = 'copied'",
+                 WHERE job_id = ? AND uidl = ? AND state IN ('copied', 'verified')",
             )
             .bind(run)
             .bind(&now)
@@ -336,6 +337,31 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn record_readback(&self, job: JobId, run: RunId, results: &[ReadBackResult]) -> Result<()> {
+        let now = now();
+        let mut tx = self.pool.begin().await?;
+        for r in results {
+            sqlx::query(
+                "UPDATE ledger SET state = CASE WHEN ?1 IS NULL THEN 'verified' ELSE state END,
+                     readback_digest = ?2, verify_level = ?3, verify_error = ?1,
+                     verified_at = CASE WHEN ?1 IS NULL THEN ?4 ELSE verified_at END, last_run_id = ?5, updated_at = ?4
+                 WHERE job_id = ?6 AND uidl = ?7 AND state IN ('copied', 'verified')",
+            )
+            .bind(&r.error)
+            .bind(&r.readback_digest)
+            .bind(r.level.as_str())
+            .bind(&now)
+            .bind(run)
+            .bind(job)
+            .bind(&r.uidl)
+            .execute(&mut *tx)
+            .await?;
+        }
+        crate::claims::sqlite_check_fence(&mut tx, run).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn run_counts(&self, job: JobId, run: RunId) -> Result<RunCounts> {
         let row = sqlx::query(
             "SELECT COALESCE(SUM(1 - found_at_destination), 0) AS n, COALESCE(SUM(found_at_destination), 0) AS found,
@@ -352,8 +378,9 @@ impl Store for SqliteStore {
             .fetch_one(&self.reader)
             .await?;
         let problems = sqlx::query(
-            "SELECT uidl, state, COALESCE(reason, '') AS reason FROM ledger
-             WHERE job_id = ? AND last_run_id = ? AND state IN ('skipped', 'failed') ORDER BY uidl",
+            "SELECT uidl, CASE WHEN verify_error IS NOT NULL THEN 'failed' ELSE state END AS state,
+                    COALESCE(verify_error, reason, '') AS reason FROM ledger
+             WHERE job_id = ? AND last_run_id = ? AND (state IN ('skipped', 'failed') OR verify_error IS NOT NULL) ORDER BY uidl",
         )
         .bind(job)
         .bind(run)
@@ -389,6 +416,8 @@ fn ledger_entry(r: &sqlx::sqlite::SqliteRow) -> Result<LedgerEntry> {
         message_id: r.get("message_id"),
         copied_at: r.get("copied_at"),
         list_size: r.get::<Option<i64>, _>("list_size").map(|s| s as u64),
+        dest_uid: r.get::<Option<i64>, _>("dest_uid").and_then(|u| u32::try_from(u).ok()),
+        dest_uidvalidity: r.get::<Option<i64>, _>("dest_uidvalidity").and_then(|u| u32::try_from(u).ok()),
     })
 }
 
@@ -396,7 +425,7 @@ async fn set_terminal(pool: &SqlitePool, job: JobId, run: RunId, uidl: &str, sta
     let mut tx = pool.begin().await?;
     sqlx::query(
         "UPDATE ledger SET state = ?, reason = ?, last_run_id = ?, updated_at = ?
-         WHERE job_id = ? AND uidl = ? AND state NOT IN ('copied', 'source-deleted')",
+         WHERE job_id = ? AND uidl = ? AND state NOT IN ('copied', 'verified', 'source-deleted')",
     )
     .bind(state)
     .bind(reason)

@@ -54,11 +54,11 @@ fn later(d: Duration) -> String {
 fn counts_sql(scope: &str) -> String {
     format!(
         "SELECT COUNT(*) AS listed,
-                COALESCE(SUM(state IN ('copied', 'source-deleted')), 0) AS copied,
+                COALESCE(SUM(state IN ('copied', 'verified', 'source-deleted')), 0) AS copied,
                 COALESCE(SUM(state = 'skipped'), 0) AS skipped,
                 COALESCE(SUM(state = 'failed'), 0) AS failed,
                 COALESCE(SUM(state = 'source-deleted'), 0) AS deleted,
-                COALESCE(SUM(CASE WHEN state IN ('copied', 'source-deleted') THEN COALESCE(wire_size, size) ELSE 0 END), 0) AS bytes
+                COALESCE(SUM(CASE WHEN state IN ('copied', 'verified', 'source-deleted') THEN COALESCE(wire_size, size) ELSE 0 END), 0) AS bytes
          FROM ledger WHERE {scope}"
     )
 }

@@ -18,7 +18,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 #[path = "conformance/claims.rs"]
 mod claims;
-use claims::{ledger_queries, source_claims_and_fencing};
+use claims::{ledger_queries, readback_story, source_claims_and_fencing};
 
 // ---------------------------------------------------------------------------------------
 // Harness
@@ -67,6 +67,7 @@ stories!(
     refresh_token_rotation,
     source_claims_and_fencing,
     ledger_queries,
+    readback_story,
 );
 
 async fn sqlite_store() -> (tempfile::TempDir, Arc<dyn Store>) {

@@ -80,6 +80,11 @@ pub struct MigrateArgs {
     /// Attempts for retryable failures (network, [IN-USE], timeouts), first included.
     #[arg(long, value_name = "N", default_value_t = 4)]
     attempts: u32,
+    /// How each copy read back from the destination is compared with what was sent before
+    /// it counts as verified (and may be deleted under after-verified): exact (every byte),
+    /// body (the destination rewrote headers: Gmail, Microsoft 365) or size.
+    #[arg(long, value_name = "LEVEL", default_value = "exact", value_parser = parse_verify)]
+    verify: mailferry_model::VerifyLevel,
     /// When another run (a second `migrate`, or a service job) is draining the same source
     /// mailbox, wait for it to finish instead of exiting with status 1.
     #[arg(long)]
@@ -111,6 +116,10 @@ struct OAuth2Args {
     /// File holding the OAuth2 client secret (first line).
     #[arg(long, value_name = "FILE")]
     to_oauth2_client_secret_file: Option<PathBuf>,
+}
+
+fn parse_verify(s: &str) -> Result<mailferry_model::VerifyLevel, String> {
+    mailferry_model::VerifyLevel::parse(s).ok_or_else(|| format!("{s:?} is not a verification level: exact, body or size"))
 }
 
 /// A usage or configuration problem: exit status 2.
@@ -230,6 +239,7 @@ async fn build_job(args: &MigrateArgs, loaded: &Loaded) -> Result<(DrainJob, Pat
             delete: args.delete.parse::<DeletePolicy>()?,
             dry_run: args.dry_run,
             max_message_bytes: args.max_message_bytes,
+            verify: args.verify,
         };
         Ok((job, args.state.clone()))
     })()
@@ -278,6 +288,7 @@ async fn archive_job(args: &MigrateArgs, name: &str, loaded: &Loaded) -> anyhow:
         delete: args.delete.parse::<DeletePolicy>()?,
         dry_run: args.dry_run,
         max_message_bytes: args.max_message_bytes,
+        verify: args.verify,
     };
     Ok((job, args.state.clone()))
 }

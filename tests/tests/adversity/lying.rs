@@ -61,6 +61,7 @@ pub fn job(s: &Setup, pop_port: u16, delete: DeletePolicy) -> DrainJob {
         delete,
         dry_run: false,
         max_message_bytes: None,
+        verify: Default::default(),
     }
 }
 

@@ -118,6 +118,7 @@ fn job(pop_port: u16, imap_port: u16) -> DrainJob {
         delete: DeletePolicy::AfterVerified,
         dry_run: false,
         max_message_bytes: None,
+        verify: Default::default(),
     }
 }
 

@@ -61,6 +61,9 @@ const MAX_MESSAGE_ID: usize = 998;
 pub struct ReadBack {
     pub uid: u32,
     pub sha256: String,
+    /// SHA-256 (lowercase hex) of what follows the header block: for verification at level
+    /// `body`, where the destination rewrote headers ([`crate::BodyHasher`]).
+    pub body_sha256: String,
     pub size: u64,
 }
 
@@ -183,8 +186,13 @@ impl Appender {
                 return; // a server repeating itself: the first body counts
             }
             let read = match (body, data.body_quoted) {
-                (Some(b), _) => ReadBack { uid, sha256: hex::encode(b.digest), size: b.len },
-                (None, Some(q)) => ReadBack { uid, sha256: hex::encode(Sha256::digest(&q)), size: q.len() as u64 },
+                (Some(b), _) => ReadBack { uid, sha256: hex::encode(b.digest), body_sha256: b.body_digest, size: b.len },
+                (None, Some(q)) => ReadBack {
+                    uid,
+                    sha256: hex::encode(Sha256::digest(&q)),
+                    body_sha256: crate::bodyhash::BodyHasher::of(&q),
+                    size: q.len() as u64,
+                },
                 (None, None) => return,
             };
             if read.size != expected[&uid] {
@@ -260,7 +268,7 @@ impl Appender {
                 }
                 Line::Untagged => {
                     let stream = self.session.get_mut();
-                    let check: Option<&mut dyn FnMut(u64) -> Result<()>> = if hash_body { Some(&mut check) } else { None };
+                    let check: Option<&mut (dyn FnMut(u64) -> Result<()> + Send)> = if hash_body { Some(&mut check) } else { None };
                     match response::read(&mut self.reader, stream, line, item, check).await? {
                         Response::Fetch { data, body } => {
                             fetches += 1;
@@ -342,7 +350,7 @@ mod tests {
 
     #[test]
     fn matching() {
-        let r = ReadBack { uid: 1, sha256: "AB".into(), size: 3 };
+        let r = ReadBack { uid: 1, sha256: "AB".into(), body_sha256: String::new(), size: 3 };
         assert!(r.matches(3, "ab"));
         assert!(!r.matches(4, "ab") && !r.matches(3, "ac"));
     }

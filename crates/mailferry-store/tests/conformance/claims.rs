@@ -119,3 +119,51 @@ pub async fn ledger_queries(store: Arc<dyn Store>) {
     let twins = store.ledger_where(job, LedgerQuery::CopiedWithDigests(&["d-twin".to_string()])).await.unwrap();
     assert_eq!(twins.iter().map(|e| (e.uidl.as_str(), e.state)).collect::<Vec<_>>(), [("u1", LedgerState::Copied)]);
 }
+
+/// Read-back results (issue 14): a match makes a copied row `verified`; a mismatch keeps it
+/// `copied`, with the error reported as a failure of the run; only copied rows change.
+pub async fn readback_story(store: Arc<dyn Store>) {
+    use mailferry_model::VerifyLevel;
+    use mailferry_store::{CopyIntent, ReadBackResult};
+    let job = store.ensure_job("r", "pop3 r@h:110", "imap r@h:143/INBOX").await.unwrap();
+    let run = store.start_run(job, false).await.unwrap();
+    let uidls = ["a", "b", "c"];
+    store.record_listed(job, run, &uidls.iter().map(|u| (u.to_string(), 5)).collect::<Vec<_>>()).await.unwrap();
+    let intent = |u: &str| CopyIntent {
+        uidl: u.into(),
+        size: 5,
+        digest: format!("d-{u}"),
+        wire_digest: format!("d-{u}"),
+        wire_size: 5,
+        normalized: false,
+        message_id: None,
+        internal_date: None,
+        internal_date_source: "retrieved",
+    };
+    store.mark_copying(job, run, &[intent("a"), intent("b")]).await.unwrap();
+    let done = |u: &str| CopyDone { uidl: u.into(), dest_uid: Some(1), dest_uidvalidity: Some(9), found_at_destination: false };
+    store.mark_copied(job, run, &[done("a"), done("b")]).await.unwrap();
+    let result = |u: &str, error: Option<&str>| ReadBackResult {
+        uidl: u.into(),
+        readback_digest: Some(format!("read-{u}")),
+        level: VerifyLevel::Exact,
+        error: error.map(str::to_owned),
+    };
+    store
+        .record_readback(job, run, &[result("a", None), result("b", Some("digest mismatch")), result("c", None)])
+        .await
+        .unwrap();
+    let state = |l: &[mailferry_store::LedgerEntry], u: &str| l.iter().find(|e| e.uidl == u).unwrap().state;
+    let ledger = store.ledger(job).await.unwrap();
+    assert_eq!(state(&ledger, "a"), LedgerState::Verified);
+    assert_eq!(state(&ledger, "b"), LedgerState::Copied, "a mismatch stays copied");
+    assert_eq!(state(&ledger, "c"), LedgerState::Listed, "never copied, never verified");
+    let counts = store.run_counts(job, run).await.unwrap();
+    assert_eq!(counts.failed, vec![("b".to_string(), "digest mismatch".to_string())]);
+    assert_eq!(counts.copied, 2);
+    // Verified rows may be deleted; the job's counts treat them as copied.
+    store.mark_source_deleted(job, run, &["a".to_string()]).await.unwrap();
+    assert_eq!(state(&store.ledger(job).await.unwrap(), "a"), LedgerState::SourceDeleted);
+    let jc = store.job_counts(job).await.unwrap();
+    assert_eq!((jc.copied, jc.deleted), (2, 1));
+}

@@ -188,7 +188,7 @@ fn batch_name(name: Option<String>) -> ApiResult<String> {
 }
 
 /// Canonical CSV columns and their accepted aliases.
-const COLUMNS: [(&str, &[&str]); 15] = [
+const COLUMNS: [(&str, &[&str]); 16] = [
     ("source_host", &["host1"]),
     ("source_port", &["port1"]),
     ("source_security", &[]),
@@ -203,6 +203,7 @@ const COLUMNS: [(&str, &[&str]); 15] = [
     ("target_folder", &["folder2"]),
     ("target_auth", &[]),
     ("delete", &[]),
+    ("verify", &[]),
     ("labels", &[]),
 ];
 const REQUIRED: [&str; 6] = ["source_host", "source_user", "source_password", "target_host", "target_user", "target_password"];
@@ -214,6 +215,7 @@ fn csv_column(field: &str) -> String {
         "source.username" => "source_user".into(),
         "target.username" => "target_user".into(),
         "options.delete" => "delete".into(),
+        "options.verify" => "verify".into(),
         f if f.starts_with("labels") => "labels".into(),
         f => f.replace('.', "_"),
     }
@@ -336,7 +338,7 @@ fn csv_row(v: &BTreeMap<&str, &str>) -> Row {
             auth: target_auth,
             oauth2: None,
         }),
-        options: OptionsBody { delete: text("delete"), max_message_bytes: None, dry_run: None },
+        options: OptionsBody { delete: text("delete"), max_message_bytes: None, dry_run: None, verify: text("verify") },
         labels,
     })
 }
