@@ -19,6 +19,13 @@ pub struct Setup {
     pub store: Arc<SqliteStore>,
 }
 
+impl Setup {
+    /// The ledger database file.
+    pub fn state_path(&self) -> std::path::PathBuf {
+        self._state.path().join("state.db")
+    }
+}
+
 pub async fn setup() -> Setup {
     let dovecot = Dovecot::start();
     dovecot.add_user("dst", "dst-pw");

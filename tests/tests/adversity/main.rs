@@ -6,4 +6,5 @@ mod fencing;
 mod hostile;
 mod lying;
 mod soak;
+mod verify;
 mod worker;

@@ -1,0 +1,137 @@
+//! Verified means read back (issue 14): a copy is `verified` only once its bytes, read back
+//! from the destination, match what was sent; only verified copies are deleted at the
+//! source. The destination here lies on the way back: a proxy rewrites bytes the server
+//! sends (FETCH bodies), so APPENDs land intact but read-backs differ.
+
+use std::time::Duration;
+
+use mailferry_engine::{run_job, Outcome};
+use mailferry_model::{DeletePolicy, LedgerState, VerifyLevel};
+use mailferry_store::Store;
+use mailferry_tests::fake::{FakeConfig, FakePop3};
+use mailferry_tests::normalize_crlf;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+use crate::lying::{config, job, setup};
+
+/// Forwards to `target`, replacing `from` with `to` (same length) in what the server sends.
+async fn rewriting_proxy(target: u16, from: &'static [u8], to: &'static [u8]) -> u16 {
+    assert_eq!(from.len(), to.len());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await else { continue };
+            let (mut cr, mut cw) = client.into_split();
+            let (mut sr, mut sw) = server.into_split();
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut cr, &mut sw).await;
+                let _ = sw.shutdown().await;
+            });
+            tokio::spawn(async move {
+                // A marker split across reads is still found: see `keep` below.
+                let mut pending: Vec<u8> = Vec::new();
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = match sr.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    pending.extend_from_slice(&buf[..n]);
+                    let mut i = 0;
+                    while i + from.len() <= pending.len() {
+                        if &pending[i..i + from.len()] == from {
+                            pending[i..i + from.len()].copy_from_slice(to);
+                            i += from.len();
+                        } else {
+                            i += 1;
+                        }
+                    }
+                    // Hold back only a tail that could start the marker.
+                    let keep = (1..from.len().min(pending.len() + 1))
+                        .rev()
+                        .find(|&k| pending[pending.len() - k..] == from[..k])
+                        .unwrap_or(0);
+                    let out: Vec<u8> = pending.drain(..pending.len() - keep).collect();
+                    if cw.write_all(&out).await.is_err() {
+                        break;
+                    }
+                }
+                let _ = cw.write_all(&pending).await;
+                let _ = cw.shutdown().await;
+            });
+        }
+    });
+    port
+}
+
+fn mail(i: usize, marked: bool) -> Vec<u8> {
+    let word = if marked { "ORIGINAL" } else { "harmless" };
+    format!("Message-ID: <v{i}@fake>\r\nSubject: v{i}\r\n\r\nbody {i} {word}\r\n").into_bytes()
+}
+
+#[tokio::test]
+async fn a_copy_that_reads_back_different_is_not_verified_and_not_deleted() {
+    let s = setup().await;
+    let msgs: Vec<Vec<u8>> = (0..6).map(|i| mail(i, i % 3 == 0)).collect();
+    let fake = FakePop3::start(FakeConfig::new("u", "p", msgs.clone()));
+    let proxy = rewriting_proxy(s.dovecot.imap_port(), b"ORIGINAL", b"REWRITTN").await;
+    let mut drain = job(&s, fake.port(), DeletePolicy::AfterVerified);
+    if let mailferry_engine::Target::Imap(t) = &mut drain.target {
+        t.port = proxy;
+    }
+    let report = run_job(s.store.clone(), &drain, &config(), None, CancellationToken::new()).await.unwrap();
+    assert_eq!(report.outcome, Outcome::Partial, "{report:?}");
+    let mut failed: Vec<&str> = report.summary.failures.iter().map(|f| f.uidl.as_str()).collect();
+    failed.sort_unstable();
+    assert_eq!(failed, ["uid-1", "uid-4"], "{:?}", report.summary.failures);
+    assert!(report.summary.failures.iter().all(|f| f.error.contains("does not match") && f.error.contains("sha256")));
+    let left: Vec<String> = fake.remaining().into_iter().map(|(u, _)| u).collect();
+    assert_eq!(left, ["uid-1", "uid-4"], "copies that did not read back intact stay at the source");
+    // The destination holds all six, intact: only the way back lied.
+    assert_eq!(s.dovecot.messages("dst").len(), 6);
+    let ledger = s.store.ledger(1).await.unwrap();
+    let state = |u: &str| ledger.iter().find(|e| e.uidl == u).unwrap().state;
+    assert_eq!(state("uid-1"), LedgerState::Copied);
+    assert_eq!(state("uid-2"), LedgerState::SourceDeleted);
+
+    // A weaker level chosen explicitly (same size): the next pass verifies and deletes them.
+    drain.verify = VerifyLevel::Size;
+    let again = run_job(s.store.clone(), &drain, &config(), None, CancellationToken::new()).await.unwrap();
+    assert_eq!((again.outcome, again.summary.copied, again.summary.failed), (Outcome::Succeeded, 0, 0), "{again:?}");
+    assert!(fake.remaining().is_empty());
+    assert_eq!(s.dovecot.messages("dst").len(), 6, "nothing appended twice");
+}
+
+#[tokio::test]
+async fn copies_recorded_before_read_back_existed_are_read_back_before_a_deleting_pass() {
+    let s = setup().await;
+    let msgs: Vec<Vec<u8>> = (0..4).map(|i| mail(i, false)).collect();
+    let fake = FakePop3::start(FakeConfig::new("u", "p", msgs.clone()));
+    let keep = job(&s, fake.port(), DeletePolicy::Keep);
+    run_job(s.store.clone(), &keep, &config(), None, CancellationToken::new()).await.unwrap();
+    // As an older version left them: copied, never read back.
+    let url = format!("sqlite://{}", s.state_path().display());
+    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url).await.unwrap();
+    let n = sqlx::query("UPDATE ledger SET state = 'copied', readback_digest = NULL, verified_at = NULL")
+        .execute(&mut conn)
+        .await
+        .unwrap()
+        .rows_affected();
+    assert_eq!(n, 4);
+    drop(conn);
+
+    let cutover = job(&s, fake.port(), DeletePolicy::AfterVerified);
+    let report = tokio::time::timeout(Duration::from_secs(60), run_job(s.store.clone(), &cutover, &config(), None, CancellationToken::new()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((report.outcome, report.summary.copied, report.summary.deleted), (Outcome::Succeeded, 0, 4), "{report:?}");
+    assert!(fake.remaining().is_empty());
+    let mut dst = s.dovecot.messages("dst");
+    dst.sort();
+    let mut want: Vec<Vec<u8>> = msgs.iter().map(|m| normalize_crlf(m)).collect();
+    want.sort();
+    assert_eq!(dst, want);
+}
