@@ -63,24 +63,16 @@ pub(crate) async fn retrieve(
                 next = upto;
             }
             let (p, span) = queue.pop_front().expect("a RETR is in flight");
-            let item = match read_one(&mut pop, &spool, p.size).await {
-                Ok(Some(received)) if !size_agrees(received.size, p.size) => {
+            let item = match retrieve_one(&mut pop, &spool, p, span).await? {
+                Ok((received, span)) if !size_agrees(received.size, p.size) => {
                     suspects.push((p, span, received.digest, received.size));
                     continue;
                 }
-                Ok(Some(received)) => {
+                Ok((received, span)) => {
                     let permit = hold_budget(&budget, &received, budget_total).await;
                     Item::Retrieved(p.clone(), received, permit, span)
                 }
-                // -ERR for one message: the session goes on (RFC 1939 §7).
-                Ok(None) => Item::Failed(p.clone(), "the source refused RETR".into(), span),
-                Err(SourceError::Pop3(mailferry_pop3::Pop3Error::Server { text, .. })) => {
-                    Item::Failed(p.clone(), format!("the source refused RETR: {text}"), span)
-                }
-                Err(e) => {
-                    close_message(span, "error");
-                    return Err(e);
-                }
+                Err(refused) => refused,
             };
             if tx.send(item).await.is_err() {
                 return Ok(());
@@ -88,22 +80,15 @@ pub(crate) async fn retrieve(
         }
         for (p, span, first_digest, first_size) in suspects {
             pop.send_retr_many(&[p.number]).await.map_err(SourceError::Pop3)?;
-            let item = match read_one(&mut pop, &spool, p.size).await {
-                Ok(Some(received)) => match incomplete(&received, p.size, &first_digest, first_size) {
+            let item = match retrieve_one(&mut pop, &spool, p, span).await? {
+                Ok((received, span)) => match incomplete(&received, p.size, &first_digest, first_size) {
                     None => {
                         let permit = hold_budget(&budget, &received, budget_total).await;
                         Item::Retrieved(p.clone(), received, permit, span)
                     }
                     Some(why) => Item::Failed(p.clone(), why, span),
                 },
-                Ok(None) => Item::Failed(p.clone(), "the source refused RETR".into(), span),
-                Err(SourceError::Pop3(mailferry_pop3::Pop3Error::Server { text, .. })) => {
-                    Item::Failed(p.clone(), format!("the source refused RETR: {text}"), span)
-                }
-                Err(e) => {
-                    close_message(span, "error");
-                    return Err(e);
-                }
+                Err(refused) => refused,
             };
             if tx.send(item).await.is_err() {
                 break;
@@ -115,15 +100,33 @@ pub(crate) async fn retrieve(
     (pop, result)
 }
 
-/// Read one RETR response (its status, then its body streamed into memory or a spool
-/// file). `None`: the server answered -ERR without a code the session treats as fatal.
-async fn read_one(pop: &mut Pop3Session, spool: &SpoolConfig, listed: u64) -> std::result::Result<Option<Received>, SourceError> {
-    pop.read_retr_status().await.map_err(SourceError::Pop3)?;
-    let mut incoming = Incoming::expecting(spool, listed);
-    while let Some(chunk) = pop.read_retr_chunk().await.map_err(SourceError::Pop3)? {
-        incoming.push(chunk).map_err(SourceError::Spool)?;
+/// Read one RETR response: its status, then its body streamed into memory or a spool file.
+/// `Ok(Err(item))`: the server refused this message (-ERR, RFC 1939 §7: the session goes
+/// on), reported by `item`. `Err`: the session failed (the span is closed as an error).
+async fn retrieve_one(
+    pop: &mut Pop3Session,
+    spool: &SpoolConfig,
+    p: &Planned,
+    span: Span,
+) -> std::result::Result<std::result::Result<(Received, Span), Item>, SourceError> {
+    let read = async {
+        pop.read_retr_status().await.map_err(SourceError::Pop3)?;
+        let mut incoming = Incoming::expecting(spool, p.size);
+        while let Some(chunk) = pop.read_retr_chunk().await.map_err(SourceError::Pop3)? {
+            incoming.push(chunk).map_err(SourceError::Spool)?;
+        }
+        incoming.finish().map_err(SourceError::Spool)
+    };
+    match read.await {
+        Ok(received) => Ok(Ok((received, span))),
+        Err(SourceError::Pop3(mailferry_pop3::Pop3Error::Server { text, .. })) => {
+            Ok(Err(Item::Failed(p.clone(), format!("the source refused RETR: {text}"), span)))
+        }
+        Err(e) => {
+            close_message(span, "error");
+            Err(e)
+        }
     }
-    incoming.finish().map(Some).map_err(SourceError::Spool)
 }
 
 /// Hold the message's share of the memory budget until the sink has appended it.

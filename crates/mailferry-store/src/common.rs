@@ -31,6 +31,10 @@ pub(crate) fn fmt_time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// The error recorded on a run that ended without recording its end.
+pub(crate) const INTERRUPTED: &str =
+    "interrupted: the run stopped without recording its end (process killed, or the database was unreachable)";
+
 pub(crate) fn now_string() -> String {
     fmt_time(Utc::now())
 }

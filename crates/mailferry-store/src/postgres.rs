@@ -16,6 +16,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, QueryBuilder, Row};
 
 use crate::common::{
+    INTERRUPTED,
     cap, cli_source_key, fmt_time, page_limit, parse_job_state, plan_control, rotate_refresh_token, summary, token_record,
     JobParts, LedgerParts, NewJob,
 };
@@ -143,6 +144,15 @@ impl Store for PgStore {
 
     async fn start_run(&self, job: JobId, dry_run: bool) -> Result<RunId> {
         let mut tx = self.pool.begin().await?;
+        // Earlier runs that never recorded their end (killed, or the database was gone when
+        // they ended) are over: only the holder of the source claim starts a run.
+        sqlx::query(&format!(
+            "UPDATE runs SET finished_at = now(), outcome = 'failed', error = COALESCE(error, '{INTERRUPTED}')
+             WHERE job_id = $1 AND finished_at IS NULL"
+        ))
+        .bind(job)
+        .execute(&mut *tx)
+        .await?;
         let id = sqlx::query_scalar("INSERT INTO runs (job_id, dry_run) VALUES ($1, $2) RETURNING id")
             .bind(job)
             .bind(dry_run)

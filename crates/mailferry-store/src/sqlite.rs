@@ -13,7 +13,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
 use crate::claims::{ClaimAttempt, ClaimHolder, SourceClaim};
-use crate::common::cli_source_key;
+use crate::common::{cli_source_key, INTERRUPTED};
 use crate::{CopyDone, CopyIntent, JobId, LedgerEntry, LedgerQuery, ReadBackResult, Result, RunCounts, RunId, Store, StoreError};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
@@ -81,6 +81,16 @@ impl Store for SqliteStore {
     async fn start_run(&self, job: JobId, dry_run: bool) -> Result<RunId> {
         let now = now();
         let mut tx = self.pool.begin().await?;
+        // Earlier runs that never recorded their end (killed, or the database was gone when
+        // they ended) are over: only the holder of the source claim starts a run.
+        sqlx::query(&format!(
+            "UPDATE runs SET finished_at = ?, outcome = 'failed', error = COALESCE(error, '{INTERRUPTED}')
+             WHERE job_id = ? AND finished_at IS NULL"
+        ))
+        .bind(&now)
+        .bind(job)
+        .execute(&mut *tx)
+        .await?;
         let id = sqlx::query_scalar("INSERT INTO runs (job_id, dry_run, started_at) VALUES (?, ?, ?) RETURNING id")
             .bind(job)
             .bind(dry_run)

@@ -800,7 +800,9 @@ async fn restart_postgres_mid_job(worker_env: &[(&str, &str)]) -> Resumed {
     loop {
         let waiting: u32 = psql(
             &pg.url,
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query ILIKE '%ledger%'",
+            // Not the blocker itself, which waits on the lock while a write holds the table.
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query ILIKE '%ledger%'
+             AND query NOT ILIKE '%LOCK TABLE%'",
         )
         .parse()
         .unwrap();
@@ -818,7 +820,7 @@ async fn restart_postgres_mid_job(worker_env: &[(&str, &str)]) -> Resumed {
     let cut_off = psql(
         &pg.url,
         "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-         WHERE wait_event_type = 'Lock' AND query ILIKE '%ledger%') t",
+         WHERE wait_event_type = 'Lock' AND query ILIKE '%ledger%' AND query NOT ILIKE '%LOCK TABLE%') t",
     );
     assert_ne!(cut_off, "0", "the waiting ledger write was gone before it could be cut off");
     let down_for = tokio::task::block_in_place(|| pg.restart(DOWN));
