@@ -268,10 +268,22 @@ impl Worker {
         if release.state == JobState::Failed {
             span.record("otel.status_code", "ERROR");
         }
-        match self.store.release_job(id, owner, &release).await {
-            Ok(true) => crate::metrics::finished(release.state.as_str()),
-            Ok(false) => tracing::warn!(job.id = id, "the lease was gone when releasing"),
-            Err(e) => tracing::error!(job.id = id, error = %e, "releasing the job failed; its lease will expire"),
+        // A database that is briefly unreachable (a restart, a failover) should not leave
+        // the job to its lease: try again each second for up to half the lease, while the
+        // lease still makes this process the job's owner.
+        let give_up = tokio::time::Instant::now() + self.config.lease / 2;
+        loop {
+            match self.store.release_job(id, owner, &release).await {
+                Ok(true) => crate::metrics::finished(release.state.as_str()),
+                Ok(false) => tracing::warn!(job.id = id, "the lease was gone when releasing"),
+                Err(e) if e.is_unavailable() && tokio::time::Instant::now() < give_up => {
+                    tracing::warn!(job.id = id, error = %e, "releasing the job failed; trying again");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+                Err(e) => tracing::error!(job.id = id, error = %e, "releasing the job failed; its lease will expire"),
+            }
+            return;
         }
     }
 
