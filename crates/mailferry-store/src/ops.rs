@@ -92,10 +92,11 @@ pub trait OpsStore: Send + Sync {
     }
 }
 
-pub(crate) const ALL_LEDGER_STATES: [LedgerState; 6] = [
+pub(crate) const ALL_LEDGER_STATES: [LedgerState; 7] = [
     LedgerState::Listed,
     LedgerState::Copying,
     LedgerState::Copied,
+    LedgerState::Verified,
     LedgerState::SourceDeleted,
     LedgerState::Skipped,
     LedgerState::Failed,

@@ -37,7 +37,9 @@ async fn metrics_move_with_a_real_job(database_url: Option<&str>) {
     let during = loop {
         let s = scrape(&server.base).await;
         let running = s.sum("mailferry_jobs", &[("state", "running")]);
-        let ledger_copied = s.sum("mailferry_ledger_messages", &[("state", "copied")]);
+        // Copies become verified once read back (issue 14): count both.
+        let ledger_copied =
+            s.sum("mailferry_ledger_messages", &[("state", "copied")]) + s.sum("mailferry_ledger_messages", &[("state", "verified")]);
         if running == 1.0 && ledger_copied > 0.0 && ledger_copied < 400.0 {
             break s;
         }
@@ -68,7 +70,9 @@ async fn metrics_move_with_a_real_job(database_url: Option<&str>) {
     assert_eq!(after.sum("mailferry_jobs", &[]), 1.0);
     assert_eq!(after.sum("mailferry_queue_depth", &[]), 0.0);
     assert_eq!(after.sum("mailferry_queue_oldest_age_seconds", &[]), 0.0);
-    assert_eq!(after.sum("mailferry_ledger_messages", &[("state", "copied")]), 400.0);
+    // Every copy was read back and matched (issue 14): verified, none merely copied.
+    assert_eq!(after.sum("mailferry_ledger_messages", &[("state", "verified")]), 400.0);
+    assert_eq!(after.sum("mailferry_ledger_messages", &[("state", "copied")]), 0.0);
     assert_eq!(copied(&after), 400.0, "copied messages = the mailbox's count");
     let bytes = after.sum("mailferry_message_bytes_total", &[("target", "imap"), ("outcome", "copied")]);
     let source_bytes: usize = msgs.iter().map(Vec::len).sum();

@@ -74,7 +74,8 @@ async fn a_worker_serves_its_own_metrics_and_stops_them_on_sigterm() {
     let api_page = scrape(&server.base).await;
     assert_eq!(claims(&api_page), 0.0);
     assert_eq!(copied(&api_page), 0.0);
-    assert_eq!(api_page.sum("mailferry_ledger_messages", &[("state", "copied")]), 25.0);
+    // Read back and matched (issue 14): verified.
+    assert_eq!(api_page.sum("mailferry_ledger_messages", &[("state", "verified")]), 25.0);
 
     // SIGTERM: the worker drains, exits 0, and its listener is gone.
     let status = server.terminate_worker(worker, Duration::from_secs(30));
