@@ -166,3 +166,166 @@ fn a_second_run_on_the_same_mailbox_is_refused_or_waits() {
     assert_eq!(waited.n("copied"), 0, "the waiting run found every message copied");
     assert_same_messages(&msgs, &lab.dst());
 }
+
+/// Issue 13, "Prove it": a 10,000-message `--delete after-verified` migration SIGKILLed 20
+/// times at seeded random points, resumed each time, ends with every message exactly once at
+/// the destination, byte for byte, and the source empty. Minutes in a release build, so
+/// ignored by default: run it with `scripts/kill9-soak`.
+///
+/// Where the kills land, all drawn from the seed: four fifths at random points of the copy
+/// (when the destination reaches a random message count, plus 0–50 ms, so between an APPEND
+/// and its ledger commit as often as after it; the last one when the final message lands),
+/// one in four of those replaced by a kill 30–700 ms after the start (TLS, login, listing,
+/// ledger, in-doubt lookups); the last fifth once everything is copied: 30 ms to
+/// `MAILFERRY_SOAK_LATE_MS` after the start (listing, read-backs, DELE: nothing may be
+/// deleted without a QUIT), and last of all as soon as the source starts shrinking, plus
+/// 0–50 ms (QUIT went out; the ledger may not know). Progress points rather than times keep
+/// the schedule the same on a fast and a slow machine.
+///
+/// Environment: `MAILFERRY_SOAK_SEED` (default 13), `MAILFERRY_SOAK_MESSAGES` (default
+/// 10000), `MAILFERRY_SOAK_KILLS` (default 20), `MAILFERRY_SOAK_LATE_MS` (default 700).
+#[test]
+#[ignore = "soak: minutes in a release build; run scripts/kill9-soak"]
+fn kill_9_twenty_times_10k() {
+    use std::process::Stdio;
+
+    #[derive(Debug, Clone, Copy)]
+    enum Kill {
+        /// This long after the start.
+        After(u64),
+        /// When the destination holds this many messages, then this many ms later.
+        AtCopied(usize, u64),
+        /// When the source holds fewer messages than at the start (QUIT went out), then this
+        /// many ms later.
+        AtQuit(u64),
+    }
+    fn env_or(key: &str, default: u64) -> u64 {
+        std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    }
+    let seed = env_or("MAILFERRY_SOAK_SEED", 13);
+    let n = env_or("MAILFERRY_SOAK_MESSAGES", 10_000).max(2) as usize;
+    let kills = env_or("MAILFERRY_SOAK_KILLS", 20) as usize;
+    let late_ms = env_or("MAILFERRY_SOAK_LATE_MS", 700).max(30);
+    // SplitMix64: the kill schedule is a function of the seed alone.
+    let mut state = seed;
+    let mut next = move || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let late = kills / 5;
+    let copying = kills - late;
+    let mut points: Vec<usize> = (0..copying).map(|_| 1 + (next() % (n as u64 - 1)) as usize).collect();
+    points.sort_unstable();
+    if let Some(last) = points.last_mut() {
+        *last = n;
+    }
+    let mut plan: Vec<Kill> = Vec::new();
+    for (i, p) in points.into_iter().enumerate() {
+        plan.push(if i + 1 < copying && next() % 4 == 0 { Kill::After(30 + next() % 671) } else { Kill::AtCopied(p, next() % 51) });
+    }
+    plan.extend((1..late).map(|_| Kill::After(30 + next() % (late_ms - 29))));
+    if late > 0 {
+        plan.push(Kill::AtQuit(next() % 51));
+    }
+
+    let lab = Lab::start();
+    let msgs = realistic(n, seed);
+    let bytes: usize = msgs.iter().map(Vec::len).sum();
+    lab.dovecot.seed("src", &msgs);
+    let args = ["--from", &lab.source_url(), "--to", &lab.to_tls("INBOX"), "--delete", "after-verified"];
+    // mailferry refuses unknown MAILFERRY_* variables: keep this test's own knobs from it.
+    let migrate = || {
+        let mut cmd = lab.command(&args);
+        for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("MAILFERRY_SOAK_")) {
+            cmd.env_remove(key);
+        }
+        cmd
+    };
+    // Messages in a Maildir (a directory listing: cheap enough to poll every few ms).
+    let count = |user: &str| -> usize {
+        let dir = lab.dovecot.folder_dir(user, "INBOX");
+        ["cur", "new"].iter().map(|d| std::fs::read_dir(dir.join(d)).map_or(0, |r| r.count())).sum()
+    };
+    eprintln!("kill-9 soak (seed {seed}): {n} messages, {:.0} MB, {kills} kills", bytes as f64 / 1e6);
+
+    let started = Instant::now();
+    let mut delivered = 0;
+    for (k, kill) in plan.iter().enumerate() {
+        let k = k + 1;
+        let log = std::fs::File::create(lab.state_dir.path().join(format!("run-{k}.log"))).unwrap();
+        let mut child =
+            migrate().env("MAILFERRY_LOG__FILTER", "info").stdout(Stdio::null()).stderr(Stdio::from(log)).spawn().unwrap();
+        let spawned = Instant::now();
+        let mut exited = None;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                exited = Some(status);
+                break;
+            }
+            let due = match *kill {
+                Kill::After(ms) => spawned.elapsed() >= Duration::from_millis(ms),
+                Kill::AtCopied(at, jitter) => {
+                    let reached = count("dst") >= at;
+                    if reached {
+                        std::thread::sleep(Duration::from_millis(jitter));
+                    }
+                    reached
+                }
+                Kill::AtQuit(jitter) => {
+                    let reached = count("src") < n;
+                    if reached {
+                        std::thread::sleep(Duration::from_millis(jitter));
+                    }
+                    reached
+                }
+            };
+            // Bounded: a run that neither progresses nor ends is killed after 5 minutes.
+            if due || spawned.elapsed() > Duration::from_secs(300) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // SIGKILL to the mailferry process itself (the binary, spawned directly, no shell).
+        let killed = exited.is_none() && child.kill().is_ok();
+        let status = child.wait().unwrap();
+        let at = spawned.elapsed();
+        let (src, dst) = (count("src"), count("dst"));
+        delivered += usize::from(killed);
+        eprintln!(
+            "  kill {k:2} {:<22} {}, after {:5} ms: src {src:5}, dst {dst:5}",
+            format!("{kill:?}"),
+            if killed { "SIGKILL".to_string() } else { format!("not needed: exited first ({status})") },
+            at.as_millis(),
+        );
+        assert!(dst <= n, "kill {k}: more messages at the destination ({dst}) than the source had ({n})");
+        assert!(src + dst >= n, "kill {k}: {} messages are neither at the source nor at the destination", n - src - dst);
+    }
+    let killing = started.elapsed();
+
+    let last = Run::from(migrate().output().unwrap());
+    last.assert_code(0);
+    let total = started.elapsed();
+    assert_same_messages(&msgs, &lab.dst());
+    assert_eq!(lab.dovecot.message_count("src"), 0, "after-verified: the source is empty");
+    let again = Run::from(migrate().output().unwrap());
+    again.assert_code(0);
+    assert_eq!((again.n("copied"), again.n("listed")), (0, 0), "a rerun finds nothing to do");
+    eprintln!(
+        "  {delivered} SIGKILLs delivered in {:.1} s; the final run copied {} and deleted {} in {:.1} s",
+        killing.as_secs_f64(),
+        last.n("copied"),
+        last.n("deleted"),
+        (total - killing).as_secs_f64()
+    );
+    eprintln!(
+        "  result: {n} of {n} at the destination exactly once, byte-exact; source empty; {:.1} s in all",
+        total.as_secs_f64()
+    );
+    assert_eq!(
+        delivered, kills,
+        "every kill struck a running migration (a run that finished the job before a late kill: lower MAILFERRY_SOAK_LATE_MS)"
+    );
+}
