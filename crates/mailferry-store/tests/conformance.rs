@@ -853,7 +853,7 @@ async fn cluster_figures(s: Arc<dyn Store>) {
     let f = s.cluster_figures().await.unwrap();
     assert_eq!(f.jobs_by_state.len(), 7, "every state, zeros included: {f:?}");
     assert!(f.jobs_by_state.iter().all(|(_, n)| *n == 0));
-    assert_eq!(f.ledger_by_state.len(), 6);
+    assert_eq!(f.ledger_by_state.len(), 7, "every ledger state, verified included");
     assert_eq!((f.queue_ready, f.expired_leases, f.oldest_queued_age_secs), (0, 0, 0.0));
     assert!(f.sessions_by_source_host.is_empty() && f.sessions_by_target_host.is_empty());
 
