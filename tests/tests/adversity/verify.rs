@@ -120,6 +120,14 @@ async fn copies_recorded_before_read_back_existed_are_read_back_before_a_deletin
         .unwrap()
         .rows_affected();
     assert_eq!(n, 4);
+    // Two of them as a destination without UIDPLUS leaves them: no UID known, so they are
+    // located by Message-ID and size (UID SEARCH HEADER) before they are read back.
+    let n = sqlx::query("UPDATE ledger SET dest_uid = NULL, dest_uidvalidity = NULL WHERE uidl IN ('uid-1', 'uid-3')")
+        .execute(&mut conn)
+        .await
+        .unwrap()
+        .rows_affected();
+    assert_eq!(n, 2);
     drop(conn);
 
     let cutover = job(&s, fake.port(), DeletePolicy::AfterVerified);
@@ -128,6 +136,8 @@ async fn copies_recorded_before_read_back_existed_are_read_back_before_a_deletin
         .unwrap()
         .unwrap();
     assert_eq!((report.outcome, report.summary.copied, report.summary.deleted), (Outcome::Succeeded, 0, 4), "{report:?}");
+    let ledger = s.store.ledger(1).await.unwrap();
+    assert!(ledger.iter().all(|e| e.state == LedgerState::SourceDeleted), "{ledger:?}");
     assert!(fake.remaining().is_empty());
     let mut dst = s.dovecot.messages("dst");
     dst.sort();
