@@ -6,7 +6,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use mailferry_imap::{AppendMessage, AppendOutcome, DestinationIndex, ImapOptions, ImapSession};
 use mailferry_model::{
-    DeletePolicy, LedgerState, VerifyLevel, MessageFailure, Pop3Endpoint, RunSummary,
+    DeletePolicy, LedgerState, MessageFailure, Pop3Endpoint, RunSummary,
 };
 use mailferry_pop3::{Pop3Options, Pop3Session};
 use mailferry_store::{CopyDone, CopyIntent, JobId, LedgerEntry, LedgerQuery, ReadBackResult, RunId, Store, LEDGER_CHUNK};
@@ -457,12 +457,7 @@ impl RunContext<'_> {
                             }
                             Err(e) => return Err(self.sink_err(SinkError::Archive(e))),
                         }
-                        verified.push(ReadBackResult {
-                            uidl: p.uidl.clone(),
-                            readback_digest: Some(occ.digest.to_hex()),
-                            level: VerifyLevel::Exact,
-                            error: None,
-                        });
+                        verified.push(ReadBackResult::exact(p.uidl.clone(), Some(occ.digest.to_hex())));
                         found.push(CopyDone { uidl: p.uidl.clone(), dest_uid: None, dest_uidvalidity: None, found_at_destination: true });
                     }
                 }
@@ -545,12 +540,7 @@ impl RunContext<'_> {
             in_doubt.iter().filter_map(|e| e.wire_digest.as_deref().map(|d| (e.uidl.as_str(), d))).collect();
         let verified: Vec<ReadBackResult> = found
             .iter()
-            .map(|d| ReadBackResult {
-                uidl: d.uidl.clone(),
-                readback_digest: digests.get(d.uidl.as_str()).map(|d| (*d).to_owned()),
-                level: VerifyLevel::Exact,
-                error: None,
-            })
+            .map(|d| ReadBackResult::exact(d.uidl.clone(), digests.get(d.uidl.as_str()).map(|d| (*d).to_owned())))
             .collect();
         store.record_readback(self.job_id, self.run, &verified).await?;
         store.revert_copying(self.job_id, &again).await?;
@@ -665,12 +655,7 @@ impl RunContext<'_> {
                     }
                     if let Some(uid) = index.as_deref_mut().and_then(|i| i.claim(&r.wire_digest)) {
                         // The index hashed the destination's own bytes: this copy was read back.
-                        found_sent.push(ReadBackResult {
-                            uidl: p.uidl.clone(),
-                            readback_digest: Some(r.wire_digest.clone()),
-                            level: VerifyLevel::Exact,
-                            error: None,
-                        });
+                        found_sent.push(ReadBackResult::exact(p.uidl.clone(), Some(r.wire_digest.clone())));
                         found.push(CopyDone { uidl: p.uidl, dest_uid: Some(uid), dest_uidvalidity: None, found_at_destination: true });
                         found_spans.push(span);
                         continue;

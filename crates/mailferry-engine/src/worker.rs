@@ -49,7 +49,7 @@ pub struct WorkerConfig {
 
 /// How long a job whose source mailbox another run holds (or whose run found the database
 /// unreachable) waits before it is claimable again.
-const SOURCE_BUSY_RETRY: Duration = Duration::from_secs(30);
+const REQUEUE_DELAY: Duration = Duration::from_secs(30);
 
 /// How often a running job looks for cancel and pause requests.
 const CONTROL_POLL: Duration = Duration::from_secs(1);
@@ -242,12 +242,12 @@ impl Worker {
             }
             // The mailbox is being drained by another run (a CLI run, say): try again later.
             (Err(e @ crate::EngineError::SourceBusy { .. }), None) => {
-                Release { state: JobState::Queued, error: Some(e.to_string()), not_before: Some(SOURCE_BUSY_RETRY) }
+                Release { state: JobState::Queued, error: Some(e.to_string()), not_before: Some(REQUEUE_DELAY) }
             }
             // The database was unreachable past the run's retries: the ledger is intact, so
             // the job goes back to the queue and resumes from it later.
             (Err(crate::EngineError::Store(e)), None) if e.is_unavailable() => {
-                Release { state: JobState::Queued, error: Some(format!("ledger: {e}")), not_before: Some(SOURCE_BUSY_RETRY) }
+                Release { state: JobState::Queued, error: Some(format!("ledger: {e}")), not_before: Some(REQUEUE_DELAY) }
             }
             (Ok(r), _) if r.outcome == Outcome::Succeeded => release(JobState::Succeeded, None),
             (Ok(r), _) if r.outcome == Outcome::Partial => {

@@ -211,6 +211,14 @@ pub struct ReadBackResult {
     pub error: Option<String>,
 }
 
+impl ReadBackResult {
+    /// A copy whose bytes were hashed at the destination itself and found identical (the
+    /// destination index, an archive blob re-read): verified exactly.
+    pub fn exact(uidl: String, readback_digest: Option<String>) -> Self {
+        Self { uidl, readback_digest, level: mailferry_model::VerifyLevel::Exact, error: None }
+    }
+}
+
 /// The ledger name a superseded row keeps ([`Store::supersede_reused`]).
 pub fn superseded_name(uidl: &str, run: RunId) -> String {
     format!("{uidl} (superseded in run {run})")
