@@ -196,7 +196,16 @@ impl Dovecot {
             let left = deadline
                 .saturating_duration_since(Instant::now())
                 .max(Duration::from_millis(1));
-            match read_greeting(port, left) {
+            let mut tries = 0;
+            let greeting = loop {
+                match read_greeting(port, left) {
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted && tries < 5 => {
+                        tries += 1
+                    }
+                    r => break r,
+                }
+            };
+            match greeting {
                 Ok(g) if g.starts_with(want) => {}
                 Ok(g) => {
                     return Err(fail(
@@ -489,7 +498,12 @@ fn read_greeting(port: u16, timeout: Duration) -> std::io::Result<Vec<u8>> {
     let mut buf = vec![0u8; 512];
     let mut n = 0;
     while !buf[..n].contains(&b'\n') {
-        let k = s.read(&mut buf[n..])?;
+        // A signal (SIGCHLD from another test's child, for one) can interrupt the read.
+        let k = match s.read(&mut buf[n..]) {
+            Ok(k) => k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
         if k == 0 || n + k == buf.len() {
             n += k;
             break;
