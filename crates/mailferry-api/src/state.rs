@@ -146,6 +146,8 @@ pub struct ApiConfig {
     /// Seconds an export file is kept after it was written (`[archive] export_ttl_secs`);
     /// then it is deleted and its download answers 410.
     pub archive_export_ttl_secs: u64,
+    /// base64 Ed25519 key that verifies this installation's receipts (`None`: receipts off).
+    pub receipt_public_key: Option<String>,
 }
 
 impl Default for ApiConfig {
@@ -170,6 +172,7 @@ impl Default for ApiConfig {
             metrics_max_hosts: 100,
             archive_max_concurrent_runs: 2,
             archive_export_ttl_secs: 24 * 3600,
+            receipt_public_key: None,
         }
     }
 }

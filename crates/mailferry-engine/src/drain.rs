@@ -70,6 +70,8 @@ pub struct EngineConfig {
     pub retry: RetryPolicy,
     /// The run's claim on its source mailbox (one run per mailbox at a time).
     pub claim: crate::claim::ClaimConfig,
+    /// Signs each finished run's receipt; `None` issues no receipts.
+    pub receipts: Option<crate::receipt::Signer>,
 }
 
 impl Default for EngineConfig {
@@ -85,6 +87,7 @@ impl Default for EngineConfig {
             batch_bytes: 8 * 1024 * 1024,
             retry: RetryPolicy::default(),
             claim: crate::claim::ClaimConfig::default(),
+            receipts: None,
         }
     }
 }
@@ -160,6 +163,7 @@ pub async fn run_job(
         Some(id) => id,
         None => store.ensure_job(&job.mailbox_key(), &job.source.display(), &job.target.display()).await?,
     };
+    let started_at = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let run = store.start_run(job_id, job.dry_run).await?;
     store.fence_run(run, &claim.claim).await?;
     let span = Span::current();
@@ -252,6 +256,11 @@ pub async fn run_job(
                 Outcome::Cancelled => "cancelled",
             };
             store.finish_run(run, outcome_name, None, &json).await?;
+            let chain_head = match &job.target {
+                Target::Archive(t) => t.archive.chain_head().await.ok().flatten(),
+                Target::Imap(_) => None,
+            };
+            issue_receipt(&*store, config, job, job_id, run, outcome_name, started_at, chain_head).await;
             span.record("outcome", outcome_name)
                 .record("messages.listed", summary.listed)
                 .record("messages.copied", summary.copied)
@@ -263,8 +272,29 @@ pub async fn run_job(
         Err(e) => {
             span.record("outcome", "failed").record("otel.status_code", "ERROR").record("otel.status_description", e.redacted());
             store.finish_run(run, "failed", Some(&e.to_string()), "{}").await?;
+            issue_receipt(&*store, config, job, job_id, run, "failed", started_at, None).await;
             Err(e)
         }
+    }
+}
+
+/// Signs and stores the run's receipt (not for dry runs). A failure is logged, not fatal:
+/// the ledger is the truth and the run's outcome stands; the API then has no receipt for it.
+#[allow(clippy::too_many_arguments)]
+async fn issue_receipt(
+    store: &dyn Store,
+    config: &EngineConfig,
+    job: &DrainJob,
+    job_id: JobId,
+    run: RunId,
+    outcome: &str,
+    started_at: String,
+    chain_head: Option<(i64, String)>,
+) {
+    let Some(signer) = config.receipts.as_deref().filter(|_| !job.dry_run) else { return };
+    let facts = crate::receipt::RunFacts { job, job_id, run, outcome, started_at, chain_head };
+    if let Err(e) = crate::receipt::issue(store, signer, facts).await {
+        tracing::error!(job.id = job_id, run.id = run, error = %e, "could not issue the run's receipt");
     }
 }
 

@@ -14,6 +14,7 @@ pub mod message;
 pub mod oauth;
 mod metrics;
 mod plan;
+pub mod receipt;
 mod retrieve;
 mod retry;
 mod sink;

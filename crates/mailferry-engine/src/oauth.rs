@@ -528,6 +528,21 @@ mod tests {
         async fn record_readback(&self, _: JobId, _: i64, _: &[mailferry_store::ReadBackResult]) -> mailferry_store::Result<()> {
             unreachable!()
         }
+        async fn receipt_rows(&self, _: JobId, _: &str, _: u32) -> mailferry_store::Result<Vec<mailferry_store::ReceiptRow>> {
+            unreachable!()
+        }
+        async fn save_receipt_lines(&self, _: i64, _: u64, _: &[String]) -> mailferry_store::Result<()> {
+            unreachable!()
+        }
+        async fn save_receipt(&self, _: &mailferry_store::StoredReceipt) -> mailferry_store::Result<()> {
+            unreachable!()
+        }
+        async fn receipt(&self, _: JobId, _: Option<i64>) -> mailferry_store::Result<Option<mailferry_store::StoredReceipt>> {
+            unreachable!()
+        }
+        async fn receipt_lines(&self, _: i64, _: i64, _: u32) -> mailferry_store::Result<Vec<(i64, String)>> {
+            unreachable!()
+        }
     }
 
     /// A token endpoint on loopback that rotates: answers every request with access token

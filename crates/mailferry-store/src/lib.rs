@@ -14,6 +14,7 @@ mod claims;
 mod common;
 mod ops;
 mod postgres;
+pub mod receipts;
 mod postgres_ops;
 mod service;
 mod sqlite;
@@ -29,6 +30,7 @@ pub use claims::{ClaimAttempt, ClaimHolder, HeldBy, SourceClaim};
 pub use ops::{AuditEntry, AuditFilter, ClusterFigures, NewAuditEntry, OpsStore};
 pub use service::*;
 pub use postgres::PgStore;
+pub use receipts::{ReceiptRow, StoredReceipt};
 pub use sqlite::SqliteStore;
 
 pub type JobId = i64;
@@ -198,6 +200,18 @@ pub trait Store: Send + Sync + 'static + ServiceStore + OpsStore {
     /// `verified`; a mismatch leaves it `copied` (never deleted under `after-verified`) with
     /// the error and the digest read back, and counts as a failure of this run.
     async fn record_readback(&self, job: JobId, run: RunId, results: &[ReadBackResult]) -> Result<()>;
+
+    /// Ledger rows of `job` with a UIDL after `after` (byte order), at most `limit`: what a
+    /// receipt is built from ([`receipts`]).
+    async fn receipt_rows(&self, job: JobId, after: &str, limit: u32) -> Result<Vec<ReceiptRow>>;
+    /// Stores receipt entry lines of `run`, numbered from `first_seq`.
+    async fn save_receipt_lines(&self, run: RunId, first_seq: u64, lines: &[String]) -> Result<()>;
+    /// Stores a signed receipt header (once per run).
+    async fn save_receipt(&self, receipt: &StoredReceipt) -> Result<()>;
+    /// The receipt of `run` of `job`, or the job's latest receipt when `run` is `None`.
+    async fn receipt(&self, job: JobId, run: Option<RunId>) -> Result<Option<StoredReceipt>>;
+    /// Receipt entry lines stored under `entries_run` with seq > `after`, in order.
+    async fn receipt_lines(&self, entries_run: RunId, after: i64, limit: u32) -> Result<Vec<(i64, String)>>;
 }
 
 /// The outcome of reading one copy back ([`Store::record_readback`]).

@@ -402,6 +402,26 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn receipt_rows(&self, job: JobId, after: &str, limit: u32) -> Result<Vec<crate::ReceiptRow>> {
+        crate::receipts::pg::rows(&self.pool, job, after, limit).await
+    }
+
+    async fn save_receipt_lines(&self, run: RunId, first_seq: u64, lines: &[String]) -> Result<()> {
+        crate::receipts::pg::save_lines(&self.pool, run, first_seq, lines).await
+    }
+
+    async fn save_receipt(&self, receipt: &crate::StoredReceipt) -> Result<()> {
+        crate::receipts::pg::save(&self.pool, receipt).await
+    }
+
+    async fn receipt(&self, job: JobId, run: Option<RunId>) -> Result<Option<crate::StoredReceipt>> {
+        crate::receipts::pg::get(&self.pool, job, run).await
+    }
+
+    async fn receipt_lines(&self, entries_run: RunId, after: i64, limit: u32) -> Result<Vec<(i64, String)>> {
+        crate::receipts::pg::lines(&self.pool, entries_run, after, limit).await
+    }
+
     async fn run_counts(&self, job: JobId, run: RunId) -> Result<RunCounts> {
         let row = sqlx::query(
             "SELECT COUNT(*) FILTER (WHERE NOT found_at_destination) AS n,

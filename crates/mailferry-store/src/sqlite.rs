@@ -372,6 +372,26 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn receipt_rows(&self, job: JobId, after: &str, limit: u32) -> Result<Vec<crate::ReceiptRow>> {
+        crate::receipts::sqlite::rows(&self.reader, job, after, limit).await
+    }
+
+    async fn save_receipt_lines(&self, run: RunId, first_seq: u64, lines: &[String]) -> Result<()> {
+        crate::receipts::sqlite::save_lines(&self.pool, run, first_seq, lines).await
+    }
+
+    async fn save_receipt(&self, receipt: &crate::StoredReceipt) -> Result<()> {
+        crate::receipts::sqlite::save(&self.pool, receipt).await
+    }
+
+    async fn receipt(&self, job: JobId, run: Option<RunId>) -> Result<Option<crate::StoredReceipt>> {
+        crate::receipts::sqlite::get(&self.reader, job, run).await
+    }
+
+    async fn receipt_lines(&self, entries_run: RunId, after: i64, limit: u32) -> Result<Vec<(i64, String)>> {
+        crate::receipts::sqlite::lines(&self.reader, entries_run, after, limit).await
+    }
+
     async fn run_counts(&self, job: JobId, run: RunId) -> Result<RunCounts> {
         let row = sqlx::query(
             "SELECT COALESCE(SUM(1 - found_at_destination), 0) AS n, COALESCE(SUM(found_at_destination), 0) AS found,

@@ -19,6 +19,9 @@ use secrecy::{ExposeSecret, SecretString};
 #[path = "conformance/claims.rs"]
 mod claims;
 use claims::{ledger_queries, readback_story, source_claims_and_fencing};
+#[path = "conformance/receipts.rs"]
+mod receipts;
+use receipts::receipt_story;
 
 // ---------------------------------------------------------------------------------------
 // Harness
@@ -68,6 +71,7 @@ stories!(
     source_claims_and_fencing,
     ledger_queries,
     readback_story,
+    receipt_story,
 );
 
 async fn sqlite_store() -> (tempfile::TempDir, Arc<dyn Store>) {

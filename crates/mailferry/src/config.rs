@@ -265,6 +265,10 @@ pub struct SecurityConfig {
     pub secret_key: Option<SecretString>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret_key_file: Option<PathBuf>,
+    /// The Ed25519 key that signs migration receipts (64 hex digits: its seed). Default:
+    /// `<data_dir>/receipt.key`, generated on first use.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receipt_key_file: Option<PathBuf>,
     #[serde(deserialize_with = "de::list")]
     pub plaintext_allow: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -276,6 +280,7 @@ impl Default for SecurityConfig {
         Self {
             secret_key: None,
             secret_key_file: None,
+            receipt_key_file: None,
             plaintext_allow: mailferry_api::ApiConfig::default().plaintext_allow,
             ca_file: None,
         }

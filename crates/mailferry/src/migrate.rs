@@ -89,6 +89,10 @@ pub struct MigrateArgs {
     /// mailbox, wait for it to finish instead of exiting with status 1.
     #[arg(long)]
     wait: bool,
+    /// Write the run's signed receipt (JSON) to FILE: every message, where it is, the
+    /// digests read back, the Merkle root and the signature (`mailferry receipt verify`).
+    #[arg(long, value_name = "FILE")]
+    receipt: Option<PathBuf>,
 }
 
 /// `--to-oauth2-*`: a refresh-token grant for the destination instead of a password.
@@ -142,6 +146,13 @@ pub async fn run(args: MigrateArgs, loaded: &Loaded) -> u8 {
         }
     };
     let mut config = EngineConfig::default();
+    config.receipts = match crate::settings::receipt_signer(loaded) {
+        Ok(signer) => Some(signer),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return exit::USAGE;
+        }
+    };
     config.retry.attempts = args.attempts.max(1);
     config.claim.holder = mailferry_engine::this_process("mailferry migrate");
     config.claim.wait = args.wait;
@@ -159,9 +170,19 @@ pub async fn run(args: MigrateArgs, loaded: &Loaded) -> u8 {
             on_ctrl_c.cancel();
         }
     });
-    let result = run_job(store, &job, &config, Some(tx), cancel).await;
+    let result = run_job(Arc::clone(&store) as Arc<dyn mailferry_store::Store>, &job, &config, Some(tx), cancel).await;
     if let Some(bar) = bar {
         let _ = bar.await;
+    }
+    if let Some(file) = &args.receipt {
+        let run = match &result {
+            Ok(report) => Some((report.job, report.run)),
+            Err(_) => None,
+        };
+        if let Err(e) = write_receipt(store, run, file).await {
+            eprintln!("error: --receipt {}: {e:#}", file.display());
+            return exit::COULD_NOT_PROCEED;
+        }
     }
     match result {
         Ok(report) => {
@@ -177,6 +198,24 @@ pub async fn run(args: MigrateArgs, loaded: &Loaded) -> u8 {
             exit::COULD_NOT_PROCEED
         }
     }
+}
+
+/// `--receipt FILE`: the run's receipt, written to a temporary file beside FILE and renamed
+/// into place once complete (a half-written receipt never carries the name).
+async fn write_receipt(store: Arc<SqliteStore>, run: Option<(i64, i64)>, file: &std::path::Path) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let Some((job, run)) = run else { bail!("the run failed before it had a receipt") };
+    let mut reader = mailferry_engine::receipt::ReceiptReader::open(store, job, Some(run))
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no receipt was recorded for run {run} (see the log)"))?;
+    let dir = file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("cannot write in {}", dir.display()))?;
+    while let Some(chunk) = reader.next_chunk().await? {
+        tmp.write_all(chunk.as_bytes())?;
+    }
+    tmp.as_file().sync_all()?;
+    tmp.persist(file)?;
+    Ok(())
 }
 
 async fn build_job(args: &MigrateArgs, loaded: &Loaded) -> Result<(DrainJob, PathBuf), UsageError> {

@@ -36,6 +36,24 @@ pub struct Settings {
     pub tls: Option<TlsConfig>,
 }
 
+/// The installation's receipt signing key: `security.receipt_key_file`, else
+/// `<data_dir>/receipt.key`, created (0600) on first use. The service and
+/// `mailferry migrate` sign with the same key.
+pub fn receipt_signer(loaded: &Loaded) -> anyhow::Result<Arc<mailferry_proof::ReceiptSigner>> {
+    let c = &loaded.config;
+    let path = match &c.security.receipt_key_file {
+        Some(p) => p.clone(),
+        None => {
+            std::fs::create_dir_all(&c.data_dir)
+                .with_context(|| format!("cannot create the data dir {}", c.data_dir.display()))?;
+            c.data_dir.join("receipt.key")
+        }
+    };
+    mailferry_proof::ReceiptSigner::load_or_create(&path)
+        .map(Arc::new)
+        .map_err(|e| loaded.error("security.receipt_key_file", e.to_string()).into())
+}
+
 impl Settings {
     /// Build the runtime settings. Creates the data dir and the secret key file on first
     /// start when no key is configured. A value that cannot be used (a CA file that cannot
@@ -55,7 +73,9 @@ impl Settings {
             }
             (None, None) => key_file(&c.data_dir.join("secret.key"))?,
         };
+        let signer = receipt_signer(loaded)?;
         let mut engine = EngineConfig::default();
+        engine.receipts = Some(Arc::clone(&signer));
         let (w, p, t) = (&c.worker, &c.worker.pipeline, &c.worker.timeouts);
         engine.retry = RetryPolicy {
             attempts: w.retry.attempts,
@@ -100,6 +120,7 @@ impl Settings {
             metrics_max_hosts: a.metrics_max_hosts,
             archive_max_concurrent_runs: c.archive.max_concurrent_runs,
             archive_export_ttl_secs: c.archive.export_ttl_secs,
+            receipt_public_key: Some(signer.public_key().to_base64()),
         };
         Ok(Self {
             database_url: c.database_url(),

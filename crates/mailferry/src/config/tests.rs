@@ -49,6 +49,7 @@ fn fully_populated() -> Config {
         security: SecurityConfig {
             secret_key: Some(SecretString::from("k".to_owned())),
             secret_key_file: Some("f".into()),
+            receipt_key_file: Some("r".into()),
             plaintext_allow: vec![],
             ca_file: Some("ca".into()),
         },

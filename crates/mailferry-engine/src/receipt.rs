@@ -1,0 +1,207 @@
+//! Issues the signed receipt of a finished run (issue 14): the job's ledger rows as the run
+//! left them, one entry per source message, a Merkle root over the entries and an Ed25519
+//! signature over the header, stored for the API and the CLI to hand out. Built in pages
+//! of ledger rows so memory stays flat (32 bytes a message for the leaves).
+
+use mailferry_proof::receipt::{ChainHead, RootBuilder};
+use mailferry_proof::{ArchiveRef, DestinationRef, ReceiptEntry, ReceiptHeader, ReceiptSigner, SourceRef, RECEIPT_FORMAT};
+use mailferry_store::{JobId, ReceiptRow, RunId, Store, StoredReceipt};
+
+use crate::drain::DrainJob;
+use crate::sink::Target;
+
+const PAGE: u32 = 500;
+
+/// What the run says about itself, beside its ledger rows.
+#[derive(Debug, Clone)]
+pub(crate) struct RunFacts<'a> {
+    pub job: &'a DrainJob,
+    pub job_id: JobId,
+    pub run: RunId,
+    pub outcome: &'a str,
+    pub started_at: String,
+    pub chain_head: Option<(i64, String)>,
+}
+
+/// Builds, signs and stores the receipt; returns its Merkle root.
+pub(crate) async fn issue(store: &dyn Store, signer: &ReceiptSigner, facts: RunFacts<'_>) -> mailferry_store::Result<String> {
+    let mut builder = RootBuilder::default();
+    let mut after = String::new();
+    let mut seq = 0u64;
+    loop {
+        let rows = store.receipt_rows(facts.job_id, &after, PAGE).await?;
+        let Some(last) = rows.last() else { break };
+        after = last.uidl.clone();
+        let first = seq;
+        let lines: Vec<String> = rows
+            .iter()
+            .map(|row| {
+                let line = builder.push(&entry(facts.job, seq, row)).to_json();
+                seq += 1;
+                line
+            })
+            .collect();
+        store.save_receipt_lines(facts.run, first, &lines).await?;
+        if rows.len() < PAGE as usize {
+            break;
+        }
+    }
+    let root = builder.root_hex();
+    // Nothing changed since the job's last receipt: point at its entries, store none.
+    let previous = store.receipt(facts.job_id, None).await?;
+    let entries_run = match previous {
+        Some(p) if root_of(&p.header).as_deref() == Some(root.as_str()) => p.entries_run,
+        _ => facts.run,
+    };
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let header = ReceiptHeader {
+        format: RECEIPT_FORMAT.into(),
+        job: facts.job_id,
+        run: facts.run,
+        source: facts.job.source.display(),
+        target: facts.job.target.display(),
+        outcome: facts.outcome.into(),
+        started_at: facts.started_at,
+        finished_at: Some(now.clone()),
+        signed_at: now,
+        counts: builder.counts.clone(),
+        merkle_root: root.clone(),
+        archive_chain_head: facts.chain_head.map(|(seq, hash)| ChainHead { seq, hash }),
+    };
+    let stored = StoredReceipt {
+        run: facts.run,
+        job: facts.job_id,
+        entries_run,
+        header: String::from_utf8_lossy(&header.canonical()).into_owned(),
+        signature: signer.sign(&header),
+        public_key: signer.public_key().to_base64(),
+    };
+    store.save_receipt(&stored).await?;
+    Ok(root)
+}
+
+fn root_of(header_json: &str) -> Option<String> {
+    serde_json::from_str::<ReceiptHeader>(header_json).ok().map(|h| h.merkle_root)
+}
+
+fn entry(job: &DrainJob, seq: u64, row: &ReceiptRow) -> ReceiptEntry {
+    let copied = matches!(row.state.as_str(), "copying" | "copied" | "verified" | "source-deleted");
+    let (destination, archive) = match &job.target {
+        Target::Imap(ep) if copied => (
+            Some(DestinationRef {
+                host: ep.host.clone(),
+                port: ep.port,
+                account: ep.username.clone(),
+                folder: ep.folder.clone(),
+                uidvalidity: row.dest_uidvalidity,
+                uid: row.dest_uid,
+            }),
+            None,
+        ),
+        Target::Archive(a) if copied => (
+            None,
+            Some(ArchiveRef {
+                archive: a.name.clone(),
+                source_host: job.source.host.clone(),
+                account: job.source.username.clone(),
+                uidl: row.uidl.clone(),
+            }),
+        ),
+        _ => (None, None),
+    };
+    ReceiptEntry {
+        seq,
+        source: SourceRef {
+            host: job.source.host.clone(),
+            port: job.source.port,
+            account: job.source.username.clone(),
+            uidl: row.uidl.clone(),
+        },
+        size: row.size,
+        sha256: row.digest.clone(),
+        sent_sha256: row.wire_digest.clone(),
+        status: row.state.clone(),
+        destination,
+        archive,
+        readback_sha256: row.readback_digest.clone(),
+        verification: row.verify_level.clone().filter(|_| row.verified_at.is_some()),
+        verified_at: row.verified_at.clone(),
+        copied_at: row.copied_at.clone(),
+        source_action: if row.state == "source-deleted" { "deleted" } else { "kept" }.into(),
+        deleted_at: row.deleted_at.clone(),
+        reason: row.verify_error.clone().or_else(|| row.reason.clone()),
+    }
+}
+
+/// The installation's signer, for the engine config (`None`: no receipts, as in tests
+/// that build an engine by hand).
+pub type Signer = std::sync::Arc<ReceiptSigner>;
+
+/// Reads a stored receipt back as JSON text, a page of entries at a time: the API streams
+/// it, `mailferry migrate --receipt` writes it to a file. Memory stays flat whatever the
+/// number of entries.
+pub struct ReceiptReader {
+    store: std::sync::Arc<dyn Store>,
+    stored: StoredReceipt,
+    after: i64,
+    state: ReadState,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum ReadState {
+    Head,
+    Entries { first: bool },
+    Done,
+}
+
+impl std::fmt::Debug for ReceiptReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReceiptReader").field("run", &self.stored.run).field("after", &self.after).finish()
+    }
+}
+
+impl ReceiptReader {
+    /// The receipt of `run` of `job` (the latest when `None`); `Ok(None)` when there is none.
+    pub async fn open(store: std::sync::Arc<dyn Store>, job: JobId, run: Option<RunId>) -> mailferry_store::Result<Option<Self>> {
+        let Some(stored) = store.receipt(job, run).await? else { return Ok(None) };
+        Ok(Some(Self { store, stored, after: -1, state: ReadState::Head }))
+    }
+
+    pub fn run(&self) -> RunId {
+        self.stored.run
+    }
+
+    /// The next piece of the document; `None` once it is complete.
+    pub async fn next_chunk(&mut self) -> mailferry_store::Result<Option<String>> {
+        match self.state {
+            ReadState::Head => {
+                self.state = ReadState::Entries { first: true };
+                let header = self.stored.header.trim_end();
+                let members = header.strip_suffix('}').unwrap_or(header);
+                Ok(Some(format!(
+                    "{members},\"signature\":{},\"public_key\":{},\"entries\":[",
+                    serde_json::Value::from(self.stored.signature.as_str()),
+                    serde_json::Value::from(self.stored.public_key.as_str()),
+                )))
+            }
+            ReadState::Entries { first } => {
+                let lines = self.store.receipt_lines(self.stored.entries_run, self.after, PAGE).await?;
+                let Some((last, _)) = lines.last() else {
+                    self.state = ReadState::Done;
+                    return Ok(Some("]}\n".into()));
+                };
+                self.after = *last;
+                let mut out = String::new();
+                for (i, (_, line)) in lines.iter().enumerate() {
+                    if !(first && i == 0) {
+                        out.push(',');
+                    }
+                    out.push_str(line);
+                }
+                self.state = ReadState::Entries { first: false };
+                Ok(Some(out))
+            }
+            ReadState::Done => Ok(None),
+        }
+    }
+}
