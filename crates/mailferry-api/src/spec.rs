@@ -175,10 +175,19 @@ pub struct OptionsBody {
     pub dry_run: Option<bool>,
     /// How each copy read back from the destination is compared with what was sent:
     /// `exact` (default: every byte), `body` (headers may be rewritten by the destination,
-    /// e.g. Gmail, Microsoft 365) or `size`. Recorded per message; only verified messages
-    /// are deleted under `after-verified`.
-    #[schema(example = "exact")]
-    pub verify: Option<String>,
+    /// e.g. Gmail, Microsoft 365), `size`, or `none` / `false` (no read-back: keep-only
+    /// jobs at full speed; refused with a deleting `delete`). `true` means `exact`.
+    /// Recorded per message; only verified messages are deleted under `after-verified`.
+    #[schema(value_type = Option<String>, example = "exact")]
+    pub verify: Option<VerifyOption>,
+}
+
+/// `options.verify`: a level name, or a boolean (`true` = exact, `false` = none).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum VerifyOption {
+    Flag(bool),
+    Level(String),
 }
 
 const MAX_LABELS: usize = 32;
@@ -274,13 +283,23 @@ pub fn validate(body: JobBody, config: &ApiConfig, sealer: &Sealer) -> Result<Jo
             DeletePolicy::Keep
         }
     };
-    let verify = match body.options.verify.as_deref() {
-        None => VerifyLevel::default(),
-        Some(v) => VerifyLevel::parse(v).unwrap_or_else(|| {
-            errs.push(FieldError::invalid("options.verify", format!("{v:?} is not a verification level: exact, body or size")));
+    let verify = match &body.options.verify {
+        None | Some(VerifyOption::Flag(true)) => VerifyLevel::default(),
+        Some(VerifyOption::Flag(false)) => VerifyLevel::None,
+        Some(VerifyOption::Level(v)) => VerifyLevel::parse(v).unwrap_or_else(|| {
+            errs.push(FieldError::invalid(
+                "options.verify",
+                format!("{v:?} is not a verification level: exact, body, size or none (or true / false)"),
+            ));
             VerifyLevel::default()
         }),
     };
+    if !verify.reads_back() && delete != DeletePolicy::Keep {
+        errs.push(FieldError::invalid(
+            "options.verify",
+            "verify none reads no copy back, and only copies read back are deleted: use it with \"delete\": \"keep\"",
+        ));
+    }
     if body.options.max_message_bytes == Some(0) {
         errs.push(FieldError::invalid("options.max_message_bytes", "options.max_message_bytes must be at least 1"));
     }

@@ -97,6 +97,9 @@ pub struct OptionsView {
     pub delete: String,
     pub max_message_bytes: Option<u64>,
     pub dry_run: bool,
+    /// How copies are read back and compared: exact, body, size or none.
+    #[schema(example = "exact")]
+    pub verify: String,
 }
 
 /// A job as the API shows it.
@@ -194,7 +197,12 @@ fn spec_views(spec: JobSpec) -> (SourceView, TargetView, OptionsView) {
         TargetSpec::Archive { archive } => TargetView::Archive { archive },
     };
     let o = spec.options;
-    let options = OptionsView { delete: o.delete.to_string(), max_message_bytes: o.max_message_bytes, dry_run: o.dry_run };
+    let options = OptionsView {
+        delete: o.delete.to_string(),
+        max_message_bytes: o.max_message_bytes,
+        dry_run: o.dry_run,
+        verify: o.verify.as_str().to_string(),
+    };
     (source, target, options)
 }
 

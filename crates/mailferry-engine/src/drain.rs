@@ -513,7 +513,7 @@ impl RunContext<'_> {
         });
 
         let mut sink = sink;
-        if self.job.delete != DeletePolicy::Keep && !unverified.is_empty() {
+        if self.job.delete != DeletePolicy::Keep && self.job.verify.reads_back() && !unverified.is_empty() {
             self.reverify(&mut sink, &unverified).await?;
         }
         drop(unverified);
@@ -780,7 +780,7 @@ impl RunContext<'_> {
         }
         // Verified means read back (issue 14): only a copy that reads back matching may be
         // deleted at the source. A mismatch is this message's failure, never the run's.
-        if !sent.is_empty() {
+        if !sent.is_empty() && self.job.verify.reads_back() {
             let results = crate::verify::read_back(appender, &sent, self.job.verify).await.map_err(|e| self.sink_err(e))?;
             let mismatched = results.iter().filter(|r| r.error.is_some()).count() as u64;
             for r in results.iter().filter(|r| r.error.is_some()) {

@@ -72,14 +72,24 @@ pub enum VerifyLevel {
     Body,
     /// Only the size matches. Weakest: use only where nothing else can pass.
     Size,
+    /// No read-back at all (`--verify none`, API `"verify": false`): keep-only runs at
+    /// full speed. Copies stay `copied`, never `verified`, so nothing can be deleted: a
+    /// deleting policy with `none` is refused when the job is made.
+    None,
 }
 
 impl VerifyLevel {
+    /// Whether copies are read back at all.
+    pub fn reads_back(self) -> bool {
+        self != Self::None
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Exact => "exact",
             Self::Body => "body",
             Self::Size => "size",
+            Self::None => "none",
         }
     }
 
@@ -88,6 +98,7 @@ impl VerifyLevel {
             "exact" => Self::Exact,
             "body" => Self::Body,
             "size" => Self::Size,
+            "none" => Self::None,
             _ => return None,
         })
     }

@@ -40,13 +40,19 @@ pub struct Settings {
 /// `<data_dir>/receipt.key`, created (0600) on first use. The service and
 /// `mailferry migrate` sign with the same key.
 pub fn receipt_signer(loaded: &Loaded) -> anyhow::Result<Arc<mailferry_proof::ReceiptSigner>> {
+    receipt_signer_in(loaded, &loaded.config.data_dir)
+}
+
+/// As [`receipt_signer`], with the key file defaulting to `dir/receipt.key`: the CLI keeps
+/// it beside its ledger (`--state`), as it keeps its archives (by default the same
+/// `mailferry-data/` the service uses).
+pub fn receipt_signer_in(loaded: &Loaded, dir: &Path) -> anyhow::Result<Arc<mailferry_proof::ReceiptSigner>> {
     let c = &loaded.config;
     let path = match &c.security.receipt_key_file {
         Some(p) => p.clone(),
         None => {
-            std::fs::create_dir_all(&c.data_dir)
-                .with_context(|| format!("cannot create the data dir {}", c.data_dir.display()))?;
-            c.data_dir.join("receipt.key")
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create the data dir {}", dir.display()))?;
+            dir.join("receipt.key")
         }
     };
     mailferry_proof::ReceiptSigner::load_or_create(&path)

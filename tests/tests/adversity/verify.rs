@@ -145,3 +145,123 @@ async fn copies_recorded_before_read_back_existed_are_read_back_before_a_deletin
     want.sort();
     assert_eq!(dst, want);
 }
+
+#[tokio::test]
+async fn verify_none_reads_nothing_back_and_leaves_copies_unverified() {
+    let s = setup().await;
+    let msgs: Vec<Vec<u8>> = (0..4).map(|i| mail(i, true)).collect();
+    let fake = FakePop3::start(FakeConfig::new("u", "p", msgs));
+    // Every read-back would differ: with `none` nothing is read back, so nothing fails.
+    let proxy = rewriting_proxy(s.dovecot.imap_port(), b"ORIGINAL", b"REWRITTN").await;
+    let mut drain = job(&s, fake.port(), DeletePolicy::Keep);
+    drain.verify = VerifyLevel::None;
+    if let mailferry_engine::Target::Imap(t) = &mut drain.target {
+        t.port = proxy;
+    }
+    let report = run_job(s.store.clone(), &drain, &config(), None, CancellationToken::new()).await.unwrap();
+    assert_eq!((report.outcome, report.summary.copied, report.summary.failed), (Outcome::Succeeded, 4, 0), "{report:?}");
+    let ledger = s.store.ledger(1).await.unwrap();
+    assert!(ledger.iter().all(|e| e.state == LedgerState::Copied), "copied, never verified: {ledger:?}");
+    assert_eq!(s.dovecot.messages("dst").len(), 4);
+}
+
+/// A destination without UIDPLUS: two proxies hide the capability and rename the
+/// APPENDUID response code, so the client learns no UID for any copy.
+#[tokio::test]
+async fn without_uidplus_copies_are_located_by_message_id_verified_and_deleted() {
+    let s = setup().await;
+    let msgs: Vec<Vec<u8>> = (0..5).map(|i| mail(i, false)).collect();
+    let fake = FakePop3::start(FakeConfig::new("u", "p", msgs.clone()));
+    let inner = rewriting_proxy(s.dovecot.imap_port(), b"APPENDUID", b"XPPENDUID").await;
+    let outer = rewriting_proxy(inner, b"UIDPLUS", b"XIDPLUS").await;
+    let mut drain = job(&s, fake.port(), DeletePolicy::AfterVerified);
+    if let mailferry_engine::Target::Imap(t) = &mut drain.target {
+        t.port = outer;
+    }
+    let report = tokio::time::timeout(Duration::from_secs(60), run_job(s.store.clone(), &drain, &config(), None, CancellationToken::new()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((report.outcome, report.summary.copied, report.summary.deleted), (Outcome::Succeeded, 5, 5), "{report:?}");
+    let ledger = s.store.ledger(1).await.unwrap();
+    assert!(ledger.iter().all(|e| e.state == LedgerState::SourceDeleted), "{ledger:?}");
+    assert!(ledger.iter().all(|e| e.dest_uid.is_none()), "no APPENDUID reached the client: {ledger:?}");
+    assert!(fake.remaining().is_empty());
+    let mut dst = s.dovecot.messages("dst");
+    dst.sort();
+    let mut want: Vec<Vec<u8>> = msgs.iter().map(|m| normalize_crlf(m)).collect();
+    want.sort();
+    assert_eq!(dst, want, "each exactly once");
+}
+
+/// The receipt a run leaves: signed, every message listed with its read-back digest, and a
+/// copy that failed verification listed with the reason; any change to it is detected.
+#[tokio::test]
+async fn a_run_leaves_a_signed_receipt_that_names_every_message() {
+    use mailferry_proof::{check_receipt, Receipt, ReceiptSigner};
+    let s = setup().await;
+    let msgs: Vec<Vec<u8>> = (0..6).map(|i| mail(i, i == 2)).collect();
+    let fake = FakePop3::start(FakeConfig::new("u", "p", msgs));
+    let proxy = rewriting_proxy(s.dovecot.imap_port(), b"ORIGINAL", b"REWRITTN").await;
+    let mut drain = job(&s, fake.port(), DeletePolicy::AfterVerified);
+    if let mailferry_engine::Target::Imap(t) = &mut drain.target {
+        t.port = proxy;
+    }
+    let signer = std::sync::Arc::new(ReceiptSigner::generate());
+    let mut cfg = config();
+    cfg.receipts = Some(signer.clone());
+    let report = run_job(s.store.clone(), &drain, &cfg, None, CancellationToken::new()).await.unwrap();
+    assert_eq!(report.outcome, Outcome::Partial);
+
+    let read = |run: Option<i64>| {
+        let store = s.store.clone();
+        async move {
+            let mut r = mailferry_engine::receipt::ReceiptReader::open(store, report.job, run).await.unwrap().expect("a receipt");
+            let mut text = String::new();
+            while let Some(chunk) = r.next_chunk().await.unwrap() {
+                text.push_str(&chunk);
+            }
+            text
+        }
+    };
+    let text = read(None).await;
+    let receipt = Receipt::parse(text.as_bytes()).unwrap();
+    let key = signer.public_key();
+    let verdict = check_receipt(&receipt, Some(&key));
+    assert!(verdict.is_valid(), "{:?}", verdict.findings);
+    assert_eq!((receipt.header.job, receipt.header.run, receipt.header.outcome.as_str()), (report.job, report.run, "partial"));
+    assert_eq!(receipt.entries.len(), 6);
+    let c = &receipt.header.counts;
+    assert_eq!((c.source_deleted, c.copied, c.entries), (5, 1, 6), "{c:?}");
+    for line in &receipt.entries {
+        let e = &line.entry;
+        assert_eq!((e.source.host.as_str(), e.source.account.as_str()), ("127.0.0.1", "u"));
+        let dest = e.destination.as_ref().expect("a destination");
+        assert!(dest.uid.is_some() && dest.uidvalidity.is_some(), "{e:?}");
+        assert_eq!((dest.account.as_str(), dest.folder.as_str()), ("dst", "INBOX"));
+        if e.source.uidl == "uid-3" {
+            assert_eq!((e.status.as_str(), e.source_action.as_str()), ("copied", "kept"));
+            assert!(e.reason.as_deref().is_some_and(|r| r.contains("does not match")), "{e:?}");
+            assert_ne!(e.readback_sha256, e.sent_sha256, "both digests recorded");
+        } else {
+            assert_eq!((e.status.as_str(), e.source_action.as_str()), ("source-deleted", "deleted"));
+            assert_eq!(e.readback_sha256, e.sent_sha256);
+            assert_eq!(e.verification.as_deref(), Some("exact"));
+            assert!(e.deleted_at.is_some() && e.verified_at.is_some());
+        }
+    }
+    // One changed byte in an entry is found and named; another key does not verify it.
+    let tampered = text.replacen("\"size\":", "\"size\":1", 1);
+    let bad = check_receipt(&Receipt::parse(tampered.as_bytes()).unwrap(), Some(&key));
+    assert!(bad.findings.iter().any(|f| f.to_string().contains("uid-")), "{:?}", bad.findings);
+    let other = ReceiptSigner::generate().public_key();
+    assert!(!check_receipt(&receipt, Some(&other)).is_valid());
+
+    // A rerun that changes nothing still gets its own signed receipt, same root.
+    let again = run_job(s.store.clone(), &drain, &cfg, None, CancellationToken::new()).await.unwrap();
+    let second = Receipt::parse(read(None).await.as_bytes()).unwrap();
+    assert_eq!(second.header.run, again.run);
+    assert!(check_receipt(&second, Some(&key)).is_valid());
+    let first_again = Receipt::parse(read(Some(report.run)).await.as_bytes()).unwrap();
+    assert_eq!(first_again, receipt, "an earlier run's receipt does not change");
+}

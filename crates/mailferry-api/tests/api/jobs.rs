@@ -21,7 +21,7 @@ async fn create_job_then_get_it_without_any_password() {
     assert_eq!(job["source"], json!({"protocol": "pop3", "host": "pop.example.com", "port": 995, "security": "tls", "username": "alice", "auth": "user"}));
     assert_eq!(job["target"]["port"], 993, "default from security");
     assert_eq!(job["target"]["flags"], json!(["\\Seen"]));
-    assert_eq!(job["options"], json!({"delete": "keep", "max_message_bytes": null, "dry_run": false}));
+    assert_eq!(job["options"], json!({"delete": "keep", "max_message_bytes": null, "dry_run": false, "verify": "exact"}));
     assert_eq!(job["counts"], json!({"listed": 0, "copied": 0, "skipped": 0, "failed": 0, "deleted": 0, "bytes": 0}));
     assert!(job["source"].get("password").is_none() && job["target"].get("password").is_none());
 
@@ -323,6 +323,29 @@ async fn csv_reports_defuse_formulas_from_servers() {
     let uidls: Vec<&str> = report["messages"].as_array().unwrap().iter().map(|m| m["uidl"].as_str().unwrap()).collect();
     for uidl in hostile {
         assert!(uidls.contains(&uidl), "{uidl:?} in {uidls:?}");
+    }
+}
+
+#[tokio::test]
+async fn verify_takes_a_level_or_a_boolean_and_none_never_with_deletion() {
+    let app = TestApp::spawn().await;
+    for (verify, delete, want) in [
+        (json!(false), "keep", "none"),
+        (json!("none"), "keep", "none"),
+        (json!(true), "after-verified", "exact"),
+        (json!("body"), "after-verified", "body"),
+    ] {
+        let mut body = job_body("vera");
+        body["options"] = json!({"verify": verify, "delete": delete});
+        let r = app.post_json("/api/v1/jobs", &app.write, &body).await;
+        assert_eq!(r.status, 201, "{verify}: {}", r.text);
+        assert_eq!(r.json()["options"]["verify"], want, "{verify}");
+    }
+    for (verify, delete) in [(json!(false), "after-verified"), (json!("none"), "after-days:3"), (json!("fast"), "keep")] {
+        let mut body = job_body("vera");
+        body["options"] = json!({"verify": verify, "delete": delete});
+        let p = app.post_json("/api/v1/jobs", &app.write, &body).await.problem(422, "/problems/validation");
+        assert_eq!(p["errors"][0]["field"], "options.verify", "{verify} {delete}: {p}");
     }
 }
 

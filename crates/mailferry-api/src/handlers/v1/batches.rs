@@ -338,7 +338,7 @@ fn csv_row(v: &BTreeMap<&str, &str>) -> Row {
             auth: target_auth,
             oauth2: None,
         }),
-        options: OptionsBody { delete: text("delete"), max_message_bytes: None, dry_run: None, verify: text("verify") },
+        options: OptionsBody { delete: text("delete"), max_message_bytes: None, dry_run: None, verify: text("verify").map(crate::spec::VerifyOption::Level) },
         labels,
     })
 }
