@@ -308,12 +308,12 @@ struct Tally {
     would_delete: u64,
 }
 
-struct RunContext<'a> {
-    store: Arc<dyn Store>,
-    job: &'a DrainJob,
+pub(crate) struct RunContext<'a> {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) job: &'a DrainJob,
     config: &'a EngineConfig,
-    job_id: JobId,
-    run: RunId,
+    pub(crate) job_id: JobId,
+    pub(crate) run: RunId,
     progress: &'a watch::Sender<Progress>,
     /// Checked between messages: a cancel stops the copy, skips deletion, and QUITs.
     cancel: &'a CancellationToken,
@@ -359,7 +359,7 @@ impl RunContext<'_> {
         EngineError::Source { endpoint: self.job.source.display(), source }
     }
 
-    fn dest_err(&self, source: mailferry_imap::ImapError) -> EngineError {
+    pub(crate) fn dest_err(&self, source: mailferry_imap::ImapError) -> EngineError {
         EngineError::Destination { endpoint: self.job.target.display(), source }
     }
 
@@ -443,16 +443,23 @@ impl RunContext<'_> {
                 // at the destination before anything is appended again.
                 let (in_doubt, copied) = crate::plan::in_doubt(&*store, self.job_id).await?;
                 let mut index = None;
+                let mut rewritten = Vec::new();
                 if imap.exists() > 0 && ledger_was_empty {
                     tracing::warn!("no ledger for this job but the destination folder holds messages: indexing it to avoid duplicates");
                     index = Some(imap.build_index(None).await.map_err(|e| self.dest_err(e))?);
                 } else if !in_doubt.is_empty() {
                     let in_doubt: Vec<&LedgerEntry> = in_doubt.iter().collect();
                     let copied: Vec<&LedgerEntry> = copied.iter().collect();
-                    let found = self.resolve_in_doubt(&mut imap, &in_doubt, &copied).await?;
+                    let (found, unmatched) = self.resolve_in_doubt(&mut imap, &in_doubt, &copied).await?;
+                    to_copy.retain(|p| !found.contains(&p.uidl));
+                    rewritten = unmatched;
+                }
+                let mut appender = imap.into_appender();
+                if !rewritten.is_empty() {
+                    let found = crate::indoubt::locate_rewritten(self, &mut appender, &rewritten, &copied).await?;
                     to_copy.retain(|p| !found.contains(&p.uidl));
                 }
-                (Sink::Imap(imap.into_appender()), index)
+                (Sink::Imap(appender), index)
             }
             Target::Archive(target) => {
                 // The archive records every arrival by (host, account, UIDL): whatever the
@@ -528,7 +535,10 @@ impl RunContext<'_> {
         Ok(tally)
     }
 
-    /// Returns the UIDLs found at the destination (now `copied`); the rest go back to `listed`.
+    /// Returns the UIDLs found at the destination (now `copied`); the rest go back to
+    /// `listed`, except, on a destination declared to rewrite messages (`--verify body` or
+    /// `size`), those a Message-ID could still locate: returned for
+    /// [`crate::indoubt::locate_rewritten`], still `copying`.
     /// Each destination copy vouches for one source message: copies already accounted for
     /// by `copied` rows are claimed first, so an in-doubt twin of a copied message is not
     /// mistaken for copied (and then deleted at the source) when its own APPEND never landed.
@@ -537,10 +547,11 @@ impl RunContext<'_> {
         imap: &mut ImapSession,
         in_doubt: &[&LedgerEntry],
         copied: &[&LedgerEntry],
-    ) -> Result<HashSet<String>> {
+    ) -> Result<(HashSet<String>, Vec<LedgerEntry>)> {
         let store = &self.store;
         let mut found = Vec::new();
         let mut again = Vec::new();
+        let mut unmatched = Vec::new();
         if imap.exists() > 0 {
             let sizes: HashSet<u64> = in_doubt.iter().filter_map(|e| e.wire_size).collect();
             let mut index = imap.build_index(Some(&sizes)).await.map_err(|e| self.dest_err(e))?;
@@ -573,8 +584,18 @@ impl RunContext<'_> {
             .map(|d| ReadBackResult::exact(d.uidl.clone(), digests.get(d.uidl.as_str()).map(|d| (*d).to_owned())))
             .collect();
         store.record_readback(self.job_id, self.run, &verified).await?;
+        if crate::indoubt::may_rewrite(self.job.verify) {
+            let by_uidl: HashMap<&str, &&LedgerEntry> = in_doubt.iter().map(|e| (e.uidl.as_str(), e)).collect();
+            again.retain(|u| match by_uidl.get(u.as_str()) {
+                Some(e) if crate::indoubt::locatable(e) => {
+                    unmatched.push((**e).clone());
+                    false
+                }
+                _ => true,
+            });
+        }
         store.revert_copying(self.job_id, &again).await?;
-        Ok(found.into_iter().map(|d| d.uidl).collect())
+        Ok((found.into_iter().map(|d| d.uidl).collect(), unmatched))
     }
 
     /// Source task retrieves into the channel; this task appends in batches.

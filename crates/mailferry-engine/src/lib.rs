@@ -10,6 +10,7 @@
 mod claim;
 mod drain;
 mod error;
+mod indoubt;
 pub mod message;
 pub mod oauth;
 mod metrics;

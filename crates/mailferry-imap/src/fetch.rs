@@ -39,6 +39,8 @@ pub(crate) struct FetchData {
     /// The last literal of the skeleton is the value of the body item (so, for a skeleton
     /// that ends in a literal announcement, the bytes about to arrive are the message).
     pub last_literal_is_body: bool,
+    /// INTERNALDATE as the server wrote it (`"07-Dec-2026 10:00:00 +0000"`), when asked for.
+    pub internal_date: Option<String>,
     /// The closing parenthesis was seen.
     pub complete: bool,
 }
@@ -171,6 +173,10 @@ pub(crate) fn parse_fetch(skeleton: &[u8], item: BodyItem) -> Result<Option<Fetc
             None => return Ok(Some(data)),
             Some(Token::Literal) => data.last_literal_is_body = is_body,
             Some(Token::Quoted(q)) if is_body => data.body_quoted = Some(q),
+            // A date-time is 26 characters (RFC 3501 §9); anything much longer is not one.
+            Some(Token::Quoted(q)) if name.eq_ignore_ascii_case(b"INTERNALDATE") && q.len() <= 64 => {
+                data.internal_date = String::from_utf8(q).ok();
+            }
             Some(Token::Quoted(_)) => {}
             Some(Token::Atom(v)) => {
                 let v = std::str::from_utf8(v).ok();
@@ -216,7 +222,8 @@ mod tests {
 
     #[test]
     fn sizes_and_bodies() {
-        let f = parse_fetch_body(b"* 3 FETCH (UID 5 RFC822.SIZE 1234)").unwrap().unwrap();
+        let f = parse_fetch_body(b"* 3 FETCH (UID 5 RFC822.SIZE 1234 INTERNALDATE \" 7-Dec-2026 10:00:00 +0100\")").unwrap().unwrap();
+        assert_eq!(f.internal_date.as_deref(), Some(" 7-Dec-2026 10:00:00 +0100"));
         assert_eq!((f.seq, f.uid, f.size, f.complete), (3, Some(5), Some(1234), true));
         let f = parse_fetch_body(b"* 3 fetch (FLAGS (\\Seen $X) uid 5 BODY[] {12}").unwrap().unwrap();
         assert!(f.last_literal_is_body && !f.complete);

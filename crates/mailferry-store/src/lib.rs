@@ -95,6 +95,8 @@ pub struct LedgerEntry {
     /// Where the copy is (APPENDUID, RFC 4315), when known.
     pub dest_uid: Option<u32>,
     pub dest_uidvalidity: Option<u32>,
+    /// The INTERNALDATE sent with the APPEND (RFC 3339), when known.
+    pub internal_date: Option<String>,
 }
 
 /// Which ledger rows [`Store::ledger_where`] returns.

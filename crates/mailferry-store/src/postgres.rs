@@ -194,7 +194,7 @@ impl Store for PgStore {
 
     async fn ledger(&self, job: JobId) -> Result<Vec<LedgerEntry>> {
         let rows = sqlx::query(
-            "SELECT uidl, size, state, wire_digest, wire_size, message_id, copied_at, list_size, dest_uid, dest_uidvalidity
+            "SELECT uidl, size, state, wire_digest, wire_size, message_id, copied_at, list_size, dest_uid, dest_uidvalidity, internal_date
              FROM ledger WHERE job_id = $1",
         )
         .bind(job)
@@ -205,7 +205,7 @@ impl Store for PgStore {
 
     async fn ledger_where(&self, job: JobId, query: LedgerQuery<'_>) -> Result<Vec<LedgerEntry>> {
         let mut q = QueryBuilder::<Postgres>::new(
-            "SELECT uidl, size, state, wire_digest, wire_size, message_id, copied_at, list_size, dest_uid, dest_uidvalidity FROM ledger WHERE job_id = ",
+            "SELECT uidl, size, state, wire_digest, wire_size, message_id, copied_at, list_size, dest_uid, dest_uidvalidity, internal_date FROM ledger WHERE job_id = ",
         );
         q.push_bind(job);
         let list = |q: &mut QueryBuilder<'_, Postgres>, column: &str, values: &[String]| {
@@ -479,6 +479,7 @@ fn ledger_entry(r: &PgRow) -> Result<LedgerEntry> {
         copied_at: opt_time(r, "copied_at")?,
         dest_uid: r.try_get::<Option<i64>, _>("dest_uid")?.and_then(|u| u32::try_from(u).ok()),
         dest_uidvalidity: r.try_get::<Option<i64>, _>("dest_uidvalidity")?.and_then(|u| u32::try_from(u).ok()),
+        internal_date: r.try_get("internal_date")?,
     })
 }
 

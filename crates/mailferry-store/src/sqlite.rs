@@ -138,7 +138,7 @@ impl Store for SqliteStore {
 
     async fn ledger(&self, job: JobId) -> Result<Vec<LedgerEntry>> {
         let rows = sqlx::query(
-            "SELECT uidl, size, state, wire_digest, wire_size, message_id, copied_at, list_size, dest_uid, dest_uidvalidity
+            "SELECT uidl, size, state, wire_digest, wire_size, message_id, copied_at, list_size, dest_uid, dest_uidvalidity, internal_date
              FROM ledger WHERE job_id = ?",
         )
         .bind(job)
@@ -149,7 +149,7 @@ impl Store for SqliteStore {
 
     async fn ledger_where(&self, job: JobId, query: LedgerQuery<'_>) -> Result<Vec<LedgerEntry>> {
         let mut q = QueryBuilder::<Sqlite>::new(
-            "SELECT uidl, size, state, wire_digest, wire_size, message_id, copied_at, list_size, dest_uid, dest_uidvalidity FROM ledger WHERE job_id = ",
+            "SELECT uidl, size, state, wire_digest, wire_size, message_id, copied_at, list_size, dest_uid, dest_uidvalidity, internal_date FROM ledger WHERE job_id = ",
         );
         q.push_bind(job);
         let list = |q: &mut QueryBuilder<'_, Sqlite>, column: &str, values: &[String]| {
@@ -448,6 +448,7 @@ fn ledger_entry(r: &sqlx::sqlite::SqliteRow) -> Result<LedgerEntry> {
         list_size: r.get::<Option<i64>, _>("list_size").map(|s| s as u64),
         dest_uid: r.get::<Option<i64>, _>("dest_uid").and_then(|u| u32::try_from(u).ok()),
         dest_uidvalidity: r.get::<Option<i64>, _>("dest_uidvalidity").and_then(|u| u32::try_from(u).ok()),
+        internal_date: r.get("internal_date"),
     })
 }
 

@@ -46,6 +46,10 @@ fn peak_rss_mb(pid: u32) -> Option<f64> {
 }
 
 fn migrate(lab: &Dovecot, state: &std::path::Path, from: &str, to: &str, tls: bool) -> (Duration, f64, String) {
+    migrate_with(lab, state, from, to, tls, &[])
+}
+
+fn migrate_with(lab: &Dovecot, state: &std::path::Path, from: &str, to: &str, tls: bool, extra: &[&str]) -> (Duration, f64, String) {
     let (from, to) = if tls {
         (format!("pop3s://{from}@127.0.0.1:{}", lab.pop3s_port()), format!("imaps://{to}@127.0.0.1:{}", lab.imaps_port()))
     } else {
@@ -54,6 +58,7 @@ fn migrate(lab: &Dovecot, state: &std::path::Path, from: &str, to: &str, tls: bo
     let started = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_mailferry"))
         .args(["migrate", "--from", &from, "--to", &to, "--json", "--allow-plaintext"])
+        .args(extra)
         .arg("--ca-file")
         .arg(lab.ca_file())
         .arg("--state")
@@ -109,6 +114,43 @@ fn main() {
     assert_eq!(lab.message_count("dst"), n);
     assert_eq!(lab.message_count("dst-tls"), n);
     print(&rows);
+    read_back_cost(&lab, n, bytes, state.path());
+}
+
+/// W1, one mailbox: the same plaintext migration with every copy read back and compared
+/// (`--verify exact`, the default) and without read-back (`--verify none`), alternated
+/// `MAILFERRY_BENCH_REPEAT` times (default 3) into fresh destinations: min–median–max.
+fn read_back_cost(lab: &Dovecot, n: usize, bytes: u64, dir: &std::path::Path) {
+    let repeat: usize = std::env::var("MAILFERRY_BENCH_REPEAT").ok().and_then(|v| v.parse().ok()).unwrap_or(3).max(1);
+    let mut rates: [(&str, Vec<f64>, Vec<f64>); 2] = [("--verify none", vec![], vec![]), ("--verify exact", vec![], vec![])];
+    for i in 0..repeat {
+        for (k, (flag, msgs_s, rss)) in rates.iter_mut().enumerate() {
+            let user = format!("w1-{k}-{i}");
+            lab.add_user(&user, "bench-pw");
+            let level = flag.trim_start_matches("--verify ");
+            let state = dir.join(format!("{user}.db"));
+            let (t, peak, json) = migrate_with(lab, &state, "src", &user, false, &["--verify", level]);
+            assert!(json.contains(&format!("\"copied\":{n}")), "{json}");
+            assert_eq!(lab.message_count(&user), n);
+            msgs_s.push(n as f64 / t.as_secs_f64());
+            rss.push(peak);
+        }
+    }
+    let stats = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        (v[0], v[v.len() / 2], v[v.len() - 1])
+    };
+    println!("\nW1 read-back cost, plaintext, {n} messages, {:.1} MB, {repeat} runs each:", bytes as f64 / 1e6);
+    println!("| run | msgs/s min–median–max | MB/s median | peak RSS max |");
+    println!("|---|---|---:|---:|");
+    let mut medians = Vec::new();
+    for (flag, msgs_s, rss) in rates.iter_mut() {
+        let (lo, med, hi) = stats(msgs_s);
+        let (_, _, rss_hi) = stats(rss);
+        medians.push(med);
+        println!("| mailferry migrate {flag} | {lo:.0} – {med:.0} – {hi:.0} | {:.1} | {rss_hi:.1} MB |", med * bytes as f64 / n as f64 / 1e6);
+    }
+    println!("read-back keeps {:.0} % of the no-read-back rate (median / median)", 100.0 * medians[1] / medians[0]);
 }
 
 mod ceilings {

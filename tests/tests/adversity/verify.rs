@@ -17,14 +17,22 @@ use crate::lying::{config, job, setup};
 
 /// Forwards to `target`, replacing `from` with `to` (same length) in what the server sends.
 async fn rewriting_proxy(target: u16, from: &'static [u8], to: &'static [u8]) -> u16 {
+    proxy(target, from, to, false).await
+}
+
+/// Forwards to `target`, replacing `from` with `to` in what the client sends (`upstream`)
+/// or in what the server sends.
+async fn proxy(target: u16, from: &'static [u8], to: &'static [u8], upstream: bool) -> u16 {
     assert_eq!(from.len(), to.len());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {
         while let Ok((client, _)) = listener.accept().await {
             let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await else { continue };
-            let (mut cr, mut cw) = client.into_split();
-            let (mut sr, mut sw) = server.into_split();
+            let (cr, cw) = client.into_split();
+            let (sr, sw) = server.into_split();
+            // `sr → cw` is the rewritten direction.
+            let (mut cr, mut cw, mut sr, mut sw) = if upstream { (sr, sw, cr, cw) } else { (cr, cw, sr, sw) };
             tokio::spawn(async move {
                 let _ = tokio::io::copy(&mut cr, &mut sw).await;
                 let _ = sw.shutdown().await;
@@ -264,4 +272,40 @@ async fn a_run_leaves_a_signed_receipt_that_names_every_message() {
     assert!(check_receipt(&second, Some(&key)).is_valid());
     let first_again = Receipt::parse(read(Some(report.run)).await.as_bytes()).unwrap();
     assert_eq!(first_again, receipt, "an earlier run's receipt does not change");
+}
+
+/// A destination that rewrites messages on the way in (as Gmail and Microsoft 365 rewrite
+/// headers): a crash leaves copies in doubt, no digest can match them, and the job declared
+/// `--verify body`. The copies are located by Message-ID and INTERNALDATE, not appended
+/// again.
+#[tokio::test]
+async fn in_doubt_copies_on_a_rewriting_destination_are_located_not_duplicated() {
+    let s = setup().await;
+    let msgs: Vec<Vec<u8>> = (0..4).map(|i| mail(i, true)).collect();
+    let fake = FakePop3::start(FakeConfig::new("u", "p", msgs));
+    let rewriting = proxy(s.dovecot.imap_port(), b"ORIGINAL", b"REWRITTN", true).await;
+    let mut drain = job(&s, fake.port(), DeletePolicy::Keep);
+    drain.verify = VerifyLevel::None;
+    if let mailferry_engine::Target::Imap(t) = &mut drain.target {
+        t.port = rewriting;
+    }
+    run_job(s.store.clone(), &drain, &config(), None, CancellationToken::new()).await.unwrap();
+    assert!(s.dovecot.messages("dst").iter().all(|m| m.windows(8).any(|w| w == b"REWRITTN")), "stored rewritten");
+    // As a crash between APPEND and its record leaves them: in doubt, no UID known.
+    let url = format!("sqlite://{}", s.state_path().display());
+    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url).await.unwrap();
+    let n = sqlx::query("UPDATE ledger SET state = 'copying', dest_uid = NULL, dest_uidvalidity = NULL, copied_at = NULL")
+        .execute(&mut conn)
+        .await
+        .unwrap()
+        .rows_affected();
+    assert_eq!(n, 4);
+    drop(conn);
+
+    drain.verify = VerifyLevel::Body;
+    let report = run_job(s.store.clone(), &drain, &config(), None, CancellationToken::new()).await.unwrap();
+    assert_eq!((report.summary.copied, report.summary.already_present), (0, 4), "{report:?}");
+    assert_eq!(s.dovecot.messages("dst").len(), 4, "nothing appended twice");
+    let ledger = s.store.ledger(1).await.unwrap();
+    assert!(ledger.iter().all(|e| e.state == LedgerState::Copied && e.dest_uid.is_some()), "{ledger:?}");
 }

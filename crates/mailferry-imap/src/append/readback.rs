@@ -169,6 +169,23 @@ impl Appender {
         Ok(in_order(uids.iter().copied(), |uid| sizes.remove(&uid).map(|s| (uid, s))))
     }
 
+    /// RFC822.SIZE and INTERNALDATE of each of `uids` still in the target folder (`UID
+    /// FETCH <set> (UID RFC822.SIZE INTERNALDATE)`), in the order of `uids`: what locates a
+    /// copy on a destination that rewrote its bytes (no digest can match there).
+    pub async fn placements(&mut self, uids: &[u32]) -> Result<Vec<(u32, u64, Option<String>)>> {
+        let wanted = uid_map(uids.iter().map(|&u| (u, ())))?;
+        let mut got: HashMap<u32, (u64, Option<String>)> = HashMap::with_capacity(uids.len());
+        self.uid_fetch(uids, "(UID RFC822.SIZE INTERNALDATE)", BodyItem::Body, false, |data, _| {
+            if let (Some(uid), Some(size), true) = (data.uid, data.size, data.complete) {
+                if wanted.contains_key(&uid) {
+                    got.entry(uid).or_insert((size, data.internal_date));
+                }
+            }
+        })
+        .await?;
+        Ok(in_order(uids.iter().copied(), |uid| got.remove(&uid).map(|(s, d)| (uid, s, d))))
+    }
+
     async fn fetch_bodies(&mut self, copies: &[(u32, u64)], item: BodyItem) -> Result<Vec<ReadBack>> {
         let expected = uid_map(copies.iter().copied())?;
         let mut got: HashMap<u32, ReadBack> = HashMap::with_capacity(expected.len());
