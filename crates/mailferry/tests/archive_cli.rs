@@ -93,6 +93,32 @@ fn mailboxes_drain_into_a_deduplicated_verifiable_archive() {
     missing.assert_code(1);
 }
 
+/// An archive run's receipt references the archive occurrences and the chain head.
+#[test]
+fn an_archive_runs_receipt_names_occurrences_and_the_chain_head() {
+    let lab = Lab::start();
+    let corpus: Vec<Vec<u8>> = tricky_corpus().into_iter().map(|(_, m)| m).take(4).collect();
+    lab.dovecot.seed("src", &corpus);
+    let file = lab.state_dir.path().join("receipt.json");
+    let run = to_archive(&lab, "src", &["--receipt", file.to_str().unwrap()]);
+    run.assert_code(0);
+    let receipt = mailferry_proof::Receipt::parse(&std::fs::read(&file).unwrap()).unwrap();
+    let verdict = mailferry_proof::check_receipt(&receipt, None);
+    assert!(verdict.is_valid(), "{:?}", verdict.findings);
+    assert_eq!(receipt.header.target, "archive legal");
+    let head = receipt.header.archive_chain_head.as_ref().expect("the archive's chain head");
+    assert!(head.seq > 0 && head.hash.len() == 64, "{head:?}");
+    assert_eq!(receipt.entries.len(), corpus.len());
+    for line in &receipt.entries {
+        let e = &line.entry;
+        let occ = e.archive.as_ref().expect("an archive occurrence");
+        assert_eq!((occ.archive.as_str(), occ.account.as_str(), occ.uidl.as_str()), ("legal", "src", e.source.uidl.as_str()));
+        assert!(e.destination.is_none());
+        assert_eq!(e.status, "verified", "{e:?}");
+        assert_eq!(e.readback_sha256, e.sha256, "the archive stores the exact retrieved bytes");
+    }
+}
+
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap().flatten() {
