@@ -11,6 +11,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { createPublicKey, verify } from 'node:crypto';
 import { chromium } from 'playwright-core';
 
 const env = (k) => {
@@ -102,6 +103,18 @@ async function signIn(page) {
 
 const T = { timeout: 180_000 };
 
+/** The fields an Ed25519 receipt signature covers, in their canonical order. */
+const RECEIPT_HEADER = ['format', 'job', 'run', 'source', 'target', 'outcome', 'started_at', 'finished_at', 'signed_at', 'counts', 'merkle_root', 'archive_chain_head'];
+
+/** Whether `receipt.signature` verifies over its header's canonical bytes (compact JSON). */
+function receiptSignatureVerifies(receipt, publicKeyBase64) {
+  const header = JSON.stringify(Object.fromEntries(RECEIPT_HEADER.map((k) => [k, receipt[k]])));
+  // A raw 32-byte Ed25519 key as SPKI DER (RFC 8410): fixed prefix, then the key.
+  const der = Buffer.concat([Buffer.from('302a300506032b6570032100', 'hex'), Buffer.from(publicKeyBase64, 'base64')]);
+  const key = createPublicKey({ key: der, format: 'der', type: 'spki' });
+  return verify(null, Buffer.from(header), key, Buffer.from(receipt.signature, 'base64'));
+}
+
 test('sign in with a token, reject a bad one, sign out', T, () => withPage('sign-in', async ({ page, expectStatus }) => {
   expectStatus(401, '/api/v1/jobs');
   await page.goto(`${BASE}/`);
@@ -189,6 +202,23 @@ test('create a job from the form and watch its progress bar reach 100% live', T,
   const csv = readFileSync(await download.path(), 'utf8');
   assert.equal(csv.trim().split('\n').length, 201, 'header + one row per message');
   assert.equal(download.suggestedFilename(), `job-${id}-report.csv`);
+
+  // The signed receipt, downloaded with the token, and checked here with node's own
+  // Ed25519 against the key the API publishes (not the one inside the receipt).
+  const [receiptDownload] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: 'Receipt (signed JSON)' }).click()]);
+  assert.equal(receiptDownload.suggestedFilename(), `job-${id}-receipt.json`);
+  const receipt = JSON.parse(readFileSync(await receiptDownload.path(), 'utf8'));
+  assert.equal(receipt.format, 'mailferry-receipt/1');
+  assert.equal(receipt.job, id);
+  assert.equal(receipt.outcome, 'succeeded');
+  assert.equal(receipt.entries.length, 200);
+  assert.equal(receipt.counts.entries, 200);
+  const published = await api('/receipts/public-key');
+  assert.equal(published.status, 200);
+  assert.equal(published.body.algorithm, 'ed25519');
+  assert.equal(receipt.public_key, published.body.public_key);
+  assert.ok(receiptSignatureVerifies(receipt, published.body.public_key), 'the signature verifies with the published key');
+  assert.ok(!receiptSignatureVerifies({ ...receipt, outcome: 'partial' }, published.body.public_key), 'and not over a changed header');
 
   // In the jobs table, filtered by label, with its bar at 100%.
   await page.getByRole('link', { name: 'Jobs', exact: true }).click();

@@ -43,6 +43,7 @@ pub const DOCS_PATH: &str = "/api/docs";
     tags(
         (name = "jobs", description = "One mailbox drain each: create, watch, control, report"),
         (name = "batches", description = "Many jobs at once, from CSV or JSON"),
+        (name = "receipts", description = "Signed migration receipts: per run, every source message and where it went, with a Merkle root and an Ed25519 signature anyone can check offline"),
         (name = "archives", description = "Compliance archives: search, exact bytes, provenance, verify, export; holds and retention (admin scope)"),
         (name = "tokens", description = "API tokens (admin scope)"),
         (name = "audit", description = "The audit log of state-changing calls (admin scope)"),

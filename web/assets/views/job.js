@@ -1,5 +1,6 @@
-// One job: timestamps, runs, counts, last error, live progress, controls, report
-// downloads and the ledger page by page (failed and skipped messages with their reasons).
+// One job: timestamps, runs, counts, last error, live progress, controls, report and
+// signed receipt downloads, and the ledger page by page (failed and skipped messages with
+// their reasons).
 
 import { getJSON, qs, request, streamEvents } from '../api.js';
 import { badge, bytes, confirmDialog, download, empty, fill, h, notice, num, problemBox, progress, time } from '../dom.js';
@@ -38,6 +39,13 @@ export async function render(main, { params }, { signal }) {
       h('div.actions',
         h('button.secondary', { type: 'button', onclick: () => report('csv') }, 'Download CSV'),
         h('button.secondary', { type: 'button', onclick: () => report('json') }, 'Download JSON'))),
+    h('section.card', h('h2', 'Receipt'),
+      h('p', 'The latest run\'s signed receipt: every message, where it went and the digests read back, with a Merkle root and an Ed25519 signature. ',
+        'Anyone can check it offline with this server\'s public key (GET /api/v1/receipts/public-key).'),
+      h('div.actions',
+        // A download, not a link to /api/v1/jobs/{id}/receipt: the API needs the bearer
+        // token, which only fetch() sends.
+        h('button.secondary', { type: 'button', onclick: receipt }, 'Receipt (signed JSON)'))),
     ledger);
 
   function show() {
@@ -94,6 +102,16 @@ export async function render(main, { params }, { signal }) {
     try {
       const res = await request(`/jobs/${id}/report?format=${format}`, { signal });
       download(await res.blob(), `job-${id}-report.${format}`);
+    } catch (e) {
+      if (e.name !== 'AbortError') fill(status, problemBox(e));
+    }
+  }
+
+  async function receipt() {
+    fill(status);
+    try {
+      const res = await request(`/jobs/${id}/receipt`, { signal });
+      download(await res.blob(), `job-${id}-receipt.json`);
     } catch (e) {
       if (e.name !== 'AbortError') fill(status, problemBox(e));
     }

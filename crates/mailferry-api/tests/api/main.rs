@@ -12,6 +12,7 @@ mod limits;
 mod metrics;
 mod misc;
 mod network;
+mod receipts;
 mod streams;
 mod web;
 
@@ -37,6 +38,8 @@ pub struct TestApp {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// The app's archives (under `<dir>/archive`), the instances the handlers use.
     pub archives: Arc<mailferry_engine::Archives>,
+    /// The app's sealer, for an in-process worker that runs the jobs created over HTTP.
+    pub sealer: Sealer,
     _dir: tempfile::TempDir,
 }
 
@@ -108,7 +111,7 @@ impl TestApp {
         let sealer = Sealer::from_hex(&Sealer::generate_hex()).unwrap();
         let shutdown = tokio_util::sync::CancellationToken::new();
         let archives = Arc::new(mailferry_engine::Archives::new(dir.path().join("archive"), Default::default()));
-        let state = AppState::new(Arc::clone(&store), sealer, config, Arc::clone(&archives)).with_shutdown(shutdown.clone());
+        let state = AppState::new(Arc::clone(&store), sealer.clone(), config, Arc::clone(&archives)).with_shutdown(shutdown.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         // With connection info, as `mailferry serve` does: the audit log and the
@@ -128,6 +131,7 @@ impl TestApp {
             read,
             shutdown,
             archives,
+            sealer,
             _dir: dir,
         }
     }

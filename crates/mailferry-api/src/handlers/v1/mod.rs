@@ -8,9 +8,16 @@ pub mod archives;
 pub mod audit;
 pub mod batches;
 pub mod jobs;
+pub mod receipts;
 pub mod tokens;
 
 /// Every v1 resource, with paths relative to `/api/v1`.
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().merge(jobs::router()).merge(batches::router()).merge(archives::router()).merge(tokens::router()).merge(audit::router())
+    OpenApiRouter::new()
+        .merge(jobs::router())
+        .merge(receipts::router())
+        .merge(batches::router())
+        .merge(archives::router())
+        .merge(tokens::router())
+        .merge(audit::router())
 }
