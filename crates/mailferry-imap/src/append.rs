@@ -22,7 +22,9 @@ use crate::session::{Capabilities, ImapOptions};
 use crate::stream::Stream;
 use crate::wire::{self, Line, Status};
 
+mod examine;
 mod readback;
+pub use examine::Examined;
 pub use readback::ReadBack;
 
 const WRITE_BUF: usize = 64 * 1024;

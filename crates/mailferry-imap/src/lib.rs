@@ -26,7 +26,7 @@ mod stream;
 mod uids;
 pub mod wire;
 
-pub use append::{AppendBody, AppendMessage, AppendOutcome, Appender, BatchError, ReadBack};
+pub use append::{AppendBody, AppendMessage, AppendOutcome, Appender, BatchError, Examined, ReadBack};
 pub use bodyhash::BodyHasher;
 pub use error::{ImapError, Result};
 pub use index::DestinationIndex;

@@ -21,6 +21,16 @@ pub enum Protocol {
     Imap,
 }
 
+impl EndpointUrl {
+    /// `pop3://` and `imap://` mean STLS/STARTTLS; with --allow-plaintext they mean no TLS.
+    pub fn security_with(&self, allow_plaintext: bool) -> Security {
+        match (self.security, allow_plaintext) {
+            (Security::Starttls, true) => Security::None,
+            (s, _) => s,
+        }
+    }
+}
+
 pub fn parse(url: &str) -> Result<EndpointUrl, String> {
     let (scheme, rest) = url.split_once("://").ok_or_else(|| format!("{url:?} is not a URL like pop3s://user@host"))?;
     let (protocol, security, default_port) = match scheme.to_ascii_lowercase().as_str() {

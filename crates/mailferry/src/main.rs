@@ -7,9 +7,11 @@
 #![forbid(unsafe_code)]
 
 mod archive_cmd;
+mod client_tls;
 mod config;
 mod endpoint_url;
 mod migrate;
+mod receipt_cmd;
 mod service;
 mod settings;
 mod telemetry;
@@ -48,6 +50,9 @@ enum Command {
     Openapi,
     /// Verify, search, export the compliance archives.
     Archive(archive_cmd::ArchiveArgs),
+    /// Migration receipts: the public key, verify one (offline or against the destination),
+    /// prove one message is in it.
+    Receipt(receipt_cmd::ReceiptArgs),
     /// Print the commented example config file: every key, its default, what it means.
     DefaultConfig,
     /// Check the configuration.
@@ -106,6 +111,7 @@ fn main() -> ExitCode {
         let result = match command {
             Command::Migrate(args) => return migrate::run(args, &loaded).await,
             Command::Archive(args) => return archive_cmd::run(args, &loaded).await,
+            Command::Receipt(args) => return receipt_cmd::run(args, &loaded).await,
             Command::Serve(args) => match telemetry::init(&loaded.config.log, "info") {
                 Ok(telemetry) => {
                     let result = service::serve(args, &loaded).await;

@@ -18,6 +18,7 @@ use secrecy::SecretString;
 use tokio::sync::watch;
 
 use crate::config::{LogConfig, LogFormat, Loaded};
+use crate::client_tls::{self, env_or_file};
 use crate::endpoint_url::{self, Protocol};
 use crate::exit;
 
@@ -232,17 +233,7 @@ async fn build_job(args: &MigrateArgs, loaded: &Loaded) -> Result<(DrainJob, Pat
         if to.protocol != Protocol::Imap {
             bail!("--to must be an imaps:// or imap:// URL, or archive:NAME");
         }
-        let tls = TlsOptions {
-            extra_roots_pem: match &args.ca_file {
-                Some(f) => Some(std::fs::read(f).with_context(|| format!("cannot read --ca-file {}", f.display()))?),
-                None => None,
-            },
-            insecure_skip_verify: args.insecure,
-            allow_plaintext: args.allow_plaintext,
-            network: crate::settings::cli_network_policy(loaded)?,
-        };
-        // Fail on a bad CA file now, with a usage error, not later as a TLS failure.
-        tls.client_config().context("--ca-file")?;
+        let tls = client_tls::tls_options(args.ca_file.as_deref(), args.insecure, args.allow_plaintext, loaded)?;
         let from_secret = secret("source", "--from", args.from_password_env.as_deref(), args.from_password_file.as_ref())?;
         let (to_credential, to_auth) = destination_credential(args, &tls)?;
         for flag in &args.flags {
@@ -297,16 +288,7 @@ async fn archive_job(args: &MigrateArgs, name: &str, loaded: &Loaded) -> anyhow:
     if !args.flags.is_empty() {
         bail!("--flag applies to IMAP destinations only");
     }
-    let tls = TlsOptions {
-        extra_roots_pem: match &args.ca_file {
-            Some(f) => Some(std::fs::read(f).with_context(|| format!("cannot read --ca-file {}", f.display()))?),
-            None => None,
-        },
-        insecure_skip_verify: args.insecure,
-        allow_plaintext: args.allow_plaintext,
-        network: crate::settings::cli_network_policy(loaded)?,
-    };
-    tls.client_config().context("--ca-file")?;
+    let tls = client_tls::tls_options(args.ca_file.as_deref(), args.insecure, args.allow_plaintext, loaded)?;
     let from_secret = secret("source", "--from", args.from_password_env.as_deref(), args.from_password_file.as_ref())?;
     let archives = crate::archive_cmd::archives_beside(&args.state, loaded)?;
     let archive = archives.get(name).await.with_context(|| format!("cannot open archive {name}"))?;
@@ -330,17 +312,6 @@ async fn archive_job(args: &MigrateArgs, name: &str, loaded: &Loaded) -> anyhow:
         verify: args.verify,
     };
     Ok((job, args.state.clone()))
-}
-
-impl endpoint_url::EndpointUrl {
-    /// `pop3://` and `imap://` mean STLS/STARTTLS; with --allow-plaintext they mean no TLS.
-    fn security_with(&self, allow_plaintext: bool) -> mailferry_model::Security {
-        use mailferry_model::Security;
-        match (self.security, allow_plaintext) {
-            (Security::Starttls, true) => Security::None,
-            (s, _) => s,
-        }
-    }
 }
 
 fn parse_pop3_auth(s: &str) -> anyhow::Result<Pop3Auth> {
@@ -371,23 +342,6 @@ fn secret(side: &str, flag: &str, env: Option<&str>, file: Option<&PathBuf>) -> 
         Some(value) => Ok(value),
         None => bail!("no {side} password: use {flag}-password-env VAR or {flag}-password-file FILE"),
     }
-}
-
-/// A secret from the named variable or the file's first line; `None` when neither is given.
-fn env_or_file(what: &str, env: Option<&str>, file: Option<&PathBuf>) -> anyhow::Result<Option<SecretString>> {
-    let value = match (env, file) {
-        (Some(var), _) => std::env::var(var).with_context(|| format!("the {what} variable {var} is not set"))?,
-        (None, Some(path)) => {
-            let text =
-                std::fs::read_to_string(path).with_context(|| format!("cannot read the {what} file {}", path.display()))?;
-            text.lines().next().unwrap_or("").to_owned()
-        }
-        (None, None) => return Ok(None),
-    };
-    if value.is_empty() {
-        bail!("the {what} is empty");
-    }
-    Ok(Some(SecretString::from(value)))
 }
 
 /// The destination's password, or with --to-oauth2-token-url an OAuth2 refresh-token grant
