@@ -1,6 +1,8 @@
 //! The archive's one error type. Integrity failures get their own variant so no caller can
 //! mistake "these bytes are not what we stored" for an ordinary I/O hiccup.
 
+use std::str::FromStr;
+
 use crate::digest::Digest;
 
 pub type Result<T, E = ArchiveError> = std::result::Result<T, E>;
@@ -88,5 +90,36 @@ impl ArchiveError {
     /// True for failures that mean stored data is not trustworthy.
     pub fn is_integrity(&self) -> bool {
         matches!(self, ArchiveError::Integrity(_))
+    }
+}
+
+/// Here rather than in `digest.rs`: the error type names `Digest`, so the digest module
+/// must not name the error type back.
+impl FromStr for Digest {
+    type Err = ArchiveError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Digest::parse_hex(s).map_err(ArchiveError::InvalidDigest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_parse_errors_read_the_same_from_str_and_serde() {
+        let long = "a".repeat(100);
+        for bad in ["zz", " 12 ", long.as_str(), &"g".repeat(64)] {
+            let from_str = bad.parse::<Digest>().unwrap_err();
+            assert!(matches!(from_str, ArchiveError::InvalidDigest(_)));
+            let serde = serde_json::from_value::<Digest>(serde_json::Value::from(bad)).unwrap_err();
+            assert_eq!(serde.to_string(), from_str.to_string());
+        }
+        assert_eq!(
+            long.parse::<Digest>().unwrap_err().to_string(),
+            format!("invalid digest: {}", "a".repeat(80))
+        );
+        let d = Digest::of(b"abc");
+        assert_eq!(format!(" {d}\n").parse::<Digest>().unwrap(), d);
     }
 }
