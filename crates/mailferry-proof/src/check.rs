@@ -3,7 +3,7 @@
 //! naming the entry it concerns, so one changed byte points at one message.
 
 use crate::merkle::{self, Hash};
-use crate::receipt::{Receipt, ReceiptCounts, RECEIPT_FORMAT};
+use crate::receipt::{Receipt, ReceiptCounts, ReceiptEntry, RECEIPT_FORMAT};
 use crate::signer::PublicKey;
 
 /// Which key the signature was checked with.
@@ -116,8 +116,9 @@ pub struct InclusionProof {
     /// Sibling hashes from the leaf upwards, hex.
     pub path: Vec<String>,
     pub merkle_root: String,
-    /// The entry's canonical JSON: the leaf is SHA-256(0x00 ‖ these bytes).
-    pub entry: serde_json::Value,
+    /// The entry, serialised in its canonical field order: its compact JSON is the leaf's
+    /// data, SHA-256(0x00 ‖ those bytes) (a `serde_json::Value` would sort the keys).
+    pub entry: ReceiptEntry,
 }
 
 /// `None` when no entry has this UIDL.
@@ -132,7 +133,7 @@ pub fn prove(r: &Receipt, uidl: &str) -> Option<InclusionProof> {
         tree_size: leaves.len() as u64,
         path: path.iter().map(hex::encode).collect(),
         merkle_root: hex::encode(merkle::root(&leaves)),
-        entry: serde_json::to_value(&r.entries[i].entry).unwrap_or_default(),
+        entry: r.entries[i].entry.clone(),
     })
 }
 
@@ -204,8 +205,6 @@ mod tests {
         assert!(!check_receipt(&r, Some(&key)).is_valid());
     }
 
-    use crate::receipt::ReceiptEntry;
-
     #[test]
     fn every_message_has_a_proof_that_checks() {
         let s = ReceiptSigner::generate();
@@ -216,6 +215,12 @@ mod tests {
             let leaf = merkle::parse_hash(&p.leaf).unwrap();
             let root = merkle::parse_hash(&r.header.merkle_root).unwrap();
             assert!(merkle::verify_inclusion(&leaf, p.seq, p.tree_size, &path, &root));
+            // The entry as printed keeps its declared field order, so compacted it is the
+            // leaf's data (a serde_json::Value would have sorted the keys).
+            assert_eq!(merkle::leaf_hash(&serde_json::to_vec(&p.entry).unwrap()), leaf);
+            let printed = serde_json::to_string_pretty(&p).unwrap();
+            let at = |k: &str| printed.rfind(&format!("\"{k}\": ")).unwrap();
+            assert!(at("seq") < at("source") && at("source") < at("size") && at("status") < at("reason"), "{printed}");
         }
         assert!(prove(&r, "absent").is_none());
     }

@@ -83,7 +83,8 @@ pub struct MigrateArgs {
     attempts: u32,
     /// How each copy read back from the destination is compared with what was sent before
     /// it counts as verified (and may be deleted under after-verified): exact (every byte),
-    /// body (the destination rewrote headers: Gmail, Microsoft 365) or size.
+    /// body (the destination rewrote headers: Gmail, Microsoft 365), size, or none (no
+    /// read-back: keep-only runs at full speed; refused with a deleting --delete).
     #[arg(long, value_name = "LEVEL", default_value = "exact", value_parser = parse_verify)]
     verify: mailferry_model::VerifyLevel,
     /// When another run (a second `migrate`, or a service job) is draining the same source
@@ -124,7 +125,7 @@ struct OAuth2Args {
 }
 
 fn parse_verify(s: &str) -> Result<mailferry_model::VerifyLevel, String> {
-    mailferry_model::VerifyLevel::parse(s).ok_or_else(|| format!("{s:?} is not a verification level: exact, body or size"))
+    mailferry_model::VerifyLevel::parse(s).ok_or_else(|| format!("{s:?} is not a verification level: exact, body, size or none"))
 }
 
 /// A usage or configuration problem: exit status 2.
@@ -147,7 +148,8 @@ pub async fn run(args: MigrateArgs, loaded: &Loaded) -> u8 {
         }
     };
     let mut config = EngineConfig::default();
-    config.receipts = match crate::settings::receipt_signer(loaded) {
+    let state_dir = state.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    config.receipts = match crate::settings::receipt_signer_in(loaded, state_dir) {
         Ok(signer) => Some(signer),
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -220,6 +222,13 @@ async fn write_receipt(store: Arc<SqliteStore>, run: Option<(i64, i64)>, file: &
 }
 
 async fn build_job(args: &MigrateArgs, loaded: &Loaded) -> Result<(DrainJob, PathBuf), UsageError> {
+    // Deletion takes only copies read back and matched: `none` with a deleting policy
+    // would silently delete nothing, so it is refused up front.
+    if !args.verify.reads_back() && args.delete.parse::<DeletePolicy>().is_ok_and(|d| d != DeletePolicy::Keep) {
+        return Err(UsageError(anyhow::anyhow!(
+            "--verify none reads no copy back, and only copies read back are deleted: use it with --delete keep"
+        )));
+    }
     // An archive target needs no password and no URL parsing.
     if let Some(name) = args.to.strip_prefix("archive:") {
         return archive_job(args, name, loaded).await.map_err(UsageError);

@@ -46,12 +46,20 @@ pub struct ReceiptArgs {
 #[derive(Debug, Subcommand)]
 enum ReceiptCommand {
     /// Print the installation's receipt public key (base64), to give to auditors.
-    PublicKey,
+    PublicKey(PublicKeyArgs),
     /// Check a receipt: its signature, every entry against its leaf, the Merkle root and
     /// the counts; with --against, also every copy at the destination, byte for byte.
     Verify(VerifyArgs),
     /// Print one message's inclusion proof (JSON): its entry, leaf, audit path and root.
     Prove(ProveArgs),
+}
+
+#[derive(Debug, Args)]
+struct PublicKeyArgs {
+    /// The key `mailferry migrate --state PATH` signs with (it lives beside that ledger);
+    /// without it, the service's key under the data dir. Both are the same by default.
+    #[arg(long, value_name = "PATH")]
+    state: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -92,7 +100,13 @@ struct ProveArgs {
 
 pub async fn run(args: ReceiptArgs, loaded: &Loaded) -> u8 {
     let result = match args.command {
-        ReceiptCommand::PublicKey => match crate::settings::receipt_signer(loaded) {
+        ReceiptCommand::PublicKey(PublicKeyArgs { state }) => match match &state {
+            Some(state) => {
+                let dir = state.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+                crate::settings::receipt_signer_in(loaded, dir)
+            }
+            None => crate::settings::receipt_signer(loaded),
+        } {
             Ok(signer) => {
                 println!("{}", signer.public_key().to_base64());
                 Ok(exit::OK)
@@ -366,38 +380,13 @@ async fn compare(a: &mut Appender, folder: &str, todo: &[Copy<'_>], report: &mut
     Ok(())
 }
 
-/// [`mailferry_proof::check::InclusionProof`] as printed: its `entry` is a
-/// `serde_json::Value`, whose keys serde_json sorts, while the leaf commits to the entry's
-/// fields in their declared order. Printed from the entry itself, `jq -c .entry` gives back
-/// exactly the bytes the leaf hashes.
-#[derive(Debug, serde::Serialize)]
-struct ProofOut<'a> {
-    uidl: &'a str,
-    seq: u64,
-    leaf: &'a str,
-    tree_size: u64,
-    /// Sibling hashes from the leaf upwards (RFC 9162 §2.1.3).
-    path: &'a [String],
-    merkle_root: &'a str,
-    entry: &'a ReceiptEntry,
-}
-
 fn prove(args: ProveArgs) -> Result<u8, u8> {
     let key = given_key(args.public_key.as_deref())?;
     let receipt = load(&args.file)?;
     let Some(proof) = mailferry_proof::check::prove(&receipt, &args.uidl) else {
         return Err(fail(exit::SOME_FAILED, format!("{} holds no entry with UIDL {:?}", args.file.display(), args.uidl)));
     };
-    let out = ProofOut {
-        uidl: &proof.uidl,
-        seq: proof.seq,
-        leaf: &proof.leaf,
-        tree_size: proof.tree_size,
-        path: &proof.path,
-        merkle_root: &proof.merkle_root,
-        entry: &receipt.entries[proof.seq as usize].entry,
-    };
-    let json = serde_json::to_string_pretty(&out).map_err(|e| fail(exit::COULD_NOT_PROCEED, e))?;
+    let json = serde_json::to_string_pretty(&proof).map_err(|e| fail(exit::COULD_NOT_PROCEED, e))?;
     println!("{json}");
     let verdict = check_receipt(&receipt, key.as_ref());
     if key.is_none() {

@@ -117,6 +117,9 @@ fn usage_errors_exit_2() {
         vec!["--from", "pop3s://nouser", "--to", "imaps://a@b"],
         vec!["--from", "pop3s://u@h", "--to", "imaps://a@b", "--delete", "sometimes"],
         vec!["--from", "imaps://u@h", "--to", "imaps://a@b"],
+        // No read-back, so nothing could ever be deleted: refused, not silently ignored.
+        vec!["--from", "pop3s://u@h", "--to", "imaps://a@b", "--verify", "none", "--delete", "after-verified"],
+        vec!["--from", "pop3s://u@h", "--to", "imaps://a@b", "--verify", "fast"],
     ] {
         let run = lab.migrate_raw(&args);
         run.assert_code(2);

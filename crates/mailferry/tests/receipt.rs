@@ -114,6 +114,21 @@ fn a_migration_receipt_verifies_offline_with_the_installation_key_and_not_anothe
     let key_text = key.stdout.trim().to_owned();
     assert_eq!(key.stdout, format!("{key_text}\n"));
     assert_eq!(key_text, r.public_key);
+    // The key `migrate --state` signed with is found by its --state wherever the data dir is.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let public_key_in = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_mailferry"))
+            .args(["receipt", "public-key"])
+            .args(extra)
+            .env("MAILFERRY_DATA_DIR", elsewhere.path())
+            .output()
+            .unwrap();
+        Run::from(out)
+    };
+    let by_state = public_key_in(&["--state", m.lab.state().to_str().unwrap()]);
+    by_state.assert_code(0);
+    assert_eq!(by_state.stdout.trim(), key_text);
+    assert_ne!(public_key_in(&[]).stdout.trim(), key_text, "another data dir, another key");
     let given = m.receipt_cmd(&["verify", m.file(), "--public-key", &key_text]);
     given.assert_code(0);
     assert!(given.stdout.contains("signed by the given key"), "{}", given.stdout);
