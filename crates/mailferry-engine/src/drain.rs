@@ -437,7 +437,7 @@ impl RunContext<'_> {
         }
         let (sink, index) = match &self.job.target {
             Target::Imap(endpoint) => {
-                let mut imap = crate::oauth::connect_imap(endpoint, &self.config.imap, self.tokens).await?;
+                let mut imap = crate::connect::connect_imap(endpoint, &self.config.imap, self.tokens).await?;
                 _imap_session = Some(crate::metrics::Session::open("imap", &endpoint.host));
                 // Exactly once: copies whose APPEND outcome was never recorded are looked up
                 // at the destination before anything is appended again.

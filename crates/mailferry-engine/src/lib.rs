@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 mod claim;
+mod connect;
 mod drain;
 mod error;
 mod indoubt;

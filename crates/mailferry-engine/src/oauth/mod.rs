@@ -6,7 +6,7 @@
 //! token until shortly before its `expires_in` runs out, and mints a new one when a
 //! (re)connect finds it stale. A server that refuses a token we believed valid (it expired
 //! early, or was revoked) gets exactly one freshly minted token on that connect
-//! ([`connect_imap`]); a second refusal is a fatal authentication error.
+//! ([`crate::connect`]); a second refusal is a fatal authentication error.
 //!
 //! The token endpoint is reached like a mail endpoint: resolved once, checked against the
 //! network policy, connected only at the checked addresses, TLS verified (private roots
@@ -26,72 +26,26 @@
 //! help, the refresh token must be replaced); 5xx, 429, timeouts and network failures are
 //! retryable. Tokens, refresh tokens and client secrets are never logged.
 
-use std::net::SocketAddr;
+mod error;
+mod http;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use mailferry_imap::{ImapError, ImapOptions, ImapSession};
-use mailferry_model::{Credential, ErrorClass, ImapEndpoint, OAuth2Credential, OAuth2Refresh, Sealed, Sealer};
+use mailferry_model::{Credential, ImapEndpoint, OAuth2Credential, OAuth2Refresh, Sealed, Sealer};
 use mailferry_store::{JobId, Store};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use crate::error::{EngineError, Result};
+pub use error::OAuth2Error;
+use http::{form_encode, printable, read_bounded, request_error, ErrorReply, TokenReply};
+
 use crate::sink::Target;
 
-/// Bounds on the token endpoint (DESIGN.md §2.4: a timeout on every await).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// Largest token endpoint answer read.
-const MAX_RESPONSE: usize = 64 * 1024;
 /// Refresh this long before the token's end, at most; short-lived tokens are refreshed
 /// after half their life.
 const MAX_MARGIN: Duration = Duration::from_secs(60);
-
-/// Why no access token could be obtained.
-#[derive(Debug, thiserror::Error)]
-pub enum OAuth2Error {
-    #[error("the token URL is not a valid http(s) URL")]
-    BadUrl,
-    #[error("plaintext http to the token endpoint {0} is refused: use https, or allow plaintext for that host")]
-    PlaintextRefused(String),
-    #[error("the token endpoint's address is refused: {0}")]
-    Denied(String),
-    #[error(
-        "the authorization server rejected the refresh token (invalid_grant: {0}); it has expired or was \
-         revoked, and a new one must be obtained (sign in and consent again)"
-    )]
-    InvalidGrant(String),
-    #[error("the authorization server refused the request (HTTP {status}, {code}: {description})")]
-    Refused { status: u16, code: String, description: String },
-    #[error("the token endpoint is unavailable (HTTP {0})")]
-    Unavailable(u16),
-    #[error("cannot reach the token endpoint: {0}")]
-    Network(String),
-    #[error("timed out while {0}")]
-    Timeout(&'static str),
-    #[error("the token endpoint's answer is not an OAuth2 token response: {0}")]
-    Malformed(String),
-    #[error("TLS setup for the token endpoint failed: {0}")]
-    Tls(String),
-    #[error("the authorization server rotated the refresh token, and saving the new one to the job failed: {0}")]
-    RotationNotSaved(String),
-    #[error(
-        "the authorization server rotated the refresh token, but the job's stored refresh token was changed \
-         meanwhile (another worker saved a newer one); the new token was not saved"
-    )]
-    RotationSuperseded,
-}
-
-impl OAuth2Error {
-    pub fn class(&self) -> ErrorClass {
-        match self {
-            Self::Unavailable(_) | Self::Network(_) | Self::Timeout(_) | Self::RotationNotSaved(_) => ErrorClass::Retryable,
-            _ => ErrorClass::Fatal,
-        }
-    }
-}
 
 /// A cached access token.
 struct Cached {
@@ -192,40 +146,7 @@ impl TokenProvider {
 
     /// RFC 6749 §6: POST grant_type=refresh_token to the token endpoint.
     async fn refresh(&self, state: &mut State) -> std::result::Result<SecretString, OAuth2Error> {
-        let url = reqwest::Url::parse(&self.grant.token_url).map_err(|_| OAuth2Error::BadUrl)?;
-        let host = url.host_str().ok_or(OAuth2Error::BadUrl)?.trim_start_matches('[').trim_end_matches(']').to_owned();
-        let tls = &self.grant.tls;
-        match url.scheme() {
-            "https" => {}
-            "http" if tls.allow_plaintext => {}
-            "http" => return Err(OAuth2Error::PlaintextRefused(host)),
-            _ => return Err(OAuth2Error::BadUrl),
-        }
-        if !url.username().is_empty() || url.password().is_some() {
-            return Err(OAuth2Error::BadUrl);
-        }
-        let port = url.port_or_known_default().ok_or(OAuth2Error::BadUrl)?;
-        // Resolve, check against the network policy, connect only to the checked addresses.
-        let addrs: Vec<SocketAddr> = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::lookup_host((host.as_str(), port)))
-            .await
-            .map_err(|_| OAuth2Error::Timeout("resolving the token endpoint's name"))?
-            .map_err(|e| OAuth2Error::Network(e.to_string()))?
-            .collect();
-        let ips: Vec<std::net::IpAddr> = addrs.iter().map(SocketAddr::ip).collect();
-        tls.network.check(&host, &ips).map_err(OAuth2Error::Denied)?;
-
-        let mut builder = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
-            .resolve_to_addrs(&host, &addrs);
-        if url.scheme() == "https" {
-            let config = tls.client_config().map_err(|e| OAuth2Error::Tls(e.to_string()))?;
-            builder = builder.use_preconfigured_tls((*config).clone());
-        }
-        let client = builder.build().map_err(|e| OAuth2Error::Tls(chain(&e)))?;
-
+        let (client, url, host) = http::client(&self.grant).await?;
         let mut form: Vec<(&str, &str)> =
             vec![("grant_type", "refresh_token"), ("refresh_token", state.refresh_token.expose_secret())];
         if let Some(scope) = &self.grant.scope {
@@ -325,103 +246,10 @@ impl TokenProvider {
     }
 }
 
-#[derive(serde::Deserialize)]
-struct TokenReply {
-    access_token: String,
-    #[serde(default)]
-    token_type: String,
-    #[serde(default)]
-    expires_in: Option<u64>,
-    #[serde(default)]
-    refresh_token: Option<String>,
-}
-
-#[derive(Default, serde::Deserialize)]
-struct ErrorReply {
-    error: Option<String>,
-    error_description: Option<String>,
-}
-
-fn form_encode(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
-
-/// Printable ASCII, at most 200 characters.
-fn printable(s: &str) -> String {
-    s.chars().take(200).map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' }).collect()
-}
-
-/// An error and its causes, without the URL (reqwest's errors carry it).
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
-fn request_error(e: reqwest::Error) -> OAuth2Error {
-    if e.is_timeout() {
-        OAuth2Error::Timeout("waiting for the token endpoint")
-    } else {
-        OAuth2Error::Network(chain(&e.without_url()))
-    }
-}
-
-async fn read_bounded(mut response: reqwest::Response) -> std::result::Result<Vec<u8>, OAuth2Error> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(request_error)? {
-        if body.len() + chunk.len() > MAX_RESPONSE {
-            return Err(OAuth2Error::Malformed(format!("an answer larger than {MAX_RESPONSE} bytes")));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-/// Connect to an IMAP destination. With a refresh-token grant, log in with the provider's
-/// token; if the server refuses it, mint one new token and try once more.
-pub(crate) async fn connect_imap(ep: &ImapEndpoint, opts: &ImapOptions, tokens: Option<&TokenProvider>) -> Result<ImapSession> {
-    let dest = |source: ImapError| EngineError::Destination { endpoint: ep.display(), source };
-    let oauth = |source: OAuth2Error| EngineError::OAuth2 { endpoint: ep.display(), source };
-    let Some(tokens) = tokens else {
-        return ImapSession::connect(ep, opts).await.map_err(dest);
-    };
-    let token = tokens.access_token().await.map_err(oauth)?;
-    match ImapSession::connect(&ep.with_access_token(token.clone()), opts).await {
-        Err(ImapError::AuthFailed(why)) => {
-            tracing::info!(reason = %why, "the destination refused the OAuth2 access token; refreshing it once");
-            let fresh = tokens.replace(&token).await.map_err(oauth)?;
-            ImapSession::connect(&ep.with_access_token(fresh), opts).await.map_err(|e| match e {
-                ImapError::AuthFailed(why) => {
-                    dest(ImapError::AuthFailed(format!("{why}; a freshly refreshed OAuth2 access token was refused too")))
-                }
-                other => dest(other),
-            })
-        }
-        other => other.map_err(dest),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn classes_and_messages() {
-        assert_eq!(OAuth2Error::Unavailable(503).class(), ErrorClass::Retryable);
-        assert_eq!(OAuth2Error::Timeout("x").class(), ErrorClass::Retryable);
-        assert_eq!(OAuth2Error::Network("reset".into()).class(), ErrorClass::Retryable);
-        let e = OAuth2Error::InvalidGrant("revoked".into());
-        assert_eq!(e.class(), ErrorClass::Fatal);
-        assert!(e.to_string().contains("invalid_grant"), "{e}");
-        assert_eq!(OAuth2Error::PlaintextRefused("h".into()).class(), ErrorClass::Fatal);
-        assert_eq!(form_encode("a b:c/ü"), "a+b%3Ac%2F%C3%BC");
-        assert_eq!(printable("x\ny\u{7f}"), "x?y?");
-    }
+    use mailferry_model::ErrorClass;
 
     #[test]
     fn scrub_hides_the_grants_secrets() {
