@@ -12,13 +12,12 @@
 
 mod claims;
 mod common;
+mod dialect;
 mod ops;
 mod postgres;
 pub mod receipts;
-mod postgres_ops;
 mod service;
 mod sqlite;
-mod sqlite_ops;
 mod sqlite_service;
 
 use std::time::Duration;

@@ -11,8 +11,11 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mailferry_model::{JobState, LedgerState};
+use sqlx::QueryBuilder;
 
-use crate::{Result, StoreError};
+use crate::common::{fmt_time, page_limit};
+use crate::dialect::Dialect;
+use crate::{PgStore, Result, SqliteStore, StoreError};
 
 /// One state-changing API call, as the API records it. Never a request body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,7 +79,8 @@ pub struct ClusterFigures {
 }
 
 /// The operations half of the store (audit log, cluster figures). Defaults answer
-/// `Unsupported`; both shipped backends implement every method.
+/// `Unsupported` (test doubles elsewhere rely on them); both backends implement every method
+/// through [`impl_ops`].
 #[async_trait]
 #[allow(unused_variables)]
 pub trait OpsStore: Send + Sync {
@@ -92,7 +96,7 @@ pub trait OpsStore: Send + Sync {
     }
 }
 
-pub(crate) const ALL_LEDGER_STATES: [LedgerState; 7] = [
+const ALL_LEDGER_STATES: [LedgerState; 7] = [
     LedgerState::Listed,
     LedgerState::Copying,
     LedgerState::Copied,
@@ -103,11 +107,7 @@ pub(crate) const ALL_LEDGER_STATES: [LedgerState; 7] = [
 ];
 
 /// Fill every known state from `(state, count)` rows; unknown states are an error.
-pub(crate) fn per_state<S: Copy + PartialEq>(
-    all: &[S],
-    rows: Vec<(String, i64)>,
-    parse: impl Fn(&str) -> Option<S>,
-) -> Result<Vec<(S, u64)>> {
+fn per_state<S: Copy + PartialEq>(all: &[S], rows: Vec<(String, i64)>, parse: impl Fn(&str) -> Option<S>) -> Result<Vec<(S, u64)>> {
     let mut out: Vec<(S, u64)> = all.iter().map(|s| (*s, 0)).collect();
     for (name, n) in rows {
         let s = parse(&name).ok_or(StoreError::UnknownState(name))?;
@@ -118,11 +118,123 @@ pub(crate) fn per_state<S: Copy + PartialEq>(
     Ok(out)
 }
 
-pub(crate) fn hosts(rows: Vec<(String, i64)>) -> Vec<(String, u64)> {
+fn hosts(rows: Vec<(String, i64)>) -> Vec<(String, u64)> {
     rows.into_iter().map(|(h, n)| (h, n.max(0) as u64)).collect()
 }
 
-/// Seconds from `since` to now (never negative); 0 without a time.
-pub(crate) fn age_secs(since: Option<DateTime<Utc>>) -> f64 {
-    since.map(|t| (Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0).unwrap_or(0.0)
+#[derive(Debug, sqlx::FromRow)]
+struct AuditRow {
+    id: i64,
+    at: String,
+    token_id: Option<i64>,
+    token_name: Option<String>,
+    method: String,
+    route: String,
+    target: Option<String>,
+    status: i32,
+    client: Option<String>,
 }
+
+impl From<AuditRow> for AuditEntry {
+    fn from(r: AuditRow) -> Self {
+        let status = u16::try_from(r.status).unwrap_or(0);
+        let entry = NewAuditEntry { token_id: r.token_id, token_name: r.token_name, method: r.method, route: r.route, target: r.target, status, client: r.client };
+        AuditEntry { id: r.id, at: r.at, entry }
+    }
+}
+
+/// The one implementation of [`OpsStore`], for a store type that is its own [`Dialect`]:
+/// writes go to its `pool`, reads to its `reader()`.
+macro_rules! impl_ops {
+    ($store:ty) => {
+        #[async_trait]
+        impl OpsStore for $store {
+            async fn record_audit(&self, e: &NewAuditEntry) -> Result<i64> {
+                let sql = format!(
+                    "INSERT INTO audit_log (at, token_id, token_name, method, route, target, status, client)
+                     VALUES ({}, $1, $2, $3, $4, $5, $6, $7) RETURNING id",
+                    Self::NOW
+                );
+                Ok(sqlx::query_scalar(&sql)
+                    .bind(e.token_id)
+                    .bind(&e.token_name)
+                    .bind(&e.method)
+                    .bind(&e.route)
+                    .bind(&e.target)
+                    .bind(i32::from(e.status))
+                    .bind(&e.client)
+                    .fetch_one(&self.pool)
+                    .await?)
+            }
+
+            async fn list_audit(&self, f: &AuditFilter) -> Result<Vec<AuditEntry>> {
+                let mut q = QueryBuilder::<<Self as Dialect>::Db>::new(format!(
+                    "SELECT id, {}, token_id, token_name, method, route, target, status, client FROM audit_log WHERE TRUE",
+                    Self::text("at")
+                ));
+                if let Some(before) = f.before {
+                    q.push(" AND id < ").push_bind(before);
+                }
+                // Times are bound in their text form (which SQLite compares as stored).
+                if let Some(since) = f.since {
+                    q.push(" AND at >= ").push_bind(fmt_time(since)).push(Self::cast("timestamptz"));
+                }
+                if let Some(until) = f.until {
+                    q.push(" AND at < ").push_bind(fmt_time(until)).push(Self::cast("timestamptz"));
+                }
+                if let Some(token) = f.token_id {
+                    q.push(" AND token_id = ").push_bind(token);
+                }
+                if let Some(method) = &f.method {
+                    q.push(" AND method = ").push_bind(method.clone());
+                }
+                q.push(" ORDER BY id DESC LIMIT ").push_bind(page_limit(f.limit));
+                let rows: Vec<AuditRow> = q.build_query_as().fetch_all(self.reader()).await?;
+                Ok(rows.into_iter().map(AuditEntry::from).collect())
+            }
+
+            async fn cluster_figures(&self) -> Result<ClusterFigures> {
+                let now = Self::NOW;
+                let jobs: Vec<(String, i64)> =
+                    sqlx::query_as("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetch_all(self.reader()).await?;
+                let (ready, oldest_age, expired): (i64, Option<f64>, i64) = sqlx::query_as(&format!(
+                    "SELECT
+                         (SELECT COUNT(*) FROM jobs WHERE state = 'queued' AND spec IS NOT NULL
+                              AND (not_before IS NULL OR not_before <= {now})),
+                         (SELECT {oldest} FROM jobs WHERE state = 'queued'),
+                         (SELECT COUNT(*) FROM jobs WHERE state = 'running' AND lease_expires_at < {now})",
+                    oldest = Self::secs_since("MIN(updated_at)")
+                ))
+                .fetch_one(self.reader())
+                .await?;
+                let ledger: Vec<(String, i64)> =
+                    sqlx::query_as("SELECT state, COUNT(*) FROM ledger GROUP BY state").fetch_all(self.reader()).await?;
+                let sources: Vec<(String, i64)> = sqlx::query_as(&format!(
+                    "SELECT source_host, COUNT(*) FROM jobs WHERE state = 'running' AND lease_expires_at >= {now}
+                     GROUP BY source_host ORDER BY source_host"
+                ))
+                .fetch_all(self.reader())
+                .await?;
+                let targets: Vec<(String, i64)> = sqlx::query_as(&format!(
+                    "SELECT target_host, COUNT(*) FROM jobs WHERE state = 'running' AND lease_expires_at >= {now}
+                         AND target_host <> ''
+                     GROUP BY target_host ORDER BY target_host"
+                ))
+                .fetch_all(self.reader())
+                .await?;
+                Ok(ClusterFigures {
+                    jobs_by_state: per_state(&JobState::ALL, jobs, JobState::parse)?,
+                    queue_ready: ready.max(0) as u64,
+                    oldest_queued_age_secs: oldest_age.unwrap_or(0.0).max(0.0),
+                    expired_leases: expired.max(0) as u64,
+                    ledger_by_state: per_state(&ALL_LEDGER_STATES, ledger, LedgerState::parse)?,
+                    sessions_by_source_host: hosts(sources),
+                    sessions_by_target_host: hosts(targets),
+                })
+            }
+        }
+    };
+}
+
+impl_ops!(PgStore);
+impl_ops!(SqliteStore);

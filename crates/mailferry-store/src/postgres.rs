@@ -20,6 +20,7 @@ use crate::common::{
     cap, cli_source_key, fmt_time, page_limit, parse_job_state, plan_control, rotate_refresh_token, summary, token_record,
     JobParts, LedgerParts, NewJob,
 };
+use crate::dialect::Dialect;
 use crate::claims::{ClaimAttempt, ClaimHolder, SourceClaim};
 use crate::service::*;
 use crate::{CopyDone, CopyIntent, JobId, LedgerEntry, LedgerQuery, ReadBackResult, Result, RunCounts, RunId, Store, StoreError};
@@ -55,6 +56,40 @@ impl PgStore {
     /// Close the pool's connections (tests drop their database afterwards).
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+
+    /// Reads share the pool with writes.
+    pub(crate) fn reader(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+const TEXT_TIME: &str = "'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'";
+
+impl Dialect for PgStore {
+    type Db = sqlx::Postgres;
+    const MANY_WRITERS: bool = true;
+    const NOW: &'static str = "now()";
+    const CLOCK: &'static str = "CAST(clock_timestamp() AS TEXT)";
+    const RELEASED: &'static str = "'-infinity'";
+    const STRPOS: &'static str = "strpos";
+    // `@>` goes through the GIN index on labels.
+    const LABEL: [&'static str; 3] = ["labels @> jsonb_build_object(", "::text, ", "::text)"];
+
+    fn text(col: &str) -> String {
+        format!("to_char({col} AT TIME ZONE 'UTC', {TEXT_TIME}) AS {col}")
+    }
+
+    fn cast(pg_type: &str) -> String {
+        format!("::{pg_type}")
+    }
+
+    fn after(secs: &str) -> String {
+        format!("clock_timestamp() + make_interval(secs => {secs})")
+    }
+
+    fn secs_since(expr: &str) -> String {
+        format!("EXTRACT(EPOCH FROM now() - {expr})::float8")
     }
 }
 

@@ -12,6 +12,7 @@ use mailferry_model::{JobState, LedgerState};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
+use crate::dialect::Dialect;
 use crate::claims::{ClaimAttempt, ClaimHolder, SourceClaim};
 use crate::common::{cli_source_key, INTERRUPTED};
 use crate::{CopyDone, CopyIntent, JobId, LedgerEntry, LedgerQuery, ReadBackResult, Result, RunCounts, RunId, Store, StoreError};
@@ -50,6 +51,40 @@ impl SqliteStore {
         MIGRATOR.run(&pool).await?;
         let reader = SqlitePoolOptions::new().max_connections(4).connect_with(options.read_only(true)).await?;
         Ok(Self { pool, reader })
+    }
+
+    pub(crate) fn reader(&self) -> &SqlitePool {
+        &self.reader
+    }
+}
+
+/// RFC 3339 UTC with milliseconds, as every time is stored.
+const RFC3339: &str = "'%Y-%m-%dT%H:%M:%fZ'";
+
+impl Dialect for SqliteStore {
+    type Db = Sqlite;
+    const MANY_WRITERS: bool = false;
+    const NOW: &'static str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
+    const CLOCK: &'static str = Self::NOW;
+    // '' sorts before every time.
+    const RELEASED: &'static str = "''";
+    const STRPOS: &'static str = "instr";
+    const LABEL: [&'static str; 3] = ["EXISTS (SELECT 1 FROM json_each(jobs.labels) AS l WHERE l.key = ", " AND l.value = ", ")"];
+
+    fn text(col: &str) -> String {
+        col.to_string()
+    }
+
+    fn cast(_pg_type: &str) -> String {
+        String::new()
+    }
+
+    fn after(secs: &str) -> String {
+        format!("strftime({RFC3339}, 'now', {secs} || ' seconds')")
+    }
+
+    fn secs_since(expr: &str) -> String {
+        format!("(julianday('now') - julianday({expr})) * 86400.0")
     }
 }
 
