@@ -8,209 +8,28 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use chrono::{DateTime, SecondsFormat, Utc};
-use serde::{Deserialize, Serialize};
-use sqlx::{AnyConnection, AnyPool};
+use chrono::Utc;
+use sqlx::AnyPool;
 
 use crate::backend::{self, Backend};
 use crate::blob;
-use crate::chain::{self, Event, EventKind};
+use crate::chain::{Event, EventKind};
 use crate::config::{ArchiveConfig, IndexConfig};
 use crate::digest::{Digest, Hasher};
 use crate::error::{ArchiveError, IntegrityError, IntegrityKind, Result};
+use crate::index::events::append_event;
+use crate::index::rows::{fmt_ts, parse_ts, tombstone_from_row, OccRow, OCC_COLS};
 use crate::keys::KeyRing;
 use crate::merkle::{self, MerkleProof};
 use crate::meta::{self, Extracted, MessageMeta};
 use crate::search::SearchIndex;
+use crate::types::{
+    ArchiveStats, BlobState, MessageRecord, MessageSource, Occurrence, OccurrenceRecord,
+    PutOutcome, RunRoot, Tombstone,
+};
 
-/// Where a message's bytes come from. Files are streamed (hashed, then compressed) and
-/// never read whole into memory; `Bytes` is shared, not copied.
-#[derive(Debug, Clone)]
-pub enum MessageSource {
-    Bytes(Bytes),
-    Path(PathBuf),
-}
 
-impl From<Bytes> for MessageSource {
-    fn from(b: Bytes) -> Self {
-        MessageSource::Bytes(b)
-    }
-}
-impl From<Vec<u8>> for MessageSource {
-    fn from(b: Vec<u8>) -> Self {
-        MessageSource::Bytes(b.into())
-    }
-}
-impl From<&'static [u8]> for MessageSource {
-    fn from(b: &'static [u8]) -> Self {
-        MessageSource::Bytes(Bytes::from_static(b))
-    }
-}
-impl From<PathBuf> for MessageSource {
-    fn from(p: PathBuf) -> Self {
-        MessageSource::Path(p)
-    }
-}
-impl From<&Path> for MessageSource {
-    fn from(p: &Path) -> Self {
-        MessageSource::Path(p.to_path_buf())
-    }
-}
 
-impl MessageSource {
-    fn reader(&self) -> std::io::Result<Box<dyn Read + Send + '_>> {
-        Ok(match self {
-            MessageSource::Bytes(b) => Box::new(&b[..]),
-            MessageSource::Path(p) => Box::new(std::io::BufReader::with_capacity(
-                64 * 1024,
-                std::fs::File::open(p)?,
-            )),
-        })
-    }
-}
-
-/// Provenance of one arrival, given by the caller (the engine knows the job and mailbox).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Occurrence {
-    pub source_host: String,
-    pub account: String,
-    pub uidl: String,
-    pub job_id: Option<i64>,
-    pub run_id: Option<i64>,
-    pub retrieved_at: DateTime<Utc>,
-}
-
-/// An occurrence as recorded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OccurrenceRecord {
-    pub id: i64,
-    pub archive: String,
-    pub source_host: String,
-    pub account: String,
-    pub uidl: String,
-    pub job_id: Option<i64>,
-    pub run_id: Option<i64>,
-    pub retrieved_at: DateTime<Utc>,
-    pub ingested_at: DateTime<Utc>,
-    pub digest: Digest,
-    pub size: u64,
-    pub event_seq: i64,
-}
-
-#[derive(sqlx::FromRow)]
-pub(crate) struct OccRow {
-    id: i64,
-    source_host: String,
-    account: String,
-    uidl: String,
-    job_id: Option<i64>,
-    run_id: Option<i64>,
-    retrieved_at: String,
-    ingested_at: String,
-    digest: String,
-    size: i64,
-    event_seq: i64,
-}
-
-pub(crate) const OCC_COLS: &str =
-    "id, source_host, account, uidl, job_id, run_id, retrieved_at, ingested_at, digest, size, event_seq";
-
-impl OccRow {
-    pub(crate) fn into_record(self, archive: &str) -> Result<OccurrenceRecord> {
-        Ok(OccurrenceRecord {
-            id: self.id,
-            archive: archive.to_string(),
-            source_host: self.source_host,
-            account: self.account,
-            uidl: self.uidl,
-            job_id: self.job_id,
-            run_id: self.run_id,
-            retrieved_at: parse_ts(&self.retrieved_at)?,
-            ingested_at: parse_ts(&self.ingested_at)?,
-            digest: self.digest.parse()?,
-            size: self.size as u64,
-            event_seq: self.event_seq,
-        })
-    }
-}
-
-/// What `put` did. `stored_new` is false when the bytes were already in the archive;
-/// `occurrence_new` is false when this (host, account, UIDL) was already recorded (rerun).
-/// Either way, once `put` returns the message is durable: blob fsynced (or PUT acknowledged)
-/// and the index committed — the engine may mark the ledger row `copied`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PutOutcome {
-    pub digest: Digest,
-    pub size: u64,
-    pub stored_new: bool,
-    pub occurrence_new: bool,
-    pub occurrence_id: i64,
-    /// Encoded size in object storage when this call stored the blob.
-    pub stored_size: Option<u64>,
-}
-
-/// Lifecycle state of a blob.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum BlobState {
-    Stored,
-    Purged,
-}
-
-/// A purge's trace.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Tombstone {
-    pub digest: Digest,
-    pub size: u64,
-    pub reason: String,
-    pub purged_by: String,
-    pub purged_at: DateTime<Utc>,
-    pub event_seq: i64,
-}
-
-/// Everything known about one message: `GET …/messages/{digest}/meta`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MessageRecord {
-    pub digest: Digest,
-    pub state: BlobState,
-    pub size: u64,
-    pub stored_size: u64,
-    pub key_id: Option<String>,
-    pub stored_at: DateTime<Utc>,
-    /// `None` once purged.
-    pub meta: Option<MessageMeta>,
-    pub occurrences: Vec<OccurrenceRecord>,
-    pub tombstone: Option<Tombstone>,
-}
-
-/// `GET /api/v1/archives` figures.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ArchiveStats {
-    pub name: String,
-    /// Distinct stored messages (blobs not purged).
-    pub messages: u64,
-    pub occurrences: u64,
-    pub purged: u64,
-    /// Bytes in object storage (compressed, sealed).
-    pub stored_bytes: u64,
-    /// Sum of occurrence sizes: bytes before dedup and compression.
-    pub logical_bytes: u64,
-    /// Sum of distinct message sizes (after dedup, before compression).
-    pub unique_bytes: u64,
-    /// logical / unique (1.0 = no duplicates).
-    pub dedup_ratio: f64,
-    /// stored / logical.
-    pub storage_ratio: f64,
-}
-
-/// Merkle root of one job run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RunRoot {
-    pub job_id: i64,
-    pub run_id: i64,
-    pub leaves: u64,
-    pub root: String,
-}
 
 /// One named archive. Open it once per process (the search index takes a writer lock);
 /// share it behind an `Arc`. All methods take `&self`.
@@ -248,15 +67,6 @@ impl std::fmt::Debug for Archive {
     }
 }
 
-pub(crate) fn fmt_ts(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-pub(crate) fn parse_ts(s: &str) -> Result<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s)
-        .map(|d| d.with_timezone(&Utc))
-        .map_err(|e| ArchiveError::Config(format!("bad timestamp {s:?} in index: {e}")))
-}
 
 impl Archive {
     /// Opens (creating if needed) the archive described by `cfg`, migrates its index and
@@ -975,53 +785,4 @@ impl Archive {
     }
 }
 
-fn tombstone_from_row(r: (String, i64, String, String, String, i64)) -> Result<Tombstone> {
-    Ok(Tombstone {
-        digest: r.0.parse()?,
-        size: r.1 as u64,
-        reason: r.2,
-        purged_by: r.3,
-        purged_at: parse_ts(&r.4)?,
-        event_seq: r.5,
-    })
-}
 
-/// Appends one record to the chain inside the caller's transaction (the caller holds the
-/// archive's write lock, so "read head, insert next" cannot interleave).
-pub(crate) async fn append_event(
-    conn: &mut AnyConnection,
-    kind: EventKind,
-    actor: &str,
-    detail: serde_json::Value,
-) -> Result<Event> {
-    let head: Option<(i64, String)> =
-        sqlx::query_as("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&mut *conn)
-            .await?;
-    let (seq, prev_hash) = match head {
-        Some((s, h)) => (s + 1, h),
-        None => (1, chain::GENESIS.to_string()),
-    };
-    let at = fmt_ts(Utc::now());
-    let detail = detail.to_string();
-    let hash = chain::event_hash(seq, &at, kind.as_str(), actor, &detail, &prev_hash);
-    sqlx::query("INSERT INTO events (seq, at, kind, actor, detail, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7)")
-        .bind(seq)
-        .bind(&at)
-        .bind(kind.as_str())
-        .bind(actor)
-        .bind(&detail)
-        .bind(&prev_hash)
-        .bind(&hash)
-        .execute(&mut *conn)
-        .await?;
-    Ok(Event {
-        seq,
-        at,
-        kind: kind.as_str().to_string(),
-        actor: actor.to_string(),
-        detail,
-        prev_hash,
-        hash,
-    })
-}

@@ -13,6 +13,7 @@ use crate::archive::Archive;
 use crate::chain::EventKind;
 use crate::digest::Digest;
 use crate::error::Result;
+use crate::index::rows::fmt_ts;
 use crate::search::SearchQuery;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,7 +175,7 @@ impl Archive {
             who,
             serde_json::json!({
                 "format": format, "query": q, "messages": report.messages, "bytes": report.bytes,
-                "file_sha256": report.file_sha256, "at": crate::archive::fmt_ts(Utc::now()),
+                "file_sha256": report.file_sha256, "at": fmt_ts(Utc::now()),
             }),
         )
         .await?;

@@ -30,12 +30,10 @@ mod object_lock;
 mod retention;
 mod runs;
 mod search;
+mod types;
 mod verify;
 
-pub use archive::{
-    Archive, ArchiveStats, BlobState, MessageRecord, MessageSource, Occurrence, OccurrenceRecord,
-    PutOutcome, RunRoot, Tombstone,
-};
+pub use archive::Archive;
 pub use chain::{ChainBreak, Event, EventKind};
 #[cfg(feature = "aws")]
 pub use config::S3Config;
@@ -52,4 +50,8 @@ pub use meta::MessageMeta;
 pub use retention::{Hold, HoldScope, PurgeReport, RetentionPolicy};
 pub use runs::RunRecord;
 pub use search::{SearchHit, SearchPage, SearchQuery};
+pub use types::{
+    ArchiveStats, BlobState, MessageRecord, MessageSource, Occurrence, OccurrenceRecord,
+    PutOutcome, RunRoot, Tombstone,
+};
 pub use verify::{Discrepancy, VerifyReport};

@@ -20,9 +20,10 @@ use object_store::client::{HttpClient, HttpConnector, HttpRequestBody, ReqwestCo
 use object_store::ClientOptions;
 use serde::{Deserialize, Serialize};
 
-use crate::archive::{fmt_ts, parse_ts, Archive};
+use crate::archive::Archive;
 use crate::digest::Digest;
 use crate::error::{ArchiveError, Result};
+use crate::index::rows::{fmt_ts, parse_ts};
 
 /// The Object Lock retention mode to set on every stored blob.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

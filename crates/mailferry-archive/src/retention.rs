@@ -7,10 +7,12 @@ use std::collections::HashSet;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::archive::{append_event, fmt_ts, parse_ts, Archive};
+use crate::archive::Archive;
 use crate::chain::EventKind;
 use crate::digest::Digest;
 use crate::error::{ArchiveError, Result};
+use crate::index::events::append_event;
+use crate::index::rows::{fmt_ts, parse_ts};
 use crate::search::SearchQuery;
 
 /// What a hold covers.

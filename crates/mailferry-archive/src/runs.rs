@@ -6,8 +6,9 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::archive::{fmt_ts, parse_ts, Archive};
+use crate::archive::Archive;
 use crate::error::Result;
+use crate::index::rows::{fmt_ts, parse_ts};
 
 /// One recorded run.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -24,11 +24,13 @@ use tantivy::{
     DateTime as TDate, Index, IndexReader, IndexWriter, Order, ReloadPolicy, TantivyDocument, Term,
 };
 
-use crate::archive::{Archive, OccurrenceRecord};
+use crate::archive::Archive;
 use crate::chain::EventKind;
 use crate::digest::Digest;
 use crate::error::{ArchiveError, Result};
+use crate::index::rows::{OccRow, OCC_COLS};
 use crate::meta::{Extracted, MessageMeta};
+use crate::types::OccurrenceRecord;
 
 /// A search over an archive. Every set field must match (AND). Text fields match words or
 /// phrases (case-insensitive); `account`, `source_host` and `message_id` match exactly.
@@ -513,10 +515,9 @@ impl Archive {
             let Some(upto) = events.last().map(|e| e.0) else {
                 return Ok(n);
             };
-            let rows: Vec<crate::archive::OccRow> = sqlx::query_as(&format!(
-                "SELECT {} FROM occurrences o WHERE event_seq > $1 AND event_seq <= $2 AND EXISTS \
-                 (SELECT 1 FROM blobs b WHERE b.digest = o.digest AND b.state = 'stored') ORDER BY event_seq",
-                crate::archive::OCC_COLS
+            let rows: Vec<OccRow> = sqlx::query_as(&format!(
+                "SELECT {OCC_COLS} FROM occurrences o WHERE event_seq > $1 AND event_seq <= $2 AND EXISTS \
+                 (SELECT 1 FROM blobs b WHERE b.digest = o.digest AND b.state = 'stored') ORDER BY event_seq"
             ))
             .bind(last)
             .bind(upto)

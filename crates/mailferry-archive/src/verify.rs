@@ -6,11 +6,12 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::archive::{Archive, OccRow, OCC_COLS};
+use crate::archive::Archive;
 use crate::blob;
 use crate::chain::{self, ChainBreak, Event, EventKind};
 use crate::digest::Digest;
 use crate::error::{ArchiveError, IntegrityError, IntegrityKind, Result};
+use crate::index::rows::{OccRow, OCC_COLS};
 
 /// One problem found by verify.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

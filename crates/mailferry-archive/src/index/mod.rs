@@ -12,6 +12,9 @@ use sqlx::{AnyPool, ConnectOptions, Connection, Executor};
 
 use crate::error::Result;
 
+pub(crate) mod events;
+pub(crate) mod rows;
+
 /// The registry of shared archives (in the database's default schema): which schema holds
 /// which archive, so `GET /archives` lists archives created on any machine.
 const REGISTRY: &str = "CREATE TABLE IF NOT EXISTS mailferry_archives (\
@@ -69,7 +72,7 @@ pub(crate) async fn open_postgres(url: &str, name: &str) -> Result<(AnyPool, i64
         )
         .bind(name)
         .bind(&schema)
-        .bind(crate::archive::fmt_ts(chrono::Utc::now()))
+        .bind(rows::fmt_ts(chrono::Utc::now()))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

@@ -1,0 +1,48 @@
+//! Appending to the event log (the hash chain's pure part is `chain.rs`).
+
+use chrono::Utc;
+use sqlx::AnyConnection;
+
+use crate::chain::{self, Event, EventKind};
+use crate::error::Result;
+use crate::index::rows::fmt_ts;
+
+/// Appends one record to the chain inside the caller's transaction (the caller holds the
+/// archive's write lock, so "read head, insert next" cannot interleave).
+pub(crate) async fn append_event(
+    conn: &mut AnyConnection,
+    kind: EventKind,
+    actor: &str,
+    detail: serde_json::Value,
+) -> Result<Event> {
+    let head: Option<(i64, String)> =
+        sqlx::query_as("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *conn)
+            .await?;
+    let (seq, prev_hash) = match head {
+        Some((s, h)) => (s + 1, h),
+        None => (1, chain::GENESIS.to_string()),
+    };
+    let at = fmt_ts(Utc::now());
+    let detail = detail.to_string();
+    let hash = chain::event_hash(seq, &at, kind.as_str(), actor, &detail, &prev_hash);
+    sqlx::query("INSERT INTO events (seq, at, kind, actor, detail, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+        .bind(seq)
+        .bind(&at)
+        .bind(kind.as_str())
+        .bind(actor)
+        .bind(&detail)
+        .bind(&prev_hash)
+        .bind(&hash)
+        .execute(&mut *conn)
+        .await?;
+    Ok(Event {
+        seq,
+        at,
+        kind: kind.as_str().to_string(),
+        actor: actor.to_string(),
+        detail,
+        prev_hash,
+        hash,
+    })
+}
