@@ -22,6 +22,7 @@ mod digest;
 mod error;
 mod export;
 mod index;
+mod ingest;
 mod keys;
 pub mod merkle;
 pub mod meta;
