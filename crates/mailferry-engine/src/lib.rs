@@ -11,13 +11,12 @@ mod claim;
 mod connect;
 mod drain;
 mod error;
-mod indoubt;
+mod job;
 pub mod message;
-pub mod oauth;
 mod metrics;
-mod plan;
+pub mod oauth;
+mod progress;
 pub mod receipt;
-mod retrieve;
 mod retry;
 mod sink;
 pub mod spool;
@@ -26,7 +25,9 @@ mod verify;
 mod worker;
 
 pub use claim::{this_process, ClaimConfig};
-pub use drain::{run_job, DrainJob, EngineConfig, Outcome, Progress, RunReport};
+pub use drain::run_job;
+pub use job::{DrainJob, EngineConfig};
+pub use progress::{Outcome, Progress, RunReport};
 /// Flags given for the destination must be IMAP atoms (RFC 3501 §9).
 pub use mailferry_imap::wire::{flag_problem as imap_flag_problem, valid_flag as valid_imap_flag};
 pub use error::{EngineError, Result};

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::watch;
 
-use crate::drain::Progress;
+use crate::progress::Progress;
 use crate::error::EngineError;
 use crate::sink::Target;
 

@@ -7,7 +7,7 @@ use mailferry_proof::receipt::{ChainHead, RootBuilder};
 use mailferry_proof::{ArchiveRef, DestinationRef, ReceiptEntry, ReceiptHeader, ReceiptSigner, SourceRef, RECEIPT_FORMAT};
 use mailferry_store::{JobId, ReceiptRow, RunId, Store, StoredReceipt};
 
-use crate::drain::DrainJob;
+use crate::job::DrainJob;
 use crate::sink::Target;
 
 const PAGE: u32 = 500;

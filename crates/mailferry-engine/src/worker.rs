@@ -22,8 +22,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::drain::{run_job, DrainJob, EngineConfig, Outcome};
+use crate::drain::run_job;
+use crate::job::{DrainJob, EngineConfig};
 use crate::oauth::SaveRotated;
+use crate::progress::Outcome;
 use crate::sink::{ArchiveTarget, Archives, Target};
 
 #[derive(Clone)]

@@ -9,12 +9,11 @@ use mailferry_pop3::Pop3Session;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tracing::Span;
 
-use crate::drain::{close_message, message_span, Item};
-use crate::plan::Planned;
+use super::context::{close_message, message_span, Item, Planned};
 use crate::spool::{Incoming, Received, SpoolConfig};
 
 #[derive(Debug)]
-pub(crate) enum SourceError {
+pub(super) enum SourceError {
     Pop3(mailferry_pop3::Pop3Error),
     Spool(std::io::Error),
 }
@@ -22,7 +21,7 @@ pub(crate) enum SourceError {
 /// The source task: RETR with up to `window` requests in flight, each response streamed
 /// into memory or a spool file, then handed to the sink through the bounded channel
 /// (backpressure: a slow destination stops retrieval, memory stays bounded).
-pub(crate) async fn retrieve(
+pub(super) async fn retrieve(
     mut pop: Pop3Session,
     plan: Vec<Planned>,
     window: usize,
@@ -144,7 +143,7 @@ async fn hold_budget(budget: &Arc<Semaphore>, received: &Received, budget_total:
 /// RFC 1939 §5: LIST gives the exact size in octets. The retrieved (unstuffed) bytes agree
 /// with it, or exceed it by exactly the CRLF a server must add before the terminating dot
 /// to a message stored without a final line ending.
-pub(crate) fn size_agrees(retrieved: u64, listed: u64) -> bool {
+pub(super) fn size_agrees(retrieved: u64, listed: u64) -> bool {
     retrieved == listed || retrieved == listed.saturating_add(2)
 }
 
@@ -168,6 +167,6 @@ fn incomplete(second: &Received, listed: u64, first_digest: &str, first_size: u6
 }
 
 /// Budget permits are KiB, rounded up, so a semaphore's u32 count covers large budgets.
-pub(crate) fn kib(bytes: usize) -> u32 {
+pub(super) fn kib(bytes: usize) -> u32 {
     u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX)
 }
