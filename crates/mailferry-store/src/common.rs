@@ -35,10 +35,6 @@ pub(crate) fn fmt_time(t: DateTime<Utc>) -> String {
 pub(crate) const INTERRUPTED: &str =
     "interrupted: the run stopped without recording its end (process killed, or the database was unreachable)";
 
-pub(crate) fn now_string() -> String {
-    fmt_time(Utc::now())
-}
-
 pub(crate) fn parse_job_state(s: String) -> Result<JobState> {
     JobState::parse(&s).ok_or(StoreError::UnknownState(s))
 }
@@ -52,8 +48,8 @@ pub(crate) fn parse_scope(s: String) -> Result<Scope> {
 }
 
 /// The columns of a job row, times already rendered as text.
-#[derive(Debug)]
-pub(crate) struct JobParts {
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct JobRow {
     pub id: i64,
     pub state: String,
     pub spec: Option<String>,
@@ -74,7 +70,7 @@ pub(crate) struct JobParts {
     pub trace_parent: Option<String>,
 }
 
-impl JobParts {
+impl JobRow {
     pub(crate) fn into_record(self) -> Result<JobRecord> {
         let spec = match self.spec {
             Some(s) => Some(serde_json::from_str::<JobSpec>(&s).map_err(|e| StoreError::BadSpec(format!("job {}: {e}", self.id)))?),
@@ -106,7 +102,7 @@ impl JobParts {
 }
 
 /// The columns of a ledger row for the API, times already rendered as text.
-#[derive(Debug)]
+#[derive(Debug, sqlx::FromRow)]
 pub(crate) struct LedgerParts {
     pub uidl: String,
     pub size: i64,
@@ -139,7 +135,8 @@ impl LedgerParts {
     }
 }
 
-pub(crate) fn token_record(id: i64, name: String, scope: String, created_at: String) -> Result<TokenRecord> {
+/// A token from its columns: id, name, scope, created_at.
+pub(crate) fn token_record((id, name, scope, created_at): (i64, String, String, String)) -> Result<TokenRecord> {
     Ok(TokenRecord { id, name, scope: parse_scope(scope)?, created_at })
 }
 

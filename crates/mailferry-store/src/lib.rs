@@ -15,10 +15,10 @@ mod common;
 mod dialect;
 mod ops;
 mod postgres;
+mod queue;
 pub mod receipts;
 mod service;
 mod sqlite;
-mod sqlite_service;
 
 use std::time::Duration;
 
