@@ -532,16 +532,3 @@ impl Archive {
         .await?)
     }
 }
-
-/// Without S3 support there is no Object Lock to apply.
-#[cfg(not(feature = "aws"))]
-impl Archive {
-    pub(crate) async fn lock_blob(&self, _digest: &Digest) -> Result<()> {
-        Ok(())
-    }
-    pub(crate) async fn sync_object_locks(&self) -> Result<u64> {
-        Ok(0)
-    }
-}
-
-

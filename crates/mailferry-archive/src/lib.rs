@@ -31,8 +31,10 @@ mod object_lock;
 mod retention;
 mod runs;
 mod search;
+mod searching;
 mod types;
 mod verify;
+mod worm;
 
 pub use archive::Archive;
 pub use chain::{ChainBreak, Event, EventKind};

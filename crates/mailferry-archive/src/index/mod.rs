@@ -10,6 +10,7 @@ use sha2::{Digest as _, Sha256};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions, Connection, Executor};
 
+use crate::config::DatabaseUrl;
 use crate::error::Result;
 
 pub(crate) mod events;
@@ -102,7 +103,7 @@ pub struct SharedRegistry {
 }
 
 impl SharedRegistry {
-    pub async fn connect(url: &crate::DatabaseUrl) -> Result<Self> {
+    pub async fn connect(url: &DatabaseUrl) -> Result<Self> {
         sqlx::any::install_default_drivers();
         let opts = AnyConnectOptions::from_str(url.expose())?.disable_statement_logging();
         let pool = AnyPoolOptions::new().max_connections(2).connect_with(opts).await?;
@@ -120,7 +121,7 @@ impl SharedRegistry {
 
 /// Names of the archives registered in a shared PostgreSQL index (one-off; a long-running
 /// process keeps a [`SharedRegistry`]).
-pub async fn shared_archive_names(url: &crate::DatabaseUrl) -> Result<Vec<String>> {
+pub async fn shared_archive_names(url: &DatabaseUrl) -> Result<Vec<String>> {
     let registry = SharedRegistry::connect(url).await?;
     let names = registry.names().await;
     registry.pool.close().await;
