@@ -10,11 +10,8 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
-use sqlx::{PgConnection, SqliteConnection};
-
-use crate::common::fmt_time;
-use crate::{Result, RunId, StoreError};
+use crate::dialect::{lock, Dialect, Tx};
+use crate::{PgStore, Result, RunId, SqliteStore, StoreError};
 
 /// Who asks for a claim: shown to whoever finds the mailbox busy; `host` and `pid` let a
 /// run on the same host take over a claim whose process is gone (kill -9) at once.
@@ -57,193 +54,120 @@ pub enum ClaimAttempt {
     Held(HeldBy),
 }
 
-fn later(lease: Duration) -> chrono::DateTime<Utc> {
-    Utc::now() + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX)
-}
-
 fn fenced(run: RunId) -> StoreError {
     StoreError::Fenced(format!(
         "run {run}'s claim on its source mailbox was taken over by a newer run; its ledger writes are refused"
     ))
 }
 
-fn held(r: (String, String, i64, String, String, i64)) -> HeldBy {
-    let (holder, host, pid, since, expires_at, generation) = r;
+type HolderColumns = (String, String, i64, String, String, i64);
+
+fn held((holder, host, pid, since, expires_at, generation): HolderColumns) -> HeldBy {
     HeldBy { holder, host, pid: u32::try_from(pid).unwrap_or(0), since, expires_at, generation }
 }
 
-// ---- SQLite (times are RFC 3339 text; '' sorts before every time and marks a release) ----
+/// The claim statements of a store type that is its own [`Dialect`], as inherent methods its
+/// [`Store`](crate::Store) implementation ([`crate::ledger`]) calls. Lease expiries are on
+/// the database's clock; a released claim expires at [`Dialect::RELEASED`], before every
+/// time.
+macro_rules! impl_claims {
+    ($store:ty) => {
+        impl $store {
+            pub(crate) async fn claim(
+                &self,
+                key: &str,
+                who: &ClaimHolder,
+                lease: Duration,
+                take_over: Option<i64>,
+            ) -> Result<ClaimAttempt> {
+                let now = Self::NOW;
+                let mut tx = self.pool.begin().await?;
+                let generation: Option<i64> = sqlx::query_scalar(&format!(
+                    "INSERT INTO source_claims (source_key, holder, holder_host, holder_pid, generation, claimed_at, expires_at)
+                     VALUES ($1, $2, $3, $4, 1, {now}, {expiry})
+                     ON CONFLICT (source_key) DO UPDATE SET holder = excluded.holder, holder_host = excluded.holder_host,
+                         holder_pid = excluded.holder_pid, generation = source_claims.generation + 1,
+                         claimed_at = excluded.claimed_at, expires_at = excluded.expires_at
+                     WHERE source_claims.expires_at < {now} OR source_claims.generation = $6
+                     RETURNING generation",
+                    expiry = Self::after("$5")
+                ))
+                .bind(key)
+                .bind(&who.holder)
+                .bind(&who.host)
+                .bind(i64::from(who.pid))
+                .bind(lease.as_secs_f64())
+                .bind(take_over.unwrap_or(-1))
+                .fetch_optional(&mut *tx)
+                .await?;
+                let attempt = match generation {
+                    Some(generation) => ClaimAttempt::Claimed(SourceClaim { source_key: key.to_owned(), generation }),
+                    None => {
+                        let sql = format!(
+                            "SELECT holder, holder_host, holder_pid, {}, {}, generation FROM source_claims WHERE source_key = $1",
+                            Self::text("claimed_at"),
+                            Self::text("expires_at")
+                        );
+                        ClaimAttempt::Held(held(sqlx::query_as(&sql).bind(key).fetch_one(&mut *tx).await?))
+                    }
+                };
+                tx.commit().await?;
+                Ok(attempt)
+            }
 
-pub(crate) async fn sqlite_claim(
-    c: &mut SqliteConnection,
-    key: &str,
-    who: &ClaimHolder,
-    lease: Duration,
-    take_over: Option<i64>,
-) -> Result<ClaimAttempt> {
-    let now = fmt_time(Utc::now());
-    let generation: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO source_claims (source_key, holder, holder_host, holder_pid, generation, claimed_at, expires_at)
-         VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6)
-         ON CONFLICT (source_key) DO UPDATE SET holder = excluded.holder, holder_host = excluded.holder_host,
-             holder_pid = excluded.holder_pid, generation = source_claims.generation + 1,
-             claimed_at = excluded.claimed_at, expires_at = excluded.expires_at
-         WHERE source_claims.expires_at < ?5 OR source_claims.generation = ?7
-         RETURNING generation",
-    )
-    .bind(key)
-    .bind(&who.holder)
-    .bind(&who.host)
-    .bind(i64::from(who.pid))
-    .bind(&now)
-    .bind(fmt_time(later(lease)))
-    .bind(take_over.unwrap_or(-1))
-    .fetch_optional(&mut *c)
-    .await?;
-    if let Some(generation) = generation {
-        return Ok(ClaimAttempt::Claimed(SourceClaim { source_key: key.to_owned(), generation }));
-    }
-    let row: (String, String, i64, String, String, i64) = sqlx::query_as(
-        "SELECT holder, holder_host, holder_pid, claimed_at, expires_at, generation FROM source_claims WHERE source_key = ?",
-    )
-    .bind(key)
-    .fetch_one(&mut *c)
-    .await?;
-    Ok(ClaimAttempt::Held(held(row)))
+            pub(crate) async fn renew(&self, claim: &SourceClaim, lease: Duration) -> Result<bool> {
+                let sql = format!(
+                    "UPDATE source_claims SET expires_at = {} WHERE source_key = $2 AND generation = $3 AND expires_at <> {}",
+                    Self::after("$1"),
+                    Self::RELEASED
+                );
+                let done = sqlx::query(&sql)
+                    .bind(lease.as_secs_f64())
+                    .bind(&claim.source_key)
+                    .bind(claim.generation)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            pub(crate) async fn release(&self, claim: &SourceClaim) -> Result<()> {
+                let sql = format!("UPDATE source_claims SET expires_at = {} WHERE source_key = $1 AND generation = $2", Self::RELEASED);
+                sqlx::query(&sql).bind(&claim.source_key).bind(claim.generation).execute(&self.pool).await?;
+                Ok(())
+            }
+
+            pub(crate) async fn fence(&self, run: RunId, claim: &SourceClaim) -> Result<()> {
+                sqlx::query("UPDATE runs SET claim_key = $1, claim_generation = $2 WHERE id = $3")
+                    .bind(&claim.source_key)
+                    .bind(claim.generation)
+                    .bind(run)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            /// Inside a write transaction, after its writes: refuse the transaction when the
+            /// run's claim generation is no longer current. On PostgreSQL `FOR SHARE` holds
+            /// the claim row until the transaction ends, so a takeover (which updates that
+            /// row) waits for our commit and then sees our writes; SQLite holds the write lock
+            /// from the first write on, so no claim can change before the commit.
+            pub(crate) async fn check_fence(tx: &mut Tx<Self>, run: RunId) -> Result<()> {
+                let fence: Option<(Option<String>, Option<i64>)> =
+                    sqlx::query_as("SELECT claim_key, claim_generation FROM runs WHERE id = $1")
+                        .bind(run)
+                        .fetch_optional(&mut **tx)
+                        .await?;
+                let Some((Some(key), Some(generation))) = fence else { return Ok(()) };
+                let sql = format!("SELECT generation FROM source_claims WHERE source_key = $1{}", lock::<Self>(" FOR SHARE"));
+                let current: Option<i64> = sqlx::query_scalar(&sql).bind(&key).fetch_optional(&mut **tx).await?;
+                if current != Some(generation) {
+                    return Err(fenced(run));
+                }
+                Ok(())
+            }
+        }
+    };
 }
 
-pub(crate) async fn sqlite_renew(c: &mut SqliteConnection, claim: &SourceClaim, lease: Duration) -> Result<bool> {
-    let n = sqlx::query("UPDATE source_claims SET expires_at = ? WHERE source_key = ? AND generation = ? AND expires_at <> ''")
-        .bind(fmt_time(later(lease)))
-        .bind(&claim.source_key)
-        .bind(claim.generation)
-        .execute(&mut *c)
-        .await?
-        .rows_affected();
-    Ok(n == 1)
-}
-
-pub(crate) async fn sqlite_release(c: &mut SqliteConnection, claim: &SourceClaim) -> Result<()> {
-    sqlx::query("UPDATE source_claims SET expires_at = '' WHERE source_key = ? AND generation = ?")
-        .bind(&claim.source_key)
-        .bind(claim.generation)
-        .execute(&mut *c)
-        .await?;
-    Ok(())
-}
-
-pub(crate) async fn sqlite_fence_run(c: &mut SqliteConnection, run: RunId, claim: &SourceClaim) -> Result<()> {
-    sqlx::query("UPDATE runs SET claim_key = ?, claim_generation = ? WHERE id = ?")
-        .bind(&claim.source_key)
-        .bind(claim.generation)
-        .bind(run)
-        .execute(&mut *c)
-        .await?;
-    Ok(())
-}
-
-/// Inside a write transaction, after its writes (SQLite holds the write lock from the first
-/// write on, so no claim can change between this check and the commit): refuse the
-/// transaction when the run's claim generation is no longer current.
-pub(crate) async fn sqlite_check_fence(c: &mut SqliteConnection, run: RunId) -> Result<()> {
-    let current: Option<bool> = sqlx::query_scalar(
-        "SELECT r.claim_generation IS NULL
-                OR EXISTS (SELECT 1 FROM source_claims c WHERE c.source_key = r.claim_key AND c.generation = r.claim_generation)
-         FROM runs r WHERE r.id = ?",
-    )
-    .bind(run)
-    .fetch_optional(&mut *c)
-    .await?;
-    if current == Some(false) {
-        return Err(fenced(run));
-    }
-    Ok(())
-}
-
-// ---- PostgreSQL ----
-
-pub(crate) async fn pg_claim(
-    c: &mut PgConnection,
-    key: &str,
-    who: &ClaimHolder,
-    lease: Duration,
-    take_over: Option<i64>,
-) -> Result<ClaimAttempt> {
-    let generation: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO source_claims (source_key, holder, holder_host, holder_pid, generation, claimed_at, expires_at)
-         VALUES ($1, $2, $3, $4, 1, now(), $5)
-         ON CONFLICT (source_key) DO UPDATE SET holder = excluded.holder, holder_host = excluded.holder_host,
-             holder_pid = excluded.holder_pid, generation = source_claims.generation + 1,
-             claimed_at = excluded.claimed_at, expires_at = excluded.expires_at
-         WHERE source_claims.expires_at < now() OR source_claims.generation = $6
-         RETURNING generation",
-    )
-    .bind(key)
-    .bind(&who.holder)
-    .bind(&who.host)
-    .bind(i64::from(who.pid))
-    .bind(later(lease))
-    .bind(take_over.unwrap_or(-1))
-    .fetch_optional(&mut *c)
-    .await?;
-    if let Some(generation) = generation {
-        return Ok(ClaimAttempt::Claimed(SourceClaim { source_key: key.to_owned(), generation }));
-    }
-    let row: (String, String, i64, chrono::DateTime<Utc>, chrono::DateTime<Utc>, i64) = sqlx::query_as(
-        "SELECT holder, holder_host, holder_pid, claimed_at, expires_at, generation FROM source_claims WHERE source_key = $1",
-    )
-    .bind(key)
-    .fetch_one(&mut *c)
-    .await?;
-    let (holder, host, pid, since, expires, generation) = row;
-    Ok(ClaimAttempt::Held(held((holder, host, pid, fmt_time(since), fmt_time(expires), generation))))
-}
-
-pub(crate) async fn pg_renew(c: &mut PgConnection, claim: &SourceClaim, lease: Duration) -> Result<bool> {
-    let n = sqlx::query(
-        "UPDATE source_claims SET expires_at = $1 WHERE source_key = $2 AND generation = $3 AND expires_at <> '-infinity'",
-    )
-    .bind(later(lease))
-    .bind(&claim.source_key)
-    .bind(claim.generation)
-    .execute(&mut *c)
-    .await?
-    .rows_affected();
-    Ok(n == 1)
-}
-
-pub(crate) async fn pg_release(c: &mut PgConnection, claim: &SourceClaim) -> Result<()> {
-    sqlx::query("UPDATE source_claims SET expires_at = '-infinity' WHERE source_key = $1 AND generation = $2")
-        .bind(&claim.source_key)
-        .bind(claim.generation)
-        .execute(&mut *c)
-        .await?;
-    Ok(())
-}
-
-pub(crate) async fn pg_fence_run(c: &mut PgConnection, run: RunId, claim: &SourceClaim) -> Result<()> {
-    sqlx::query("UPDATE runs SET claim_key = $1, claim_generation = $2 WHERE id = $3")
-        .bind(&claim.source_key)
-        .bind(claim.generation)
-        .bind(run)
-        .execute(&mut *c)
-        .await?;
-    Ok(())
-}
-
-/// Inside a write transaction: refuse it when the run's claim generation is no longer
-/// current. `FOR SHARE` holds the claim row until this transaction ends, so a takeover
-/// (which updates that row) waits for our commit and then sees our writes.
-pub(crate) async fn pg_check_fence(c: &mut PgConnection, run: RunId) -> Result<()> {
-    let fence: Option<(Option<String>, Option<i64>)> =
-        sqlx::query_as("SELECT claim_key, claim_generation FROM runs WHERE id = $1").bind(run).fetch_optional(&mut *c).await?;
-    let Some((Some(key), Some(generation))) = fence else { return Ok(()) };
-    let current: Option<i64> = sqlx::query_scalar("SELECT generation FROM source_claims WHERE source_key = $1 FOR SHARE")
-        .bind(&key)
-        .fetch_optional(&mut *c)
-        .await?;
-    if current != Some(generation) {
-        return Err(fenced(run));
-    }
-    Ok(())
-}
+impl_claims!(PgStore);
+impl_claims!(SqliteStore);

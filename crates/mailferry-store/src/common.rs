@@ -1,5 +1,5 @@
-//! What both backends share: row → record conversion, the control state machine, the
-//! values derived from a spec, and limits. Only the SQL differs per backend.
+//! Plain Rust the store's queries share: rows → records, the control state machine, the
+//! values derived from a spec, and limits.
 
 use std::collections::BTreeMap;
 
@@ -7,7 +7,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use mailferry_model::{JobCounts, JobSpec, JobState, LedgerState, OAuth2Spec, Scope, Sealed, TargetSpec};
 
 use crate::service::{BatchRecord, BatchSummary, ControlAction, JobRecord, LedgerRow, TokenRecord};
-use crate::{Result, StoreError};
+use crate::{LedgerEntry, ReceiptRow, Result, StoreError};
 
 /// Largest page `list_jobs` and `ledger_page` return; a limit of 0 means [`DEFAULT_PAGE`].
 pub(crate) const MAX_PAGE: u32 = 500;
@@ -101,37 +101,92 @@ impl JobRow {
     }
 }
 
-/// The columns of a ledger row for the API, times already rendered as text.
-#[derive(Debug, sqlx::FromRow)]
-pub(crate) struct LedgerParts {
+/// A ledger row as selected, times already rendered as text. Each query selects the
+/// columns of the record it makes ([`LedgerEntry`], [`LedgerRow`], [`ReceiptRow`]); the
+/// others keep their defaults.
+#[derive(Debug, Default, sqlx::FromRow)]
+#[sqlx(default)]
+pub(crate) struct LedgerColumns {
     pub uidl: String,
     pub size: i64,
+    pub list_size: Option<i64>,
     pub state: String,
     pub reason: Option<String>,
     pub digest: Option<String>,
+    pub wire_digest: Option<String>,
+    pub wire_size: Option<i64>,
+    pub message_id: Option<String>,
     pub dest_uid: Option<i64>,
+    pub dest_uidvalidity: Option<i64>,
     pub internal_date: Option<String>,
     pub internal_date_source: Option<String>,
+    pub readback_digest: Option<String>,
+    pub verify_level: Option<String>,
+    pub verify_error: Option<String>,
     pub first_seen_at: String,
     pub copied_at: Option<String>,
+    pub verified_at: Option<String>,
     pub deleted_at: Option<String>,
 }
 
-impl LedgerParts {
+fn u64_of(n: i64) -> u64 {
+    n.max(0) as u64
+}
+
+fn u32_of(n: Option<i64>) -> Option<u32> {
+    n.and_then(|n| u32::try_from(n).ok())
+}
+
+impl LedgerColumns {
+    pub(crate) fn into_entry(self) -> Result<LedgerEntry> {
+        Ok(LedgerEntry {
+            uidl: self.uidl,
+            size: u64_of(self.size),
+            state: parse_ledger_state(self.state)?,
+            wire_digest: self.wire_digest,
+            wire_size: self.wire_size.map(u64_of),
+            message_id: self.message_id,
+            copied_at: self.copied_at,
+            list_size: self.list_size.map(u64_of),
+            dest_uid: u32_of(self.dest_uid),
+            dest_uidvalidity: u32_of(self.dest_uidvalidity),
+            internal_date: self.internal_date,
+        })
+    }
+
     pub(crate) fn into_row(self) -> Result<LedgerRow> {
         Ok(LedgerRow {
             uidl: self.uidl,
-            size: self.size.max(0) as u64,
+            size: u64_of(self.size),
             state: parse_ledger_state(self.state)?,
             reason: self.reason,
             digest: self.digest,
-            dest_uid: self.dest_uid.and_then(|u| u32::try_from(u).ok()),
+            dest_uid: u32_of(self.dest_uid),
             internal_date: self.internal_date,
             internal_date_source: self.internal_date_source,
             first_seen_at: self.first_seen_at,
             copied_at: self.copied_at,
             deleted_at: self.deleted_at,
         })
+    }
+
+    pub(crate) fn into_receipt_row(self) -> ReceiptRow {
+        ReceiptRow {
+            uidl: self.uidl,
+            size: u64_of(self.size),
+            state: self.state,
+            digest: self.digest,
+            wire_digest: self.wire_digest,
+            dest_uid: u32_of(self.dest_uid),
+            dest_uidvalidity: u32_of(self.dest_uidvalidity),
+            readback_digest: self.readback_digest,
+            verify_level: self.verify_level,
+            verified_at: self.verified_at,
+            copied_at: self.copied_at,
+            deleted_at: self.deleted_at,
+            reason: self.reason,
+            verify_error: self.verify_error,
+        }
     }
 }
 

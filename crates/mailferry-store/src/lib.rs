@@ -13,6 +13,7 @@
 mod claims;
 mod common;
 mod dialect;
+mod ledger;
 mod ops;
 mod postgres;
 mod queue;

@@ -16,7 +16,7 @@ use mailferry_model::{JobCounts, JobSpec, JobState, Scope, Sealed};
 use sqlx::QueryBuilder;
 
 use crate::common::{cap, page_limit, parse_job_state, plan_control, rotate_refresh_token, summary, token_record};
-use crate::common::{JobRow, LedgerParts, NewJob};
+use crate::common::{JobRow, LedgerColumns, NewJob};
 use crate::dialect::{begin_write, lock, Dialect};
 use crate::service::*;
 use crate::{PgStore, Result, SqliteStore, StoreError};
@@ -168,14 +168,14 @@ macro_rules! impl_service {
                 );
                 let with_cursor = format!("SELECT {cols} FROM ledger WHERE job_id = $1 AND uidl > $2 ORDER BY uidl LIMIT $3");
                 let from_start = format!("SELECT {cols} FROM ledger WHERE job_id = $1 ORDER BY uidl LIMIT $2");
-                let rows: Vec<LedgerParts> = match after {
+                let rows: Vec<LedgerColumns> = match after {
                     Some(after) => sqlx::query_as(&with_cursor).bind(job).bind(after),
                     None => sqlx::query_as(&from_start).bind(job),
                 }
                 .bind(page_limit(limit))
                 .fetch_all(self.reader())
                 .await?;
-                rows.into_iter().map(LedgerParts::into_row).collect()
+                rows.into_iter().map(LedgerColumns::into_row).collect()
             }
 
             async fn control(&self, id: i64, action: ControlAction) -> Result<ControlOutcome> {
