@@ -243,12 +243,12 @@ impl Worker {
                 release(JobState::Queued, Some("the job's lease could not be renewed (database unreachable); stopped without deleting anything".into()))
             }
             // The mailbox is being drained by another run (a CLI run, say): try again later.
-            (Err(e @ crate::EngineError::SourceBusy { .. }), None) => {
+            (Err(e @ crate::error::EngineError::SourceBusy { .. }), None) => {
                 Release { state: JobState::Queued, error: Some(e.to_string()), not_before: Some(REQUEUE_DELAY) }
             }
             // The database was unreachable past the run's retries: the ledger is intact, so
             // the job goes back to the queue and resumes from it later.
-            (Err(crate::EngineError::Store(e)), None) if e.is_unavailable() => {
+            (Err(crate::error::EngineError::Store(e)), None) if e.is_unavailable() => {
                 Release { state: JobState::Queued, error: Some(format!("ledger: {e}")), not_before: Some(REQUEUE_DELAY) }
             }
             (Ok(r), _) if r.outcome == Outcome::Succeeded => release(JobState::Succeeded, None),
