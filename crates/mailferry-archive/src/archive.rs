@@ -1,13 +1,12 @@
-//! The [`Archive`] handle: open, get (verified), metadata, stats, the event log and per-run
-//! Merkle roots. Ingest, retention, search, verify and export live in their own modules as
-//! further `impl Archive` blocks.
+//! The [`Archive`] handle: open, get (verified), metadata, stats and the event log. Ingest,
+//! per-run Merkle roots, retention, Object Lock upkeep, search, verify and export live in
+//! their own modules above this one, as further `impl Archive` blocks; the records are in
+//! `types.rs` and the index's rows and queries under `index/`.
 
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use chrono::Utc;
 use sqlx::AnyPool;
 
 use crate::backend::Backend;
@@ -16,18 +15,12 @@ use crate::chain::{Event, EventKind};
 use crate::config::{ArchiveConfig, IndexConfig};
 use crate::digest::Digest;
 use crate::error::{ArchiveError, IntegrityError, IntegrityKind, Result};
-use crate::index::events::append_event;
-use crate::index::rows::{parse_ts, tombstone_from_row, OccRow, OCC_COLS};
+use crate::index::events;
+use crate::index::rows::{self, parse_ts};
 use crate::keys::KeyRing;
-use crate::merkle::{self, MerkleProof};
-use crate::meta::{self, Extracted, MessageMeta};
+use crate::meta::{self, Extracted};
 use crate::search::SearchIndex;
-use crate::types::{
-    ArchiveStats, BlobState, MessageRecord, Occurrence, OccurrenceRecord, RunRoot, Tombstone,
-};
-
-
-
+use crate::types::{ArchiveStats, BlobState, MessageRecord, OccurrenceRecord, Tombstone};
 
 /// One named archive. Open it once per process (the search index takes a writer lock);
 /// share it behind an `Arc`. All methods take `&self`.
@@ -157,18 +150,6 @@ impl Archive {
         Ok(())
     }
 
-    pub(crate) async fn occurrence_by_key(&self, occ: &Occurrence) -> Result<Option<OccurrenceRecord>> {
-        let row: Option<OccRow> = sqlx::query_as(&format!(
-            "SELECT {OCC_COLS} FROM occurrences WHERE source_host = $1 AND account = $2 AND uidl = $3"
-        ))
-        .bind(&occ.source_host)
-        .bind(&occ.account)
-        .bind(&occ.uidl)
-        .fetch_optional(&self.db)
-        .await?;
-        row.map(|r| r.into_record(&self.name)).transpose()
-    }
-
     /// Whether (host, account, UIDL) is already archived, and as which digest (the engine's
     /// "diff against the destination" when its ledger is lost, DESIGN.md §2.2).
     pub async fn find_occurrence(
@@ -177,15 +158,7 @@ impl Archive {
         account: &str,
         uidl: &str,
     ) -> Result<Option<OccurrenceRecord>> {
-        self.occurrence_by_key(&Occurrence {
-            source_host: source_host.into(),
-            account: account.into(),
-            uidl: uidl.into(),
-            job_id: None,
-            run_id: None,
-            retrieved_at: Utc::now(),
-        })
-        .await
+        rows::occurrence_by_key(&self.db, &self.name, source_host, account, uidl).await
     }
 
     /// The message's exact bytes, decrypted, decompressed and re-hashed. A mismatch is an
@@ -298,11 +271,7 @@ impl Archive {
         .fetch_optional(&self.db)
         .await?
         .ok_or(ArchiveError::NotFound(*digest))?;
-        let meta: Option<String> = sqlx::query_scalar("SELECT meta FROM messages WHERE digest = $1")
-            .bind(digest.to_hex())
-            .fetch_optional(&self.db)
-            .await?;
-        let meta = meta.and_then(|m| serde_json::from_str(&m).ok());
+        let meta = rows::message_meta(&self.db, digest).await?;
         let occurrences = self.occurrences_of(digest).await?;
         let tombstone = self.tombstone(digest).await?;
         Ok(MessageRecord {
@@ -323,33 +292,12 @@ impl Archive {
     }
 
     pub async fn occurrences_of(&self, digest: &Digest) -> Result<Vec<OccurrenceRecord>> {
-        let rows: Vec<OccRow> = sqlx::query_as(&format!(
-            "SELECT {OCC_COLS} FROM occurrences WHERE digest = $1 ORDER BY id"
-        ))
-        .bind(digest.to_hex())
-        .fetch_all(&self.db)
-        .await?;
-        rows.into_iter()
-            .map(|r| r.into_record(&self.name))
-            .collect()
+        rows::occurrences_of(&self.db, &self.name, digest).await
     }
 
     /// Occurrences of one job run, in ingest order (for the job report).
-    pub async fn occurrences_of_run(
-        &self,
-        job_id: i64,
-        run_id: i64,
-    ) -> Result<Vec<OccurrenceRecord>> {
-        let rows: Vec<OccRow> = sqlx::query_as(&format!(
-            "SELECT {OCC_COLS} FROM occurrences WHERE job_id = $1 AND run_id = $2 ORDER BY id"
-        ))
-        .bind(job_id)
-        .bind(run_id)
-        .fetch_all(&self.db)
-        .await?;
-        rows.into_iter()
-            .map(|r| r.into_record(&self.name))
-            .collect()
+    pub async fn occurrences_of_run(&self, job_id: i64, run_id: i64) -> Result<Vec<OccurrenceRecord>> {
+        rows::occurrences_of_run(&self.db, &self.name, job_id, run_id).await
     }
 
     pub async fn stats(&self) -> Result<ArchiveStats> {
@@ -392,22 +340,14 @@ impl Archive {
 
     /// The event log, `seq > after`, at most `limit` records.
     pub async fn events(&self, after: i64, limit: u32) -> Result<Vec<Event>> {
-        Ok(sqlx::query_as("SELECT seq, at, kind, actor, detail, prev_hash, hash FROM events WHERE seq > $1 ORDER BY seq LIMIT $2")
-            .bind(after)
-            .bind(limit as i64)
-            .fetch_all(&self.db)
-            .await?)
+        events::after(&self.db, after, limit).await
     }
 
     /// The hash of the newest event: publish it (job report, ticket, email) and any later
     /// rewrite of history up to that point is detectable even by someone who can edit
     /// the whole database.
     pub async fn chain_head(&self) -> Result<Option<(i64, String)>> {
-        Ok(
-            sqlx::query_as("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")
-                .fetch_optional(&self.db)
-                .await?,
-        )
+        events::head(&self.db).await
     }
 
     pub(crate) async fn log_event(
@@ -417,108 +357,17 @@ impl Archive {
         detail: serde_json::Value,
     ) -> Result<Event> {
         let (_w, mut tx) = self.begin_write().await?;
-        let ev = append_event(&mut tx, kind, actor, detail).await?;
+        let ev = events::append_event(&mut tx, kind, actor, detail).await?;
         tx.commit().await?;
         Ok(ev)
     }
 
-    async fn run_digests(&self, job_id: i64, run_id: i64) -> Result<Vec<Digest>> {
-        let rows: Vec<String> = sqlx::query_scalar(
-            "SELECT DISTINCT digest FROM occurrences WHERE job_id = $1 AND run_id = $2",
-        )
-        .bind(job_id)
-        .bind(run_id)
-        .fetch_all(&self.db)
-        .await?;
-        rows.iter().map(|d| Digest::from_str(d)).collect()
-    }
-
-    /// Merkle root over the distinct digests one job run ingested.
-    pub async fn merkle_root(&self, job_id: i64, run_id: i64) -> Result<RunRoot> {
-        let ds = self.run_digests(job_id, run_id).await?;
-        let mut uniq = ds.clone();
-        uniq.sort();
-        uniq.dedup();
-        Ok(RunRoot {
-            job_id,
-            run_id,
-            leaves: uniq.len() as u64,
-            root: hex::encode(merkle::merkle_root(&ds)),
-        })
-    }
-
-    /// Computes the run's root and records it in the event log (call when a run ends).
-    pub async fn record_run_root(&self, job_id: i64, run_id: i64, who: &str) -> Result<RunRoot> {
-        let root = self.merkle_root(job_id, run_id).await?;
-        self.log_event(
-            EventKind::RunRoot,
-            who,
-            serde_json::to_value(&root).unwrap_or_default(),
-        )
-        .await?;
-        Ok(root)
-    }
-
-    /// Proof that `digest` is among the run's leaves; `None` if it is not.
-    pub async fn merkle_proof(
-        &self,
-        digest: &Digest,
-        job_id: i64,
-        run_id: i64,
-    ) -> Result<Option<MerkleProof>> {
-        Ok(merkle::merkle_proof(
-            &self.run_digests(job_id, run_id).await?,
-            digest,
-        ))
-    }
-
     pub async fn tombstone(&self, digest: &Digest) -> Result<Option<Tombstone>> {
-        let row: Option<(String, i64, String, String, String, i64)> = sqlx::query_as(
-            "SELECT digest, size, reason, purged_by, purged_at, event_seq FROM tombstones WHERE digest = $1",
-        )
-        .bind(digest.to_hex())
-        .fetch_optional(&self.db)
-        .await?;
-        row.map(tombstone_from_row).transpose()
+        rows::tombstone(&self.db, digest).await
     }
 
     pub async fn tombstones(&self) -> Result<Vec<Tombstone>> {
-        let rows: Vec<(String, i64, String, String, String, i64)> = sqlx::query_as(
-            "SELECT digest, size, reason, purged_by, purged_at, event_seq FROM tombstones ORDER BY purged_at, digest",
-        )
-        .fetch_all(&self.db)
-        .await?;
-        rows.into_iter().map(tombstone_from_row).collect()
-    }
-
-    /// Occurrences by id (search hits), in the order given.
-    pub(crate) async fn occurrences_by_ids(&self, ids: &[i64]) -> Result<Vec<OccurrenceRecord>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
-        let placeholders = placeholders.join(",");
-        let sql = format!("SELECT {OCC_COLS} FROM occurrences WHERE id IN ({placeholders})");
-        let mut q = sqlx::query_as::<_, OccRow>(&sql);
-        for id in ids {
-            q = q.bind(id);
-        }
-        let mut recs: Vec<OccurrenceRecord> = q
-            .fetch_all(&self.db)
-            .await?
-            .into_iter()
-            .map(|r| r.into_record(&self.name))
-            .collect::<Result<_>>()?;
-        recs.sort_by_key(|r| ids.iter().position(|i| *i == r.id));
-        Ok(recs)
-    }
-
-    pub(crate) async fn message_meta(&self, digest: &Digest) -> Result<Option<MessageMeta>> {
-        let meta: Option<String> = sqlx::query_scalar("SELECT meta FROM messages WHERE digest = $1")
-            .bind(digest.to_hex())
-            .fetch_optional(&self.db)
-            .await?;
-        Ok(meta.and_then(|m| serde_json::from_str(&m).ok()))
+        rows::tombstones(&self.db).await
     }
 
     /// Re-reads a stored blob and re-extracts what the search index needs.

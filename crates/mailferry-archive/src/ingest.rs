@@ -13,7 +13,7 @@ use crate::chain::EventKind;
 use crate::digest::{Digest, Hasher};
 use crate::error::{ArchiveError, OccurrenceConflict, Result};
 use crate::index::events::append_event;
-use crate::index::rows::{fmt_ts, parse_ts};
+use crate::index::rows::{self, fmt_ts, parse_ts};
 use crate::meta;
 use crate::types::{MessageSource, Occurrence, OccurrenceRecord, PutOutcome};
 
@@ -227,6 +227,11 @@ impl Archive {
     /// A no-op without Object Lock.
     pub async fn ensure_locked(&self, digest: &Digest) -> Result<()> {
         self.lock_blob(digest).await
+    }
+
+    /// The occurrence already recorded under this arrival's (host, account, UIDL), if any.
+    async fn occurrence_by_key(&self, occ: &Occurrence) -> Result<Option<OccurrenceRecord>> {
+        rows::occurrence_by_key(&self.db, &self.name, &occ.source_host, &occ.account, &occ.uidl).await
     }
 
     fn repeat_outcome(

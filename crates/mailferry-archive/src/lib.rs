@@ -29,6 +29,7 @@ pub mod meta;
 #[cfg(feature = "aws")]
 mod object_lock;
 mod retention;
+mod roots;
 mod runs;
 mod search;
 mod searching;

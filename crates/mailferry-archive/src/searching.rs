@@ -8,7 +8,7 @@ use crate::archive::Archive;
 use crate::chain::EventKind;
 use crate::digest::Digest;
 use crate::error::{ArchiveError, Result};
-use crate::index::rows::{OccRow, OCC_COLS};
+use crate::index::rows::{self, OccRow, OCC_COLS};
 use crate::search::{SearchHit, SearchIndex, SearchPage, SearchQuery};
 
 impl Archive {
@@ -35,10 +35,10 @@ impl Archive {
         let limit = limit.clamp(1, 1000);
         let (ids, more, total) = search.query_ids(q, after, limit)?;
         let ids: Vec<i64> = ids.iter().map(|i| *i as i64).collect();
-        let occs = self.occurrences_by_ids(&ids).await?;
+        let occs = rows::occurrences_by_ids(&self.db, &self.name, &ids).await?;
         let mut hits = Vec::with_capacity(occs.len());
         for o in occs {
-            let meta = self.message_meta(&o.digest).await?;
+            let meta = rows::message_meta(&self.db, &o.digest).await?;
             hits.push(SearchHit {
                 occurrence: o,
                 meta,

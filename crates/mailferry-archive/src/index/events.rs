@@ -1,7 +1,8 @@
-//! Appending to the event log (the hash chain's pure part is `chain.rs`).
+//! The event log in the index: appending to it and reading it back (the hash chain's pure
+//! part is `chain.rs`).
 
 use chrono::Utc;
-use sqlx::AnyConnection;
+use sqlx::{AnyConnection, AnyPool};
 
 use crate::chain::{self, Event, EventKind};
 use crate::error::Result;
@@ -15,11 +16,7 @@ pub(crate) async fn append_event(
     actor: &str,
     detail: serde_json::Value,
 ) -> Result<Event> {
-    let head: Option<(i64, String)> =
-        sqlx::query_as("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&mut *conn)
-            .await?;
-    let (seq, prev_hash) = match head {
+    let (seq, prev_hash) = match head(&mut *conn).await? {
         Some((s, h)) => (s + 1, h),
         None => (1, chain::GENESIS.to_string()),
     };
@@ -45,4 +42,22 @@ pub(crate) async fn append_event(
         prev_hash,
         hash,
     })
+}
+
+/// The newest event's sequence number and hash.
+pub(crate) async fn head<'c>(
+    conn: impl sqlx::Executor<'c, Database = sqlx::Any>,
+) -> Result<Option<(i64, String)>> {
+    Ok(sqlx::query_as("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(conn)
+        .await?)
+}
+
+/// The event log, `seq > after`, at most `limit` records.
+pub(crate) async fn after(db: &AnyPool, after: i64, limit: u32) -> Result<Vec<Event>> {
+    Ok(sqlx::query_as("SELECT seq, at, kind, actor, detail, prev_hash, hash FROM events WHERE seq > $1 ORDER BY seq LIMIT $2")
+        .bind(after)
+        .bind(limit as i64)
+        .fetch_all(db)
+        .await?)
 }
