@@ -1,11 +1,11 @@
-//! Config files (crates/mailferry/src/config.rs): the fuzz input is a `mailferry.toml`,
+//! Config files (crates/mailferry/src/config/): the fuzz input is a `mailferry.toml`,
 //! loaded as `mailferry --config FILE` loads it (figment: defaults, the file, then the
 //! environment; then the cross-key checks). Never a panic; a loaded config always renders
 //! (`mailferry config` prints it); a secret key is never echoed, in errors or rendered.
 //!
 //! The binary crate has no library target, so its config module is compiled in here from
-//! its own source file (the `#[path]` below), not copied; the one item it uses from the
-//! rest of the binary, `service::redact_url`, is the model's function it re-exports.
+//! its own source files (the `#[path]` below), not copied; it uses nothing else from the
+//! binary.
 #![no_main]
 
 use std::io::Write;
@@ -18,10 +18,6 @@ use libfuzzer_sys::fuzz_target;
 #[path = "../../crates/mailferry/src"]
 mod bin {
     pub mod config;
-}
-
-mod service {
-    pub(crate) use mailferry_model::redact_url;
 }
 
 /// The file the input is written to (one per fuzzing process), with the environment

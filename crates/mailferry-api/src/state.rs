@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mailferry_engine::Archives;
-use mailferry_model::{HostList, NetworkPolicy, Sealer};
+use mailferry_model::{de, HostList, NetworkPolicy, Sealer};
 use mailferry_store::Store;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 /// Shared by every request. Cheap to clone.
@@ -94,12 +94,17 @@ impl std::fmt::Debug for AppState {
     }
 }
 
-/// API settings; every field has a default, so it can sit in the server config as `[api]`.
-#[derive(Debug, Clone, Deserialize)]
+/// API settings: the server config's `[api]` section (every field has a default), plus
+/// what the binary fills in from other sections (`#[serde(skip)]`: `security.plaintext_allow`,
+/// `[network]`, `[archive]` run limits, the receipt key). Each `[api]` key is declared here
+/// only; `mailferry.example.toml` documents them.
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ApiConfig {
     /// Hosts that may be reached with `security: "none"`: host names, IP addresses or CIDR
     /// blocks (`10.0.0.0/8`, `fd00::/8`). Names are compared literally, never resolved.
+    /// (`security.plaintext_allow` in the server config.)
+    #[serde(skip)]
     pub plaintext_allow: Vec<String>,
     /// Where jobs created over the API (and their OAuth2 token endpoints) may connect,
     /// checked at creation and again by the worker at every connect (the authoritative
@@ -108,45 +113,63 @@ pub struct ApiConfig {
     #[serde(skip)]
     pub network: Arc<NetworkPolicy>,
     /// Limit for JSON request bodies.
+    #[serde(deserialize_with = "de::positive")]
     pub max_body_bytes: usize,
     /// Limit for batch uploads (CSV or JSON).
+    #[serde(deserialize_with = "de::positive")]
     pub max_batch_bytes: usize,
     /// Page size when a list request gives no `limit`.
+    #[serde(deserialize_with = "de::positive")]
     pub default_per_page: u32,
     /// Largest page a client may ask for.
+    #[serde(deserialize_with = "de::positive")]
     pub max_per_page: u32,
     /// How often the process's SSE poller reads the watched jobs from the store.
+    #[serde(deserialize_with = "de::positive")]
     pub sse_poll_ms: u64,
     /// Interval of SSE keep-alive comments.
+    #[serde(deserialize_with = "de::positive")]
     pub sse_keep_alive_secs: u64,
     /// SSE streams one token may have open at once; more are answered 429.
+    #[serde(deserialize_with = "de::positive")]
     pub sse_max_per_token: usize,
     /// SSE streams this process serves at once, all tokens together; more are answered 429.
+    #[serde(deserialize_with = "de::positive")]
     pub sse_max_total: usize,
     /// Reverse proxies (IP addresses or CIDR blocks) whose `X-Forwarded-For` names the
     /// client. Empty (the default): the header is ignored and the socket peer is the client.
+    #[serde(deserialize_with = "de::list")]
     pub trusted_proxies: Vec<String>,
     /// Failed authentications (invalid bearer tokens) a client address may make within
     /// `auth_failure_window_secs` before it is answered 429; 0 turns the limit off.
+    #[serde(deserialize_with = "de::non_negative")]
     pub auth_failure_limit: u32,
+    #[serde(deserialize_with = "de::positive")]
     pub auth_failure_window_secs: u64,
     /// Client addresses the limiter remembers at most (bounded memory).
+    #[serde(deserialize_with = "de::positive")]
     pub auth_failure_max_clients: usize,
-    /// How long `/metrics` reuses the figures it read from the database.
+    /// How long `/metrics` reuses the figures it read from the database; 0 = every scrape.
+    #[serde(deserialize_with = "de::non_negative")]
     pub metrics_cache_ms: u64,
-    /// `/metrics` needs a bearer token (of any scope) when set; otherwise it is public.
+    /// `/metrics` (API and `worker.metrics_listen`) needs a bearer token (of any scope)
+    /// when set; otherwise it is public.
     pub metrics_require_token: bool,
     /// Distinct host names that get their own `host` label value in the metrics; hosts
     /// seen after these are labelled `other` (hosts come from API callers' jobs: the label
     /// set must not grow with them).
+    #[serde(deserialize_with = "de::positive")]
     pub metrics_max_hosts: usize,
     /// Verify and export runs one archive may have at once, across the API processes
     /// sharing it (`[archive] max_concurrent_runs`); more are answered 429.
+    #[serde(skip)]
     pub archive_max_concurrent_runs: usize,
     /// Seconds an export file is kept after it was written (`[archive] export_ttl_secs`);
     /// then it is deleted and its download answers 410.
+    #[serde(skip)]
     pub archive_export_ttl_secs: u64,
     /// base64 Ed25519 key that verifies this installation's receipts (`None`: receipts off).
+    #[serde(skip)]
     pub receipt_public_key: Option<String>,
 }
 

@@ -3,6 +3,7 @@
 //! the store and the engine all speak in these terms.
 #![forbid(unsafe_code)]
 
+pub mod de;
 pub mod endpoint;
 pub mod error;
 pub mod hostlist;
@@ -22,5 +23,5 @@ pub use seal::{SealError, Sealed, Sealer};
 pub use netpolicy::NetworkPolicy;
 pub use ledger::{LedgerState, MessageFailure, RunSummary, VerifyLevel};
 pub use policy::{DeletePolicy, PolicyError};
-pub use redact::redact_url;
+pub use redact::{redact_url, DatabaseUrl};
 pub use tls::{TlsError, TlsOptions};

@@ -103,7 +103,7 @@ pub async fn serve(args: ServeArgs, loaded: &Loaded) -> anyhow::Result<()> {
     let scheme = if cert.is_some() { "https" } else { "http" };
     // Scripts and tests read the address from this line.
     println!("mailferry listening on {scheme}://{addr}");
-    tracing::info!(%addr, tls = cert.is_some(), database = %redact_url(&settings.database_url), "serving");
+    tracing::info!(%addr, tls = cert.is_some(), database = %settings.database_url, "serving");
     let workers = (!args.no_workers).then(|| tokio::spawn(worker(&settings, Arc::clone(&store)).run(shutdown.child_token())));
     // With the peer address: the audit log and the failed-authentication limit need it.
     let app = mailferry_api::app(state).into_make_service_with_connect_info::<SocketAddr>();
@@ -157,7 +157,7 @@ pub async fn worker_only(loaded: &Loaded) -> anyhow::Result<()> {
         }
         None => None,
     };
-    tracing::info!(database = %redact_url(&settings.database_url), "worker starting");
+    tracing::info!(database = %settings.database_url, "worker starting");
     worker(&settings, store).run(shutdown_on_signal()).await;
     drained.cancel();
     if let Some(server) = metrics {
@@ -181,7 +181,7 @@ pub async fn db(cmd: DbCommand, loaded: &Loaded) -> anyhow::Result<()> {
     let DbCommand::Migrate = cmd;
     let settings = Settings::from_config(loaded)?;
     settings.open_store().await?;
-    println!("database migrations applied ({})", redact_url(&settings.database_url));
+    println!("database migrations applied ({})", settings.database_url);
     Ok(())
 }
 
@@ -189,6 +189,3 @@ pub fn openapi() -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(&mailferry_api::openapi())?);
     Ok(())
 }
-
-/// `postgres://user:secret@host/db` → `postgres://user:***@host/db` (see the model crate).
-pub(crate) use mailferry_model::redact_url;

@@ -9,15 +9,15 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use mailferry_engine::{EngineConfig, RetryPolicy, SpoolConfig};
 use mailferry_model::netpolicy::Defaults;
-use mailferry_model::{HostList, NetworkPolicy, Sealer};
+use mailferry_model::{DatabaseUrl, HostList, NetworkPolicy, Sealer};
 use mailferry_store::{PgStore, SqliteStore, Store};
 use secrecy::ExposeSecret;
 
 use crate::config::{Config, ConfigError, Loaded, TlsConfig};
 
 pub struct Settings {
-    /// May carry a password: shown redacted by the Debug impl below.
-    pub database_url: String,
+    /// May carry a password: Debug and Display show it redacted.
+    pub database_url: DatabaseUrl,
     pub sealer: Sealer,
     pub worker_concurrency: usize,
     pub per_host_limit: u32,
@@ -105,28 +105,14 @@ impl Settings {
         engine.imap.io_timeout = Duration::from_secs(t.imap_io_secs);
 
         let network = network_policy(loaded)?;
-        let a = &c.api;
+        // `[api]` is the API crate's own config; the rest comes from other sections.
         let api = mailferry_api::ApiConfig {
             plaintext_allow: c.security.plaintext_allow.clone(),
             network: Arc::clone(&network),
-            max_body_bytes: a.max_body_bytes,
-            max_batch_bytes: a.max_batch_bytes,
-            default_per_page: a.default_per_page,
-            max_per_page: a.max_per_page,
-            sse_poll_ms: a.sse_poll_ms,
-            sse_keep_alive_secs: a.sse_keep_alive_secs,
-            sse_max_per_token: a.sse_max_per_token,
-            sse_max_total: a.sse_max_total,
-            trusted_proxies: a.trusted_proxies.clone(),
-            auth_failure_limit: a.auth_failure_limit,
-            auth_failure_window_secs: a.auth_failure_window_secs,
-            auth_failure_max_clients: a.auth_failure_max_clients,
-            metrics_cache_ms: a.metrics_cache_ms,
-            metrics_require_token: a.metrics_require_token,
-            metrics_max_hosts: a.metrics_max_hosts,
             archive_max_concurrent_runs: c.archive.max_concurrent_runs,
             archive_export_ttl_secs: c.archive.export_ttl_secs,
             receipt_public_key: Some(signer.public_key().to_base64()),
+            ..c.api.clone()
         };
         Ok(Self {
             database_url: c.database_url(),
@@ -151,7 +137,7 @@ impl Settings {
 
     /// Open the configured backend: the one place that names concrete stores.
     pub async fn open_store(&self) -> anyhow::Result<Arc<dyn Store>> {
-        let url = &self.database_url;
+        let url = self.database_url.expose();
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let store = PgStore::connect(url).await.context("cannot open the PostgreSQL database (database.url)")?;
             Ok(Arc::new(store))
@@ -199,7 +185,7 @@ fn policy(loaded: &Loaded, defaults: Defaults) -> Result<Arc<NetworkPolicy>, Con
 impl std::fmt::Debug for Settings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Settings")
-            .field("database_url", &crate::service::redact_url(&self.database_url))
+            .field("database_url", &self.database_url)
             .field("worker_concurrency", &self.worker_concurrency)
             .field("per_host_limit", &self.per_host_limit)
             .field("lease", &self.lease)
@@ -219,13 +205,13 @@ pub fn archives(loaded: &Loaded) -> Result<mailferry_engine::Archives, ConfigErr
     let shared = match c.archive.index {
         // Sharing the index only makes sense when the blobs are shared too: with blobs on
         // each worker's disk, a worker would skip storing bytes another machine holds.
-        ArchiveIndex::Auto => url.starts_with("postgres") && c.archive.s3.is_some(),
+        ArchiveIndex::Auto => url.is_postgres() && c.archive.s3.is_some(),
         ArchiveIndex::Local => false,
         // Validated in config::load: the database is PostgreSQL.
         ArchiveIndex::Database => true,
     };
     if shared {
-        archives = archives.with_index(mailferry_archive::IndexConfig::Postgres(mailferry_archive::DatabaseUrl::new(url)));
+        archives = archives.with_index(mailferry_archive::IndexConfig::Postgres(mailferry_archive::DatabaseUrl::new(url.expose())));
     }
     if let Some(s3) = &c.archive.s3 {
         archives = archives.with_blobs(mailferry_archive::BlobStoreConfig::S3(mailferry_archive::S3Config {

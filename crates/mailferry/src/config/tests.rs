@@ -1,3 +1,11 @@
+use std::collections::BTreeSet;
+
+use figment::providers::{Format, Toml};
+use mailferry_model::DatabaseUrl;
+use secrecy::SecretString;
+
+use super::load::{check_env, describe, edit_distance, known_keys, suggest_var};
+use super::validate::validate;
 use super::*;
 
 fn from_toml(text: &str) -> Result<Config, String> {
@@ -27,7 +35,7 @@ fn fully_populated() -> Config {
             listen: "0.0.0.0:1".parse().unwrap(),
             tls: Some(TlsConfig { cert_file: "c".into(), key_file: "k".into() }),
         },
-        database: DatabaseConfig { url: Some(DatabaseUrl("postgres://u:p@h/d".into())) },
+        database: DatabaseConfig { url: Some(DatabaseUrl::new("postgres://u:p@h/d")) },
         worker: WorkerSection {
             concurrency: 1,
             per_host_limit: 1,
@@ -54,7 +62,13 @@ fn fully_populated() -> Config {
             ca_file: Some("ca".into()),
         },
         network: NetworkConfig { allow: vec![], deny: vec![] },
-        api: ApiSection {
+        api: mailferry_api::ApiConfig {
+            // Filled in from other sections (not `[api]` keys).
+            plaintext_allow: vec![],
+            network: Default::default(),
+            archive_max_concurrent_runs: 1,
+            archive_export_ttl_secs: 1,
+            receipt_public_key: None,
             max_body_bytes: 1,
             max_batch_bytes: 1,
             default_per_page: 1,
