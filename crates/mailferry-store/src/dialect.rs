@@ -64,3 +64,7 @@ pub(crate) fn begin_write<D: Dialect>() -> &'static str {
 
 /// A transaction of the backend `D`.
 pub(crate) type Tx<D> = sqlx::Transaction<'static, <D as Dialect>::Db>;
+
+/// A statement of the backend `D`, its parameters bound.
+pub(crate) type Statement<'q, D> =
+    sqlx::query::Query<'q, <D as Dialect>::Db, <<D as Dialect>::Db as sqlx::Database>::Arguments<'q>>;

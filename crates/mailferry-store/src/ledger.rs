@@ -14,7 +14,7 @@ use sqlx::QueryBuilder;
 
 use crate::claims::{ClaimAttempt, ClaimHolder, SourceClaim};
 use crate::common::{cli_source_key, LedgerColumns, INTERRUPTED};
-use crate::dialect::Dialect;
+use crate::dialect::{Dialect, Statement};
 use crate::receipts::{self, ReceiptColumns, ReceiptRow, StoredReceipt, RECEIPT_COLS};
 use crate::{CopyDone, CopyIntent, JobId, LedgerEntry, LedgerQuery, ReadBackResult, Result, RunCounts, RunId, Store};
 use crate::{PgStore, SqliteStore};
@@ -156,13 +156,8 @@ macro_rules! impl_store {
                      VALUES ($1, $2, $3, $3, 'listed', $4, $4, {now}, {now})
                      ON CONFLICT (job_id, uidl) DO UPDATE SET list_size = COALESCE(ledger.list_size, excluded.list_size)"
                 );
-                let mut tx = self.pool.begin().await?;
-                for (uidl, size) in listed {
-                    sqlx::query(&sql).bind(job).bind(uidl).bind(*size as i64).bind(run).execute(&mut *tx).await?;
-                }
-                Self::check_fence(&mut tx, run).await?;
-                tx.commit().await?;
-                Ok(())
+                let rows = listed.iter().map(|(uidl, size)| sqlx::query(&sql).bind(job).bind(uidl).bind(*size as i64).bind(run));
+                self.write(Some(run), rows.collect()).await
             }
 
             async fn mark_copying(&self, job: JobId, run: RunId, intents: &[CopyIntent]) -> Result<()> {
@@ -173,8 +168,7 @@ macro_rules! impl_store {
                      WHERE job_id = $10 AND uidl = $11",
                     Self::NOW
                 );
-                let mut tx = self.pool.begin().await?;
-                for i in intents {
+                let rows = intents.iter().map(|i| {
                     sqlx::query(&sql)
                         .bind(i.size as i64)
                         .bind(&i.digest)
@@ -187,12 +181,8 @@ macro_rules! impl_store {
                         .bind(run)
                         .bind(job)
                         .bind(&i.uidl)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                Self::check_fence(&mut tx, run).await?;
-                tx.commit().await?;
-                Ok(())
+                });
+                self.write(Some(run), rows.collect()).await
             }
 
             async fn mark_copied(&self, job: JobId, run: RunId, done: &[CopyDone]) -> Result<()> {
@@ -203,21 +193,11 @@ macro_rules! impl_store {
                          reason = NULL, last_run_id = $4, copied_run_id = $4, copied_at = {now}, updated_at = {now}
                      WHERE job_id = $5 AND uidl = $6"
                 );
-                let mut tx = self.pool.begin().await?;
-                for d in done {
-                    sqlx::query(&sql)
-                        .bind(d.dest_uid.map(i64::from))
-                        .bind(d.dest_uidvalidity.map(i64::from))
-                        .bind(d.found_at_destination)
-                        .bind(run)
-                        .bind(job)
-                        .bind(&d.uidl)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                Self::check_fence(&mut tx, run).await?;
-                tx.commit().await?;
-                Ok(())
+                let rows = done.iter().map(|d| {
+                    let uid = (d.dest_uid.map(i64::from), d.dest_uidvalidity.map(i64::from));
+                    sqlx::query(&sql).bind(uid.0).bind(uid.1).bind(d.found_at_destination).bind(run).bind(job).bind(&d.uidl)
+                });
+                self.write(Some(run), rows.collect()).await
             }
 
             async fn revert_copying(&self, job: JobId, uidls: &[String]) -> Result<()> {
@@ -226,12 +206,7 @@ macro_rules! impl_store {
                      WHERE job_id = $1 AND uidl = $2 AND state = 'copying'",
                     Self::NOW
                 );
-                let mut tx = self.pool.begin().await?;
-                for uidl in uidls {
-                    sqlx::query(&sql).bind(job).bind(uidl).execute(&mut *tx).await?;
-                }
-                tx.commit().await?;
-                Ok(())
+                self.write(None, uidls.iter().map(|uidl| sqlx::query(&sql).bind(job).bind(uidl)).collect()).await
             }
 
             async fn mark_skipped(&self, job: JobId, run: RunId, uidl: &str, reason: &str) -> Result<()> {
@@ -250,13 +225,8 @@ macro_rules! impl_store {
                          last_run_id = $1, updated_at = {now}
                      WHERE job_id = $2 AND uidl = $3 AND state IN ('copied', 'verified')"
                 );
-                let mut tx = self.pool.begin().await?;
-                for uidl in uidls {
-                    sqlx::query(&sql).bind(run).bind(job).bind(uidl).execute(&mut *tx).await?;
-                }
-                Self::check_fence(&mut tx, run).await?;
-                tx.commit().await?;
-                Ok(())
+                let rows = uidls.iter().map(|uidl| sqlx::query(&sql).bind(run).bind(job).bind(uidl));
+                self.write(Some(run), rows.collect()).await
             }
 
             async fn run_counts(&self, job: JobId, run: RunId) -> Result<RunCounts> {
@@ -286,7 +256,8 @@ macro_rules! impl_store {
                 .fetch_all(self.reader())
                 .await?;
                 let n = |v: i64| v.max(0) as u64;
-                let mut counts = RunCounts { copied: n(copied), found: n(found), bytes: n(bytes), deleted: n(deleted), ..RunCounts::default() };
+                let (copied, found, bytes, deleted) = (n(copied), n(found), n(bytes), n(deleted));
+                let mut counts = RunCounts { copied, found, bytes, deleted, ..RunCounts::default() };
                 for (uidl, state, reason) in problems {
                     let list = if state == "skipped" { &mut counts.skipped } else { &mut counts.failed };
                     list.push((uidl, reason));
@@ -294,7 +265,13 @@ macro_rules! impl_store {
                 Ok(counts)
             }
 
-            async fn claim_source(&self, key: &str, who: &ClaimHolder, lease: Duration, take_over: Option<i64>) -> Result<ClaimAttempt> {
+            async fn claim_source(
+                &self,
+                key: &str,
+                who: &ClaimHolder,
+                lease: Duration,
+                take_over: Option<i64>,
+            ) -> Result<ClaimAttempt> {
                 self.claim(key, who, lease, take_over).await
             }
 
@@ -311,20 +288,10 @@ macro_rules! impl_store {
             }
 
             async fn supersede_reused(&self, job: JobId, run: RunId, uidl: &str, why: &str) -> Result<()> {
-                let mut tx = self.pool.begin().await?;
-                sqlx::query(&format!(
-                    "UPDATE ledger SET uidl = $1, reason = $2, updated_at = {} WHERE job_id = $3 AND uidl = $4",
-                    Self::NOW
-                ))
-                .bind(crate::superseded_name(uidl, run))
-                .bind(why)
-                .bind(job)
-                .bind(uidl)
-                .execute(&mut *tx)
-                .await?;
-                Self::check_fence(&mut tx, run).await?;
-                tx.commit().await?;
-                Ok(())
+                let now = Self::NOW;
+                let sql = format!("UPDATE ledger SET uidl = $1, reason = $2, updated_at = {now} WHERE job_id = $3 AND uidl = $4");
+                let row = sqlx::query(&sql).bind(crate::superseded_name(uidl, run)).bind(why).bind(job).bind(uidl);
+                self.write(Some(run), vec![row]).await
             }
 
             async fn record_readback(&self, job: JobId, run: RunId, results: &[ReadBackResult]) -> Result<()> {
@@ -336,21 +303,11 @@ macro_rules! impl_store {
                          last_run_id = $4, updated_at = {now}
                      WHERE job_id = $5 AND uidl = $6 AND state IN ('copied', 'verified')"
                 );
-                let mut tx = self.pool.begin().await?;
-                for r in results {
-                    sqlx::query(&sql)
-                        .bind(&r.error)
-                        .bind(&r.readback_digest)
-                        .bind(r.level.as_str())
-                        .bind(run)
-                        .bind(job)
-                        .bind(&r.uidl)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                Self::check_fence(&mut tx, run).await?;
-                tx.commit().await?;
-                Ok(())
+                let rows = results.iter().map(|r| {
+                    let query = sqlx::query(&sql).bind(&r.error).bind(&r.readback_digest).bind(r.level.as_str());
+                    query.bind(run).bind(job).bind(&r.uidl)
+                });
+                self.write(Some(run), rows.collect()).await
             }
 
             async fn receipt_rows(&self, job: JobId, after: &str, limit: u32) -> Result<Vec<ReceiptRow>> {
@@ -365,81 +322,65 @@ macro_rules! impl_store {
 
             async fn save_receipt_lines(&self, run: RunId, first_seq: u64, lines: &[String]) -> Result<()> {
                 let first = i64::try_from(first_seq).unwrap_or(i64::MAX);
-                let mut tx = self.pool.begin().await?;
-                for (i, line) in lines.iter().enumerate() {
-                    sqlx::query("INSERT INTO receipt_entries (run_id, seq, line) VALUES ($1, $2, $3)")
-                        .bind(run)
-                        .bind(first.saturating_add(i as i64))
-                        .bind(line)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                tx.commit().await?;
-                Ok(())
+                let sql = "INSERT INTO receipt_entries (run_id, seq, line) VALUES ($1, $2, $3)";
+                let rows = lines.iter().enumerate().map(|(i, line)| {
+                    sqlx::query(sql).bind(run).bind(first.saturating_add(i as i64)).bind(line)
+                });
+                self.write(None, rows.collect()).await
             }
 
             /// Saves the header; when it reuses an earlier run's entries, drops this run's.
             async fn save_receipt(&self, r: &StoredReceipt) -> Result<()> {
-                let mut tx = self.pool.begin().await?;
-                if r.entries_run != r.run {
-                    sqlx::query("DELETE FROM receipt_entries WHERE run_id = $1").bind(r.run).execute(&mut *tx).await?;
-                }
-                sqlx::query(&format!("INSERT INTO receipts ({RECEIPT_COLS}) VALUES ($1, $2, $3, $4, $5, $6)"))
-                    .bind(r.run)
-                    .bind(r.job)
-                    .bind(r.entries_run)
-                    .bind(&r.header)
-                    .bind(&r.signature)
-                    .bind(&r.public_key)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                Ok(())
+                let sql = format!("INSERT INTO receipts ({RECEIPT_COLS}) VALUES ($1, $2, $3, $4, $5, $6)");
+                let header = sqlx::query(&sql).bind(r.run).bind(r.job).bind(r.entries_run);
+                let header = header.bind(&r.header).bind(&r.signature).bind(&r.public_key);
+                let drop_entries = sqlx::query("DELETE FROM receipt_entries WHERE run_id = $1").bind(r.run);
+                let reused = r.entries_run != r.run;
+                self.write(None, if reused { vec![drop_entries, header] } else { vec![header] }).await
             }
 
             async fn receipt(&self, job: JobId, run: Option<RunId>) -> Result<Option<StoredReceipt>> {
                 let select = format!("SELECT {RECEIPT_COLS} FROM receipts WHERE job_id = $1");
+                let (of_run, latest) = (format!("{select} AND run_id = $2"), format!("{select} ORDER BY run_id DESC LIMIT 1"));
                 let row: Option<ReceiptColumns> = match run {
-                    Some(run) => {
-                        sqlx::query_as(&format!("{select} AND run_id = $2")).bind(job).bind(run).fetch_optional(self.reader()).await?
-                    }
-                    None => {
-                        let latest = format!("{select} ORDER BY run_id DESC LIMIT 1");
-                        sqlx::query_as(&latest).bind(job).fetch_optional(self.reader()).await?
-                    }
-                };
+                    Some(run) => sqlx::query_as(&of_run).bind(job).bind(run),
+                    None => sqlx::query_as(&latest).bind(job),
+                }
+                .fetch_optional(self.reader())
+                .await?;
                 Ok(row.map(receipts::stored))
             }
 
             async fn receipt_lines(&self, entries_run: RunId, after: i64, limit: u32) -> Result<Vec<(i64, String)>> {
-                Ok(sqlx::query_as("SELECT seq, line FROM receipt_entries WHERE run_id = $1 AND seq > $2 ORDER BY seq LIMIT $3")
-                    .bind(entries_run)
-                    .bind(after)
-                    .bind(i64::from(limit))
-                    .fetch_all(self.reader())
-                    .await?)
+                let sql = "SELECT seq, line FROM receipt_entries WHERE run_id = $1 AND seq > $2 ORDER BY seq LIMIT $3";
+                Ok(sqlx::query_as(sql).bind(entries_run).bind(after).bind(i64::from(limit)).fetch_all(self.reader()).await?)
             }
         }
 
         impl $store {
+            /// One write transaction: `statements` in order, then, for a write of `run`, the
+            /// check of its fence ([`crate::claims`]), then the commit.
+            async fn write<'q>(&self, run: Option<RunId>, statements: Vec<Statement<'q, Self>>) -> Result<()> {
+                let mut tx = self.pool.begin().await?;
+                for statement in statements {
+                    statement.execute(&mut *tx).await?;
+                }
+                if let Some(run) = run {
+                    Self::check_fence(&mut tx, run).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
             /// Skipped or failed, unless the row is already a confirmed copy.
             async fn set_terminal(&self, job: JobId, run: RunId, uidl: &str, state: &str, reason: &str) -> Result<()> {
-                let mut tx = self.pool.begin().await?;
-                sqlx::query(&format!(
+                let sql = format!(
                     "UPDATE ledger SET state = $1, reason = $2, last_run_id = $3, updated_at = {}
                      WHERE job_id = $4 AND uidl = $5 AND state NOT IN ('copied', 'verified', 'source-deleted')",
                     Self::NOW
-                ))
-                .bind(state)
-                .bind(reason)
-                .bind(run)
-                .bind(job)
-                .bind(uidl)
-                .execute(&mut *tx)
-                .await?;
-                Self::check_fence(&mut tx, run).await?;
-                tx.commit().await?;
-                Ok(())
+                );
+                let row = sqlx::query(&sql).bind(state).bind(reason).bind(run).bind(job).bind(uidl);
+                self.write(Some(run), vec![row]).await
             }
         }
     };
