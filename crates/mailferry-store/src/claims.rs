@@ -92,12 +92,8 @@ macro_rules! impl_claims {
                      RETURNING generation",
                     expiry = Self::after("$5")
                 ))
-                .bind(key)
-                .bind(&who.holder)
-                .bind(&who.host)
-                .bind(i64::from(who.pid))
-                .bind(lease.as_secs_f64())
-                .bind(take_over.unwrap_or(-1))
+                .bind(key).bind(&who.holder).bind(&who.host).bind(i64::from(who.pid))
+                .bind(lease.as_secs_f64()).bind(take_over.unwrap_or(-1))
                 .fetch_optional(&mut *tx)
                 .await?;
                 let attempt = match generation {
@@ -121,12 +117,8 @@ macro_rules! impl_claims {
                     Self::after("$1"),
                     Self::RELEASED
                 );
-                let done = sqlx::query(&sql)
-                    .bind(lease.as_secs_f64())
-                    .bind(&claim.source_key)
-                    .bind(claim.generation)
-                    .execute(&self.pool)
-                    .await?;
+                let query = sqlx::query(&sql).bind(lease.as_secs_f64()).bind(&claim.source_key).bind(claim.generation);
+                let done = query.execute(&self.pool).await?;
                 Ok(done.rows_affected() == 1)
             }
 
@@ -138,9 +130,7 @@ macro_rules! impl_claims {
 
             pub(crate) async fn fence(&self, run: RunId, claim: &SourceClaim) -> Result<()> {
                 sqlx::query("UPDATE runs SET claim_key = $1, claim_generation = $2 WHERE id = $3")
-                    .bind(&claim.source_key)
-                    .bind(claim.generation)
-                    .bind(run)
+                    .bind(&claim.source_key).bind(claim.generation).bind(run)
                     .execute(&self.pool)
                     .await?;
                 Ok(())

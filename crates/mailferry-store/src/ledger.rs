@@ -46,11 +46,7 @@ macro_rules! impl_store {
                          started_at = excluded.started_at, updated_at = excluded.updated_at
                      RETURNING id"
                 ))
-                .bind(mailbox_key)
-                .bind(source)
-                .bind(target)
-                .bind(source_key)
-                .bind(source_host)
+                .bind(mailbox_key).bind(source).bind(target).bind(source_key).bind(source_host)
                 .fetch_one(&self.pool)
                 .await?;
                 Ok(id)
@@ -71,8 +67,7 @@ macro_rules! impl_store {
                 let id = sqlx::query_scalar(&format!(
                     "INSERT INTO runs (job_id, dry_run, started_at) VALUES ($1, $2, {now}) RETURNING id"
                 ))
-                .bind(job)
-                .bind(dry_run)
+                .bind(job).bind(dry_run)
                 .fetch_one(&mut *tx)
                 .await?;
                 // Service jobs count passes when claimed; CLI jobs here.
@@ -90,10 +85,7 @@ macro_rules! impl_store {
                 sqlx::query(&format!(
                     "UPDATE runs SET finished_at = {now}, outcome = $1, error = $2, summary = $3 WHERE id = $4"
                 ))
-                .bind(outcome)
-                .bind(error)
-                .bind(summary_json)
-                .bind(run)
+                .bind(outcome).bind(error).bind(summary_json).bind(run)
                 .execute(&mut *tx)
                 .await?;
                 // A CLI job's state follows its last run (service jobs: the worker's release_job).
@@ -102,9 +94,7 @@ macro_rules! impl_store {
                         "UPDATE jobs SET state = $1, last_error = $2, finished_at = {now}, updated_at = {now}
                          WHERE id = (SELECT job_id FROM runs WHERE id = $3) AND spec IS NULL"
                     ))
-                    .bind(outcome)
-                    .bind(error)
-                    .bind(run)
+                    .bind(outcome).bind(error).bind(run)
                     .execute(&mut *tx)
                     .await?;
                 }
@@ -170,17 +160,9 @@ macro_rules! impl_store {
                 );
                 let rows = intents.iter().map(|i| {
                     sqlx::query(&sql)
-                        .bind(i.size as i64)
-                        .bind(&i.digest)
-                        .bind(&i.wire_digest)
-                        .bind(i.wire_size as i64)
-                        .bind(i.normalized)
-                        .bind(&i.message_id)
-                        .bind(&i.internal_date)
-                        .bind(i.internal_date_source)
-                        .bind(run)
-                        .bind(job)
-                        .bind(&i.uidl)
+                        .bind(i.size as i64).bind(&i.digest).bind(&i.wire_digest).bind(i.wire_size as i64).bind(i.normalized)
+                        .bind(&i.message_id).bind(&i.internal_date).bind(i.internal_date_source)
+                        .bind(run).bind(job).bind(&i.uidl)
                 });
                 self.write(Some(run), rows.collect()).await
             }
@@ -236,13 +218,11 @@ macro_rules! impl_store {
                             CAST(COALESCE(SUM(COALESCE(wire_size, size)) FILTER (WHERE NOT found_at_destination), 0) AS BIGINT)
                      FROM ledger WHERE job_id = $1 AND copied_run_id = $2",
                 )
-                .bind(job)
-                .bind(run)
+                .bind(job).bind(run)
                 .fetch_one(self.reader())
                 .await?;
                 let deleted: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ledger WHERE job_id = $1 AND deleted_run_id = $2")
-                    .bind(job)
-                    .bind(run)
+                    .bind(job).bind(run)
                     .fetch_one(self.reader())
                     .await?;
                 let problems: Vec<(String, String, String)> = sqlx::query_as(
@@ -251,8 +231,7 @@ macro_rules! impl_store {
                      WHERE job_id = $1 AND last_run_id = $2 AND (state IN ('skipped', 'failed') OR verify_error IS NOT NULL)
                      ORDER BY uidl",
                 )
-                .bind(job)
-                .bind(run)
+                .bind(job).bind(run)
                 .fetch_all(self.reader())
                 .await?;
                 let n = |v: i64| v.max(0) as u64;
@@ -312,9 +291,7 @@ macro_rules! impl_store {
 
             async fn receipt_rows(&self, job: JobId, after: &str, limit: u32) -> Result<Vec<ReceiptRow>> {
                 let rows: Vec<LedgerColumns> = sqlx::query_as(&receipts::rows_sql::<Self>())
-                    .bind(job)
-                    .bind(after)
-                    .bind(i64::from(limit))
+                    .bind(job).bind(after).bind(i64::from(limit))
                     .fetch_all(self.reader())
                     .await?;
                 Ok(rows.into_iter().map(LedgerColumns::into_receipt_row).collect())

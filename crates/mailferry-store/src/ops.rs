@@ -156,13 +156,8 @@ macro_rules! impl_ops {
                     Self::NOW
                 );
                 Ok(sqlx::query_scalar(&sql)
-                    .bind(e.token_id)
-                    .bind(&e.token_name)
-                    .bind(&e.method)
-                    .bind(&e.route)
-                    .bind(&e.target)
-                    .bind(i32::from(e.status))
-                    .bind(&e.client)
+                    .bind(e.token_id).bind(&e.token_name).bind(&e.method).bind(&e.route)
+                    .bind(&e.target).bind(i32::from(e.status)).bind(&e.client)
                     .fetch_one(&self.pool)
                     .await?)
             }

@@ -103,16 +103,9 @@ macro_rules! impl_service {
                 let mut jobs = Vec::with_capacity(news.len());
                 for n in news {
                     let row: JobRow = sqlx::query_as(&sql)
-                        .bind(n.mailbox_key)
-                        .bind(n.source)
-                        .bind(n.target)
-                        .bind(n.source_key)
-                        .bind(n.source_host)
-                        .bind(n.target_host)
-                        .bind(n.spec)
-                        .bind(n.labels)
-                        .bind(batch.as_ref().map(|b| b.id))
-                        .bind(trace_parent)
+                        .bind(n.mailbox_key).bind(n.source).bind(n.target)
+                        .bind(n.source_key).bind(n.source_host).bind(n.target_host)
+                        .bind(n.spec).bind(n.labels).bind(batch.as_ref().map(|b| b.id)).bind(trace_parent)
                         .fetch_one(&mut *tx)
                         .await?;
                     jobs.push(row.into_record()?);
@@ -201,14 +194,9 @@ macro_rules! impl_service {
                      WHERE id = $7 AND state = $8
                      RETURNING {cols}"
                 ))
-                .bind(plan.state.as_str())
-                .bind(plan.cancel_requested)
-                .bind(plan.pause_requested)
-                .bind(plan.clear_error)
-                .bind(plan.finished as i64)
-                .bind(plan.clear_not_before)
-                .bind(id)
-                .bind(current.state.as_str())
+                .bind(plan.state.as_str()).bind(plan.cancel_requested).bind(plan.pause_requested)
+                .bind(plan.clear_error).bind(plan.finished as i64).bind(plan.clear_not_before)
+                .bind(id).bind(current.state.as_str())
                 .fetch_one(&mut *tx)
                 .await?;
                 let done = row.into_record()?;
@@ -221,9 +209,7 @@ macro_rules! impl_service {
                     "SELECT id, job_id, {}, state, detail FROM job_events WHERE job_id = $1 AND id > $2 ORDER BY id LIMIT $3",
                     Self::text("at")
                 ))
-                .bind(job)
-                .bind(after)
-                .bind(page_limit(limit))
+                .bind(job).bind(after).bind(page_limit(limit))
                 .fetch_all(self.reader())
                 .await?;
                 rows.into_iter()
@@ -256,9 +242,7 @@ macro_rules! impl_service {
                      ORDER BY j.id LIMIT 1{}",
                     lock::<Self>(" FOR UPDATE OF j SKIP LOCKED")
                 ))
-                .bind(&now)
-                .bind(cap(limits.per_source_host))
-                .bind(cap(limits.per_target_host))
+                .bind(&now).bind(cap(limits.per_source_host)).bind(cap(limits.per_target_host))
                 .fetch_optional(&mut *tx)
                 .await?;
                 let Some((id, state)) = candidate else {
@@ -276,10 +260,7 @@ macro_rules! impl_service {
                     job_cols::<Self>(),
                     expiry = Self::after("$3")
                 ))
-                .bind(&now)
-                .bind(worker)
-                .bind(lease.as_secs_f64())
-                .bind(id)
+                .bind(&now).bind(worker).bind(lease.as_secs_f64()).bind(id)
                 .fetch_one(&mut *tx)
                 .await?;
                 let job = row.into_record()?;
@@ -295,9 +276,7 @@ macro_rules! impl_service {
                     Self::after("$1"),
                     Self::NOW
                 ))
-                .bind(lease.as_secs_f64())
-                .bind(id)
-                .bind(worker)
+                .bind(lease.as_secs_f64()).bind(id).bind(worker)
                 .fetch_optional(&self.pool)
                 .await?;
                 let (cancel_requested, pause_requested) = row.unwrap_or_default();
@@ -335,12 +314,8 @@ macro_rules! impl_service {
                      WHERE id = $5 AND lease_owner = $6 AND state = 'running'",
                     not_before = Self::after("$3")
                 ))
-                .bind(release.state.as_str())
-                .bind(&release.error)
-                .bind(not_before)
-                .bind(release.state.is_terminal())
-                .bind(id)
-                .bind(worker)
+                .bind(release.state.as_str()).bind(&release.error).bind(not_before).bind(release.state.is_terminal())
+                .bind(id).bind(worker)
                 .execute(&self.pool)
                 .await?;
                 Ok(done.rows_affected() == 1)
@@ -370,9 +345,7 @@ macro_rules! impl_service {
                     Self::NOW,
                     Self::text("created_at")
                 ))
-                .bind(name)
-                .bind(scope.as_str())
-                .bind(token_hash)
+                .bind(name).bind(scope.as_str()).bind(token_hash)
                 .fetch_one(&self.pool)
                 .await?;
                 Ok(TokenRecord { id, name: name.to_string(), scope, created_at })
@@ -407,8 +380,7 @@ macro_rules! impl_service {
             async fn idempotency_get(&self, token_id: i64, key: &str) -> Result<Option<StoredResponse>> {
                 let row: Option<(String, i32, String)> =
                     sqlx::query_as("SELECT request_hash, status, body FROM idempotency_keys WHERE token_id = $1 AND key = $2")
-                        .bind(token_id)
-                        .bind(key)
+                        .bind(token_id).bind(key)
                         .fetch_optional(self.reader())
                         .await?;
                 Ok(row.map(|(request_hash, status, body)| StoredResponse {
@@ -424,11 +396,7 @@ macro_rules! impl_service {
                      VALUES ($1, $2, $3, $4, $5, {}) ON CONFLICT (token_id, key) DO NOTHING",
                     Self::NOW
                 ))
-                .bind(token_id)
-                .bind(key)
-                .bind(&response.request_hash)
-                .bind(i32::from(response.status))
-                .bind(&response.body)
+                .bind(token_id).bind(key).bind(&response.request_hash).bind(i32::from(response.status)).bind(&response.body)
                 .execute(&self.pool)
                 .await?;
                 Ok(())
