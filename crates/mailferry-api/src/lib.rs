@@ -32,7 +32,6 @@ pub mod ratelimit;
 pub mod receipt_views;
 pub mod report;
 pub mod router;
-pub mod schema;
 pub mod spec;
 pub mod sse;
 pub mod state;

@@ -8,13 +8,14 @@
 
 use std::collections::BTreeMap;
 
-use mailferry_model::{DeletePolicy, JobOptions, JobSpec, OAuth2Spec, Sealer, SourceSpec, TargetSpec, VerifyLevel};
+use mailferry_model::{
+    DeletePolicy, ImapAuth, JobOptions, JobSpec, OAuth2Spec, Pop3Auth, Sealer, Security, SourceSpec, TargetSpec, VerifyLevel,
+};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
 use crate::error::FieldError;
-use crate::schema::{ImapAuth, Pop3Auth, Security};
 use crate::state::ApiConfig;
 
 /// A job to create: where to read (POP3) and where to write (IMAP).
@@ -316,19 +317,19 @@ pub fn validate(body: JobBody, config: &ApiConfig, sealer: &Sealer) -> Result<Jo
         source: SourceSpec {
             host: src_host,
             port: src_port,
-            security: src_security.into(),
+            security: src_security,
             username: src_user,
             password: sealer.seal(&src_pass),
-            auth: src.auth.unwrap_or_default().into(),
+            auth: src.auth.unwrap_or_default(),
         },
         target: match t {
             TargetParts::Imap(t) => TargetSpec::Imap {
                 host: t.host,
                 port: t.port,
-                security: t.security.into(),
+                security: t.security,
                 username: t.username,
                 password: t.password.as_ref().map(|p| sealer.seal(p)),
-                auth: t.auth.into(),
+                auth: t.auth,
                 folder: t.folder,
                 flags: t.flags,
                 oauth2: t.oauth2.map(|o| Box::new(match o {

@@ -3,12 +3,11 @@
 
 use std::collections::BTreeMap;
 
-use mailferry_model::{JobCounts, JobSpec, OAuth2Spec, TargetSpec};
+use mailferry_model::{ImapAuth, JobCounts, JobSpec, JobState, LedgerState, OAuth2Spec, Pop3Auth, Security, TargetSpec};
 use mailferry_store::{BatchSummary, JobRecord, LedgerRow};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::schema::{ImapAuth, JobState, LedgerState, Pop3Auth, Security};
 
 /// Numbers from the job's ledger (DESIGN.md §2.6).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, ToSchema)]
@@ -142,7 +141,7 @@ impl JobView {
         };
         Self {
             id: job.id,
-            state: job.state.into(),
+            state: job.state,
             source,
             target,
             options,
@@ -170,9 +169,9 @@ fn spec_views(spec: JobSpec) -> (SourceView, TargetView, OptionsView) {
         protocol: "pop3",
         host: s.host,
         port: s.port,
-        security: s.security.into(),
+        security: s.security,
         username: s.username,
-        auth: s.auth.into(),
+        auth: s.auth,
     };
     let target = match spec.target {
         TargetSpec::Imap { host, port, security, username, password: _, auth, folder, flags, oauth2 } => {
@@ -192,7 +191,7 @@ fn spec_views(spec: JobSpec) -> (SourceView, TargetView, OptionsView) {
                     has_client_secret: client_secret.is_some(),
                 },
             });
-            TargetView::Imap { host, port, security: security.into(), username, auth: auth.into(), folder, flags, oauth2 }
+            TargetView::Imap { host, port, security, username, auth, folder, flags, oauth2 }
         }
         TargetSpec::Archive { archive } => TargetView::Archive { archive },
     };
@@ -239,7 +238,7 @@ impl From<LedgerRow> for MessageView {
         Self {
             uidl: r.uidl,
             size: r.size,
-            state: r.state.into(),
+            state: r.state,
             reason: r.reason,
             digest: r.digest,
             dest_uid: r.dest_uid,

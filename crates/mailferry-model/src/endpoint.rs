@@ -10,6 +10,7 @@ use crate::tls::TlsOptions;
 
 /// How the connection is protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(description = "How a connection is protected. `none` needs the host on the server's plaintext allow-list."))]
 #[serde(rename_all = "lowercase")]
 pub enum Security {
     /// Implicit TLS from the first byte (pop3s 995, imaps 993).
@@ -23,6 +24,7 @@ pub enum Security {
 
 /// POP3 authentication mechanism. `Auto` picks from CAPA (RFC 2449).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(description = "POP3 authentication; `auto` (default) picks from CAPA."))]
 #[serde(rename_all = "lowercase")]
 pub enum Pop3Auth {
     #[default]
@@ -39,6 +41,7 @@ pub enum Pop3Auth {
 
 /// IMAP authentication mechanism. `Auto` prefers AUTHENTICATE PLAIN, then LOGIN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(description = "IMAP authentication; `auto` (default) prefers AUTHENTICATE PLAIN, then LOGIN."))]
 #[serde(rename_all = "lowercase")]
 pub enum ImapAuth {
     #[default]

@@ -11,6 +11,7 @@ use crate::seal::Sealed;
 
 /// `queued → running → succeeded | partial | failed | cancelled`, plus `paused`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(description = "`queued → running → succeeded | partial | failed | cancelled`, plus `paused`."))]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
     Queued,
@@ -210,6 +211,7 @@ pub struct JobCounts {
 
 /// API token scopes, each including the ones before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(description = "Token scopes; each includes the ones before it."))]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     Read,

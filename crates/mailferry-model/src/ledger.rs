@@ -9,6 +9,7 @@ use serde::Serialize;
 /// `copying` means an APPEND may have reached the destination but its outcome was
 /// never recorded (a crash): the next run checks the destination before copying again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(description = "State of one source message in the ledger."))]
 #[serde(rename_all = "kebab-case")]
 pub enum LedgerState {
     Listed,

@@ -186,9 +186,18 @@ fn load_str(text: &str) -> Result<Loaded, ConfigError> {
     Ok(loaded)
 }
 
+/// As [`load_str`], with `data_dir` a fresh temporary directory: `Settings::from_config`
+/// creates the receipt key there, not in the crate directory (where tests running at once
+/// would race to create the same file).
+fn load_in_temp_dir(text: &str) -> (tempfile::TempDir, Loaded) {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!("data_dir = {:?}\n{text}", dir.path().display().to_string());
+    (dir, load_str(&text).unwrap_or_else(|e| panic!("{e}")))
+}
+
 #[test]
 fn api_guard_rails_and_worker_metrics_reach_the_runtime_settings() {
-    let loaded = load_str(
+    let (_dir, loaded) = load_in_temp_dir(
         r#"
         [security]
         secret_key = "0000000000000000000000000000000000000000000000000000000000000000"
@@ -201,8 +210,7 @@ fn api_guard_rails_and_worker_metrics_reach_the_runtime_settings() {
         auth_failure_max_clients = 3
         metrics_cache_ms = 0
         "#,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    );
     let s = crate::settings::Settings::from_config(&loaded).unwrap();
     assert_eq!(s.worker_metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
     assert_eq!(s.api.trusted_proxies, vec!["10.0.0.0/8".to_owned(), "::1".to_owned()]);
@@ -222,7 +230,7 @@ fn api_guard_rails_and_worker_metrics_reach_the_runtime_settings() {
 
 #[test]
 fn archive_run_limits_and_metrics_access_reach_the_runtime_settings() {
-    let loaded = load_str(
+    let (_dir, loaded) = load_in_temp_dir(
         r#"
         [security]
         secret_key = "0000000000000000000000000000000000000000000000000000000000000000"
@@ -235,8 +243,7 @@ fn archive_run_limits_and_metrics_access_reach_the_runtime_settings() {
         idle_close_secs = 5
         max_open = 9
         "#,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    );
     let s = crate::settings::Settings::from_config(&loaded).unwrap();
     assert!(s.api.metrics_require_token);
     assert_eq!((s.api.metrics_max_hosts, s.api.archive_max_concurrent_runs, s.api.archive_export_ttl_secs), (7, 3, 60));
@@ -276,7 +283,7 @@ fn invalid_guard_rail_values_name_their_key() {
 
 #[test]
 fn sse_stream_caps_reach_the_runtime_settings() {
-    let loaded = load_str(
+    let (_dir, loaded) = load_in_temp_dir(
         r#"
         [security]
         secret_key = "0000000000000000000000000000000000000000000000000000000000000000"
@@ -284,8 +291,7 @@ fn sse_stream_caps_reach_the_runtime_settings() {
         sse_max_per_token = 2
         sse_max_total = 40
         "#,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    );
     let s = crate::settings::Settings::from_config(&loaded).unwrap();
     assert_eq!((s.api.sse_max_per_token, s.api.sse_max_total), (2, 40));
     // Defaults: 8 per token, 256 per process.

@@ -14,7 +14,7 @@ use utoipa_axum::routes;
 use crate::auth::new_token;
 use crate::error::{ApiError, ApiResult, FieldError, Problem};
 use crate::extract::{ApiPath, JsonBody};
-use crate::schema::Scope;
+use mailferry_model::Scope;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -40,7 +40,7 @@ pub struct TokenView {
 
 impl From<TokenRecord> for TokenView {
     fn from(t: TokenRecord) -> Self {
-        Self { id: t.id, name: t.name, scope: t.scope.into(), created_at: t.created_at }
+        Self { id: t.id, name: t.name, scope: t.scope, created_at: t.created_at }
     }
 }
 
@@ -76,12 +76,12 @@ pub async fn create(State(state): State<AppState>, JsonBody(body): JsonBody<Toke
         });
     }
     let (token, hash) = new_token();
-    let record = state.store.create_token(&name, body.scope.into(), &hash).await?;
+    let record = state.store.create_token(&name, body.scope, &hash).await?;
     tracing::info!(token.id = record.id, token.scope = record.scope.as_str(), "API token created");
     let created = TokenCreated {
         id: record.id,
         name: record.name,
-        scope: record.scope.into(),
+        scope: record.scope,
         created_at: record.created_at,
         token,
     };
