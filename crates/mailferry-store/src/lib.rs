@@ -1,9 +1,16 @@
-//! Persistence for mailferry: jobs, runs and the per-message ledger.
+//! Persistence for mailferry: jobs, runs and the per-message ledger, the service queue,
+//! API tokens, the audit log and receipts.
 //!
 //! The engine only sees the [`Store`] trait; the binary picks a backend: [`SqliteStore`]
 //! (the embedded default, one process) or [`PgStore`] (the service: many workers share one
-//! database). Both implement every method with the same semantics, proven by the
-//! conformance suite in `tests/conformance.rs`.
+//! database). Both run one implementation: every statement is written once, with `$n`
+//! parameters, in `ledger.rs` (runs, ledger, receipts), `claims.rs` (source claims and
+//! fencing), `queue.rs` (the service queue, tokens, idempotency keys) and `ops.rs` (audit
+//! log, cluster figures), and a macro there instantiates it for each store type. What truly
+//! differs between the databases (times, JSON columns, the label filter, the substring
+//! search, row locks and the claim lock) is each backend's `Dialect` (`dialect.rs`), kept
+//! with how it connects in `sqlite.rs` and `postgres.rs`. The conformance suite in
+//! `tests/conformance.rs` runs every story on both.
 //!
 //! Times: SQLite stores RFC 3339 UTC text with milliseconds; PostgreSQL stores TIMESTAMPTZ.
 //! Every time handed out (`created_at`, `lease_expires_at`, ledger times…) is rendered in
@@ -154,8 +161,9 @@ pub struct RunCounts {
 }
 
 /// The persistence the engine and the API need. Every method is one transaction.
-/// The service methods live in [`service`], the audit log and cluster figures in
-/// [`OpsStore`] (defaults there say `Unsupported` until a backend implements them).
+/// The service methods live in [`ServiceStore`], the audit log and cluster figures in
+/// [`OpsStore`] (their defaults answer `Unsupported`, for test doubles; both backends
+/// implement every method).
 #[async_trait]
 pub trait Store: Send + Sync + 'static + ServiceStore + OpsStore {
     /// Find or create the job for this source → target pair.

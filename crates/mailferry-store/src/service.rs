@@ -183,8 +183,8 @@ pub struct StoredResponse {
     pub body: String,
 }
 
-/// The service half of the store. Defaults answer `Unsupported` so a backend can grow
-/// into it; both shipped backends implement every method.
+/// The service half of the store. Defaults answer `Unsupported` (test doubles elsewhere
+/// rely on them); both backends implement every method, once, in `queue.rs`.
 #[async_trait]
 #[allow(unused_variables)]
 pub trait ServiceStore: Send + Sync {
