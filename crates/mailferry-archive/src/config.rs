@@ -71,25 +71,8 @@ pub enum IndexConfig {
     Postgres(DatabaseUrl),
 }
 
-/// A database URL, which may carry a password: never printed whole.
-#[derive(Clone)]
-pub struct DatabaseUrl(secrecy::SecretString);
-
-impl DatabaseUrl {
-    pub fn new(url: impl Into<String>) -> Self {
-        Self(secrecy::SecretString::from(url.into()))
-    }
-
-    pub(crate) fn expose(&self) -> &str {
-        secrecy::ExposeSecret::expose_secret(&self.0)
-    }
-}
-
-impl fmt::Debug for DatabaseUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&mailferry_model::redact_url(self.expose()))
-    }
-}
+/// The index database's URL: the model's redacting type (never printed whole).
+pub use mailferry_model::DatabaseUrl;
 
 /// Where blobs live.
 #[derive(Clone)]

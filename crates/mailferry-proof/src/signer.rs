@@ -57,16 +57,16 @@ impl ReceiptSigner {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let signer = Self::generate();
                 let create = |e| SignerError::Create { path: shown.clone(), source: e };
-                let mut opts = std::fs::OpenOptions::new();
-                opts.write(true).create_new(true);
+                // Written whole under a private temporary name, then linked into place: a
+                // process racing us reads either no key or a complete one, never half.
+                let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+                let mut tmp = tempfile::Builder::new().prefix(".receipt.key.").tempfile_in(dir).map_err(create)?;
                 #[cfg(unix)]
-                std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-                match opts.open(path) {
-                    Ok(mut f) => {
-                        f.write_all(format!("{}\n", hex::encode(signer.key.to_bytes())).as_bytes()).map_err(create)?;
-                        f.sync_all().map_err(create)?;
-                        Ok(signer)
-                    }
+                std::fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o600)).map_err(create)?;
+                tmp.write_all(format!("{}\n", hex::encode(signer.key.to_bytes())).as_bytes()).map_err(create)?;
+                tmp.as_file().sync_all().map_err(create)?;
+                match std::fs::hard_link(tmp.path(), path) {
+                    Ok(()) => Ok(signer),
                     // Another process made it first: use theirs.
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Self::load_or_create(path),
                     Err(e) => Err(create(e)),
@@ -143,6 +143,18 @@ mod tests {
         assert!(!format!("{a:?}").contains(&std::fs::read_to_string(&path).unwrap().trim()[..16]));
         std::fs::write(&path, "not hex").unwrap();
         assert!(matches!(ReceiptSigner::load_or_create(&path), Err(SignerError::Malformed { .. })));
+    }
+
+    #[test]
+    fn racing_creators_all_get_the_one_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("receipt.key");
+        let keys: Vec<PublicKey> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8).map(|_| s.spawn(|| ReceiptSigner::load_or_create(&path).unwrap().public_key())).collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(keys.windows(2).all(|w| w[0] == w[1]));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file left");
     }
 
     #[test]

@@ -211,7 +211,7 @@ pub fn archives(loaded: &Loaded) -> Result<mailferry_engine::Archives, ConfigErr
         ArchiveIndex::Database => true,
     };
     if shared {
-        archives = archives.with_index(mailferry_archive::IndexConfig::Postgres(mailferry_archive::DatabaseUrl::new(url.expose())));
+        archives = archives.with_index(mailferry_archive::IndexConfig::Postgres(url.clone()));
     }
     if let Some(s3) = &c.archive.s3 {
         archives = archives.with_blobs(mailferry_archive::BlobStoreConfig::S3(mailferry_archive::S3Config {
