@@ -102,23 +102,27 @@ impl fmt::Debug for BlobStoreConfig {
 /// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, …) so they are never
 /// in a config file or a Debug print.
 #[cfg(feature = "aws")]
+/// Also the binary's `[archive.s3]` section, deserialized straight into this type (one
+/// declaration of each setting).
 #[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct S3Config {
     pub bucket: String,
     /// e.g. `http://127.0.0.1:9000` for MinIO/moto; `None` for AWS.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
     /// Key prefix inside the bucket; defaults to the archive name.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
     /// Needed for `http://` endpoints (test servers). Off by default.
-    #[serde(default)]
     pub allow_http: bool,
     /// Path-style requests (`endpoint/bucket/key`), which most S3-compatible servers want.
-    #[serde(default)]
     pub path_style: bool,
     /// Set Object Lock retention (until ingest + the archive's retention period) and legal
     /// holds on every blob, so the storage itself enforces WORM. The bucket must have been
     /// created with Object Lock enabled. `None`: rely on the bucket's default retention.
-    #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub object_lock: Option<crate::object_lock::LockMode>,
 }

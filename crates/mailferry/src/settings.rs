@@ -214,15 +214,7 @@ pub fn archives(loaded: &Loaded) -> Result<mailferry_engine::Archives, ConfigErr
         archives = archives.with_index(mailferry_archive::IndexConfig::Postgres(url.clone()));
     }
     if let Some(s3) = &c.archive.s3 {
-        archives = archives.with_blobs(mailferry_archive::BlobStoreConfig::S3(mailferry_archive::S3Config {
-            bucket: s3.bucket.clone(),
-            endpoint: s3.endpoint.clone(),
-            region: s3.region.clone(),
-            prefix: s3.prefix.clone(),
-            allow_http: s3.allow_http,
-            path_style: s3.path_style,
-            object_lock: s3.object_lock,
-        }));
+        archives = archives.with_blobs(mailferry_archive::BlobStoreConfig::S3(s3.clone()));
     }
     Ok(archives)
 }

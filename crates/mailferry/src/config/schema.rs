@@ -284,22 +284,8 @@ pub enum ArchiveIndex {
 
 /// S3-compatible blob storage for every archive (each under `<prefix>/<archive name>`).
 /// Credentials come from the standard AWS_* environment, never from this file.
-#[derive(Debug, Default, Clone, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ArchiveS3 {
-    pub bucket: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub endpoint: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub region: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub prefix: Option<String>,
-    pub allow_http: bool,
-    pub path_style: bool,
-    /// governance | compliance: set Object Lock retention and legal holds per object.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub object_lock: Option<mailferry_archive::LockMode>,
-}
+/// The archive crate's own type: each key is declared once, there.
+pub type ArchiveS3 = mailferry_archive::S3Config;
 
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
