@@ -7,6 +7,10 @@
 //! the node modules are missing this test runs `npm ci` itself). Screenshots of every main
 //! view land in `target/screenshots/`, failure screenshots in `target/screenshots/failures/`.
 
+// The helpers of the end-to-end tests (tests/e2e/common/). This test is a binary of its
+// own, apart from `e2e`: it alone needs Chromium and Node.js, and its page timeouts are
+// safer when no other test shares the cores (cargo runs test binaries one at a time).
+#[path = "../e2e/common/mod.rs"]
 mod common;
 
 use std::path::{Path, PathBuf};

@@ -1,12 +1,10 @@
 //! The service end to end: a real `mailferry serve` (and `mailferry worker` processes),
 //! real Dovecot, SQLite and PostgreSQL. Jobs are created and driven over HTTP only.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::server::*;
-use common::*;
+use crate::common::server::*;
+use crate::common::*;
 use mailferry_tests::realistic;
 use serde_json::json;
 

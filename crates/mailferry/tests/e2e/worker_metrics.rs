@@ -3,13 +3,11 @@
 //! the Dovecot lab runs on that worker, and its claim and message counters move on the
 //! worker's page, not the API's; SIGTERM stops the listener with the worker.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::server::*;
-use common::*;
-use common::prom::{scrape, Scrape};
+use crate::common::server::*;
+use crate::common::*;
+use crate::common::prom::{scrape, Scrape};
 use mailferry_tests::realistic;
 
 /// A loopback port nobody listens on right now.

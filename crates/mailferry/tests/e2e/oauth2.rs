@@ -9,12 +9,10 @@
 //! continues with the new one (on SQLite and PostgreSQL); and no secret (refresh token, client secret, any access token) shows
 //! in an API response or a log line.
 
-mod common;
-
 use std::time::Duration;
 
-use common::server::*;
-use common::*;
+use crate::common::server::*;
+use crate::common::*;
 use mailferry_tests::dovecot::oauth2::{TokenServer, TokenServerConfig};
 use mailferry_tests::fake::{FakeConfig, FakePop3, FakeScript};
 use serde_json::{json, Value};

@@ -4,10 +4,8 @@
 //! after DNS, is the authoritative one); `mailferry migrate`, the admin's own shell, reaches
 //! the loopback lab with no allowance at all.
 
-mod common;
-
-use common::server::*;
-use common::*;
+use crate::common::server::*;
+use crate::common::*;
 
 fn small(n: usize, tag: &str) -> Vec<Vec<u8>> {
     (0..n).map(|i| format!("Message-ID: <{tag}{i}@lab>\r\nSubject: {tag} {i}\r\n\r\nbody {i}\r\n").into_bytes()).collect()

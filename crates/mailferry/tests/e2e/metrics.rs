@@ -1,13 +1,11 @@
 //! `/metrics` of a real `mailferry serve` while a real job drains the Dovecot lab: scraped
 //! before, during and after, parsed, and checked to move as it should.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::server::*;
-use common::*;
-use common::prom::{scrape, Scrape};
+use crate::common::server::*;
+use crate::common::*;
+use crate::common::prom::{scrape, Scrape};
 use mailferry_tests::realistic;
 
 async fn metrics_move_with_a_real_job(database_url: Option<&str>) {

@@ -2,11 +2,9 @@
 //! a crash, kill -9, a lost ledger — a rerun leaves each source message at the destination
 //! exactly once.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use mailferry_tests::realistic;
 
 async fn sql(lab: &Lab, statement: &str) -> u64 {

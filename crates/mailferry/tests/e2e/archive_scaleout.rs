@@ -4,10 +4,8 @@
 //! Archive jobs from four overlapping mailboxes land in one archive, exactly once, with one
 //! chain, deduplicated across workers, searchable and verifiable through the API.
 
-mod common;
-
-use common::server::{job_body, psql, FreshPg, Server};
-use common::{Lab, SRC_PW};
+use crate::common::server::{job_body, psql, FreshPg, Server};
+use crate::common::{Lab, SRC_PW};
 use mailferry_tests::Moto;
 use serde_json::json;
 

@@ -1,9 +1,7 @@
 //! `mailferry migrate` end to end against a real Dovecot: fidelity, incremental reruns,
 //! TLS, exit statuses, delete policy, limits and secrets.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use mailferry_tests::tricky_corpus;
 
 fn corpus() -> Vec<Vec<u8>> {

@@ -2,9 +2,7 @@
 //! exact bytes, dedup across mailboxes, exactly once, the first law, verify and tamper
 //! detection.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use mailferry_tests::tricky_corpus;
 use sha2::{Digest, Sha256};
 

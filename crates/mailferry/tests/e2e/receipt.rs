@@ -2,12 +2,10 @@
 //! on a real Dovecot writes the receipt, the real binary checks it offline, against the
 //! destination's folder, and proves one message; the exit statuses are the contract.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use mailferry_proof::{merkle, Receipt, ReceiptSigner};
 use sha2::{Digest as _, Sha256};
 

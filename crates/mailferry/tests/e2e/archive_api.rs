@@ -3,12 +3,10 @@
 //! verify (clean, then after tampering with a blob), holds and retention (admin scope) and
 //! an mbox export.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::server::{job_body, Api, Server};
-use common::{expected_at_destination, Lab, SRC_PW};
+use crate::common::server::{job_body, Api, Server};
+use crate::common::{expected_at_destination, Lab, SRC_PW};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 

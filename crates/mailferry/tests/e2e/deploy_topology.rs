@@ -20,8 +20,6 @@
 //! arguments, same environment names and values, consistent selectors, probes that answer,
 //! the same grace period), so this proof covers them too.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -29,9 +27,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::private_pg::PrivatePg;
-use common::server::{job_body, psql, Api, FreshPg, Server};
-use common::*;
+use crate::common::private_pg::PrivatePg;
+use crate::common::server::{job_body, psql, Api, FreshPg, Server};
+use crate::common::*;
 use serde_json::json;
 use serde_yaml::Value;
 
