@@ -59,6 +59,9 @@ fn migrate_with(lab: &Dovecot, state: &std::path::Path, from: &str, to: &str, tl
     let mut child = Command::new(env!("CARGO_BIN_EXE_mailferry"))
         .args(["migrate", "--from", &from, "--to", &to, "--json", "--allow-plaintext"])
         .args(extra)
+        // The bench's own knobs are not config keys (the binary refuses unknown MAILFERRY_*).
+        .env_remove("MAILFERRY_BENCH_MESSAGES")
+        .env_remove("MAILFERRY_BENCH_REPEAT")
         .arg("--ca-file")
         .arg(lab.ca_file())
         .arg("--state")
