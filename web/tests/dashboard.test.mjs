@@ -1,6 +1,6 @@
 // The dashboard in headless Chromium (Debian's package, never a downloaded browser),
 // driven by playwright-core, against a real `mailferry serve` and the lab Dovecot.
-// Run by crates/mailferry/tests/browser.rs, which sets:
+// Run by crates/mailferry/tests/browser/main.rs, which sets:
 //   BASE_URL, TOKEN                 the server and an admin token
 //   LAB_HOST, POP3S_PORT, IMAPS_PORT, SRC_PW, DST_PW, LAB_CA_FILE   the lab mailboxes
 //   SCREENSHOT_DIR, FAILURE_DIR, USER_DATA_ROOT, CHROMIUM

@@ -4,61 +4,36 @@
 //! being passed off as an inner node. Leaves are the run's distinct digests, sorted, so
 //! the root does not depend on arrival order.
 
+use mailferry_proof::merkle;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
 
 use crate::digest::Digest;
 
 /// Root of the empty tree: SHA-256 of nothing (RFC 9162 §2.1.1).
 pub fn empty_root() -> [u8; 32] {
-    Sha256::digest([]).into()
+    merkle::empty_root()
 }
 
+/// The tree (`mailferry_proof::merkle`, shared with the migration receipts) commits to the
+/// digest's 32 bytes.
 pub fn leaf_hash(d: &Digest) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update([0u8]);
-    h.update(d.as_bytes());
-    h.finalize().into()
-}
-
-fn node_hash(l: &[u8; 32], r: &[u8; 32]) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update([1u8]);
-    h.update(l);
-    h.update(r);
-    h.finalize().into()
-}
-
-fn split(n: usize) -> usize {
-    // Largest power of two strictly less than n (n >= 2).
-    let mut k = 1;
-    while k * 2 < n {
-        k *= 2;
-    }
-    k
-}
-
-fn root_of(leaves: &[[u8; 32]]) -> [u8; 32] {
-    match leaves.len() {
-        0 => empty_root(),
-        1 => leaves[0],
-        n => {
-            let k = split(n);
-            node_hash(&root_of(&leaves[..k]), &root_of(&leaves[k..]))
-        }
-    }
+    merkle::leaf_hash(d.as_bytes())
 }
 
 /// Root over `digests` (sorted and de-duplicated first).
 pub fn merkle_root(digests: &[Digest]) -> [u8; 32] {
-    root_of(&leaves(digests))
+    merkle::root(&leaves(digests))
 }
 
-fn leaves(digests: &[Digest]) -> Vec<[u8; 32]> {
+fn sorted(digests: &[Digest]) -> Vec<Digest> {
     let mut ds = digests.to_vec();
     ds.sort();
     ds.dedup();
-    ds.iter().map(leaf_hash).collect()
+    ds
+}
+
+fn leaves(digests: &[Digest]) -> Vec<[u8; 32]> {
+    sorted(digests).iter().map(leaf_hash).collect()
 }
 
 /// An audit path proving one digest is in a run's tree.
@@ -75,72 +50,28 @@ pub struct MerkleProof {
 
 /// Builds the proof for `target` if it is among `digests`.
 pub fn merkle_proof(digests: &[Digest], target: &Digest) -> Option<MerkleProof> {
-    let mut ds = digests.to_vec();
-    ds.sort();
-    ds.dedup();
+    let ds = sorted(digests);
     let index = ds.binary_search(target).ok()?;
     let leaves: Vec<_> = ds.iter().map(leaf_hash).collect();
-    let mut path = Vec::new();
-    audit_path(index, &leaves, &mut path);
+    let path = merkle::audit_path(index, &leaves)?;
     Some(MerkleProof {
         digest: *target,
         leaf_index: index as u64,
         tree_size: leaves.len() as u64,
         path: path.iter().map(hex::encode).collect(),
-        root: hex::encode(root_of(&leaves)),
+        root: hex::encode(merkle::root(&leaves)),
     })
-}
-
-fn audit_path(m: usize, leaves: &[[u8; 32]], out: &mut Vec<[u8; 32]>) {
-    let n = leaves.len();
-    if n <= 1 {
-        return;
-    }
-    let k = split(n);
-    if m < k {
-        audit_path(m, &leaves[..k], out);
-        out.push(root_of(&leaves[k..]));
-    } else {
-        audit_path(m - k, &leaves[k..], out);
-        out.push(root_of(&leaves[..k]));
-    }
 }
 
 /// Checks a proof against an expected root (hex). Pure: needs nothing from the archive.
 /// RFC 9162 §2.1.3.2.
 pub fn verify_proof(proof: &MerkleProof, expected_root_hex: &str) -> bool {
-    if proof.leaf_index >= proof.tree_size || !proof.root.eq_ignore_ascii_case(expected_root_hex) {
+    if !proof.root.eq_ignore_ascii_case(expected_root_hex) {
         return false;
     }
-    let mut path = Vec::with_capacity(proof.path.len());
-    for p in &proof.path {
-        let mut b = [0u8; 32];
-        if hex::decode_to_slice(p, &mut b).is_err() {
-            return false;
-        }
-        path.push(b);
-    }
-    let (mut f_n, mut s_n) = (proof.leaf_index, proof.tree_size - 1);
-    let mut r = leaf_hash(&proof.digest);
-    for p in &path {
-        if s_n == 0 {
-            return false;
-        }
-        if f_n & 1 == 1 || f_n == s_n {
-            r = node_hash(p, &r);
-            if f_n & 1 == 0 {
-                while f_n & 1 == 0 && f_n != 0 {
-                    f_n >>= 1;
-                    s_n >>= 1;
-                }
-            }
-        } else {
-            r = node_hash(&r, p);
-        }
-        f_n >>= 1;
-        s_n >>= 1;
-    }
-    s_n == 0 && hex::encode(r).eq_ignore_ascii_case(expected_root_hex)
+    let Some(expected) = merkle::parse_hash(expected_root_hex) else { return false };
+    let Some(path) = proof.path.iter().map(|p| merkle::parse_hash(p)).collect::<Option<Vec<_>>>() else { return false };
+    merkle::verify_inclusion(&leaf_hash(&proof.digest), proof.leaf_index, proof.tree_size, &path, &expected)
 }
 
 #[cfg(test)]

@@ -332,22 +332,7 @@ impl ImapSession {
         if folder.eq_ignore_ascii_case("INBOX") {
             return Ok("INBOX".to_owned());
         }
-        // The server chooses how many LIST responses come back: keep what we need of the
-        // first one, not all of them.
-        let sep = timed(opts.io_timeout, "listing folders", async {
-            session
-                .list(Some(""), Some(""))
-                .await?
-                .try_fold(None, |sep: Option<String>, n| async move {
-                    Ok(sep.or_else(|| n.delimiter().map(|d| d.chars().take(8).collect())))
-                })
-                .await
-        })
-        .await
-        .map_err(|e| lib_step("LIST", e))?
-        .filter(|d| !d.is_empty())
-        .unwrap_or_else(|| "/".to_owned());
-        let wire = mutf7::encode(&folder.replace('/', &sep));
+        let wire = wire_name(session, folder, opts.io_timeout).await?;
         let exists = timed(opts.io_timeout, "listing folders", async {
             session.list(Some(""), Some(&wire)).await?.try_fold(false, |_, _| async { Ok(true) }).await
         })
@@ -390,6 +375,30 @@ impl ImapSession {
 }
 
 /// async-imap reports folder and capability failures through its own error; name the step.
+/// The folder's name on the wire: `/` levels joined with the server's separator, in
+/// modified UTF-7 (RFC 3501 §5.1.3); `INBOX` as is.
+pub(crate) async fn wire_name(session: &mut Session<Stream>, folder: &str, limit: Duration) -> Result<String> {
+    if folder.eq_ignore_ascii_case("INBOX") {
+        return Ok("INBOX".to_owned());
+    }
+    // The server chooses how many LIST responses come back: keep what we need of the
+    // first one, not all of them.
+    let sep = timed(limit, "listing folders", async {
+        session
+            .list(Some(""), Some(""))
+            .await?
+            .try_fold(None, |sep: Option<String>, n| async move {
+                Ok(sep.or_else(|| n.delimiter().map(|d| d.chars().take(8).collect())))
+            })
+            .await
+    })
+    .await
+    .map_err(|e| lib_step("LIST", e))?
+    .filter(|d| !d.is_empty())
+    .unwrap_or_else(|| "/".to_owned());
+    Ok(mutf7::encode(&folder.replace('/', &sep)))
+}
+
 fn lib_step(command: &'static str, e: ImapError) -> ImapError {
     match e {
         ImapError::Protocol(text) => ImapError::Protocol(format!("{command}: {text}")),

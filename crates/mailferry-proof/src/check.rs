@@ -141,27 +141,14 @@ pub fn prove(r: &Receipt, uidl: &str) -> Option<InclusionProof> {
 mod tests {
     use super::*;
     use crate::receipt::tests::entry;
-    use crate::receipt::{ReceiptHeader, RootBuilder};
+    use crate::receipt::RootBuilder;
     use crate::signer::ReceiptSigner;
     use proptest::prelude::*;
 
     fn receipt(signer: &ReceiptSigner, n: u64) -> Receipt {
         let mut b = RootBuilder::default();
         let entries: Vec<_> = (0..n).map(|i| b.push(&entry(i, &format!("u{i}"), "verified"))).collect();
-        let header = ReceiptHeader {
-            format: RECEIPT_FORMAT.into(),
-            job: 1,
-            run: 2,
-            source: "pop3 alice@pop.example:995".into(),
-            target: "imap alice@imap.example:993/INBOX".into(),
-            outcome: "succeeded".into(),
-            started_at: "t0".into(),
-            finished_at: Some("t1".into()),
-            signed_at: "t2".into(),
-            counts: b.counts.clone(),
-            merkle_root: b.root_hex(),
-            archive_chain_head: None,
-        };
+        let header = crate::receipt::tests::header(&b);
         let signature = signer.sign(&header);
         Receipt { header, signature, public_key: signer.public_key().to_base64(), entries }
     }

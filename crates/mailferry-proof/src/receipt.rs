@@ -258,6 +258,24 @@ pub(crate) mod tests {
         }
     }
 
+    /// A header over what `b` has seen (shared by the check tests).
+    pub(crate) fn header(b: &RootBuilder) -> ReceiptHeader {
+        ReceiptHeader {
+            format: RECEIPT_FORMAT.into(),
+            job: 1,
+            run: 2,
+            source: "pop3 alice@pop.example:995".into(),
+            target: "imap alice@imap.example:993/INBOX".into(),
+            outcome: "succeeded".into(),
+            started_at: "t0".into(),
+            finished_at: Some("t1".into()),
+            signed_at: "t2".into(),
+            counts: b.counts.clone(),
+            merkle_root: b.root_hex(),
+            archive_chain_head: None,
+        }
+    }
+
     #[test]
     fn an_entry_line_round_trips_and_keeps_its_leaf() {
         let line = EntryLine::new(entry(3, "u3", "verified"));
@@ -271,20 +289,7 @@ pub(crate) mod tests {
     fn the_streamed_prefix_parses_as_the_receipt() {
         let mut b = RootBuilder::default();
         let lines: Vec<String> = (0..3).map(|i| b.push(&entry(i, &format!("u{i}"), "verified")).to_json()).collect();
-        let header = ReceiptHeader {
-            format: RECEIPT_FORMAT.into(),
-            job: 1,
-            run: 2,
-            source: "pop3 alice@pop.example:995".into(),
-            target: "imap alice@imap.example:993/INBOX".into(),
-            outcome: "succeeded".into(),
-            started_at: "t0".into(),
-            finished_at: Some("t1".into()),
-            signed_at: "t2".into(),
-            counts: b.counts.clone(),
-            merkle_root: b.root_hex(),
-            archive_chain_head: None,
-        };
+        let header = header(&b);
         let text = format!("{}{}]}}", header.json_prefix("c2ln", "a2V5"), lines.join(","));
         let r = Receipt::parse(text.as_bytes()).unwrap();
         assert_eq!(r.header, header);

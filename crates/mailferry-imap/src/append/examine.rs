@@ -10,7 +10,6 @@ use futures::TryStreamExt;
 
 use super::Appender;
 use crate::error::{ImapError, Result};
-use crate::mutf7;
 
 /// The folder as EXAMINE found it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,25 +31,8 @@ impl Appender {
             return Err(ImapError::NotSent("EXAMINE must be the first command of the connection we drive".into()));
         }
         let limit = self.timeout;
-        let wire = if folder.eq_ignore_ascii_case("INBOX") {
-            "INBOX".to_owned()
-        } else {
-            // As `ImapSession::connect` names it: the server's separator, modified UTF-7.
-            let sep = timed(limit, "listing folders", async {
-                self.session
-                    .list(Some(""), Some(""))
-                    .await?
-                    .try_fold(None, |sep: Option<String>, n| async move {
-                        Ok(sep.or_else(|| n.delimiter().map(|d| d.chars().take(8).collect())))
-                    })
-                    .await
-            })
-            .await
-            .map_err(|e| step("LIST", e))?
-            .filter(|d: &String| !d.is_empty())
-            .unwrap_or_else(|| "/".to_owned());
-            mutf7::encode(&folder.replace('/', &sep))
-        };
+        // As `ImapSession::connect` names it: the server's separator, modified UTF-7.
+        let wire = crate::session::wire_name(&mut self.session, folder, limit).await?;
         // RFC 3501 §6.3.8: a LIST reply for the name itself; `\Noselect` cannot be examined.
         let selectable = timed(limit, "listing folders", async {
             self.session
