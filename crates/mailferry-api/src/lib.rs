@@ -30,6 +30,7 @@ pub mod metrics;
 pub mod netcheck;
 pub mod ratelimit;
 pub mod receipt_views;
+mod recorder;
 pub mod report;
 pub mod router;
 pub mod spec;

@@ -33,7 +33,7 @@ pub struct AppState {
     pub auth_limiter: Arc<crate::ratelimit::AuthLimiter>,
     /// Proxies whose `X-Forwarded-For` is believed (parsed `config.trusted_proxies`).
     pub trusted_proxies: Arc<HostList>,
-    pub(crate) metrics_cache: Arc<crate::metrics::ClusterCache>,
+    pub(crate) metrics_cache: Arc<crate::recorder::ClusterCache>,
     /// The `host` label values of the cluster figures (`config.metrics_max_hosts`).
     pub(crate) host_labels: Arc<mailferry_engine::HostLabels>,
     /// Open SSE streams per token and in total (`config.sse_max_per_token`, `sse_max_total`).
@@ -44,10 +44,10 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(store: Arc<dyn Store>, sealer: Sealer, config: ApiConfig, archives: Arc<Archives>) -> Self {
-        crate::metrics::install();
+        crate::recorder::install();
         // Histogram samples wait for upkeep: fold them in even when nobody scrapes.
         if tokio::runtime::Handle::try_current().is_ok() {
-            crate::metrics::spawn_upkeep();
+            crate::recorder::spawn_upkeep();
         }
         let auth_limiter = crate::ratelimit::AuthLimiter::new(
             config.auth_failure_limit,
