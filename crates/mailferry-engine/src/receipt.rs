@@ -176,12 +176,10 @@ impl ReceiptReader {
         match self.state {
             ReadState::Head => {
                 self.state = ReadState::Entries { first: true };
-                let header = self.stored.header.trim_end();
-                let members = header.strip_suffix('}').unwrap_or(header);
-                Ok(Some(format!(
-                    "{members},\"signature\":{},\"public_key\":{},\"entries\":[",
-                    serde_json::Value::from(self.stored.signature.as_str()),
-                    serde_json::Value::from(self.stored.public_key.as_str()),
+                Ok(Some(mailferry_proof::receipt::document_prefix(
+                    &self.stored.header,
+                    &self.stored.signature,
+                    &self.stored.public_key,
                 )))
             }
             ReadState::Entries { first } => {

@@ -176,14 +176,22 @@ impl ReceiptHeader {
     }
 
     /// The receipt's JSON up to and including `"entries":[`; entries and `]}` follow.
-    /// Lets a server stream a receipt of any length.
     pub fn json_prefix(&self, signature: &str, public_key: &str) -> String {
-        let mut head = serde_json::to_string(self).unwrap_or_else(|_| "{}".into());
-        head.pop(); // the closing brace
-        let tail = serde_json::json!({ "signature": signature, "public_key": public_key }).to_string();
-        // tail is `{"public_key":…,"signature":…}`: splice its members in.
-        format!("{head},{},\"entries\":[", &tail[1..tail.len() - 1])
+        document_prefix(&String::from_utf8_lossy(&self.canonical()), signature, public_key)
     }
+}
+
+/// A receipt document up to and including `"entries":[`, from the header's canonical JSON
+/// as stored (never re-encoded, so the signed bytes are served as signed); entries and
+/// `]}` follow. Lets a server stream a receipt of any length.
+pub fn document_prefix(header_json: &str, signature: &str, public_key: &str) -> String {
+    let header = header_json.trim_end();
+    let members = header.strip_suffix('}').unwrap_or(header);
+    format!(
+        "{members},\"signature\":{},\"public_key\":{},\"entries\":[",
+        serde_json::Value::from(signature),
+        serde_json::Value::from(public_key)
+    )
 }
 
 /// A whole receipt, as read from a file.
