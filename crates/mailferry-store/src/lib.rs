@@ -17,6 +17,7 @@
 //! that same text form (`2024-05-01T12:00:00.000Z`) by both backends.
 #![forbid(unsafe_code)]
 
+mod batches;
 mod claims;
 mod common;
 mod dialect;
@@ -33,6 +34,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use mailferry_model::LedgerState;
 
+pub use batches::BatchFilter;
 pub use claims::{ClaimAttempt, ClaimHolder, HeldBy, SourceClaim};
 pub use ops::{AuditEntry, AuditFilter, ClusterFigures, NewAuditEntry, OpsStore};
 pub use service::*;

@@ -1,5 +1,6 @@
 //! What operations add to the store: the audit log of state-changing API calls, and the
-//! cluster-wide figures `/metrics` reads at scrape time.
+//! cluster-wide figures `/metrics` reads at scrape time; and the batch list the dashboard
+//! reads (its statements are in [`crate::batches`]).
 //!
 //! Cluster figures come from the database, not from a process's memory, so they are right
 //! however many worker processes share it. Every query is cheap: the job counts go through
@@ -13,8 +14,10 @@ use chrono::{DateTime, Utc};
 use mailferry_model::{JobState, LedgerState};
 use sqlx::QueryBuilder;
 
+use crate::batches::BatchFilter;
 use crate::common::{fmt_time, page_limit};
 use crate::dialect::Dialect;
+use crate::service::BatchSummary;
 use crate::{PgStore, Result, SqliteStore, StoreError};
 
 /// One state-changing API call, as the API records it. Never a request body.
@@ -78,7 +81,7 @@ pub struct ClusterFigures {
     pub sessions_by_target_host: Vec<(String, u64)>,
 }
 
-/// The operations half of the store (audit log, cluster figures). Defaults answer
+/// The operations half of the store (audit log, cluster figures, batch list). Defaults answer
 /// `Unsupported` (test doubles elsewhere rely on them); both backends implement every method
 /// through [`impl_ops`].
 #[async_trait]
@@ -93,6 +96,11 @@ pub trait OpsStore: Send + Sync {
     }
     async fn cluster_figures(&self) -> Result<ClusterFigures> {
         Err(StoreError::Unsupported("cluster_figures"))
+    }
+    /// A page of batches, newest first, each with its jobs per state and ledger sums, for
+    /// the dashboard's batch list ([`crate::batches`]).
+    async fn list_batches(&self, filter: &BatchFilter) -> Result<Vec<BatchSummary>> {
+        Err(StoreError::Unsupported("list_batches"))
     }
 }
 
@@ -226,6 +234,10 @@ macro_rules! impl_ops {
                     sessions_by_source_host: hosts(sources),
                     sessions_by_target_host: hosts(targets),
                 })
+            }
+
+            async fn list_batches(&self, filter: &BatchFilter) -> Result<Vec<BatchSummary>> {
+                self.batch_page(filter).await
             }
         }
     };

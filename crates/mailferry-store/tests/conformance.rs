@@ -16,6 +16,9 @@ use mailferry_store::{
 };
 use secrecy::{ExposeSecret, SecretString};
 
+#[path = "conformance/batches.rs"]
+mod batches;
+use batches::batch_list;
 #[path = "conformance/claims.rs"]
 mod claims;
 use claims::{ledger_queries, readback_story, source_claims_and_fencing};
@@ -61,6 +64,7 @@ stories!(
     per_host_caps,
     racing_claims,
     batch_aggregates,
+    batch_list,
     tokens,
     idempotency_insert_if_absent,
     ledger_pages_and_counts,
