@@ -2,12 +2,13 @@
 //!
 //! Tokens are `mf_` + 32 random bytes (base64url); only their SHA-256 is stored, so a
 //! leaked database holds no working credential. Every route except `/healthz`, `/readyz`,
-//! `/metrics` (unless `api.metrics_require_token`: then any scope will do) and the
+//! `/metrics` (unless `api.metrics_require_token`: then any scope will do), the
 //! dashboard's page and static assets (`/`, `/assets/*`: no data, the page signs in by
-//! itself) needs a token; the scope needed follows from the route: token management
-//! and changes to an archive's legal holds or retention are `admin`, reads (`GET`, `HEAD`)
-//! are `read`, everything else is `write`; the audit log is `admin` too. The token itself
-//! is never logged.
+//! itself) and the API's description (`/api/openapi.json`, Swagger UI at `/api/docs/`:
+//! [`crate::web::is_public`]) needs a token; the scope needed follows from the route:
+//! token management and changes to an archive's legal holds or retention are `admin`,
+//! reads (`GET`, `HEAD`) are `read`, everything else is `write`; the audit log is `admin`
+//! too. The token itself is never logged.
 //!
 //! Failed authentications are limited per client address ([`crate::ratelimit`]): a
 //! blocked client is answered 429 before its token is looked at. The [`Principal`] is
@@ -173,7 +174,6 @@ mod tests {
         assert_eq!(required_scope(&Method::GET, "/api/v1/tokens"), Scope::Admin);
         assert_eq!(required_scope(&Method::DELETE, "/api/v1/tokens/3"), Scope::Admin);
         assert_eq!(required_scope(&Method::GET, "/api/v1/tokensx"), Scope::Read);
-        assert_eq!(required_scope(&Method::GET, "/api/docs/"), Scope::Read);
         assert_eq!(required_scope(&Method::POST, "/api/v1/archives/legal/verify"), Scope::Write);
         assert_eq!(required_scope(&Method::POST, "/api/v1/archives/legal/holds"), Scope::Admin);
         assert_eq!(required_scope(&Method::DELETE, "/api/v1/archives/legal/holds/2"), Scope::Admin);

@@ -4,7 +4,8 @@
 //! framing) on every response; problem+json for any error response that is not one
 //! already (axum's 405, unknown static files); the body limit; the audit log of
 //! state-changing calls; bearer authentication (all but the probes, `/metrics` unless
-//! `api.metrics_require_token`, and the dashboard's page and assets) with the
+//! `api.metrics_require_token`, the dashboard's page and assets, the OpenAPI document and
+//! Swagger UI) with the
 //! failed-authentication limit; `Idempotency-Key`
 //! handling; then the routes.
 
@@ -18,7 +19,6 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use utoipa_swagger_ui::SwaggerUi;
 
 use crate::error::{ApiError, FieldError, Problem, PROBLEM_JSON};
 use crate::handlers::{health, v1};
@@ -26,15 +26,14 @@ use crate::idempotency::{self, Idempotency};
 use crate::state::AppState;
 use crate::{audit, auth, metrics, views, web};
 
-pub const OPENAPI_PATH: &str = "/api/openapi.json";
-pub const DOCS_PATH: &str = "/api/docs";
+pub use crate::web::{DOCS_PATH, OPENAPI_PATH};
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "mailferry",
-        description = "Drain POP3 mailboxes into IMAP or a compliance archive, exactly once. Every route except /healthz, /readyz, /metrics (unless the server sets api.metrics_require_token: then any scope) and the \
-                       web dashboard's page and assets (GET / and /assets/*) needs `Authorization: Bearer <token>` (scopes: read for GET, write for other methods, \
+        description = "Drain POP3 mailboxes into IMAP or a compliance archive, exactly once. Every route except /healthz, /readyz, /metrics (unless the server sets api.metrics_require_token: then any scope), this document \
+                       (GET /api/openapi.json), its interactive docs (GET /api/docs/) and the web dashboard's page and assets (GET / and /assets/*) needs `Authorization: Bearer <token>` (scopes: read for GET, write for other methods, \
                        admin for /tokens, /audit and for archive holds and retention). Too many invalid tokens from one address are answered 429 with Retry-After. \
                        Every state-changing call made with a valid token is recorded in the audit log. Errors are RFC 9457 application/problem+json with a stable `type`."
     ),
@@ -85,7 +84,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn app(state: AppState) -> Router {
     let (routes, api) = api_router().split_for_parts();
     routes
-        .merge(SwaggerUi::new(DOCS_PATH).url(OPENAPI_PATH, api))
+        .merge(web::docs(api))
         .merge(web::router())
         .fallback(not_found)
         .layer(from_fn_with_state(Idempotency::new(state.clone()), idempotency::middleware))

@@ -1,8 +1,12 @@
 //! The dashboard (DESIGN.md §7): `web/index.html` at `/` and `web/assets/*` at
-//! `/assets/*`, embedded in the binary so `mailferry serve` needs no files beside it.
+//! `/assets/*`, embedded in the binary so `mailferry serve` needs no files beside it; and
+//! the interactive API docs: the vendored Swagger UI at `/api/docs/` reading
+//! `/api/openapi.json`.
 //!
 //! These routes need no token: the page holds no data and signs in by itself (the token
-//! stays in the tab's session storage and goes out as a bearer header on API calls).
+//! stays in the tab's session storage and goes out as a bearer header on API calls); the
+//! OpenAPI document describes the API, not its data, and Swagger UI sends the token the
+//! reader gives its "Authorize" dialog with each "Try it out".
 //! Every response of the router, these included, carries the security headers of
 //! [`security_headers`]: a CSP that allows only same-origin scripts, styles and
 //! connections, no framing, no MIME sniffing, no referrer.
@@ -15,6 +19,7 @@ use axum::routing::get;
 use axum::Router;
 use rust_embed::RustEmbed;
 use sha2::{Digest, Sha256};
+use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::error::ApiError;
 
@@ -34,9 +39,30 @@ pub const ASSETS_PREFIX: &str = "/assets/";
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
      img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
-/// Whether `path` is served without a token (the page and its assets).
+/// Where the OpenAPI document is served.
+pub const OPENAPI_PATH: &str = "/api/openapi.json";
+/// Where Swagger UI is served (`/api/docs` redirects to `/api/docs/`, whose relative asset
+/// paths need the slash).
+pub const DOCS_PATH: &str = "/api/docs";
+
+/// Whether `path` is served to `GET` without a token: the page and its assets, the OpenAPI
+/// document and Swagger UI's files.
 pub fn is_public(path: &str) -> bool {
-    path == "/" || path.starts_with(ASSETS_PREFIX)
+    let docs = path.strip_prefix(DOCS_PATH).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+    path == "/" || path.starts_with(ASSETS_PREFIX) || path == OPENAPI_PATH || docs
+}
+
+/// Swagger UI at [`DOCS_PATH`] and `api` at [`OPENAPI_PATH`]. The UI's files are the
+/// vendored copy built into the binary (no CDN), and its configuration keeps it inside the
+/// page's CSP: no online validator badge (an image from swagger.io), no "Explore" box
+/// loading other documents.
+pub fn docs<S: Clone + Send + Sync + 'static>(api: utoipa::openapi::OpenApi) -> Router<S> {
+    let config = Config::new([OPENAPI_PATH])
+        .validator_url("none")
+        .use_base_layout()
+        .display_request_duration(true)
+        .filter(true);
+    SwaggerUi::new(DOCS_PATH).url(OPENAPI_PATH, api).config(config).into()
 }
 
 /// `/` and `/assets/{*path}`.
@@ -121,6 +147,10 @@ mod tests {
     #[test]
     fn public_paths() {
         assert!(is_public("/") && is_public("/assets/app.js"));
+        for docs in ["/api/openapi.json", "/api/docs", "/api/docs/", "/api/docs/swagger-ui.css"] {
+            assert!(is_public(docs), "{docs}");
+        }
         assert!(!is_public("/api/v1/jobs") && !is_public("/assets") && !is_public("/index.html"));
+        assert!(!is_public("/api/docsx") && !is_public("/api/openapi.jsonx") && !is_public("/api/v1/openapi.json"));
     }
 }
