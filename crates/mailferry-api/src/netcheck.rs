@@ -105,6 +105,7 @@ mod tests {
                 username: "u".into(),
                 password: sealed.clone(),
                 auth: Default::default(),
+                tls_pin: None,
             },
             target: TargetSpec::Imap {
                 host: target.into(),
@@ -124,6 +125,7 @@ mod tests {
                         scope: None,
                     })
                 }),
+                tls_pin: None,
             },
             options: JobOptions { delete: DeletePolicy::Keep, ..Default::default() },
             labels: Default::default(),

@@ -9,7 +9,8 @@
 use std::collections::BTreeMap;
 
 use mailferry_model::{
-    DeletePolicy, ImapAuth, JobOptions, JobSpec, OAuth2Spec, Pop3Auth, Sealer, Security, SourceSpec, TargetSpec, VerifyLevel,
+    DeletePolicy, ImapAuth, JobOptions, JobSpec, OAuth2Spec, Pop3Auth, Sealer, Security, SourceSpec, TargetSpec, TlsPin,
+    VerifyLevel,
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -61,6 +62,13 @@ pub struct SourceBody {
     pub password: Option<SecretString>,
     /// Default: `auto`.
     pub auth: Option<Pop3Auth>,
+    /// Trust exactly this server certificate: `sha256:` and 64 hex digits (colons between
+    /// byte pairs allowed, as `openssl x509 -fingerprint -sha256` prints them), the SHA-256
+    /// of the end-entity certificate (DER) or of its SubjectPublicKeyInfo. When set, the
+    /// chain, the CA flag and the host name are not checked, only the pin; for legacy hosts
+    /// with self-signed certificates. Every certificate failure names the fingerprint to pin.
+    #[schema(pattern = "^[Ss][Hh][Aa]256:([0-9A-Fa-f]{2}:?){31}[0-9A-Fa-f]{2}$", example = "sha256:3a5f00ff112233445566778899aabbccddeeff00112233445566778899aabbcc")]
+    pub tls_pin: Option<String>,
 }
 
 // Deserialized by hand (through `serde_json::Value`) so that errors inside the tagged
@@ -126,6 +134,13 @@ pub struct ImapTargetBody {
     pub auth: Option<ImapAuth>,
     /// OAuth2 instead of a password (AUTHENTICATE XOAUTH2), for Gmail and Microsoft 365.
     pub oauth2: Option<Box<OAuth2Body>>,
+    /// Trust exactly this server certificate: `sha256:` and 64 hex digits (colons between
+    /// byte pairs allowed, as `openssl x509 -fingerprint -sha256` prints them), the SHA-256
+    /// of the end-entity certificate (DER) or of its SubjectPublicKeyInfo. When set, the
+    /// chain, the CA flag and the host name are not checked, only the pin; for legacy hosts
+    /// with self-signed certificates. Every certificate failure names the fingerprint to pin.
+    #[schema(pattern = "^[Ss][Hh][Aa]256:([0-9A-Fa-f]{2}:?){31}[0-9A-Fa-f]{2}$", example = "sha256:3a5f00ff112233445566778899aabbccddeeff00112233445566778899aabbcc")]
+    pub tls_pin: Option<String>,
 }
 
 /// An OAuth2 credential: either `access_token`, or `refresh_token` with `token_url` and
@@ -210,6 +225,7 @@ struct ImapParts {
     flags: Vec<String>,
     auth: ImapAuth,
     oauth2: Option<OAuth2Parts>,
+    tls_pin: Option<TlsPin>,
 }
 
 /// A valid OAuth2 credential, before sealing.
@@ -230,6 +246,7 @@ pub fn validate(body: JobBody, config: &ApiConfig, sealer: &Sealer) -> Result<Jo
     let src_user = line("source.username", src.username, 512, &mut errs);
     let src_pass = secret("source.password", src.password, &mut errs);
     plaintext("source.security", src_security, src_host.as_deref(), config, &mut errs);
+    let src_pin = tls_pin("source.tls_pin", src.tls_pin.as_deref(), src_security, &mut errs);
 
     let target = match body.target {
         TargetBody::Archive(a) => match a.archive.filter(|n| !n.is_empty()) {
@@ -265,12 +282,14 @@ pub fn validate(body: JobBody, config: &ApiConfig, sealer: &Sealer) -> Result<Jo
                 }
             };
             plaintext("target.security", security, t_host.as_deref(), config, &mut errs);
+            let t_pin = tls_pin("target.tls_pin", t.tls_pin.as_deref(), security, &mut errs);
             let folder = line("target.folder", Some(t.folder.unwrap_or_else(|| "INBOX".into())), 512, &mut errs);
             let flags = t.flags.unwrap_or_default();
             check_flags(&flags, &mut errs);
             match (t_host, user, pass, folder) {
                 (Some(host), Some(username), Some(password), Some(folder)) if has_oauth2 == oauth2.is_some() => {
-                    Some(TargetParts::Imap(ImapParts { host, port: t_port, security, username, password, folder, flags, auth, oauth2 }))
+                    let port = t_port;
+                    Some(TargetParts::Imap(ImapParts { host, port, security, username, password, folder, flags, auth, oauth2, tls_pin: t_pin }))
                 }
                 _ => None,
             }
@@ -321,6 +340,7 @@ pub fn validate(body: JobBody, config: &ApiConfig, sealer: &Sealer) -> Result<Jo
             username: src_user,
             password: sealer.seal(&src_pass),
             auth: src.auth.unwrap_or_default(),
+            tls_pin: src_pin,
         },
         target: match t {
             TargetParts::Imap(t) => TargetSpec::Imap {
@@ -332,6 +352,7 @@ pub fn validate(body: JobBody, config: &ApiConfig, sealer: &Sealer) -> Result<Jo
                 auth: t.auth,
                 folder: t.folder,
                 flags: t.flags,
+                tls_pin: t.tls_pin,
                 oauth2: t.oauth2.map(|o| Box::new(match o {
                     OAuth2Parts::AccessToken(token) => OAuth2Spec::AccessToken { access_token: sealer.seal(&token) },
                     OAuth2Parts::Refresh { token_url, client_id, client_secret, refresh_token, scope } => {
@@ -476,6 +497,21 @@ fn line(field: &str, value: Option<String>, max: usize, errs: &mut Vec<FieldErro
         return None;
     }
     Some(v)
+}
+
+/// `tls_pin`: absent, or a pin of the one accepted form on a TLS connection.
+fn tls_pin(field: &str, value: Option<&str>, security: Security, errs: &mut Vec<FieldError>) -> Option<TlsPin> {
+    let pin = match value?.parse::<TlsPin>() {
+        Ok(p) => p,
+        Err(e) => {
+            errs.push(FieldError::invalid(field, format!("{field}: {e}")));
+            return None;
+        }
+    };
+    if security == Security::None {
+        errs.push(FieldError::invalid(field, format!("{field} needs TLS: security \"none\" presents no certificate")));
+    }
+    Some(pin)
 }
 
 fn secret(field: &str, value: Option<SecretString>, errs: &mut Vec<FieldError>) -> Option<SecretString> {

@@ -51,6 +51,10 @@ pub struct SourceView {
     pub security: Security,
     pub username: String,
     pub auth: Pop3Auth,
+    /// The pinned certificate fingerprint, when the endpoint has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "sha256:3a5f00ff112233445566778899aabbccddeeff00112233445566778899aabbcc")]
+    pub tls_pin: Option<mailferry_model::TlsPin>,
 }
 
 /// The target of a job (no password).
@@ -68,6 +72,10 @@ pub enum TargetView {
         /// The OAuth2 credential's public parts, when the target uses OAuth2.
         #[serde(skip_serializing_if = "Option::is_none")]
         oauth2: Option<OAuth2View>,
+        /// The pinned certificate fingerprint, when the endpoint has one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        #[schema(value_type = Option<String>, example = "sha256:3a5f00ff112233445566778899aabbccddeeff00112233445566778899aabbcc")]
+        tls_pin: Option<mailferry_model::TlsPin>,
     },
     Archive {
         archive: String,
@@ -172,9 +180,10 @@ fn spec_views(spec: JobSpec) -> (SourceView, TargetView, OptionsView) {
         security: s.security,
         username: s.username,
         auth: s.auth,
+        tls_pin: s.tls_pin,
     };
     let target = match spec.target {
-        TargetSpec::Imap { host, port, security, username, password: _, auth, folder, flags, oauth2 } => {
+        TargetSpec::Imap { host, port, security, username, password: _, auth, folder, flags, oauth2, tls_pin } => {
             let oauth2 = oauth2.map(|o| match *o {
                 OAuth2Spec::AccessToken { access_token: _ } => OAuth2View {
                     grant: "access_token",
@@ -191,7 +200,7 @@ fn spec_views(spec: JobSpec) -> (SourceView, TargetView, OptionsView) {
                     has_client_secret: client_secret.is_some(),
                 },
             });
-            TargetView::Imap { host, port, security, username, auth, folder, flags, oauth2 }
+            TargetView::Imap { host, port, security, username, auth, folder, flags, oauth2, tls_pin }
         }
         TargetSpec::Archive { archive } => TargetView::Archive { archive },
     };

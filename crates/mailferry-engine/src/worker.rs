@@ -371,11 +371,12 @@ impl Worker {
         let tls = |host: &str| TlsOptions {
             extra_roots_pem: self.config.extra_roots_pem.clone(),
             insecure_skip_verify: false,
+            pin: None,
             allow_plaintext: (self.config.plaintext_allowed)(host),
             network: Arc::clone(&self.config.network),
         };
         let target = match &spec.target {
-            TargetSpec::Imap { host, port, security, username, password, auth, folder, flags, oauth2 } => {
+            TargetSpec::Imap { host, port, security, username, password, auth, folder, flags, oauth2, tls_pin } => {
                 Target::Imap(ImapEndpoint {
                     host: host.clone(),
                     port: *port,
@@ -383,7 +384,8 @@ impl Worker {
                     username: username.clone(),
                     credential: self.credential(password.as_ref(), oauth2.as_deref(), &tls)?,
                     auth: *auth,
-                    tls: tls(host),
+                    // The pin is the endpoint's own; the token endpoint never gets it.
+                    tls: TlsOptions { pin: *tls_pin, ..tls(host) },
                     folder: folder.clone(),
                     flags: flags.clone(),
                 })
@@ -413,7 +415,7 @@ impl Worker {
                 username: spec.source.username.clone(),
                 secret: open(&spec.source.password)?,
                 auth: spec.source.auth,
-                tls: tls(&spec.source.host),
+                tls: TlsOptions { pin: spec.source.tls_pin, ..tls(&spec.source.host) },
             },
             target,
             delete: spec.options.delete,

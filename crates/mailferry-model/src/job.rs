@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::endpoint::{ImapAuth, Pop3Auth, Security};
 use crate::policy::DeletePolicy;
 use crate::seal::Sealed;
+use crate::tls::TlsPin;
 
 /// `queued → running → succeeded | partial | failed | cancelled`, plus `paused`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -72,6 +73,9 @@ pub struct SourceSpec {
     pub password: Sealed,
     #[serde(default)]
     pub auth: Pop3Auth,
+    /// Accept exactly the certificate (or key) with this SHA-256 (see [`TlsPin`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_pin: Option<TlsPin>,
 }
 
 /// Where a stored job copies to.
@@ -95,6 +99,9 @@ pub enum TargetSpec {
         /// OAuth2 instead of a password (AUTHENTICATE XOAUTH2).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         oauth2: Option<Box<OAuth2Spec>>,
+        /// Accept exactly the certificate (or key) with this SHA-256 (see [`TlsPin`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tls_pin: Option<TlsPin>,
     },
     Archive {
         archive: String,

@@ -24,4 +24,4 @@ pub use netpolicy::NetworkPolicy;
 pub use ledger::{LedgerState, MessageFailure, RunSummary, VerifyLevel};
 pub use policy::{DeletePolicy, PolicyError};
 pub use redact::{redact_url, DatabaseUrl};
-pub use tls::{TlsError, TlsOptions};
+pub use tls::{PinError, TlsError, TlsOptions, TlsPin};

@@ -10,6 +10,10 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
+mod pin;
+
+pub use pin::{PinError, TlsPin};
+
 /// Connection options of one endpoint: TLS trust, the plaintext opt-in, the network policy.
 #[derive(Clone, Default)]
 pub struct TlsOptions {
@@ -17,6 +21,9 @@ pub struct TlsOptions {
     pub extra_roots_pem: Option<Vec<u8>>,
     /// Accept any certificate. Dangerous; for lab and legacy hosts only.
     pub insecure_skip_verify: bool,
+    /// Accept exactly the certificate (or public key) with this SHA-256, whatever its chain,
+    /// CA flag or names; checked during the handshake, before any credential is sent.
+    pub pin: Option<TlsPin>,
     /// Permit `Security::None` (no TLS at all) for this endpoint.
     pub allow_plaintext: bool,
     /// Which addresses the connection may go to (checked after DNS resolution).
@@ -28,6 +35,7 @@ impl std::fmt::Debug for TlsOptions {
         f.debug_struct("TlsOptions")
             .field("extra_roots", &self.extra_roots_pem.is_some())
             .field("insecure_skip_verify", &self.insecure_skip_verify)
+            .field("pin", &self.pin)
             .field("allow_plaintext", &self.allow_plaintext)
             .field("network", &self.network)
             .finish()

@@ -151,6 +151,7 @@ fn spec(user: &str, source_host: &str, target: TargetSpec, labels: &[(&str, &str
             username: user.into(),
             password: sealer().seal(&SecretString::from("pop-secret")),
             auth: Default::default(),
+            tls_pin: None,
         },
         target,
         options: Default::default(),
@@ -169,6 +170,7 @@ fn imap(user: &str, host: &str, folder: &str) -> TargetSpec {
         folder: folder.into(),
         flags: vec![],
         oauth2: None,
+        tls_pin: None,
     }
 }
 
@@ -962,6 +964,7 @@ async fn refresh_token_rotation(s: Arc<dyn Store>) {
         folder: "Archive".into(),
         flags: vec!["\\Seen".into()],
         oauth2: Some(grant(refresh_token)),
+        tls_pin: None,
     };
     let original = spec("alice", "pop.example.com", oauth_target(rt1.clone()), &[("team", "a")]);
     let ids = create(

@@ -46,6 +46,8 @@ pub fn tls_options(ca_file: Option<&Path>, insecure: bool, allow_plaintext: bool
             None => None,
         },
         insecure_skip_verify: insecure,
+        // Pins are per endpoint: the caller sets them (`--from-tls-pin`, `--to-tls-pin`).
+        pin: None,
         allow_plaintext,
         network: crate::settings::cli_network_policy(loaded)?,
     };

@@ -25,6 +25,7 @@ pub fn spec(sealer: &Sealer, pop_port: u16) -> JobSpec {
             username: "panic-user".into(),
             password: sealer.seal(&SecretString::from("p")),
             auth: Pop3Auth::Auto,
+            tls_pin: None,
         },
         target: TargetSpec::Imap {
             host: "127.0.0.1".into(),
@@ -36,6 +37,7 @@ pub fn spec(sealer: &Sealer, pop_port: u16) -> JobSpec {
             folder: "INBOX".into(),
             flags: vec![],
             oauth2: None,
+            tls_pin: None,
         },
         options: JobOptions::default(),
         labels: Default::default(),

@@ -325,6 +325,7 @@ fn csv_row(v: &BTreeMap<&str, &str>) -> Row {
             username: text("source_user"),
             password: secret("source_password"),
             auth: source_auth,
+            tls_pin: None,
         },
         target: TargetBody::Imap(ImapTargetBody {
             host: text("target_host"),
@@ -336,6 +337,7 @@ fn csv_row(v: &BTreeMap<&str, &str>) -> Row {
             flags: None,
             auth: target_auth,
             oauth2: None,
+            tls_pin: None,
         }),
         options: OptionsBody { delete: text("delete"), max_message_bytes: None, dry_run: None, verify: text("verify").map(crate::spec::VerifyOption::Level) },
         labels,
