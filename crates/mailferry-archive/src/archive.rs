@@ -23,7 +23,8 @@ use crate::search::SearchIndex;
 use crate::types::{ArchiveStats, BlobState, MessageRecord, OccurrenceRecord, Tombstone};
 
 /// One named archive. Open it once per process (the search index takes a writer lock);
-/// share it behind an `Arc`. All methods take `&self`.
+/// share it behind an `Arc`. All methods take `&self`. [`Archive::open_read_only`] takes
+/// no lock, for reading beside the process that holds it.
 pub struct Archive {
     pub(crate) name: String,
     pub(crate) dir: PathBuf,
@@ -46,6 +47,8 @@ pub struct Archive {
     pub(crate) search: tokio::sync::OnceCell<SearchIndex>,
     search_dir: PathBuf,
     search_commit_every: usize,
+    /// Opened with [`Archive::open_read_only`]: the search index without its writer.
+    pub(crate) read_only: bool,
 }
 
 impl std::fmt::Debug for Archive {
@@ -63,6 +66,20 @@ impl Archive {
     /// Opens (creating if needed) the archive described by `cfg`, migrates its index and
     /// brings the search index up to date with the SQLite index.
     pub async fn open(cfg: ArchiveConfig) -> Result<Self> {
+        Self::open_with(cfg, false).await
+    }
+
+    /// Opens the archive for reading beside a process that holds it (a running `serve` or
+    /// `worker`): the tantivy search index is opened without an `IndexWriter`, so its
+    /// writer lock is not taken, and what that process has not committed to it yet is
+    /// indexed into memory from the event log when searched. Reads, search, stats, verify
+    /// and export work, and may append their own events (verify, export) to the chain; what
+    /// changes the search index (ingest, purge, reindex) needs [`Archive::open`].
+    pub async fn open_read_only(cfg: ArchiveConfig) -> Result<Self> {
+        Self::open_with(cfg, true).await
+    }
+
+    async fn open_with(cfg: ArchiveConfig, read_only: bool) -> Result<Self> {
         if cfg.name.is_empty() || cfg.name.contains(['/', '\\']) {
             return Err(ArchiveError::Config(format!(
                 "bad archive name {:?}",
@@ -94,8 +111,10 @@ impl Archive {
             search: tokio::sync::OnceCell::new(),
             search_dir: cfg.dir.join("search"),
             search_commit_every: cfg.search_commit_every,
+            read_only,
         };
-        if archive.shared.is_none() {
+        // Read-only, catching up waits for the first search (verify or stats need none).
+        if archive.shared.is_none() && !read_only {
             // A local archive keeps its search index current as it ingests; after a crash
             // it catches up here.
             archive.catch_up_search().await?;
@@ -103,11 +122,22 @@ impl Archive {
         Ok(archive)
     }
 
-    /// The search index, opened (and its writer lock taken) on first use.
+    /// The search index, opened (and its writer lock taken, unless read-only) on first use.
     pub(crate) async fn search_index(&self) -> Result<&SearchIndex> {
         self.search
-            .get_or_try_init(|| async { SearchIndex::open(&self.search_dir, self.search_commit_every) })
+            .get_or_try_init(|| async {
+                if self.read_only {
+                    SearchIndex::open_read_only(&self.search_dir)
+                } else {
+                    SearchIndex::open(&self.search_dir, self.search_commit_every)
+                }
+            })
             .await
+    }
+
+    /// Whether this handle was opened with [`Archive::open_read_only`].
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
     }
 
     /// Starts a write transaction that may append to the event chain: this process's writer

@@ -51,7 +51,7 @@ pub use export::{mboxrd_quote, mboxrd_split, ExportFormat, ExportReport, Manifes
 pub use keys::KeyRing;
 pub use merkle::{verify_proof, MerkleProof};
 pub use meta::MessageMeta;
-pub use retention::{Hold, HoldScope, PurgeReport, RetentionPolicy};
+pub use retention::{Hold, HoldScope, PurgeItem, PurgePlan, PurgeReport, RetentionPolicy};
 pub use runs::RunRecord;
 pub use search::{SearchHit, SearchPage, SearchQuery};
 pub use types::{

@@ -46,6 +46,36 @@ pub struct RetentionPolicy {
     pub updated_by: String,
 }
 
+/// One expired message: what a purge removes, or keeps because holds cover it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurgeItem {
+    pub digest: Digest,
+    pub size: u64,
+    /// The accounts it arrived from (each once).
+    pub accounts: Vec<String>,
+    /// Its latest arrival, where the retention clock starts (`None`: no occurrence left).
+    pub last_ingested_at: Option<DateTime<Utc>>,
+    /// Why it expired, in words.
+    pub why: String,
+    /// The active holds covering it; empty when it goes.
+    pub held_by: Vec<i64>,
+}
+
+/// What a purge at `as_of` would do (see [`Archive::purge_plan`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurgePlan {
+    pub archive: String,
+    pub as_of: DateTime<Utc>,
+    /// `None`: the archive keeps everything forever, nothing expires.
+    pub retention_days: Option<u32>,
+    /// Messages last ingested at or before this have expired.
+    pub cutoff: Option<DateTime<Utc>>,
+    /// Expired and unheld: these go.
+    pub purge: Vec<PurgeItem>,
+    /// Expired but kept under hold.
+    pub held: Vec<PurgeItem>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PurgeReport {
     pub as_of: DateTime<Utc>,
@@ -214,68 +244,151 @@ impl Archive {
         who: &str,
         reason: &str,
     ) -> Result<PurgeReport> {
-        let mut report = PurgeReport {
+        let plan = self.purge_plan_as_of(now).await?;
+        self.purge_planned(&plan, who, reason).await
+    }
+
+    /// What a purge now removes and what it keeps under hold, changing nothing (the dry
+    /// run; works on a read-only handle).
+    pub async fn purge_plan(&self) -> Result<PurgePlan> {
+        self.purge_plan_as_of(Utc::now()).await
+    }
+
+    /// As [`purge_plan`](Self::purge_plan), as if the time were `now`.
+    pub async fn purge_plan_as_of(&self, now: DateTime<Utc>) -> Result<PurgePlan> {
+        let mut plan = PurgePlan {
+            archive: self.name.clone(),
             as_of: now,
-            purged: Vec::new(),
-            bytes_freed: 0,
-            held: 0,
+            retention_days: None,
+            cutoff: None,
+            purge: Vec::new(),
+            held: Vec::new(),
         };
         let Some(days) = self.retention().await?.retention_days else {
-            return Ok(report);
+            return Ok(plan);
         };
-        let cutoff = fmt_ts(now - Duration::days(i64::from(days)));
-        // Expired: no occurrence of the blob was ingested after the cutoff.
-        let candidates: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT b.digest, b.size FROM blobs b WHERE b.state = 'stored' AND NOT EXISTS \
-             (SELECT 1 FROM occurrences o WHERE o.digest = b.digest AND o.ingested_at > $1) ORDER BY b.digest",
+        let cutoff = now - Duration::days(i64::from(days));
+        plan.retention_days = Some(days);
+        plan.cutoff = Some(cutoff);
+        // Expired: no occurrence of the blob was ingested after the cutoff. One row per
+        // occurrence of each (accounts and the latest arrival are reported).
+        let rows: Vec<(String, i64, Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT b.digest, b.size, o.account, o.ingested_at FROM blobs b \
+             LEFT JOIN occurrences o ON o.digest = b.digest \
+             WHERE b.state = 'stored' AND NOT EXISTS \
+             (SELECT 1 FROM occurrences f WHERE f.digest = b.digest AND f.ingested_at > $1) \
+             ORDER BY b.digest, o.ingested_at",
         )
-        .bind(&cutoff)
+        .bind(fmt_ts(cutoff))
         .fetch_all(&self.db)
         .await?;
-        if candidates.is_empty() {
-            return Ok(report);
+        if rows.is_empty() {
+            return Ok(plan);
         }
-        let held = self.held_digests().await?;
-        if held.is_none() {
-            report.held = candidates.len() as u64;
-            return Ok(report);
-        }
-        let held = held.unwrap_or_default();
-        for (d, size) in candidates {
-            let digest: Digest = d.parse()?;
-            if held.contains(&digest) {
-                report.held += 1;
-                continue;
+        let cover = self.hold_cover().await?;
+        let mut items: Vec<PurgeItem> = Vec::new();
+        for (digest, size, account, at) in rows {
+            let digest: Digest = digest.parse()?;
+            let at = at.as_deref().map(parse_ts).transpose()?;
+            match items.last_mut().filter(|i| i.digest == digest) {
+                Some(item) => {
+                    item.last_ingested_at = item.last_ingested_at.max(at);
+                    if let Some(a) = account.filter(|a| !item.accounts.contains(a)) {
+                        item.accounts.push(a);
+                    }
+                }
+                None => items.push(PurgeItem {
+                    digest,
+                    size: size as u64,
+                    accounts: account.into_iter().collect(),
+                    last_ingested_at: at,
+                    why: String::new(),
+                    held_by: cover
+                        .iter()
+                        .filter(|(_, c)| c.as_ref().is_none_or(|set| set.contains(&digest)))
+                        .map(|(id, _)| *id)
+                        .collect(),
+                }),
             }
-            self.purge_one(&digest, size, who, reason, &cutoff).await?;
-            report.purged.push(digest);
-            report.bytes_freed += size as u64;
         }
-        self.search_index().await?.commit()?;
+        for mut item in items {
+            item.why = match item.last_ingested_at {
+                Some(at) => format!(
+                    "retention of {days} days: last ingested {}, before {}",
+                    fmt_ts(at),
+                    fmt_ts(cutoff)
+                ),
+                None => format!("retention of {days} days: no occurrence left"),
+            };
+            if item.held_by.is_empty() {
+                plan.purge.push(item);
+            } else {
+                plan.held.push(item);
+            }
+        }
+        Ok(plan)
+    }
+
+    /// Purges what `plan` lists to go (each re-checked under the write lock: a message that
+    /// arrived again since, or is already purged, stays as it is). Needs the search-index
+    /// writer: refused on a read-only handle.
+    pub async fn purge_planned(&self, plan: &PurgePlan, who: &str, reason: &str) -> Result<PurgeReport> {
+        let mut report = PurgeReport {
+            as_of: plan.as_of,
+            purged: Vec::new(),
+            bytes_freed: 0,
+            held: plan.held.len() as u64,
+        };
+        let Some(cutoff) = plan.cutoff.filter(|_| !plan.purge.is_empty()) else {
+            return Ok(report);
+        };
+        if self.read_only {
+            return Err(ArchiveError::Config(format!(
+                "archive {} is open read-only; purging needs its search-index writer",
+                self.name
+            )));
+        }
+        let cutoff = fmt_ts(cutoff);
+        for item in &plan.purge {
+            if self.purge_one(&item.digest, item.size as i64, who, reason, &cutoff).await? {
+                report.purged.push(item.digest);
+                report.bytes_freed += item.size;
+            }
+        }
+        if self.shared.is_none() {
+            self.search_index().await?.commit()?;
+        }
         Ok(report)
     }
 
-    /// What the active holds cover: `None` means everything (an archive-wide hold).
-    pub(crate) async fn held_digests(&self) -> Result<Option<HashSet<Digest>>> {
-        let holds = self.holds(false).await?;
-        if holds.iter().any(|h| h.scope == HoldScope::Archive) {
-            return Ok(None);
-        }
-        let mut held: HashSet<Digest> = HashSet::new();
-        for h in &holds {
-            match &h.scope {
+    /// Each active hold and what it covers: `None` for everything (an archive-wide hold).
+    async fn hold_cover(&self) -> Result<Vec<(i64, Option<HashSet<Digest>>)>> {
+        let mut out = Vec::new();
+        for h in self.holds(false).await? {
+            let cover = match &h.scope {
+                HoldScope::Archive => None,
                 HoldScope::Account(a) => {
                     let ds: Vec<String> =
                         sqlx::query_scalar("SELECT DISTINCT digest FROM occurrences WHERE account = $1")
                             .bind(a)
                             .fetch_all(&self.db)
                             .await?;
-                    for d in ds {
-                        held.insert(d.parse()?);
-                    }
+                    Some(ds.iter().map(|d| d.parse()).collect::<Result<HashSet<Digest>>>()?)
                 }
-                HoldScope::Query(q) => held.extend(self.search_digests(q).await?),
-                HoldScope::Archive => {}
+                HoldScope::Query(q) => Some(self.search_digests(q).await?.into_iter().collect()),
+            };
+            out.push((h.id, cover));
+        }
+        Ok(out)
+    }
+
+    /// What the active holds cover: `None` means everything (an archive-wide hold).
+    pub(crate) async fn held_digests(&self) -> Result<Option<HashSet<Digest>>> {
+        let mut held = HashSet::new();
+        for (_, cover) in self.hold_cover().await? {
+            match cover {
+                None => return Ok(None),
+                Some(set) => held.extend(set),
             }
         }
         Ok(Some(held))
@@ -291,10 +404,11 @@ impl Archive {
         who: &str,
         reason: &str,
         cutoff: &str,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         {
             let (_w, mut tx) = self.begin_write().await?;
-            // Re-check under the lock: a new occurrence may have arrived since the scan.
+            // Re-check under the lock: a new occurrence may have arrived since the scan, or
+            // another process purged it already.
             let fresh: i64 = sqlx::query_scalar(
                 "SELECT COUNT(*) FROM occurrences WHERE digest = $1 AND ingested_at > $2",
             )
@@ -302,8 +416,12 @@ impl Archive {
             .bind(cutoff)
             .fetch_one(&mut *tx)
             .await?;
-            if fresh > 0 {
-                return Ok(());
+            let state: Option<String> = sqlx::query_scalar("SELECT state FROM blobs WHERE digest = $1")
+                .bind(digest.to_hex())
+                .fetch_optional(&mut *tx)
+                .await?;
+            if fresh > 0 || state.as_deref() != Some("stored") {
+                return Ok(false);
             }
             let ev = append_event(
                 &mut tx,
@@ -336,7 +454,67 @@ impl Archive {
             tx.commit().await?;
         }
         self.backend.delete(digest).await?;
-        self.search_index().await?.delete_digest(digest);
-        Ok(())
+        // A shared archive's searching processes drop it when they catch up from the log.
+        if self.shared.is_none() {
+            self.search_index().await?.delete_digest(digest);
+        }
+        Ok(true)
+    }
+}
+
+/// How long a process holds an archive's purge lease. A purge outliving it may overlap the
+/// next holder's, which is harmless: each message is re-checked under the write lock.
+const PURGE_LEASE_MINUTES: i64 = 30;
+
+impl Archive {
+    /// The periodic purge that `serve` and `worker` run for every archive: purges what has
+    /// expired, provided no other process holds this archive's purge lease and the last
+    /// purge (by any process) finished at least `interval` ago. The lease is a row in the
+    /// archive's own index (table `upkeep`), so it works alike for a local SQLite index and
+    /// a PostgreSQL one shared by machines, and a process that dies holding it only delays
+    /// the next purge until it expires. `Ok(None)`: not this process's turn.
+    pub async fn purge_if_due(
+        &self,
+        holder: &str,
+        interval: std::time::Duration,
+    ) -> Result<Option<PurgeReport>> {
+        let now = Utc::now();
+        let interval = Duration::from_std(interval).unwrap_or(Duration::days(365));
+        let claimed = sqlx::query(
+            "INSERT INTO upkeep (task, holder, lease_until) VALUES ('purge', $1, $2) \
+             ON CONFLICT (task) DO UPDATE SET holder = excluded.holder, lease_until = excluded.lease_until \
+             WHERE (upkeep.lease_until IS NULL OR upkeep.lease_until < $3) \
+             AND (upkeep.last_finished_at IS NULL OR upkeep.last_finished_at <= $4)",
+        )
+        .bind(holder)
+        .bind(fmt_ts(now + Duration::minutes(PURGE_LEASE_MINUTES)))
+        .bind(fmt_ts(now))
+        .bind(fmt_ts(now - interval))
+        .execute(&self.db)
+        .await?
+        .rows_affected()
+            == 1;
+        if !claimed {
+            return Ok(None);
+        }
+        let result = async {
+            let reason = match self.retention().await?.retention_days {
+                Some(days) => format!("retention of {days} days expired"),
+                None => String::new(),
+            };
+            self.purge_expired("retention", &reason).await
+        }
+        .await;
+        // A failed purge is tried again at the next tick, not an interval later.
+        let finished = result.is_ok().then(|| fmt_ts(Utc::now()));
+        sqlx::query(
+            "UPDATE upkeep SET holder = NULL, lease_until = NULL, \
+             last_finished_at = COALESCE($1, last_finished_at) WHERE task = 'purge' AND holder = $2",
+        )
+        .bind(finished)
+        .bind(holder)
+        .execute(&self.db)
+        .await?;
+        result.map(Some)
     }
 }

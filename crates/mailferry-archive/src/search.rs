@@ -7,9 +7,10 @@
 //! event sequence reflected, so `Archive::open` can index whatever a crash left out. This
 //! module knows nothing of the archive handle: `searching.rs` drives it from above.
 
+use std::collections::HashSet;
 use std::ops::Bound;
 use std::path::Path;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
@@ -120,21 +121,35 @@ fn schema() -> (Schema, Fields) {
 }
 
 pub(crate) struct SearchIndex {
+    /// Where documents go: the on-disk index, or — opened read-only — an in-memory index of
+    /// what the on-disk one does not reflect yet.
     index: Index,
     reader: IndexReader,
     writer: Mutex<IndexWriter>,
+    /// Read-only: the on-disk index as last committed by the process holding its writer
+    /// (serve or worker), searched beside `index` and never written.
+    frozen: Option<Frozen>,
+    read_only: bool,
     f: Fields,
     pending: AtomicUsize,
     max_added: AtomicI64,
     commit_every: usize,
 }
 
+/// The on-disk index seen read-only, and what has happened to it since its last commit.
+struct Frozen {
+    reader: IndexReader,
+    /// Digests purged after that commit: their documents are still in it, never shown.
+    purged: Mutex<HashSet<String>>,
+    /// A full rebuild (`delete_all`) started: the frozen documents are no longer wanted.
+    dropped: AtomicBool,
+}
+
 impl SearchIndex {
     pub(crate) fn open(dir: &Path, commit_every: usize) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
         let (schema, f) = schema();
-        let mmap = tantivy::directory::MmapDirectory::open(dir)
-            .map_err(|e| ArchiveError::Search(tantivy::TantivyError::SystemError(e.to_string())))?;
+        let mmap = mmap_dir(dir)?;
         let index = Index::open_or_create(mmap, schema)?;
         // One indexing thread: ingest is I/O-bound and the machine is shared with the engine.
         let writer = index.writer_with_num_threads(1, 32_000_000)?;
@@ -147,10 +162,67 @@ impl SearchIndex {
             index,
             reader,
             writer: Mutex::new(writer),
+            frozen: None,
+            read_only: false,
             f,
             pending: AtomicUsize::new(0),
             max_added: AtomicI64::new(max),
             commit_every: commit_every.max(1),
+        })
+    }
+
+    /// Opens the on-disk index without its writer, so no lock is taken and a running
+    /// service keeps writing it. What it does not reflect yet (its writer commits in batches)
+    /// is indexed into memory by the usual catch-up from the event log, starting at the
+    /// sequence its last commit recorded.
+    pub(crate) fn open_read_only(dir: &Path) -> Result<Self> {
+        let (schema, f) = schema();
+        let mut frozen = None;
+        let mut upto = 0;
+        if dir.join("meta.json").is_file() {
+            let index = Index::open(mmap_dir(dir)?)?;
+            // The payload must describe the commit the reader loaded: read it on both sides
+            // of opening the reader and retry if a commit landed in between. (A commit that
+            // still slipped through shows its documents twice at worst: hits are
+            // de-duplicated by occurrence id.)
+            for _ in 0..5 {
+                let before = Self::payload_of(&index)?;
+                let reader: IndexReader = index
+                    .reader_builder()
+                    .reload_policy(ReloadPolicy::Manual)
+                    .try_into()?;
+                if Self::payload_of(&index)? != before {
+                    continue;
+                }
+                // An index in the old format (no sequence recorded) is not used: everything
+                // is indexed into memory instead.
+                if let Some(seq) = before {
+                    upto = seq;
+                    frozen = Some(Frozen {
+                        reader,
+                        purged: Mutex::new(HashSet::new()),
+                        dropped: AtomicBool::new(false),
+                    });
+                }
+                break;
+            }
+        }
+        let index = Index::create_in_ram(schema);
+        let writer = index.writer_with_num_threads(1, 15_000_000)?;
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()?;
+        Ok(Self {
+            index,
+            reader,
+            writer: Mutex::new(writer),
+            frozen,
+            read_only: true,
+            f,
+            pending: AtomicUsize::new(0),
+            max_added: AtomicI64::new(upto),
+            commit_every: usize::MAX,
         })
     }
 
@@ -163,8 +235,12 @@ impl SearchIndex {
         })
     }
 
-    /// Highest event sequence known to be reflected in the committed index.
+    /// Highest event sequence known to be reflected in the committed index (read-only: in
+    /// the frozen index plus what was indexed into memory since).
     pub(crate) fn indexed_upto(&self) -> Result<Option<i64>> {
+        if self.read_only {
+            return Ok(Some(self.max_added.load(Ordering::SeqCst)));
+        }
         Self::payload_of(&self.index)
     }
 
@@ -228,11 +304,17 @@ impl SearchIndex {
         let w = self.lock();
         w.delete_term(Term::from_field_text(self.f.digest, &d.to_hex()));
         self.pending.fetch_add(1, Ordering::SeqCst);
+        if let Some(frozen) = &self.frozen {
+            frozen.purged.lock().unwrap_or_else(|p| p.into_inner()).insert(d.to_hex());
+        }
     }
 
     pub(crate) fn delete_all(&self) -> Result<()> {
         let w = self.lock();
         w.delete_all_documents()?;
+        if let Some(frozen) = &self.frozen {
+            frozen.dropped.store(true, Ordering::SeqCst);
+        }
         self.max_added.store(0, Ordering::SeqCst);
         self.pending.fetch_add(1, Ordering::SeqCst);
         Ok(())
@@ -358,7 +440,8 @@ impl SearchIndex {
     }
 
     /// Occurrence ids matching `q` after `cursor`, ascending; `limit + 1` fetched to know
-    /// whether another page exists.
+    /// whether another page exists. Read-only, the frozen on-disk index is searched too
+    /// (minus what was purged since its commit) and the two merged.
     pub(crate) fn query_ids(
         &self,
         q: &SearchQuery,
@@ -366,12 +449,45 @@ impl SearchIndex {
         limit: usize,
     ) -> Result<(Vec<u64>, bool, u64)> {
         let base = self.build(q)?;
-        let searcher = self.reader.searcher();
-        let total = searcher.search(&*base, &Count)? as u64;
+        let (mut ids, mut total) = self.page(&self.reader, base.box_clone(), after, limit)?;
+        if let Some(frozen) = self.frozen.as_ref().filter(|f| !f.dropped.load(Ordering::SeqCst)) {
+            let purged: Vec<String> = frozen
+                .purged
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .cloned()
+                .collect();
+            let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![(Occur::Must, base)];
+            for d in &purged {
+                clauses.push((Occur::MustNot, self.exact(self.f.digest, d)));
+            }
+            let (more_ids, n) = self.page(&frozen.reader, Box::new(BooleanQuery::new(clauses)), after, limit)?;
+            ids.extend(more_ids);
+            ids.sort_unstable();
+            ids.dedup();
+            total += n;
+        }
+        let more = ids.len() > limit;
+        ids.truncate(limit);
+        Ok((ids, more, total))
+    }
+
+    /// Up to `limit + 1` ids of one index matching `query` after `after`, and the count of
+    /// all its matches.
+    fn page(
+        &self,
+        reader: &IndexReader,
+        query: Box<dyn Query>,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<(Vec<u64>, u64)> {
+        let searcher = reader.searcher();
+        let total = searcher.search(&*query, &Count)? as u64;
         let paged: Box<dyn Query> = match after {
-            None => base,
+            None => query,
             Some(a) => Box::new(BooleanQuery::new(vec![
-                (Occur::Must, base),
+                (Occur::Must, query),
                 (
                     Occur::Must,
                     Box::new(RangeQuery::new(
@@ -383,9 +499,22 @@ impl SearchIndex {
         };
         let top = TopDocs::with_limit(limit + 1).order_by_u64_field("occ", Order::Asc);
         let docs = searcher.search(&*paged, &top)?;
-        let mut ids: Vec<u64> = docs.into_iter().filter_map(|(v, _)| v).collect();
-        let more = ids.len() > limit;
-        ids.truncate(limit);
-        Ok((ids, more, total))
+        Ok((docs.into_iter().filter_map(|(v, _)| v).collect(), total))
+    }
+}
+
+fn mmap_dir(dir: &Path) -> Result<tantivy::directory::MmapDirectory> {
+    tantivy::directory::MmapDirectory::open(dir)
+        .map_err(|e| ArchiveError::Search(tantivy::TantivyError::SystemError(e.to_string())))
+}
+
+impl ArchiveError {
+    /// True when another process holds the archive's search-index writer (a running
+    /// `serve` or `worker` on the same archive directory): only one may write it.
+    pub fn is_held_elsewhere(&self) -> bool {
+        matches!(
+            self,
+            ArchiveError::Search(tantivy::TantivyError::LockFailure(tantivy::directory::error::LockError::LockBusy, _))
+        )
     }
 }

@@ -19,8 +19,9 @@ impl Archive {
         limit: usize,
         cursor: Option<&str>,
     ) -> Result<SearchPage> {
-        if self.shared.is_some() {
-            // Other processes ingest into the shared index: pick up what they committed.
+        if self.shared.is_some() || self.read_only {
+            // Other processes ingest into the shared index (or, read-only, into the one on
+            // disk without committing every document): pick up what they committed.
             self.catch_up_search().await?;
         }
         let search = self.search_index().await?;
