@@ -9,6 +9,7 @@
 mod archive_cmd;
 mod client_tls;
 mod config;
+mod doctor;
 mod endpoint_url;
 mod migrate;
 mod receipt_cmd;
@@ -22,8 +23,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// `mailferry --version`: the crate's version and the commit it was built from (build.rs).
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("BUILD_GIT_COMMIT"), ")");
+
 #[derive(Debug, Parser)]
-#[command(name = "mailferry", version, about = "Drain POP3 mailboxes into IMAP, exactly once.")]
+#[command(name = "mailferry", version = VERSION, about = "Drain POP3 mailboxes into IMAP, exactly once.")]
 struct Cli {
     /// Config file (TOML). Default: ./mailferry.toml when it exists.
     #[arg(long, global = true, value_name = "PATH", env = "MAILFERRY_CONFIG")]
@@ -58,6 +62,9 @@ enum Command {
     /// Check the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Check that `serve` can start here: data dir, database, keys, archives, TLS files,
+    /// listen address; one line each, exit 1 when any fails.
+    Doctor(doctor::DoctorArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -95,6 +102,7 @@ fn main() -> ExitCode {
     // Every other command reads the configuration first; a problem with it is exit 2.
     let loaded = match config::load(cli.config.as_deref()) {
         Ok(loaded) => loaded,
+        Err(e) if matches!(command, Command::Doctor(_)) => return ExitCode::from(doctor::config_failed(&e)),
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(exit::USAGE);
@@ -112,6 +120,7 @@ fn main() -> ExitCode {
             Command::Migrate(args) => return migrate::run(args, &loaded).await,
             Command::Archive(args) => return archive_cmd::run(args, &loaded).await,
             Command::Receipt(args) => return receipt_cmd::run(args, &loaded).await,
+            Command::Doctor(args) => return doctor::run(args, &loaded).await,
             Command::Serve(args) => match telemetry::init(&loaded.config.log, "info") {
                 Ok(telemetry) => {
                     let result = service::serve(args, &loaded).await;

@@ -16,6 +16,7 @@ mod archive_cli;
 mod archive_scaleout;
 mod config_cli;
 mod deploy_topology;
+mod doctor;
 mod exactly_once;
 mod metrics;
 mod migrate_cli;
