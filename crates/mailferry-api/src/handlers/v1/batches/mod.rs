@@ -53,7 +53,7 @@ pub struct CreateQuery {
     /// CSV only: the target of every row that leaves it empty, given once for the batch:
     /// `imaps://host[:port][/folder]` (implicit TLS, default 993), `imap://host[:port][/folder]`
     /// (STARTTLS, default 143), or `archive:NAME` (a compliance archive on this server).
-    #[param(example = "imaps://outlook.office365.com:993")]
+    #[param(example = "imaps://imap.example.com:993")]
     pub target: Option<String>,
 }
 
@@ -113,7 +113,7 @@ pub struct BatchCreated {
     params(CreateQuery, ("Idempotency-Key" = Option<String>, Header, description = "Repeat-safe POST")),
     request_body(content(
         (BatchBody = "application/json"),
-        (String = "text/csv", example = "EmailAddress,UserName,Password,target_password\nalice@example.com,alice,pop-secret,imap-secret\n"),
+        (String = "text/csv", example = "source_host,source_user,source_password,target_host,target_user,target_password\npop.example.com,alice,secret1,imap.example.com,alice,secret2\n"),
     )),
     responses(
         (status = 201, description = "Created", body = BatchCreated, headers(("Location" = String, description = "URL of the batch"))),
@@ -255,8 +255,11 @@ pub struct BatchPage {
     pub next_cursor: Option<String>,
 }
 
-/// List batches, newest first, each with its jobs per state and the sum of its jobs'
-/// counts (messages listed, copied, skipped, failed, deleted, bytes); cursor pagination.
+/// List batches, newest first, with their progress.
+///
+/// Each batch comes with its jobs per state and the sum of its jobs' counts (messages
+/// listed, copied, skipped, failed, deleted, bytes), as `GET /batches/{id}` shows it. Cursor
+/// pagination: pass `next_cursor` as `cursor` for the next (older) page.
 #[utoipa::path(get, operation_id = "list_batches", path = "/batches", tag = "batches", params(ListQuery),
     responses(
         (status = 200, description = "A page of batches", body = BatchPage),
