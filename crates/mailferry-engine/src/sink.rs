@@ -208,6 +208,8 @@ pub struct Archives {
     reaper: std::sync::OnceLock<()>,
     /// The shared index's registry, connected on first use.
     registry: tokio::sync::OnceCell<mailferry_archive::SharedRegistry>,
+    /// Open archives with [`Archive::open_read_only`] (see [`Archives::read_only`]).
+    read_only: bool,
 }
 
 impl Archives {
@@ -221,7 +223,15 @@ impl Archives {
             limits: OpenLimits::default(),
             reaper: std::sync::OnceLock::new(),
             registry: tokio::sync::OnceCell::new(),
+            read_only: false,
         }
+    }
+
+    /// Open every archive read-only ([`Archive::open_read_only`]: no search-index writer
+    /// lock), for the CLI's verify, stats, search and export beside a running service.
+    pub fn read_only(mut self) -> Self {
+        self.read_only = true;
+        self
     }
 
     /// Keep every archive's index in this database instead of beside its directory.
@@ -277,7 +287,11 @@ impl Archives {
             .with_keys(self.keys.clone())
             .with_index(self.index.clone())
             .with_blobs(blobs);
-        let archive = Arc::new(Archive::open(config).await?);
+        let archive = Arc::new(if self.read_only {
+            Archive::open_read_only(config).await?
+        } else {
+            Archive::open(config).await?
+        });
         open.insert(name.to_owned(), Entry { archive: Arc::clone(&archive), last_used: Instant::now() });
         if open.len() > self.limits.max_open {
             close_least_recently_used(&mut open, self.limits.max_open).await;

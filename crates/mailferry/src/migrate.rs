@@ -28,7 +28,8 @@ pub struct MigrateArgs {
     #[arg(long, value_name = "URL")]
     from: String,
     /// Destination: imaps://USER@HOST[:PORT][/FOLDER] or imap://… (STARTTLS), folder defaults
-    /// to INBOX; or archive:NAME, the deduplicating archive under the state directory.
+    /// to INBOX; or archive:NAME, the deduplicating archive in archive.root (default
+    /// <data_dir>/archive, where `serve` and `mailferry archive` find it too).
     #[arg(long, value_name = "URL")]
     to: String,
     /// Environment variable holding the source password (or OAuth2 token).
@@ -285,7 +286,8 @@ async fn build_job(args: &MigrateArgs, loaded: &Loaded) -> Result<(DrainJob, Pat
     .map_err(UsageError)
 }
 
-/// `--to archive:NAME`: the archive lives beside the ledger (`<state dir>/archive/NAME`).
+/// `--to archive:NAME`: the archive lives in `archive.root` (default `<data_dir>/archive`),
+/// as for the service and `mailferry archive` (not beside `--state`).
 async fn archive_job(args: &MigrateArgs, name: &str, loaded: &Loaded) -> anyhow::Result<(DrainJob, PathBuf)> {
     let from = endpoint_url::parse(&args.from).map_err(|e| anyhow::anyhow!("--from: {e}"))?;
     if from.protocol != Protocol::Pop3 {
@@ -299,8 +301,8 @@ async fn archive_job(args: &MigrateArgs, name: &str, loaded: &Loaded) -> anyhow:
     }
     let tls = client_tls::tls_options(args.ca_file.as_deref(), args.insecure, args.allow_plaintext, loaded)?;
     let from_secret = secret("source", "--from", args.from_password_env.as_deref(), args.from_password_file.as_ref())?;
-    let archives = crate::archive_cmd::archives_beside(&args.state, loaded)?;
-    let archive = archives.get(name).await.with_context(|| format!("cannot open archive {name}"))?;
+    let archives = crate::archive_cmd::cli_archives(loaded)?;
+    let archive = crate::archive_cmd::open_for_writing(&archives, name).await?;
     let security = from.security_with(args.allow_plaintext);
     let job = DrainJob {
         job_id: None,

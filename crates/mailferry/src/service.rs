@@ -58,6 +58,15 @@ fn worker(settings: &Settings, store: Arc<dyn Store>) -> Worker {
     Worker::new(store, settings.sealer.clone(), config)
 }
 
+/// The periodic retention purge of every archive (`archive.purge_interval`), in `serve` and
+/// `worker` alike; which process purges an archive is settled per archive by a lease in
+/// its index (`Archive::purge_if_due`).
+fn spawn_purge(settings: &Settings, loaded: &Loaded, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+    let holder = mailferry_engine::unique_worker_id(&hostname());
+    let archives = Arc::clone(&settings.archives);
+    tokio::spawn(crate::archive_cmd::purge_periodically(archives, loaded.config.archive.purge_interval, holder, stop))
+}
+
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "worker".into())
 }
@@ -105,6 +114,7 @@ pub async fn serve(args: ServeArgs, loaded: &Loaded) -> anyhow::Result<()> {
     println!("mailferry listening on {scheme}://{addr}");
     tracing::info!(%addr, tls = cert.is_some(), database = %settings.database_url, "serving");
     let workers = (!args.no_workers).then(|| tokio::spawn(worker(&settings, Arc::clone(&store)).run(shutdown.child_token())));
+    let purge = spawn_purge(&settings, loaded, shutdown.child_token());
     // With the peer address: the audit log and the failed-authentication limit need it.
     let app = mailferry_api::app(state).into_make_service_with_connect_info::<SocketAddr>();
     let stopped = shutdown.clone().cancelled_owned();
@@ -122,6 +132,7 @@ pub async fn serve(args: ServeArgs, loaded: &Loaded) -> anyhow::Result<()> {
     if let Some(w) = workers {
         w.await.context("the worker pool panicked")?;
     }
+    purge.await.context("the retention purge panicked")?;
     Ok(())
 }
 
@@ -158,8 +169,11 @@ pub async fn worker_only(loaded: &Loaded) -> anyhow::Result<()> {
         None => None,
     };
     tracing::info!(database = %settings.database_url, "worker starting");
-    worker(&settings, store).run(shutdown_on_signal()).await;
+    let shutdown = shutdown_on_signal();
+    let purge = spawn_purge(&settings, loaded, shutdown.child_token());
+    worker(&settings, store).run(shutdown).await;
     drained.cancel();
+    purge.await.context("the retention purge panicked")?;
     if let Some(server) = metrics {
         server.await.context("the metrics listener panicked")?.context("the metrics listener failed")?;
     }

@@ -247,6 +247,10 @@ pub struct ArchiveSection {
     /// Unused archives a process keeps open at most.
     #[serde(deserialize_with = "de::positive")]
     pub max_open: usize,
+    /// How often each `serve` and `worker` process purges what retention has expired from
+    /// every archive (one process at a time per archive), e.g. "1h".
+    #[serde(deserialize_with = "de::duration", serialize_with = "de::serialize_duration")]
+    pub purge_interval: std::time::Duration,
     /// Blobs in S3-compatible storage instead of under `root`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub s3: Option<ArchiveS3>,
@@ -265,6 +269,7 @@ impl Default for ArchiveSection {
             export_ttl_secs: api.archive_export_ttl_secs,
             idle_close_secs: open.idle.as_secs(),
             max_open: open.max_open,
+            purge_interval: std::time::Duration::from_secs(3600),
             s3: None,
         }
     }

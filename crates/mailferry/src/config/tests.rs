@@ -94,6 +94,7 @@ fn fully_populated() -> Config {
             export_ttl_secs: 1,
             idle_close_secs: 1,
             max_open: 1,
+            purge_interval: std::time::Duration::from_secs(90),
             s3: Some(ArchiveS3 {
                 bucket: "b".into(),
                 endpoint: Some("e".into()),
@@ -299,4 +300,23 @@ fn sse_stream_caps_reach_the_runtime_settings() {
     assert_eq!((d.api.sse_max_per_token, d.api.sse_max_total), (8, 256));
     let e = load_str("[api]\nsse_max_total = 0\n").map(drop).unwrap_err().to_string();
     assert!(e.starts_with("invalid config: api.sse_max_total = 0: expected a positive integer"), "{e}");
+}
+
+#[test]
+fn the_purge_interval_is_a_duration_with_a_unit() {
+    // Default one hour; written back the way it reads.
+    assert_eq!(Config::default().archive.purge_interval, std::time::Duration::from_secs(3600));
+    assert!(Config::default().to_redacted_toml().contains("purge_interval = \"1h\""));
+    let parsed = |text: &str| load_str(&format!("[archive]\npurge_interval = {text:?}\n")).map(|l| l.config.archive.purge_interval);
+    assert_eq!(parsed("2s").unwrap(), std::time::Duration::from_secs(2));
+    assert_eq!(parsed("1h30m").unwrap(), std::time::Duration::from_secs(5400));
+    assert_eq!(parsed(" 1d ").unwrap(), std::time::Duration::from_secs(86_400));
+    assert_eq!(parsed("250ms").unwrap(), std::time::Duration::from_millis(250));
+    for bad in ["0s", "10", "h", "1 h", "1w", "", "99999999999999999999d"] {
+        let e = parsed(bad).map(drop).unwrap_err().to_string();
+        assert!(e.starts_with("invalid config: archive.purge_interval"), "{bad:?}: {e}");
+        assert!(e.contains("a duration like"), "{bad:?}: {e}");
+    }
+    let e = load_str("[archive]\npurge_interval = 10\n").map(drop).unwrap_err().to_string();
+    assert!(e.contains("archive.purge_interval") && e.contains("a duration like"), "{e}");
 }

@@ -1,6 +1,7 @@
 //! `mailferry migrate --to archive:NAME` and `mailferry archive …` against the lab Dovecot:
 //! exact bytes, dedup across mailboxes, exactly once, the first law, verify and tamper
-//! detection.
+//! detection. Both find the archive in `archive.root`, here `<data_dir>/archive` with the
+//! lab's state directory as the data dir.
 
 use crate::common::*;
 use mailferry_tests::tricky_corpus;
@@ -10,8 +11,7 @@ fn archive(lab: &Lab, args: &[&str]) -> Run {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailferry"))
         .arg("archive")
         .args(args)
-        .arg("--state")
-        .arg(lab.state())
+        .env("MAILFERRY_DATA_DIR", lab.state_dir.path())
         .output()
         .unwrap();
     Run::from(out)
@@ -30,6 +30,7 @@ fn to_archive(lab: &Lab, user: &str, extra: &[&str]) -> Run {
         .arg(lab.state())
         .args(["--json", "--from-password-env", "PW"])
         .env("PW", SRC_PW)
+        .env("MAILFERRY_DATA_DIR", lab.state_dir.path())
         .output()
         .unwrap();
     Run::from(out)
@@ -144,6 +145,7 @@ fn kill_9_during_an_archive_job_then_rerun_is_exactly_once() {
             .arg("--state")
             .arg(lab.state())
             .env("PW", SRC_PW)
+            .env("MAILFERRY_DATA_DIR", lab.state_dir.path())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()

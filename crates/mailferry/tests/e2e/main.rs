@@ -12,6 +12,7 @@ mod common;
 
 mod api_tls;
 mod archive_api;
+mod archive_beside_service;
 mod archive_cli;
 mod archive_scaleout;
 mod config_cli;
