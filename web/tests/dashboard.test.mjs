@@ -259,6 +259,15 @@ test('upload a CSV batch with one bad row: its error is shown and nothing is cre
   await page.locator('.card .progress[data-pct="100"]').first().waitFor({ timeout: 60_000 });
   assert.match(await page.locator('.card .progress-label').first().textContent(), /10 \/ 10 copied/);
   assert.equal(await page.locator('table tbody tr[data-job]').count(), 2);
+
+  // The batch list (GET /batches) shows it first, named, with its aggregate progress.
+  const batchId = page.url().match(/#\/batches\/(\d+)$/)[1];
+  await page.getByRole('link', { name: '← All batches' }).click();
+  const listed = page.locator(`table.batches tr[data-batch="${batchId}"]`);
+  await listed.waitFor();
+  assert.equal(await page.locator('table.batches tbody tr').first().getAttribute('data-batch'), batchId, 'newest first');
+  assert.match(await listed.innerText(), /browser wave/);
+  await listed.locator('.progress[data-pct="100"]').waitFor();
 }));
 
 test('cancel a running job after confirming', T, () => withPage('cancel', async ({ page }) => {

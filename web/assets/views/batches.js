@@ -1,8 +1,9 @@
 // Batches: upload a CSV of mailboxes (all rows are checked by the API before anything is
-// created; its row-numbered errors are listed here), and the batches seen in the job list.
+// created; its row-numbered errors are listed here), and the batches so far, newest first,
+// a page at a time from GET /batches.
 
 import { go } from '../app.js';
-import { allJobs, ApiError, getJSON, qs, request } from '../api.js';
+import { ApiError, getJSON, qs, request } from '../api.js';
 import { download, empty, field, fill, h, notice, num, problemBox, progress, time } from '../dom.js';
 
 const SAMPLE = 'source_host,source_port,source_security,source_user,source_password,target_host,target_port,target_security,target_user,target_password,target_folder,delete,labels\n'
@@ -11,6 +12,8 @@ const SAMPLE = 'source_host,source_port,source_security,source_user,source_passw
 export async function render(main, _route, { signal }) {
   const file = h('input', { type: 'file', name: 'file', accept: '.csv,text/csv', required: true });
   const name = h('input', { name: 'name', placeholder: 'e.g. sales team, wave 1', maxlength: '200' });
+  const source = h('input', { name: 'source', placeholder: 'pop3s://pop.example.com:995', spellcheck: 'false' });
+  const target = h('input', { name: 'target', placeholder: 'imaps://imap.example.com:993 or archive:NAME', spellcheck: 'false' });
   const skip = h('input', { type: 'checkbox', name: 'skip_invalid', id: 'skip-invalid' });
   const result = h('div', { 'aria-live': 'polite' });
   const submit = h('button', { type: 'submit' }, 'Upload and create jobs');
@@ -19,10 +22,14 @@ export async function render(main, _route, { signal }) {
   const form = h('form.card', { novalidate: true, onsubmit: (ev) => { ev.preventDefault(); upload(); } },
     h('h2', 'Upload a CSV batch'),
     h('p', 'One mailbox per row. Required columns: ', h('code', 'source_host, source_user, source_password, target_host, target_user, target_password'),
-      '; optional: ', h('code', 'source_port, source_security, source_auth, target_port, target_security, target_auth, target_folder, delete, labels'),
-      ' (imapsync-style ', h('code', 'host1, user1, password1, host2, user2, password2'), ' work too). Every row is checked first: if any row is invalid, nothing is created.'),
+      ' (no hosts when the servers are given below; an archive target needs only ', h('code', 'target_archive'), ')',
+      '; optional: ', h('code', 'source_port, source_security, source_auth, source_tls_pin, target_kind (imap or archive), target_archive, target_port, target_security, target_auth, target_folder, target_flags, target_tls_pin, delete, verify, dry_run, max_message_bytes, labels'),
+      '. imapsync-style ', h('code', 'host1, user1, password1, host2, user2, password2'), ' work too, and so does a Microsoft 365 migration file (',
+      h('code', 'EmailAddress, UserName, Password'), ') with the servers given once below. Every row is checked first: if any row is invalid, nothing is created.'),
     h('p', h('button.link', { type: 'button', onclick: () => download(new Blob([SAMPLE], { type: 'text/csv' }), 'mailferry-batch-sample.csv') }, 'Download a sample CSV')),
     h('div.row', field('CSV file', file), field('Batch name (optional)', name)),
+    h('div.row', field('Source server for every row (optional)', source, 'Used where a row has no source_host.'),
+      field('Target for every row (optional)', target, 'Used where a row has no target_host.')),
     h('div.field.check', skip, h('label', { for: 'skip-invalid' }, 'Create the valid rows even if some are invalid')),
     h('div.actions', submit),
     result);
@@ -39,7 +46,8 @@ export async function render(main, _route, { signal }) {
     }
     submit.disabled = true;
     try {
-      const res = await request(`/batches${qs({ name: name.value.trim(), skip_invalid: skip.checked ? 'true' : '' })}`, {
+      const params = { name: name.value.trim(), source: source.value.trim(), target: target.value.trim(), skip_invalid: skip.checked ? 'true' : '' };
+      const res = await request(`/batches${qs(params)}`, {
         method: 'POST', body: await f.text(), headers: { 'Content-Type': 'text/csv', 'Idempotency-Key': crypto.randomUUID() },
       });
       const created = await res.json();
@@ -58,27 +66,38 @@ export async function render(main, _route, { signal }) {
     }
   }
 
-  // The API lists batches only through their jobs: collect the batch ids seen.
-  try {
-    const jobs = await allJobs({}, signal);
-    const ids = [...new Set(jobs.map((j) => j.batch_id).filter(Boolean))].sort((a, b) => b - a).slice(0, 20);
-    if (!ids.length) {
-      fill(list, empty('No batches yet.', 'Upload a CSV file above to create many jobs at once.'));
-      return;
-    }
-    const batches = await Promise.all(ids.map((id) => getJSON(`/batches/${id}`, { signal })));
-    fill(list, h('div.table-wrap', h('table.stack',
-      h('thead', h('tr', ['Batch', 'Name', 'Jobs', 'States', 'Progress', 'Created'].map((c) => h('th', { scope: 'col' }, c)))),
-      h('tbody', batches.map((b) => h('tr',
+  // Newest first, a page at a time; "Show older batches" follows the cursor.
+  const rows = h('tbody');
+  const more = h('button.link', { type: 'button', hidden: true, onclick: () => page(more.dataset.cursor) }, 'Show older batches');
+  async function page(cursor) {
+    more.disabled = true;
+    try {
+      const res = await getJSON(`/batches${qs({ cursor, limit: 20 })}`, { signal });
+      if (!cursor && !res.items.length) {
+        fill(list, empty('No batches yet.', 'Upload a CSV file above to create many jobs at once.'));
+        return;
+      }
+      if (!cursor) {
+        fill(list, h('div.table-wrap', h('table.stack.batches',
+          h('thead', h('tr', ['Batch', 'Name', 'Jobs', 'States', 'Progress', 'Created'].map((c) => h('th', { scope: 'col' }, c)))),
+          rows)), h('p', more));
+      }
+      rows.append(...res.items.map((b) => h('tr', { dataset: { batch: String(b.id) } },
         h('td', h('a', { href: `#/batches/${b.id}` }, `#${b.id}`)),
         h('td.wrap', b.name),
         h('td.num', { 'data-label': 'Jobs' }, num(b.jobs)),
         h('td', Object.entries(b.states).map(([s, n]) => `${n} ${s}`).join(', ')),
         h('td.cell-progress', progress(b.counts)),
-        h('td', { 'data-label': 'Created' }, time(b.created_at))))))));
-  } catch (e) {
-    if (e.name !== 'AbortError') fill(list, problemBox(e));
+        h('td', { 'data-label': 'Created' }, time(b.created_at)))));
+      more.hidden = !res.next_cursor;
+      more.dataset.cursor = res.next_cursor || '';
+    } catch (e) {
+      if (e.name !== 'AbortError') fill(list, problemBox(e));
+    } finally {
+      more.disabled = false;
+    }
   }
+  await page();
 }
 
 /** The API's field errors as a table: row (1-based, header row not counted), column, problem. */
