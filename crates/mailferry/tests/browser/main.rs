@@ -1,7 +1,8 @@
-//! The dashboard in a real browser: headless Chromium (Debian's `chromium`) driven by
-//! `playwright-core` from `web/tests/dashboard.test.mjs`, against a real `mailferry serve`
-//! with the lab Dovecot behind it. This test prepares the mailboxes and the server, runs
-//! `node --test` with their coordinates in the environment, and fails when it fails.
+//! The dashboard and the API docs in a real browser: headless Chromium (Debian's
+//! `chromium`) driven by `playwright-core` from `web/tests/dashboard.test.mjs` and
+//! `web/tests/api_docs.test.mjs`, against a real `mailferry serve` with the lab Dovecot
+//! behind it. Each test prepares the mailboxes and the server, runs `node --test` with
+//! their coordinates in the environment, and fails when it fails.
 //!
 //! Needs `chromium` and `web/tests/node_modules` (`./scripts/test` installs both; when only
 //! the node modules are missing this test runs `npm ci` itself). Screenshots of every main
@@ -15,6 +16,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Mutex;
 
 use common::server::Server;
 use common::{Lab, DST_PW, SRC_PW};
@@ -43,15 +45,64 @@ fn small(n: usize, tag: &str) -> Vec<Vec<u8>> {
     (0..n).map(|i| format!("Message-ID: <{tag}{i}@lab>\r\nSubject: {tag} {i}\r\n\r\nbody {i}\r\n").into_bytes()).collect()
 }
 
-#[test]
-fn dashboard_in_headless_chromium() {
+/// One browser test at a time: the page timeouts assume the cores are theirs.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Chromium is there and `web/tests/node_modules` too: the repository's root.
+fn browser_ready() -> PathBuf {
     assert!(
         Path::new(CHROMIUM).exists(),
         "{CHROMIUM} is missing: the browser tests need Debian's chromium (apt-get install chromium; ./scripts/test does it)"
     );
     let root = repo_root();
+    ensure_node_modules(&root.join("web/tests"));
+    root
+}
+
+/// The server log's last 40 lines, for a failure message.
+fn log_tail(server: &Server) -> String {
+    let logs = server.logs();
+    logs.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+}
+
+/// Swagger UI at /api/docs/ (issue 16): opened from the dashboard's `<noscript>` link with
+/// no token, it lists every operation of /api/openapi.json with no console error (the CSP
+/// refuses nothing), and "Try it out" of `GET /api/v1/jobs` after "Authorize" answers 200.
+#[test]
+fn api_docs_in_headless_chromium() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let root = browser_ready();
+    let lab = Lab::start();
+    let server = Server::start(&lab.dovecot, None, &[], &[]);
+    let shots = root.join("target/screenshots");
+    let user_data = tempfile::tempdir().unwrap();
+    let out = Command::new("node")
+        .args(["--test", "--test-reporter=spec", "api_docs.test.mjs"])
+        .current_dir(root.join("web/tests"))
+        .env("BASE_URL", &server.base)
+        .env("TOKEN", &server.token)
+        .env("CHROMIUM", CHROMIUM)
+        .env("FAILURE_DIR", shots.join("failures"))
+        .env("USER_DATA_ROOT", user_data.path())
+        .output()
+        .expect("run node (Node.js 20+)");
+    println!("{}", String::from_utf8_lossy(&out.stdout));
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "the API docs tests failed ({}); screenshots in {}\n--- server log (tail) ---\n{}",
+        out.status,
+        shots.join("failures").display(),
+        log_tail(&server)
+    );
+    assert!(!server.logs().contains(&server.token), "the API token reached the logs");
+}
+
+#[test]
+fn dashboard_in_headless_chromium() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let root = browser_ready();
     let tests_dir = root.join("web/tests");
-    ensure_node_modules(&tests_dir);
 
     let lab = Lab::start();
     // `src` → `dst`: the job made from the form; big enough to watch its progress move.
@@ -101,14 +152,13 @@ fn dashboard_in_headless_chromium() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{stdout}");
     eprintln!("{stderr}");
-    let logs = server.logs();
     assert!(
         out.status.success(),
         "the dashboard tests failed ({}); screenshots in {}\n--- server log (tail) ---\n{}",
         out.status,
         shots.join("failures").display(),
-        logs.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+        log_tail(&server)
     );
     // The token typed into the page never reaches the server's logs.
-    assert!(!logs.contains(&server.token), "the API token reached the logs");
+    assert!(!server.logs().contains(&server.token), "the API token reached the logs");
 }
