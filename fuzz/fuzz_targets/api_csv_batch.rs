@@ -1,4 +1,4 @@
-//! CSV batches (crates/mailferry-api/src/handlers/v1/batches.rs `parse_csv`, then
+//! CSV batches (crates/mailferry-api/src/handlers/v1/batches/csv.rs `parse_csv`, then
 //! spec.rs `validate` per row): the fuzz input is a `text/csv` body of `POST /batches`.
 //! Never a panic; a header problem is a client error rendered as problem+json, every
 //! invalid row says why, and no more rows are read than a batch may hold (plus one, to

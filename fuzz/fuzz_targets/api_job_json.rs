@@ -1,4 +1,4 @@
-//! API job specs (crates/mailferry-api/src/{extract,spec}.rs and handlers/v1/batches.rs):
+//! API job specs (crates/mailferry-api/src/{extract,spec}.rs and handlers/v1/batches/):
 //! the fuzz input is a request body. It goes through what `POST /jobs` does with a JSON
 //! body (parse into `JobBody`, unknown fields refused, then `validate`, which seals the
 //! passwords) and what `POST /batches` does with a JSON batch; errors are rendered as the
