@@ -28,7 +28,7 @@ use std::time::{Duration, Instant, SystemTime};
 mod config;
 pub mod oauth2;
 
-use config::{config, make_certs};
+use config::{config, make_certs, make_self_signed_ca_cert};
 use nix::errno::Errno;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
@@ -48,6 +48,18 @@ pub struct LabOptions {
     /// Appended verbatim to the generated `dovecot.conf` (later settings win in Dovecot),
     /// e.g. `"imap_capability = +APPENDLIMIT=1048576\n"`.
     pub extra_config: String,
+}
+
+/// The certificate the lab's TLS ports present.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LabCert {
+    /// A leaf for `127.0.0.1`/`localhost` signed by a throwaway CA (`ca.pem`).
+    #[default]
+    CaSigned,
+    /// What legacy hosts present: one self-signed certificate with `CA:TRUE` and only a
+    /// common name (`CN=127.0.0.1`, no subjectAltName), as `openssl req -x509 -subj
+    /// /CN=127.0.0.1` makes. `ca.pem` is then that very certificate.
+    SelfSignedCa,
 }
 
 /// A running private Dovecot. Dropping it stops the server and deletes its directory.
@@ -81,6 +93,11 @@ impl Dovecot {
 
     /// Start with extra configuration appended. Panics (with the server log) if it fails.
     pub fn start_with(opts: LabOptions) -> Dovecot {
+        Self::start_with_cert(opts, LabCert::CaSigned)
+    }
+
+    /// Start with extra configuration and the given kind of server certificate.
+    pub fn start_with_cert(opts: LabOptions, cert: LabCert) -> Dovecot {
         if Command::new("dovecot").arg("--version").output().is_err() {
             panic!("{NOT_INSTALLED}");
         }
@@ -88,7 +105,7 @@ impl Dovecot {
         // one in between, so retry a few times on "address in use".
         let mut last_err = String::new();
         for _ in 0..3 {
-            match Self::try_start(&opts) {
+            match Self::try_start(&opts, cert) {
                 Ok(lab) => return lab,
                 Err(e) if e.contains("Address already in use") => last_err = e,
                 Err(e) => panic!("{e}"),
@@ -97,7 +114,7 @@ impl Dovecot {
         panic!("{last_err}");
     }
 
-    fn try_start(opts: &LabOptions) -> Result<Dovecot, String> {
+    fn try_start(opts: &LabOptions, cert: LabCert) -> Result<Dovecot, String> {
         let (uid, gid) = mail_ids();
         let dir = tempfile::Builder::new()
             .prefix("mf-dovecot-")
@@ -111,7 +128,10 @@ impl Dovecot {
         }
         chown(root.join("mail"), Some(uid), Some(gid)).map_err(|e| e.to_string())?;
 
-        let (ca_pem, cert_pem, key_pem) = make_certs();
+        let (ca_pem, cert_pem, key_pem) = match cert {
+            LabCert::CaSigned => make_certs(),
+            LabCert::SelfSignedCa => make_self_signed_ca_cert(),
+        };
         fs::write(root.join("ssl/ca.pem"), &ca_pem).map_err(|e| e.to_string())?;
         fs::write(root.join("ssl/cert.pem"), &cert_pem).map_err(|e| e.to_string())?;
         fs::write(root.join("ssl/key.pem"), &key_pem).map_err(|e| e.to_string())?;
@@ -383,6 +403,11 @@ impl Dovecot {
     /// The throwaway CA certificate (PEM) that signed the server certificate.
     pub fn ca_pem(&self) -> Vec<u8> {
         self.ca_pem.clone()
+    }
+
+    /// The server certificate (PEM) the TLS ports present.
+    pub fn server_cert_pem(&self) -> Vec<u8> {
+        fs::read(self.dir().join("ssl/cert.pem")).expect("lab server certificate")
     }
 
     /// Path of the CA certificate PEM file in the lab directory.

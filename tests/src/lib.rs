@@ -14,7 +14,7 @@ pub mod faultproxy;
 pub mod moto;
 
 pub use corpus::{normalize_crlf, realistic, tricky_corpus};
-pub use dovecot::{Dovecot, LabOptions};
+pub use dovecot::{Dovecot, LabCert, LabOptions};
 pub use fake::{FakeConfig, FakePop3, FakeScript};
 pub use moto::Moto;
 

@@ -123,7 +123,8 @@ async fn tls_wrap(tcp: TcpStream, ep: &ImapEndpoint, opts: &ImapOptions) -> Resu
     let tls = tokio::time::timeout(opts.connect_timeout, TlsConnector::from(Arc::clone(&config)).connect(name, tcp))
         .await
         .map_err(|_| ImapError::Timeout("negotiating TLS"))?
-        .map_err(|e| ImapError::Tls(e.to_string()))?;
+        // A refused certificate is named (subject, validity, fingerprints) so it can be pinned.
+        .map_err(|e| ImapError::Tls(mailferry_model::tls::rustls_error(&e).map_or_else(|| e.to_string(), mailferry_model::tls::failure_text)))?;
     Ok(Stream::tls(tls))
 }
 

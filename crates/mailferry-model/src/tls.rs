@@ -1,18 +1,27 @@
 //! TLS client settings shared by the POP3 and IMAP clients.
 //!
 //! Verification is on by default against the Mozilla roots (webpki-roots); a CA file adds
-//! private roots (its PEM bytes are read by the caller, keeping this crate free of I/O);
-//! turning verification off is an explicit, per-endpoint opt-in (DESIGN.md §2.5).
+//! private roots (its PEM bytes are read by the caller, keeping this crate free of I/O) and
+//! trusts each of its certificates as itself (a self-signed server certificate works); a
+//! pin accepts exactly one certificate or key (`verify.rs`). Turning verification off is an
+//! explicit, per-endpoint opt-in (DESIGN.md §2.5).
 
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
+mod describe;
 mod pin;
+#[cfg(test)]
+mod tests;
+mod verify;
 
+pub use describe::CertSummary;
 pub use pin::{PinError, TlsPin};
+pub use verify::{failure_text, is_permanent, rustls_error, CertRefused};
 
 /// Connection options of one endpoint: TLS trust, the plaintext opt-in, the network policy.
 #[derive(Clone, Default)]
@@ -53,35 +62,36 @@ pub enum TlsError {
 }
 
 impl TlsOptions {
-    /// Build the rustls client configuration these options describe.
+    /// Build the rustls client configuration these options describe. A pin wins over
+    /// `insecure_skip_verify` (it is the stricter of the two).
     pub fn client_config(&self) -> Result<Arc<ClientConfig>, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .expect("ring supports the default protocol versions");
-        let config = if self.insecure_skip_verify {
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
-                .with_no_client_auth()
+        let verifier: Arc<dyn ServerCertVerifier> = if self.insecure_skip_verify && self.pin.is_none() {
+            Arc::new(NoVerification(provider))
         } else {
             let mut roots = RootCertStore::empty();
             roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            let mut exact = Vec::new();
             if let Some(pem) = &self.extra_roots_pem {
                 let mut reader = std::io::Cursor::new(pem);
-                let mut added = 0;
                 for cert in rustls_pemfile::certs(&mut reader) {
                     let cert = cert.map_err(|e| TlsError::BadPem(e.to_string()))?;
-                    roots.add(cert).map_err(|e| TlsError::BadCertificate(e.to_string()))?;
-                    added += 1;
+                    roots.add(cert.clone()).map_err(|e| TlsError::BadCertificate(e.to_string()))?;
+                    exact.push(cert);
                 }
-                if added == 0 {
+                if exact.is_empty() {
                     return Err(TlsError::NoCertificates);
                 }
             }
-            builder.with_root_certificates(roots).with_no_client_auth()
+            let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .build()
+                .map_err(|e| TlsError::BadCertificate(e.to_string()))?;
+            Arc::new(verify::Verifier { pin: self.pin, exact, webpki, provider })
         };
-        Ok(Arc::new(config))
+        Ok(Arc::new(builder.dangerous().with_custom_certificate_verifier(verifier).with_no_client_auth()))
     }
 }
 

@@ -214,17 +214,11 @@ async fn tls_handshake(
 }
 
 /// tokio-rustls reports TLS failures as `io::Error`s wrapping a `rustls::Error`: turn
-/// those into [`Pop3Error::Tls`], marking the ones retrying cannot fix.
+/// those into [`Pop3Error::Tls`], naming a refused certificate (subject, validity,
+/// fingerprints) and marking the failures retrying cannot fix.
 pub(crate) fn tls_error(e: std::io::Error) -> Pop3Error {
-    let Some(tls) = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) else {
+    let Some(tls) = mailferry_model::tls::rustls_error(&e) else {
         return Pop3Error::Io(e);
     };
-    let certificate = matches!(
-        tls,
-        rustls::Error::InvalidCertificate(_)
-            | rustls::Error::NoCertificatesPresented
-            | rustls::Error::UnsupportedNameType
-            | rustls::Error::PeerIncompatible(_)
-    );
-    Pop3Error::Tls { reason: tls.to_string(), certificate }
+    Pop3Error::Tls { reason: mailferry_model::tls::failure_text(tls), certificate: mailferry_model::tls::is_permanent(tls) }
 }

@@ -1,5 +1,5 @@
 //! What the commands that reach mail servers from the admin's shell share (`migrate`,
-//! `receipt verify --against`): `--allow-plaintext`, `--ca-file`, `--insecure` made into
+//! `receipt verify --against`): `--allow-plaintext`, `--ca-file`, `--insecure`, pins made into
 //! [`TlsOptions`] under the CLI network policy, and secrets read from the environment or a
 //! file, never from argv (visible in `ps`).
 
@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::Args;
-use mailferry_model::TlsOptions;
+use mailferry_model::{TlsOptions, TlsPin};
 use secrecy::SecretString;
 
 use crate::config::Loaded;
@@ -24,16 +24,26 @@ pub struct TlsFlags {
     /// Do not verify the server certificate (dangerous; lab and legacy hosts only).
     #[arg(long)]
     pub insecure: bool,
+    /// Accept only the server certificate whose SHA-256, or its public key's, is this
+    /// (sha256:HEX); chain, CA flag and host name are then not checked.
+    #[arg(long, value_name = "sha256:HEX", value_parser = parse_pin)]
+    pub tls_pin: Option<TlsPin>,
+}
+
+/// clap's parser for `--*-tls-pin` (a bad pin is a usage error, exit status 2).
+pub fn parse_pin(s: &str) -> Result<TlsPin, String> {
+    s.parse::<TlsPin>().map_err(|e| e.to_string())
 }
 
 impl TlsFlags {
     pub fn options(&self, loaded: &Loaded) -> anyhow::Result<TlsOptions> {
-        tls_options(self.ca_file.as_deref(), self.insecure, self.allow_plaintext, loaded)
+        let tls = tls_options(self.ca_file.as_deref(), self.insecure, self.allow_plaintext, loaded)?;
+        Ok(TlsOptions { pin: self.tls_pin, ..tls })
     }
 
     /// Whether any of the flags was given.
     pub fn any(&self) -> bool {
-        self.allow_plaintext || self.insecure || self.ca_file.is_some()
+        self.allow_plaintext || self.insecure || self.ca_file.is_some() || self.tls_pin.is_some()
     }
 }
 

@@ -12,6 +12,7 @@ use mailferry_engine::{
 };
 use mailferry_model::{
     Credential, DeletePolicy, ImapAuth, ImapEndpoint, OAuth2Credential, OAuth2Refresh, Pop3Auth, Pop3Endpoint, TlsOptions,
+    TlsPin,
 };
 use mailferry_store::SqliteStore;
 use secrecy::SecretString;
@@ -61,6 +62,15 @@ pub struct MigrateArgs {
     /// Do not verify server certificates (dangerous; lab and legacy hosts only).
     #[arg(long)]
     insecure: bool,
+    /// Accept the source server's certificate only when its SHA-256, or its public key's
+    /// (SPKI), is this: sha256:HEX (colons allowed, as `openssl x509 -fingerprint -sha256`
+    /// prints it). Chain, CA flag and host name are then not checked: for legacy hosts with
+    /// self-signed certificates. A refused certificate's error names both fingerprints.
+    #[arg(long, value_name = "sha256:HEX", value_parser = client_tls::parse_pin)]
+    from_tls_pin: Option<TlsPin>,
+    /// The same pin for the destination (IMAP) server.
+    #[arg(long, value_name = "sha256:HEX", value_parser = client_tls::parse_pin)]
+    to_tls_pin: Option<TlsPin>,
     /// When to delete from the source: keep, after-verified, after-days:N.
     #[arg(long, value_name = "POLICY", default_value = "keep")]
     delete: String,
@@ -263,7 +273,7 @@ async fn build_job(args: &MigrateArgs, loaded: &Loaded) -> Result<(DrainJob, Pat
                 username: from.username,
                 secret: from_secret,
                 auth: parse_pop3_auth(&args.from_auth)?,
-                tls: tls.clone(),
+                tls: TlsOptions { pin: args.from_tls_pin, ..tls.clone() },
             },
             target: Target::Imap(ImapEndpoint {
                 host: to.host,
@@ -272,7 +282,7 @@ async fn build_job(args: &MigrateArgs, loaded: &Loaded) -> Result<(DrainJob, Pat
                 username: to.username,
                 credential: to_credential,
                 auth: to_auth,
-                tls,
+                tls: TlsOptions { pin: args.to_tls_pin, ..tls },
                 folder: to.folder.unwrap_or_else(|| "INBOX".to_owned()),
                 flags: args.flags.clone(),
             }),
@@ -299,6 +309,9 @@ async fn archive_job(args: &MigrateArgs, name: &str, loaded: &Loaded) -> anyhow:
     if !args.flags.is_empty() {
         bail!("--flag applies to IMAP destinations only");
     }
+    if args.to_tls_pin.is_some() {
+        bail!("--to-tls-pin applies to IMAP destinations only");
+    }
     let tls = client_tls::tls_options(args.ca_file.as_deref(), args.insecure, args.allow_plaintext, loaded)?;
     let from_secret = secret("source", "--from", args.from_password_env.as_deref(), args.from_password_file.as_ref())?;
     let archives = crate::archive_cmd::cli_archives(loaded)?;
@@ -314,7 +327,7 @@ async fn archive_job(args: &MigrateArgs, name: &str, loaded: &Loaded) -> anyhow:
             username: from.username,
             secret: from_secret,
             auth: parse_pop3_auth(&args.from_auth)?,
-            tls,
+            tls: TlsOptions { pin: args.from_tls_pin, ..tls },
         },
         target: Target::Archive(ArchiveTarget { name: name.to_owned(), archive }),
         delete: args.delete.parse::<DeletePolicy>()?,

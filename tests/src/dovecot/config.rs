@@ -36,6 +36,19 @@ pub(super) fn make_certs() -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     )
 }
 
+/// A self-signed `CA:TRUE` certificate with only `CN=127.0.0.1` (no subjectAltName), as
+/// `openssl req -x509 -subj /CN=127.0.0.1` makes: returned as (ca, cert, key), the "CA"
+/// being the certificate itself.
+pub(super) fn make_self_signed_ca_cert() -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name.push(DnType::CommonName, "127.0.0.1");
+    let key = KeyPair::generate().unwrap();
+    let cert = p.self_signed(&key).unwrap().pem().into_bytes();
+    (cert.clone(), cert, key.serialize_pem().into_bytes())
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(super) fn config(
     root: &Path,

@@ -26,4 +26,5 @@ mod oauth2;
 mod receipt;
 mod service_api;
 mod telemetry;
+mod tls_pin;
 mod worker_metrics;
