@@ -1,6 +1,6 @@
 //! Field (de)serializers for the config: addresses, durations written like `"1h"`, secrets
-//! that serialize as `"<redacted>"`, and (from the model crate, which the API's `[api]` section shares)
-//! numbers that must be positive and lists that may be written comma-separated.
+//! that serialize as `"<redacted>"`, and (from the model crate, which the API's `[api]`
+//! section shares) numbers that must be positive and lists that may be written comma-separated.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -80,7 +80,7 @@ pub fn serialize_duration<S: Serializer>(v: &Duration, s: S) -> Result<S::Ok, S:
     let ms = v.as_millis();
     let text = [(86_400_000, "d"), (3_600_000, "h"), (60_000, "m"), (1_000, "s")]
         .iter()
-        .find(|(per, _)| ms % per == 0)
+        .find(|(per, _)| ms.checked_rem(*per) == Some(0))
         .map_or_else(|| format!("{ms}ms"), |(per, unit)| format!("{}{unit}", ms / per));
     s.serialize_str(&text)
 }
