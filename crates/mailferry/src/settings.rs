@@ -44,8 +44,8 @@ pub fn receipt_signer(loaded: &Loaded) -> anyhow::Result<Arc<mailferry_proof::Re
 }
 
 /// As [`receipt_signer`], with the key file defaulting to `dir/receipt.key`: the CLI keeps
-/// it beside its ledger (`--state`), as it keeps its archives (by default the same
-/// `mailferry-data/` the service uses).
+/// it beside its ledger (`--state`, by default in the same `mailferry-data/` the service
+/// uses). Archives are not beside `--state`: every command uses `archive.root`.
 pub fn receipt_signer_in(loaded: &Loaded, dir: &Path) -> anyhow::Result<Arc<mailferry_proof::ReceiptSigner>> {
     let c = &loaded.config;
     let path = match &c.security.receipt_key_file {
