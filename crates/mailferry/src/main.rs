@@ -1,5 +1,6 @@
-//! The `mailferry` binary. Today: `migrate`, the one-shot CLI that drains one POP3 mailbox
-//! into one IMAP folder on the embedded defaults (SQLite ledger under ./mailferry-data/).
+//! The `mailferry` binary: `migrate`, the one-shot CLI that drains one POP3 mailbox into one
+//! IMAP folder or archive on the embedded defaults (SQLite ledger under ./mailferry-data/);
+//! the service (`serve`, `worker`, `token`, `db`); `archive`, `receipt`, `config`, `doctor`.
 //!
 //! Exit status (a contract for admins' scripts): 0 every message copied or deliberately
 //! skipped; 3 some messages failed; 2 usage or configuration error; 1 the run could not
@@ -27,7 +28,7 @@ use clap::{Parser, Subcommand};
 const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("BUILD_GIT_COMMIT"), ")");
 
 #[derive(Debug, Parser)]
-#[command(name = "mailferry", version = VERSION, about = "Drain POP3 mailboxes into IMAP, exactly once.")]
+#[command(name = "mailferry", version = VERSION, about = "Drain POP3 mailboxes into IMAP or a compliance archive, exactly once.")]
 struct Cli {
     /// Config file (TOML). Default: ./mailferry.toml when it exists.
     #[arg(long, global = true, value_name = "PATH", env = "MAILFERRY_CONFIG")]
