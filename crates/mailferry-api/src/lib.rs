@@ -8,7 +8,7 @@
 //!
 //! ```no_run
 //! # async fn run(store: std::sync::Arc<dyn mailferry_store::Store>, sealer: mailferry_model::Sealer) -> std::io::Result<()> {
-//! let archives = mailferry_engine::Archives::new("./mailferry-data/archive".into(), Default::default());
+//! let archives = mailferry_archive::Archives::new("./mailferry-data/archive".into(), Default::default());
 //! let state = mailferry_api::AppState::new(store, sealer, mailferry_api::ApiConfig::default(), archives.into());
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //! axum::serve(listener, mailferry_api::app(state)).await
@@ -36,7 +36,7 @@ pub mod router;
 pub mod spec;
 pub mod sse;
 pub mod state;
-pub mod tasks;
+pub mod exports;
 pub mod trace;
 pub mod views;
 pub mod web;

@@ -4,7 +4,7 @@
 //! otherwise), on the API listener and on a worker's `worker.metrics_listen` alike.
 //!
 //! Host names come from jobs any write-scope token can create, so `host` label values are
-//! bounded ([`mailferry_engine::HostLabels`]): the first `api.metrics_max_hosts` distinct
+//! bounded ([`mailferry_model::HostLabels`]): the first `api.metrics_max_hosts` distinct
 //! hosts keep their name, later ones are counted under `host="other"`.
 //!
 //! Two kinds of figures, kept apart on purpose:
@@ -34,7 +34,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use mailferry_engine::HostLabels;
+use mailferry_model::HostLabels;
 use mailferry_store::{ClusterFigures, Store};
 
 use crate::state::AppState;

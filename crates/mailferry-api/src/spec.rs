@@ -254,7 +254,7 @@ pub fn validate(body: JobBody, config: &ApiConfig, sealer: &Sealer) -> Result<Jo
                 errs.push(FieldError::required("target.archive"));
                 None
             }
-            Some(name) if !mailferry_engine::Archives::valid_name(&name) => {
+            Some(name) if !mailferry_archive::Archives::valid_name(&name) => {
                 errs.push(FieldError::invalid(
                     "target.archive",
                     "target.archive must be 1 to 64 letters, digits, '.', '_' or '-', not starting with '.'",
@@ -544,7 +544,7 @@ fn plaintext(field: &str, security: Security, host: Option<&str>, config: &ApiCo
 }
 
 /// RFC 3501 §9: `flag = "\" atom / keyword`. The IMAP crate's rule
-/// ([`mailferry_engine::imap_flag_problem`]) refuses what is not an atom, `\Recent` (set by
+/// ([`mailferry_imap::wire::flag_problem`]) refuses what is not an atom, `\Recent` (set by
 /// the server only) and `\Deleted` in any case: copies flagged so would be removed by the
 /// destination's next EXPUNGE, after the source may have been emptied. At most 32 flags of
 /// at most 128 bytes each.
@@ -555,7 +555,7 @@ fn check_flags(flags: &[String], errs: &mut Vec<FieldError>) {
     for (i, flag) in flags.iter().enumerate() {
         let long = flag.strip_prefix('\\').unwrap_or(flag).len() > 128;
         let problem =
-            mailferry_engine::imap_flag_problem(flag).or_else(|| long.then(|| format!("{flag:?} is longer than 128 bytes")));
+            mailferry_imap::wire::flag_problem(flag).or_else(|| long.then(|| format!("{flag:?} is longer than 128 bytes")));
         if let Some(problem) = problem {
             errs.push(FieldError::invalid(format!("target.flags[{i}]"), problem));
         }

@@ -366,6 +366,7 @@ mod tests {
                     lease_owner: None,
                     lease_expires_at: None,
                     trace_parent: None,
+                    task: None,
                 }))
             })
         }

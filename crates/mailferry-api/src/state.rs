@@ -1,5 +1,5 @@
 //! What every handler shares: the store, the sealer for secrets at rest, the archives, the
-//! in-memory registry of archive tasks (verify, export), the failed-authentication limiter,
+//! failed-authentication limiter,
 //! and the API's configuration (plaintext allow-list, network policy, body limits, page
 //! sizes, SSE pacing, trusted proxies, authentication limits, metrics caching and access,
 //! archive run limits). Starts the sweeper of expired archive exports.
@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mailferry_engine::Archives;
+use mailferry_archive::Archives;
 use mailferry_model::{de, HostList, NetworkPolicy, Sealer};
 use mailferry_store::Store;
 use serde::{Deserialize, Serialize};
@@ -23,9 +23,6 @@ pub struct AppState {
     /// The compliance archives, each opened once per process (shared with the in-process
     /// workers: the search index has one writer).
     pub archives: Arc<Archives>,
-    /// Verify and export runs started over the API (kept in memory, see
-    /// [`ArchiveTasks`](crate::tasks::ArchiveTasks)).
-    pub tasks: Arc<crate::tasks::ArchiveTasks>,
     /// Cancelled at shutdown: open SSE streams end so a graceful shutdown is not held up
     /// by clients watching jobs.
     pub shutdown: CancellationToken,
@@ -35,7 +32,7 @@ pub struct AppState {
     pub trusted_proxies: Arc<HostList>,
     pub(crate) metrics_cache: Arc<crate::recorder::ClusterCache>,
     /// The `host` label values of the cluster figures (`config.metrics_max_hosts`).
-    pub(crate) host_labels: Arc<mailferry_engine::HostLabels>,
+    pub(crate) host_labels: Arc<mailferry_model::HostLabels>,
     /// Open SSE streams per token and in total (`config.sse_max_per_token`, `sse_max_total`).
     pub(crate) streams: Arc<crate::sse::StreamLimits>,
     /// The one poller behind every SSE stream of this process.
@@ -57,11 +54,10 @@ impl AppState {
         // Invalid entries never match (`ApiConfig::invalid_trusted_proxies` names them).
         let valid = config.trusted_proxies.iter().map(String::as_str).filter(|e| is_ip_or_cidr(e));
         let trusted_proxies = HostList::parse(valid).unwrap_or_default();
-        let tasks: Arc<crate::tasks::ArchiveTasks> = Arc::default();
         if tokio::runtime::Handle::try_current().is_ok() {
-            crate::tasks::spawn_export_sweeper(archives.root().to_path_buf(), &tasks, config.export_ttl());
+            crate::exports::spawn_export_sweeper(&archives, config.export_ttl());
         }
-        let host_labels = Arc::new(mailferry_engine::HostLabels::new(config.metrics_max_hosts));
+        let host_labels = Arc::new(mailferry_model::HostLabels::new(config.metrics_max_hosts));
         let streams = Arc::new(crate::sse::StreamLimits::new(config.sse_max_per_token, config.sse_max_total));
         let watcher = Arc::new(crate::sse::JobWatcher::new(config.sse_poll()));
         Self {
@@ -69,7 +65,6 @@ impl AppState {
             sealer,
             config: Arc::new(config),
             archives,
-            tasks,
             shutdown: CancellationToken::new(),
             auth_limiter: Arc::new(auth_limiter),
             trusted_proxies: Arc::new(trusted_proxies),

@@ -34,7 +34,7 @@ pub async fn track(req: Request, next: Next) -> Response {
         otel.status_code = Empty,
     );
     // A malformed `traceparent` starts a new trace (W3C Trace Context §4.3), as if absent.
-    let well_formed = req.headers().get("traceparent").and_then(|v| v.to_str().ok()).is_some_and(mailferry_engine::trace::well_formed);
+    let well_formed = req.headers().get("traceparent").and_then(|v| v.to_str().ok()).is_some_and(mailferry_model::trace::well_formed);
     let remote = if well_formed { TraceContextPropagator::new().extract(&Headers(req.headers())) } else { opentelemetry::Context::new() };
     if remote.span().span_context().is_valid() {
         // Fails only without the OpenTelemetry layer; `remote` is still attached below, so
@@ -63,8 +63,8 @@ pub async fn track(req: Request, next: Next) -> Response {
 /// that exports spans still joins the caller's trace), else none.
 pub fn current_trace_parent() -> Option<String> {
     let own = tracing::Span::current().context();
-    mailferry_engine::trace::traceparent(&own)
-        .or_else(|| mailferry_engine::trace::traceparent(&opentelemetry::Context::current()))
+    mailferry_model::trace::traceparent(&own)
+        .or_else(|| mailferry_model::trace::traceparent(&opentelemetry::Context::current()))
 }
 
 /// Request headers as the propagator's carrier.

@@ -147,7 +147,13 @@ impl Archive {
         &self,
     ) -> Result<(tokio::sync::MutexGuard<'_, ()>, sqlx::Transaction<'static, sqlx::Any>)> {
         let guard = self.write.lock().await;
-        let mut tx = self.db.begin().await?;
+        // SQLite: take the write lock up front. A deferred transaction that reads the chain
+        // head and then writes fails at once (SQLITE_BUSY, no busy wait) when another
+        // process wrote in between: an API process recording a run, a CLI beside a worker.
+        let mut tx = match self.shared {
+            Some(_) => self.db.begin().await?,
+            None => self.db.begin_with("BEGIN IMMEDIATE").await?,
+        };
         if let Some(key) = self.shared {
             // Wrapped so the void result never reaches the Any driver's row decoding.
             sqlx::query("SELECT 1 FROM (SELECT pg_advisory_xact_lock($1)) AS l")

@@ -28,6 +28,7 @@ pub mod merkle;
 pub mod meta;
 #[cfg(feature = "aws")]
 mod object_lock;
+mod registry;
 mod retention;
 mod roots;
 mod runs;
@@ -51,6 +52,7 @@ pub use export::{mboxrd_quote, mboxrd_split, ExportFormat, ExportReport, Manifes
 pub use keys::KeyRing;
 pub use merkle::{verify_proof, MerkleProof};
 pub use meta::MessageMeta;
+pub use registry::{Archives, OpenLimits};
 pub use retention::{Hold, HoldScope, PurgeItem, PurgePlan, PurgeReport, RetentionPolicy};
 pub use runs::RunRecord;
 pub use search::{SearchHit, SearchPage, SearchQuery};

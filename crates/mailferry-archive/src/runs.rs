@@ -1,8 +1,8 @@
 //! Records of verify and export runs started over the API, kept in the archive's index so a
-//! run's status and result survive a restart of the API process and are visible to every
-//! API process sharing the index. The run itself executes in the process that started it;
-//! that process refreshes `heartbeat_at` while it works, so a run whose process died shows
-//! as interrupted instead of running forever.
+//! run's status and result survive restarts and are visible to every process sharing the
+//! index. The run itself is a queued job that a worker claims (mailferry-engine's
+//! `archive_task`); the worker refreshes the record's progress while it works and stores
+//! the outcome when it finishes.
 
 use chrono::{DateTime, Utc};
 
@@ -25,7 +25,8 @@ pub struct RunRecord {
     pub total: u64,
     /// The export file, on the disk of the process that wrote it.
     pub file: Option<String>,
-    /// The finished run as the API presents it (JSON), once finished.
+    /// The finished run's outcome (JSON: `{"verify": …}`, `{"export": …}` or
+    /// `{"error": …}`; older versions stored the API's view of the run).
     pub view: Option<String>,
 }
 
@@ -74,6 +75,12 @@ impl Archive {
         .bind(id)
         .execute(&self.db)
         .await?;
+        Ok(())
+    }
+
+    /// Forgets a run that never started (its job was refused: too many runs at once).
+    pub async fn run_discard(&self, id: i64) -> Result<()> {
+        sqlx::query("DELETE FROM runs WHERE id = $1 AND state = 'running'").bind(id).execute(&self.db).await?;
         Ok(())
     }
 

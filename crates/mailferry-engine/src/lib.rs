@@ -7,6 +7,7 @@
 //! (which commits the deletes) → ledger `source-deleted`.
 #![forbid(unsafe_code)]
 
+mod archive_task;
 mod claim;
 mod connect;
 mod drain;
@@ -33,6 +34,7 @@ pub use mailferry_imap::wire::{flag_problem as imap_flag_problem, valid_flag as 
 pub use error::{EngineError, Result};
 pub use metrics::HostLabels;
 pub use retry::RetryPolicy;
-pub use sink::{ArchiveTarget, Archives, OpenLimits, Target};
+pub use mailferry_archive::{Archives, OpenLimits};
+pub use sink::{ArchiveTarget, Target};
 pub use spool::SpoolConfig;
 pub use worker::{unique_worker_id, Worker, WorkerConfig};

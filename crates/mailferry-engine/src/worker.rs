@@ -26,7 +26,8 @@ use crate::drain::run_job;
 use crate::job::{DrainJob, EngineConfig};
 use crate::oauth::SaveRotated;
 use crate::progress::Outcome;
-use crate::sink::{ArchiveTarget, Archives, Target};
+use crate::sink::{ArchiveTarget, Target};
+use mailferry_archive::Archives;
 
 #[derive(Clone)]
 pub struct WorkerConfig {
@@ -64,7 +65,7 @@ pub fn unique_worker_id(host: &str) -> String {
 
 /// Aborts a task when dropped: the heartbeat of a job stops however the job's run ends, a
 /// panic included, so a dead run never keeps renewing its lease.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -211,6 +212,9 @@ impl Worker {
     ) {
         let job = claimed.job;
         let release = |state: JobState, error: Option<String>| Release { state, error, not_before: None };
+        if let Some(task) = job.task.clone() {
+            return self.run_task(job.id, task, owner, cancel, reason).await;
+        }
         let drain = match &job.spec {
             Some(spec) => self.drain_job(job.id, spec).await,
             None => Err("the job has no stored spec".into()),
@@ -262,6 +266,52 @@ impl Worker {
         };
         tracing::info!(state = %outcome.state, "job finished");
         self.release(job.id, &owner, outcome).await;
+    }
+
+    /// Runs an archive verify or export run under the job's lease; its outcome is recorded
+    /// with the archive before the job is released.
+    async fn run_task(
+        self: Arc<Self>,
+        id: i64,
+        task: mailferry_model::ArchiveTask,
+        owner: String,
+        cancel: CancellationToken,
+        reason: Arc<Mutex<Option<StopReason>>>,
+    ) {
+        use crate::archive_task::TaskEnd;
+        let heartbeat = AbortOnDrop(tokio::spawn(
+            Arc::clone(&self).heartbeat(id, owner.clone(), cancel.clone(), Arc::clone(&reason)).in_current_span(),
+        ));
+        let (archive, end) = crate::archive_task::run(&self.config.archives, &task, cancel).await;
+        drop(heartbeat);
+        let stop = *reason.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let release = |state: JobState, error: Option<String>| Release { state, error, not_before: None };
+        let outcome = match (end, stop) {
+            (TaskEnd::Finished { outcome, failed }, _) => {
+                if let Some(a) = &archive {
+                    crate::archive_task::record(a, &task, &outcome, failed).await;
+                }
+                let error = outcome.get("error").and_then(|e| e.as_str()).map(str::to_owned);
+                if failed { release(JobState::Failed, error) } else { release(JobState::Succeeded, None) }
+            }
+            (TaskEnd::Stopped, Some(StopReason::LeaseLost)) => {
+                crate::metrics::lease_lost();
+                tracing::warn!("lease lost: another worker owns the archive run now");
+                return;
+            }
+            (TaskEnd::Stopped, Some(StopReason::Cancel)) => {
+                let why = serde_json::json!({ "error": "cancelled at the user's request" });
+                if let Some(a) = &archive {
+                    crate::archive_task::record(a, &task, &why, true).await;
+                }
+                release(JobState::Cancelled, None)
+            }
+            // Shutdown, or a lease that cannot be renewed: back to the queue; the run starts
+            // over on whichever worker claims it next.
+            (TaskEnd::Stopped, _) => release(JobState::Queued, None),
+        };
+        tracing::info!(state = %outcome.state, "archive run finished");
+        self.release(id, &owner, outcome).await;
     }
 
     async fn release(&self, id: i64, owner: &str, release: Release) {
@@ -437,10 +487,11 @@ fn set_reason(cell: &Mutex<Option<StopReason>>, why: StopReason) {
 /// another process). Ids, kinds and states only: never an endpoint's user or secret.
 fn job_span(claimed: &Claimed) -> tracing::Span {
     let job = &claimed.job;
-    let target_kind = match job.spec.as_ref().map(|s| &s.target) {
-        Some(TargetSpec::Imap { .. }) => "imap",
-        Some(TargetSpec::Archive { .. }) => "archive",
-        None => "unknown",
+    let target_kind = match (job.spec.as_ref().map(|s| &s.target), &job.task) {
+        (Some(TargetSpec::Imap { .. }), _) => "imap",
+        (Some(TargetSpec::Archive { .. }), _) => "archive",
+        (None, Some(task)) => task.kind(),
+        (None, None) => "unknown",
     };
     let span = tracing::info_span!(
         "job",

@@ -6,6 +6,7 @@
 pub mod de;
 pub mod endpoint;
 pub mod error;
+pub mod hostlabels;
 pub mod hostlist;
 pub mod job;
 pub mod ledger;
@@ -13,12 +14,16 @@ pub mod netpolicy;
 pub mod policy;
 pub mod redact;
 pub mod seal;
+pub mod task;
 pub mod tls;
+pub mod trace;
 
 pub use endpoint::{Credential, ImapAuth, ImapEndpoint, OAuth2Credential, OAuth2Refresh, Pop3Auth, Pop3Endpoint, Security};
 pub use error::ErrorClass;
+pub use hostlabels::HostLabels;
 pub use hostlist::{HostList, HostListError};
 pub use job::{JobCounts, JobOptions, JobSpec, JobState, OAuth2Spec, Scope, SourceSpec, TargetSpec};
+pub use task::ArchiveTask;
 pub use seal::{SealError, Sealed, Sealer};
 pub use netpolicy::NetworkPolicy;
 pub use ledger::{LedgerState, MessageFailure, RunSummary, VerifyLevel};

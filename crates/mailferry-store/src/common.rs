@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use mailferry_model::{JobCounts, JobSpec, JobState, LedgerState, OAuth2Spec, Scope, Sealed, TargetSpec};
+use mailferry_model::{ArchiveTask, JobCounts, JobSpec, JobState, LedgerState, OAuth2Spec, Scope, Sealed, TargetSpec};
 
 use crate::service::{BatchRecord, BatchSummary, ControlAction, JobRecord, LedgerRow, TokenRecord};
 use crate::{LedgerEntry, ReceiptRow, Result, StoreError};
@@ -68,12 +68,17 @@ pub(crate) struct JobRow {
     pub lease_owner: Option<String>,
     pub lease_expires_at: Option<String>,
     pub trace_parent: Option<String>,
+    pub task: Option<String>,
 }
 
 impl JobRow {
     pub(crate) fn into_record(self) -> Result<JobRecord> {
         let spec = match self.spec {
             Some(s) => Some(serde_json::from_str::<JobSpec>(&s).map_err(|e| StoreError::BadSpec(format!("job {}: {e}", self.id)))?),
+            None => None,
+        };
+        let task = match &self.task {
+            Some(t) => Some(serde_json::from_str::<ArchiveTask>(t).map_err(|e| StoreError::BadSpec(format!("job {} task: {e}", self.id)))?),
             None => None,
         };
         let labels: BTreeMap<String, String> = serde_json::from_str(&self.labels)
@@ -97,6 +102,7 @@ impl JobRow {
             lease_owner: self.lease_owner,
             lease_expires_at: self.lease_expires_at,
             trace_parent: self.trace_parent,
+            task,
         })
     }
 }
@@ -258,7 +264,11 @@ pub(crate) struct ControlPlan {
 /// The control state machine (see [`ControlAction`]); `None` is a conflict. CLI jobs
 /// (no spec) are driven by their own process: every action conflicts.
 pub(crate) fn plan_control(action: ControlAction, job: &JobRecord) -> Option<ControlPlan> {
-    job.spec.as_ref()?;
+    // CLI jobs (neither spec nor task) are driven by their own process; an archive run
+    // can only be cancelled (it has no passes to pause or rerun).
+    if job.spec.is_none() && (job.task.is_none() || action != ControlAction::Cancel) {
+        return None;
+    }
     let keep = ControlPlan {
         state: job.state,
         cancel_requested: job.cancel_requested,

@@ -25,6 +25,7 @@ mod ledger;
 mod ops;
 mod postgres;
 mod queue;
+mod receipt_reader;
 pub mod receipts;
 mod service;
 mod sqlite;
@@ -39,6 +40,7 @@ pub use claims::{ClaimAttempt, ClaimHolder, HeldBy, SourceClaim};
 pub use ops::{AuditEntry, AuditFilter, ClusterFigures, NewAuditEntry, OpsStore};
 pub use service::*;
 pub use postgres::PgStore;
+pub use receipt_reader::ReceiptReader;
 pub use receipts::{ReceiptRow, StoredReceipt};
 pub use sqlite::SqliteStore;
 

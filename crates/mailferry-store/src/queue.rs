@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use mailferry_model::{JobCounts, JobSpec, JobState, Scope, Sealed};
+use mailferry_model::{ArchiveTask, JobCounts, JobSpec, JobState, Scope, Sealed};
 use sqlx::QueryBuilder;
 
 use crate::common::{cap, page_limit, parse_job_state, plan_control, rotate_refresh_token, summary, token_record};
@@ -28,7 +28,7 @@ const CLAIM_LOCK: i64 = 0x006d_6663_6c61_696d;
 fn job_cols<D: Dialect>() -> String {
     format!(
         "id, state, spec{text} AS spec, source, target, batch_id, labels{text} AS labels, {}, {}, {}, {}, last_error, \
-         runs, cancel_requested, pause_requested, lease_owner, {}, trace_parent",
+         runs, cancel_requested, pause_requested, lease_owner, {}, trace_parent, task",
         D::text("created_at"),
         D::text("updated_at"),
         D::text("started_at"),
@@ -121,8 +121,11 @@ macro_rules! impl_service {
             }
 
             async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<JobRecord>> {
-                let mut q =
-                    QueryBuilder::<<Self as Dialect>::Db>::new(format!("SELECT {} FROM jobs WHERE id > ", job_cols::<Self>()));
+                // Migration jobs only: archive runs are listed with their archive.
+                let mut q = QueryBuilder::<<Self as Dialect>::Db>::new(format!(
+                    "SELECT {} FROM jobs WHERE task IS NULL AND id > ",
+                    job_cols::<Self>()
+                ));
                 q.push_bind(filter.after.unwrap_or(0));
                 if let Some(state) = filter.state {
                     q.push(" AND state = ").push_bind(state.as_str());
@@ -232,7 +235,7 @@ macro_rules! impl_service {
                          SELECT source_key, source_host, target_host FROM jobs
                          WHERE state = 'running' AND lease_expires_at >= {at})
                      SELECT j.id, j.state FROM jobs j
-                     WHERE j.spec IS NOT NULL AND j.state IN ('queued', 'running')
+                     WHERE (j.spec IS NOT NULL OR j.task IS NOT NULL) AND j.state IN ('queued', 'running')
                        AND ((j.state = 'queued' AND (j.not_before IS NULL OR j.not_before <= {at}))
                             OR (j.state = 'running' AND j.lease_expires_at < {at}))
                        AND j.source_key NOT IN (SELECT source_key FROM live)
@@ -319,6 +322,49 @@ macro_rules! impl_service {
                 .execute(&self.pool)
                 .await?;
                 Ok(done.rows_affected() == 1)
+            }
+
+            async fn enqueue_task(&self, task: &ArchiveTask, max_active: usize, trace_parent: Option<&str>) -> Result<TaskQueued> {
+                let json = serde_json::to_string(task).map_err(|e| StoreError::BadSpec(format!("archive task: {e}")))?;
+                let mut tx = self.pool.begin_with(begin_write::<Self>()).await?;
+                if Self::MANY_WRITERS {
+                    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(CLAIM_LOCK).execute(&mut *tx).await?;
+                }
+                let active: Vec<String> = sqlx::query_scalar(
+                    "SELECT task FROM jobs WHERE source_host = $1 AND task IS NOT NULL
+                       AND state IN ('queued', 'running', 'paused') ORDER BY id",
+                )
+                .bind(task.host())
+                .fetch_all(&mut *tx)
+                .await?;
+                if active.len() >= max_active {
+                    tx.rollback().await?;
+                    let busy = active.iter().filter_map(|t| serde_json::from_str(t).ok()).collect();
+                    return Ok(TaskQueued::Busy(busy));
+                }
+                let (now, key) = (Self::NOW, task.key());
+                let row: JobRow = sqlx::query_as(&format!(
+                    "INSERT INTO jobs (mailbox_key, source, target, source_key, source_host, target_host, task, labels,
+                                       state, created_at, updated_at, trace_parent)
+                     VALUES ($1, $2, $3, $1, $4, '', $5, $6{}, 'queued', {now}, {now}, $7)
+                     RETURNING {}",
+                    Self::cast("jsonb"),
+                    job_cols::<Self>()
+                ))
+                .bind(&key).bind(format!("archive {}", task.archive())).bind(format!("{} run {}", task.kind(), task.run()))
+                .bind(task.host()).bind(json).bind("{}").bind(trace_parent)
+                .fetch_one(&mut *tx)
+                .await?;
+                let job = row.into_record()?;
+                tx.commit().await?;
+                Ok(TaskQueued::Queued(Box::new(job)))
+            }
+
+            async fn task_job(&self, archive: &str, run: i64) -> Result<Option<JobRecord>> {
+                let sql = format!("SELECT {} FROM jobs WHERE mailbox_key = $1 AND task IS NOT NULL", job_cols::<Self>());
+                let key = mailferry_model::task::task_key(archive, run);
+                let row: Option<JobRow> = sqlx::query_as(&sql).bind(key).fetch_optional(self.reader()).await?;
+                row.map(JobRow::into_record).transpose()
             }
 
             async fn get_batch(&self, id: i64) -> Result<Option<BatchSummary>> {

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use mailferry_model::{JobCounts, JobSpec, JobState, LedgerState, Scope, Sealed};
+use mailferry_model::{ArchiveTask, JobCounts, JobSpec, JobState, LedgerState, Scope, Sealed};
 
 use crate::{Result, StoreError};
 
@@ -40,6 +40,17 @@ pub struct JobRecord {
     /// W3C `traceparent` of the API request that created the job: the job's spans continue
     /// that trace on whichever worker runs it.
     pub trace_parent: Option<String>,
+    /// An archive verify or export run (such jobs have no spec and are not listed with
+    /// the migration jobs).
+    pub task: Option<ArchiveTask>,
+}
+
+/// What [`ServiceStore::enqueue_task`] did.
+#[derive(Debug, Clone)]
+pub enum TaskQueued {
+    Queued(Box<JobRecord>),
+    /// The archive already has this many active runs (queued, running or paused): these.
+    Busy(Vec<ArchiveTask>),
 }
 
 /// Filters for `GET /jobs`, all combined with AND; results ordered by id, `after` is the
@@ -256,6 +267,17 @@ pub trait ServiceStore: Send + Sync {
     /// Hand the job back; false (and nothing changed) if `worker` no longer held it.
     async fn release_job(&self, id: i64, worker: &str, release: &Release) -> Result<bool> {
         Err(StoreError::Unsupported("release_job"))
+    }
+    /// Queue an archive run as a job, unless its archive already has `max_active` runs
+    /// queued, running or paused (checked and inserted in one write transaction, so two
+    /// requests at once cannot both take the last place).
+    async fn enqueue_task(&self, task: &ArchiveTask, max_active: usize, trace_parent: Option<&str>) -> Result<TaskQueued> {
+        let _ = (task, max_active, trace_parent);
+        Err(StoreError::Unsupported("enqueue_task"))
+    }
+    /// The job running run `run` of `archive`.
+    async fn task_job(&self, archive: &str, run: i64) -> Result<Option<JobRecord>> {
+        Err(StoreError::Unsupported("task_job"))
     }
     async fn get_batch(&self, id: i64) -> Result<Option<BatchSummary>> {
         Err(StoreError::Unsupported("get_batch"))

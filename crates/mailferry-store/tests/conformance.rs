@@ -22,6 +22,9 @@ use batches::batch_list;
 #[path = "conformance/claims.rs"]
 mod claims;
 use claims::{ledger_queries, readback_story, source_claims_and_fencing};
+#[path = "conformance/tasks.rs"]
+mod tasks;
+use tasks::archive_runs_are_queued_jobs;
 #[path = "conformance/receipts.rs"]
 mod receipts;
 use receipts::receipt_story;
@@ -54,6 +57,7 @@ macro_rules! stories {
 
 stories!(
     ping,
+    archive_runs_are_queued_jobs,
     ledger_story,
     cli_jobs_are_never_claimable,
     create_list_filter_paginate,

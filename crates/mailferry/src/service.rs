@@ -98,13 +98,16 @@ pub async fn serve(args: ServeArgs, loaded: &Loaded) -> anyhow::Result<()> {
     };
     let store = settings.open_store().await?;
     let shutdown = shutdown_on_signal();
-    let state = mailferry_api::AppState::new(
-        Arc::clone(&store),
-        settings.sealer.clone(),
-        settings.api.clone(),
-        // The same instances the in-process workers write to (one search-index writer).
-        Arc::clone(&settings.archives),
-    )
+    // Local archives have one writing process. With in-process workers the API shares
+    // their instances; with `--no-workers` the writers are the worker processes, so this
+    // one opens archives read-only and leaves the retention purge to them.
+    let readers_only = args.no_workers && settings.archives.is_local();
+    let api_archives = if readers_only {
+        Arc::new(crate::settings::archives(loaded)?.read_only())
+    } else {
+        Arc::clone(&settings.archives)
+    };
+    let state = mailferry_api::AppState::new(Arc::clone(&store), settings.sealer.clone(), settings.api.clone(), api_archives)
     // SSE streams end at shutdown too, so graceful shutdown is not held open by them.
     .with_shutdown(shutdown.clone());
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
@@ -114,7 +117,7 @@ pub async fn serve(args: ServeArgs, loaded: &Loaded) -> anyhow::Result<()> {
     println!("mailferry listening on {scheme}://{addr}");
     tracing::info!(%addr, tls = cert.is_some(), database = %settings.database_url, "serving");
     let workers = (!args.no_workers).then(|| tokio::spawn(worker(&settings, Arc::clone(&store)).run(shutdown.child_token())));
-    let purge = spawn_purge(&settings, loaded, shutdown.child_token());
+    let purge = (!readers_only).then(|| spawn_purge(&settings, loaded, shutdown.child_token()));
     // With the peer address: the audit log and the failed-authentication limit need it.
     let app = mailferry_api::app(state).into_make_service_with_connect_info::<SocketAddr>();
     let stopped = shutdown.clone().cancelled_owned();
@@ -132,7 +135,9 @@ pub async fn serve(args: ServeArgs, loaded: &Loaded) -> anyhow::Result<()> {
     if let Some(w) = workers {
         w.await.context("the worker pool panicked")?;
     }
-    purge.await.context("the retention purge panicked")?;
+    if let Some(purge) = purge {
+        purge.await.context("the retention purge panicked")?;
+    }
     Ok(())
 }
 

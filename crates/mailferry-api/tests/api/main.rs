@@ -37,7 +37,7 @@ pub struct TestApp {
     pub read: String,
     pub shutdown: tokio_util::sync::CancellationToken,
     /// The app's archives (under `<dir>/archive`), the instances the handlers use.
-    pub archives: Arc<mailferry_engine::Archives>,
+    pub archives: Arc<mailferry_archive::Archives>,
     /// The app's sealer, for an in-process worker that runs the jobs created over HTTP.
     pub sealer: Sealer,
     _dir: tempfile::TempDir,
@@ -110,7 +110,7 @@ impl TestApp {
         }
         let sealer = Sealer::from_hex(&Sealer::generate_hex()).unwrap();
         let shutdown = tokio_util::sync::CancellationToken::new();
-        let archives = Arc::new(mailferry_engine::Archives::new(dir.path().join("archive"), Default::default()));
+        let archives = Arc::new(mailferry_archive::Archives::new(dir.path().join("archive"), Default::default()));
         let state = AppState::new(Arc::clone(&store), sealer.clone(), config, Arc::clone(&archives)).with_shutdown(shutdown.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -14,6 +14,7 @@ mod api_tls;
 mod archive_api;
 mod archive_beside_service;
 mod archive_cli;
+mod archive_runs;
 mod archive_scaleout;
 mod config_cli;
 mod deploy_topology;

@@ -15,7 +15,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::stream::{self, Stream};
-use mailferry_engine::receipt::ReceiptReader;
+use mailferry_store::ReceiptReader;
 use mailferry_store::RunId;
 use serde::Deserialize;
 use utoipa::IntoParams;
