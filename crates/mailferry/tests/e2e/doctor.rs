@@ -8,7 +8,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crate::common::server::bin;
+use crate::common::server::{bin, psql, FreshPg};
 
 /// The binary in `dir` with none of the test process's `MAILFERRY_` or `DATABASE_URL`
 /// variables, plus `env`.
@@ -196,6 +196,23 @@ fn doctor_names_what_is_broken() {
     let (code, lines) = install.doctor(&[("MAILFERRY_WORKER__NOPE", "1")]);
     assert_eq!(code, 1, "{lines:#?}");
     assert!(lines.iter().all(|l| l.starts_with("FAIL config: ")) && lines[0].contains("MAILFERRY_WORKER__NOPE"), "{lines:#?}");
+}
+
+/// On PostgreSQL: an empty database has every migration pending; after `db migrate` all
+/// are applied; one forgotten is named.
+#[test]
+fn doctor_reads_postgres_migrations() {
+    let install = Install::new();
+    let pg = FreshPg::create();
+    let env = [("DATABASE_URL", pg.url.as_str())];
+    fails_only(install.doctor(&env), "database", "migrations pending");
+    let out = install.run(&["db", "migrate"], &env);
+    assert!(out.status.success(), "db migrate: {}", text(&out.stderr));
+    let (code, lines) = install.doctor(&env);
+    assert_eq!(code, 0, "{lines:#?}");
+    assert!(line(&lines, "database").contains("migrations applied"), "{lines:#?}");
+    psql(&pg.url, "DELETE FROM _sqlx_migrations WHERE version = (SELECT max(version) FROM _sqlx_migrations)");
+    fails_only(install.doctor(&env), "database", "1 of");
 }
 
 /// The database as an older build left it: the latest migration not recorded.
