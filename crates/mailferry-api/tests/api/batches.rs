@@ -213,7 +213,8 @@ async fn optional_columns_valid_and_invalid() {
     assert_eq!((&ben["options"]["dry_run"], &ben["options"]["max_message_bytes"]), (&json!(true), &json!(1024)));
 
     // Each bad value is its row's problem, named by the column as the file spells it; the
-    // values are judged as a JSON job body's are (flags, delete, pins, archive names).
+    // values are judged as a JSON job body's are (flags, delete, pins, archive names), and a
+    // row's CSV syntax problems are reported with the rest of its problems (row 6).
     let bad = format!(
         "{header}\n\
          pop.example.com,a,{SRC_PASSWORD},sha256:zz,imap,,imap.example.com,a,p2,,\\Deleted,sometimes,,,0,\n\
@@ -221,7 +222,7 @@ async fn optional_columns_valid_and_invalid() {
          pop.example.com,c,{SRC_PASSWORD},,archive,../up,,,,,,,,,,\n\
          pop.example.com,d,{SRC_PASSWORD},,ftp,,imap.example.com,d,p2,,,,,,,\n\
          pop.example.com,e,{SRC_PASSWORD},,imap,,imap.example.com,e,p2,,,after-verified,none,,,\n\
-         pop.example.com,f,{SRC_PASSWORD},,,,imap.example.com,f,p2,,,,,perhaps,,\n"
+         pop.example.com,f,{SRC_PASSWORD},,,,imap.example.com,f,p2,,,sometimes,,perhaps,,\n"
     );
     let p = post_csv(&app, "/api/v1/batches", bad).await.problem(422, "/problems/validation");
     let mut got = problems(&p);
@@ -232,7 +233,7 @@ async fn optional_columns_valid_and_invalid() {
         (3, "Archive"),
         (4, "Target Kind"),
         (5, "verify"),
-        (6, "Dry-Run"),
+        (6, "Delete"), (6, "Dry-Run"),
     ]
     .iter()
     .map(|(r, f)| (*r, f.to_string()))

@@ -169,11 +169,17 @@ fn percent_decode(s: &str) -> Result<String, String> {
 
 pub(crate) type Row = Result<JobBody, Vec<FieldError>>;
 
+/// A data row as a job body, with the problems of the CSV's own syntax (a port that is not
+/// a number, a `dry_run` of `perhaps`: such cells are left out of the body), so that the
+/// body's validation can report the rest of the row's problems beside them; or a row
+/// unreadable as a whole.
+pub(crate) type CsvRow = Result<(JobBody, Vec<FieldError>), Vec<FieldError>>;
+
 /// A parsed CSV batch: one job body (or its errors) per data row, and what the errors
 /// are to be named after.
 #[derive(Debug)]
 pub(crate) struct CsvBatch {
-    pub rows: Vec<Row>,
+    pub rows: Vec<CsvRow>,
     /// Canonical column → its name in the file's header.
     header: BTreeMap<&'static str, String>,
     /// Per row: the columns whose value came from the batch's servers.
@@ -209,7 +215,8 @@ pub(crate) fn csv_column(field: &str) -> String {
 
 /// Parse a CSV batch without batch-level servers ([`parse_csv_with`]).
 pub(crate) fn parse_csv(bytes: &[u8]) -> ApiResult<Vec<Row>> {
-    Ok(parse_csv_with(bytes, &Defaults::default())?.rows)
+    let rows = parse_csv_with(bytes, &Defaults::default())?.rows;
+    Ok(rows.into_iter().map(|r| r.and_then(|(body, errs)| if errs.is_empty() { Ok(body) } else { Err(errs) })).collect())
 }
 
 /// Parse a CSV batch into one job body (or field errors) per data row. Problems with the
@@ -364,9 +371,9 @@ fn is_archive_row(v: &BTreeMap<&str, String>, d: &Defaults) -> bool {
 }
 
 /// One CSV row as a job body; values are trimmed except passwords (which may hold spaces).
-/// Only the CSV's own syntax is checked here (numbers, yes/no, `k=v` lists); every value is
-/// then validated as a JSON job body's is.
-fn csv_row(v: &BTreeMap<&str, String>, archive: bool) -> Row {
+/// Only the CSV's own syntax is checked here (numbers, yes/no, `k=v` lists, IMAP columns on
+/// an archive row); every value is then validated as a JSON job body's is.
+fn csv_row(v: &BTreeMap<&str, String>, archive: bool) -> CsvRow {
     let mut errs = Vec::new();
     let text = |c: &str| v.get(c).map(|s| s.trim().to_owned());
     let secret = |c: &str| v.get(c).map(|s| SecretString::from(s.clone()));
@@ -442,10 +449,7 @@ fn csv_row(v: &BTreeMap<&str, String>, archive: bool) -> Row {
             tls_pin: text("target_tls_pin"),
         })
     };
-    if !errs.is_empty() {
-        return Err(errs);
-    }
-    Ok(JobBody {
+    let body = JobBody {
         source: SourceBody {
             protocol: Default::default(),
             host: text("source_host"),
@@ -459,7 +463,8 @@ fn csv_row(v: &BTreeMap<&str, String>, archive: bool) -> Row {
         target,
         options: OptionsBody { delete: text("delete"), max_message_bytes, dry_run, verify: text("verify").map(VerifyOption::Level) },
         labels,
-    })
+    };
+    Ok((body, errs))
 }
 
 /// `1048576`, `512K`, `25M`, `1G` (binary multiples; `KB`, `MiB` and the like too).

@@ -142,7 +142,11 @@ pub async fn create(State(state): State<AppState>, ApiQuery(q): ApiQuery<CreateQ
         (q.name, std::mem::take(&mut batch.rows), Some(batch))
     } else {
         let body: BatchBody = crate::extract::parse_json(&bytes)?;
-        let rows = body.jobs.into_iter().map(|v| serde_path_to_error::deserialize(v).map_err(|e| vec![json_err_field(e)])).collect();
+        let rows = body
+            .jobs
+            .into_iter()
+            .map(|v| serde_path_to_error::deserialize(v).map(|b| (b, Vec::new())).map_err(|e| vec![json_err_field(e)]))
+            .collect();
         (body.name.or(q.name), rows, None)
     };
     if rows.is_empty() {
@@ -172,7 +176,12 @@ pub async fn create(State(state): State<AppState>, ApiQuery(q): ApiQuery<CreateQ
     };
     for (i, row) in rows.into_iter().enumerate() {
         let row_no = i + 1;
-        let result = row.and_then(|body| validate(body, &state.config, &state.sealer));
+        // A CSV row's syntax problems and its body's, reported together.
+        let result = row.and_then(|(body, syntax): (JobBody, Vec<FieldError>)| match validate(body, &state.config, &state.sealer) {
+            Ok(spec) if syntax.is_empty() => Ok(spec),
+            Ok(_) => Err(syntax),
+            Err(invalid) => Err(syntax.into_iter().chain(invalid).collect()),
+        });
         match result {
             Ok(spec) => valid.push((row_no, spec)),
             Err(errs) => errors.extend(at_row(errs, row_no)),

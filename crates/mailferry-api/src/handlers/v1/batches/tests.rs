@@ -78,7 +78,8 @@ fn microsoft_365_header_with_the_servers_given_once() {
                bob@example.com,bob,pop-2,imap-2\n";
     let batch = parse_csv_with(csv.as_bytes(), &m365()).unwrap();
     assert_eq!(batch.rows.len(), 2);
-    let bob = batch.rows[1].as_ref().unwrap();
+    let (bob, syntax) = batch.rows[1].as_ref().unwrap();
+    assert!(syntax.is_empty(), "{syntax:?}");
     assert_eq!((bob.source.host.as_deref(), bob.source.port), (Some("pop.example.com"), Some(995)));
     assert_eq!(bob.source.username.as_deref(), Some("bob"));
     assert_eq!(bob.source.password.as_ref().unwrap().expose_secret(), "pop-2");
@@ -110,7 +111,7 @@ fn microsoft_365_header_with_the_servers_given_once() {
 fn microsoft_365_file_into_an_archive() {
     let d = Defaults::parse(Some("pop3s://pop.example.com"), Some("archive:legal")).unwrap();
     let rows = parse_csv_with(b"emailaddress;username;password\nann@example.com;ann;pw\n", &d).unwrap().rows;
-    let ann = rows[0].as_ref().unwrap();
+    let (ann, _) = rows[0].as_ref().unwrap();
     let TargetBody::Archive(a) = &ann.target else { panic!("an archive target") };
     assert_eq!(a.archive.as_deref(), Some("legal"));
     assert_eq!(ann.labels.get(ARCHIVE_MAILBOX_LABEL).map(String::as_str), Some("ann@example.com"));
@@ -172,11 +173,16 @@ proptest! {
         for defaults in [Defaults::default(), m365()] {
             if let Ok(batch) = parse_csv_with(text.as_bytes(), &defaults) {
                 for (i, row) in batch.rows.iter().enumerate() {
-                    if let Err(errs) = row {
-                        prop_assert!(!errs.is_empty());
-                        for e in errs {
-                            let _ = batch.field_name(i, &e.field);
+                    let errs = match row {
+                        Err(errs) => {
+                            prop_assert!(!errs.is_empty(), "an unreadable row says why");
+                            errs
                         }
+                        Ok((_, syntax)) => syntax,
+                    };
+                    for e in errs {
+                        let name = batch.field_name(i, &e.field);
+                        prop_assert!(e.field.is_empty() || !name.is_empty());
                     }
                 }
             }
