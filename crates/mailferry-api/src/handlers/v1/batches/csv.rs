@@ -109,6 +109,11 @@ impl Defaults {
         });
         let target = target.filter(|s| !s.trim().is_empty()).and_then(|t| {
             if let Some(name) = t.trim().strip_prefix("archive:") {
+                if name.is_empty() {
+                    errs.push(FieldError::invalid("target", "target: archive:NAME needs the archive's name"));
+                    return None;
+                }
+                // The name itself is checked with each row, as target.archive is.
                 return Some(TargetServer::Archive(name.to_owned()));
             }
             match server_url(t, &["imaps", "imap"]) {

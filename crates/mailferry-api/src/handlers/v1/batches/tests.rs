@@ -64,6 +64,7 @@ fn batch_servers_parse_and_refuse_credentials() {
         (Some("pop3s://pop.example.com/INBOX"), None, "source"),
         (None, Some("pop3s://imap.example.com"), "target"),
         (None, Some("not a url"), "target"),
+        (None, Some("archive:"), "target"),
     ] {
         let errs = Defaults::parse(source, target).unwrap_err();
         assert_eq!(errs[0].field, field, "{source:?} {target:?}");
