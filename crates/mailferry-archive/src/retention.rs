@@ -1,6 +1,8 @@
 //! Retention and legal hold. The retention clock starts at ingest (Date headers are
-//! forgeable). Purge is an explicit admin operation: it removes a blob only when *every*
-//! occurrence of it has expired and no active hold covers it, and leaves a tombstone.
+//! forgeable). A purge removes a blob only when *every* occurrence of it has expired and no
+//! active hold covers it, and leaves a tombstone. `serve` and `worker` run it periodically
+//! ([`Archive::purge_if_due`], one process at a time under a lease); `mailferry archive
+//! purge` runs it by hand, or only plans it ([`Archive::purge_plan`]).
 
 use std::collections::HashSet;
 

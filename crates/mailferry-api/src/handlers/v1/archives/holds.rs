@@ -113,7 +113,11 @@ pub async fn release_hold(
 }
 
 /// Set the retention period (admin), counted from each message's ingest; `null` keeps
-/// messages forever. Recorded in the event log. Purging stays an explicit operation.
+/// messages forever.
+///
+/// Recorded in the event log. Every `archive.purge_interval` (default one hour) `serve`
+/// and `worker` purge the messages that have expired and that no legal hold covers, leaving
+/// a tombstone; a purged message then answers 410.
 #[utoipa::path(put, operation_id = "set_archive_retention", path = "/archives/{name}/retention", tag = "archives",
     request_body = RetentionBody,
     params(("name" = String, Path, description = "Archive name")),
