@@ -5,8 +5,9 @@
 //! (the embedded default, one process) or [`PgStore`] (the service: many workers share one
 //! database). Both run one implementation: every statement is written once, with `$n`
 //! parameters, in `ledger.rs` (runs, ledger, receipts), `claims.rs` (source claims and
-//! fencing), `queue.rs` (the service queue, tokens, idempotency keys) and `ops.rs` (audit
-//! log, cluster figures), and a macro there instantiates it for each store type. What truly
+//! fencing), `queue.rs` (the service queue, tokens, idempotency keys), `ops.rs` (audit
+//! log, cluster figures) and `batches.rs` (the batch list), and a macro there instantiates
+//! it for each store type. What truly
 //! differs between the databases (times, JSON columns, the label filter, the substring
 //! search, row locks and the claim lock) is each backend's `Dialect` (`dialect.rs`), kept
 //! with how it connects in `sqlite.rs` and `postgres.rs`. The conformance suite in
