@@ -210,7 +210,7 @@ const MAX_LABELS: usize = 32;
 
 /// A valid target, before sealing.
 enum TargetParts {
-    Imap(ImapParts),
+    Imap(Box<ImapParts>),
     Archive(String),
 }
 
@@ -289,7 +289,8 @@ pub fn validate(body: JobBody, config: &ApiConfig, sealer: &Sealer) -> Result<Jo
             match (t_host, user, pass, folder) {
                 (Some(host), Some(username), Some(password), Some(folder)) if has_oauth2 == oauth2.is_some() => {
                     let port = t_port;
-                    Some(TargetParts::Imap(ImapParts { host, port, security, username, password, folder, flags, auth, oauth2, tls_pin: t_pin }))
+                    let parts = ImapParts { host, port, security, username, password, folder, flags, auth, oauth2, tls_pin: t_pin };
+                    Some(TargetParts::Imap(Box::new(parts)))
                 }
                 _ => None,
             }
@@ -343,6 +344,7 @@ pub fn validate(body: JobBody, config: &ApiConfig, sealer: &Sealer) -> Result<Jo
             tls_pin: src_pin,
         },
         target: match t {
+            // Fields move out of the Box one by one (Box allows partial moves).
             TargetParts::Imap(t) => TargetSpec::Imap {
                 host: t.host,
                 port: t.port,

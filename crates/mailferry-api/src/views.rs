@@ -74,8 +74,8 @@ pub enum TargetView {
         oauth2: Option<OAuth2View>,
         /// The pinned certificate fingerprint, when the endpoint has one.
         #[serde(skip_serializing_if = "Option::is_none")]
-        #[schema(value_type = Option<String>, example = "sha256:3a5f00ff112233445566778899aabbccddeeff00112233445566778899aabbcc")]
-        tls_pin: Option<mailferry_model::TlsPin>,
+        #[schema(example = "sha256:3a5f00ff112233445566778899aabbccddeeff00112233445566778899aabbcc")]
+        tls_pin: Option<String>,
     },
     Archive {
         archive: String,
@@ -200,7 +200,7 @@ fn spec_views(spec: JobSpec) -> (SourceView, TargetView, OptionsView) {
                     has_client_secret: client_secret.is_some(),
                 },
             });
-            TargetView::Imap { host, port, security, username, auth, folder, flags, oauth2, tls_pin }
+            TargetView::Imap { host, port, security, username, auth, folder, flags, oauth2, tls_pin: tls_pin.map(|p| p.to_string()) }
         }
         TargetSpec::Archive { archive } => TargetView::Archive { archive },
     };

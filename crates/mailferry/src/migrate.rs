@@ -62,15 +62,8 @@ pub struct MigrateArgs {
     /// Do not verify server certificates (dangerous; lab and legacy hosts only).
     #[arg(long)]
     insecure: bool,
-    /// Accept the source server's certificate only when its SHA-256, or its public key's
-    /// (SPKI), is this: sha256:HEX (colons allowed, as `openssl x509 -fingerprint -sha256`
-    /// prints it). Chain, CA flag and host name are then not checked: for legacy hosts with
-    /// self-signed certificates. A refused certificate's error names both fingerprints.
-    #[arg(long, value_name = "sha256:HEX", value_parser = client_tls::parse_pin)]
-    from_tls_pin: Option<TlsPin>,
-    /// The same pin for the destination (IMAP) server.
-    #[arg(long, value_name = "sha256:HEX", value_parser = client_tls::parse_pin)]
-    to_tls_pin: Option<TlsPin>,
+    #[command(flatten)]
+    pins: Box<PinArgs>,
     /// When to delete from the source: keep, after-verified, after-days:N.
     #[arg(long, value_name = "POLICY", default_value = "keep")]
     delete: String,
@@ -106,6 +99,20 @@ pub struct MigrateArgs {
     /// digests read back, the Merkle root and the signature (`mailferry receipt verify`).
     #[arg(long, value_name = "FILE")]
     receipt: Option<PathBuf>,
+}
+
+/// `--from-tls-pin`, `--to-tls-pin` (boxed like [`OAuth2Args`]: the command enum stays small).
+#[derive(Debug, Args)]
+struct PinArgs {
+    /// Accept the source server's certificate only when its SHA-256, or its public key's
+    /// (SPKI), is this: sha256:HEX (colons allowed, as `openssl x509 -fingerprint -sha256`
+    /// prints it). Chain, CA flag and host name are then not checked: for legacy hosts with
+    /// self-signed certificates. A refused certificate's error names both fingerprints.
+    #[arg(long, value_name = "sha256:HEX", value_parser = client_tls::parse_pin)]
+    from_tls_pin: Option<TlsPin>,
+    /// The same pin for the destination (IMAP) server.
+    #[arg(long, value_name = "sha256:HEX", value_parser = client_tls::parse_pin)]
+    to_tls_pin: Option<TlsPin>,
 }
 
 /// `--to-oauth2-*`: a refresh-token grant for the destination instead of a password.
@@ -273,7 +280,7 @@ async fn build_job(args: &MigrateArgs, loaded: &Loaded) -> Result<(DrainJob, Pat
                 username: from.username,
                 secret: from_secret,
                 auth: parse_pop3_auth(&args.from_auth)?,
-                tls: TlsOptions { pin: args.from_tls_pin, ..tls.clone() },
+                tls: TlsOptions { pin: args.pins.from_tls_pin, ..tls.clone() },
             },
             target: Target::Imap(ImapEndpoint {
                 host: to.host,
@@ -282,7 +289,7 @@ async fn build_job(args: &MigrateArgs, loaded: &Loaded) -> Result<(DrainJob, Pat
                 username: to.username,
                 credential: to_credential,
                 auth: to_auth,
-                tls: TlsOptions { pin: args.to_tls_pin, ..tls },
+                tls: TlsOptions { pin: args.pins.to_tls_pin, ..tls },
                 folder: to.folder.unwrap_or_else(|| "INBOX".to_owned()),
                 flags: args.flags.clone(),
             }),
@@ -309,7 +316,7 @@ async fn archive_job(args: &MigrateArgs, name: &str, loaded: &Loaded) -> anyhow:
     if !args.flags.is_empty() {
         bail!("--flag applies to IMAP destinations only");
     }
-    if args.to_tls_pin.is_some() {
+    if args.pins.to_tls_pin.is_some() {
         bail!("--to-tls-pin applies to IMAP destinations only");
     }
     let tls = client_tls::tls_options(args.ca_file.as_deref(), args.insecure, args.allow_plaintext, loaded)?;
@@ -327,7 +334,7 @@ async fn archive_job(args: &MigrateArgs, name: &str, loaded: &Loaded) -> anyhow:
             username: from.username,
             secret: from_secret,
             auth: parse_pop3_auth(&args.from_auth)?,
-            tls: TlsOptions { pin: args.from_tls_pin, ..tls },
+            tls: TlsOptions { pin: args.pins.from_tls_pin, ..tls },
         },
         target: Target::Archive(ArchiveTarget { name: name.to_owned(), archive }),
         delete: args.delete.parse::<DeletePolicy>()?,

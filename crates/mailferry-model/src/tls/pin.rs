@@ -59,7 +59,7 @@ impl FromStr for TlsPin {
         for c in hex.chars() {
             if c == ':' {
                 // openssl prints AB:CD:…; a colon only ever sits between two byte pairs.
-                if prev_colon || nibbles % 2 != 0 {
+                if prev_colon || nibbles & 1 == 1 {
                     return Err(PinError("misplaced ':' in the hex digits"));
                 }
                 prev_colon = true;
