@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use mailferry_model::{JobCounts, JobState};
-use mailferry_store::{JobEvent, ServiceStore};
+use mailferry_store::{JobEvent, JobProgress};
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
@@ -147,7 +147,7 @@ impl JobWatcher {
 
     /// Follow job `id`: the receiver sees each new snapshot. Starts the poller (reading
     /// `store`) if it is not running; it stops by itself once every receiver is gone.
-    pub fn subscribe<S: ServiceStore + ?Sized + 'static>(
+    pub fn subscribe<S: JobProgress + ?Sized + 'static>(
         self: &Arc<Self>,
         id: i64,
         store: &Arc<S>,
@@ -192,7 +192,7 @@ impl JobWatcher {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    async fn run<S: ServiceStore + ?Sized + 'static>(self: Arc<Self>, store: Arc<S>, shutdown: CancellationToken) {
+    async fn run<S: JobProgress + ?Sized + 'static>(self: Arc<Self>, store: Arc<S>, shutdown: CancellationToken) {
         let mut polled: HashMap<i64, PollState> = HashMap::new();
         // A wake-up polls only the jobs added since; the others keep their cadence (a
         // client that keeps connecting cannot delay them).
@@ -261,7 +261,7 @@ struct PollState {
 
 impl PollState {
     /// Read the job; the new snapshot if anything changed.
-    async fn poll<S: ServiceStore + ?Sized>(&mut self, store: &S, id: i64) -> Option<Snapshot> {
+    async fn poll<S: JobProgress + ?Sized>(&mut self, store: &S, id: i64) -> Option<Snapshot> {
         let next = match self.read(store, id).await {
             Ok(next) => {
                 self.failures = 0;
@@ -283,7 +283,7 @@ impl PollState {
         Some(next)
     }
 
-    async fn read<S: ServiceStore + ?Sized>(&mut self, store: &S, id: i64) -> mailferry_store::Result<Snapshot> {
+    async fn read<S: JobProgress + ?Sized>(&mut self, store: &S, id: i64) -> mailferry_store::Result<Snapshot> {
         let Some(job) = store.get_job(id).await? else {
             return Ok(Snapshot { ready: true, gone: true, ..Snapshot::default() });
         };
@@ -339,7 +339,7 @@ mod tests {
         reads: AtomicU64,
     }
 
-    impl ServiceStore for Counting {
+    impl JobProgress for Counting {
         fn get_job<'a, 'f>(&'a self, id: i64) -> BoxFuture<'f, mailferry_store::Result<Option<JobRecord>>>
         where
             'a: 'f,

@@ -66,7 +66,7 @@ async fn verify(archive: &Arc<Archive>, run: i64, who: &str) -> TaskEnd {
     // The record's progress doubles as its heartbeat for readers of older versions.
     let writer = {
         let (archive, progress) = (Arc::clone(archive), Arc::clone(&progress));
-        crate::worker::AbortOnDrop(tokio::spawn(async move {
+        crate::abort::AbortOnDrop(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(PROGRESS_EVERY).await;
                 let (done, total) = (progress.0.load(Ordering::Relaxed), progress.1.load(Ordering::Relaxed));

@@ -7,6 +7,7 @@
 //! (which commits the deletes) → ledger `source-deleted`.
 #![forbid(unsafe_code)]
 
+mod abort;
 mod archive_task;
 mod claim;
 mod connect;

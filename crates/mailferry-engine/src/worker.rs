@@ -22,6 +22,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::abort::AbortOnDrop;
 use crate::drain::run_job;
 use crate::job::{DrainJob, EngineConfig};
 use crate::oauth::SaveRotated;
@@ -61,16 +62,6 @@ const CONTROL_POLL: Duration = Duration::from_secs(1);
 /// whose process is PID 1 on hosts of one name), so a random suffix makes it unique.
 pub fn unique_worker_id(host: &str) -> String {
     format!("{host}-{}-{:08x}", std::process::id(), rand::random::<u32>())
-}
-
-/// Aborts a task when dropped: the heartbeat of a job stops however the job's run ends, a
-/// panic included, so a dead run never keeps renewing its lease.
-pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// What a panic carried, for the job's error (panics carry a `&str` or a `String`).

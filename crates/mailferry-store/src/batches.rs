@@ -1,12 +1,12 @@
 //! Listing batches (`GET /api/v1/batches`): a page of batches, newest first, each with its
-//! jobs per state and the sum of its jobs' ledger counts, as [`ServiceStore::get_batch`]
+//! jobs per state and the sum of its jobs' ledger counts, as [`JobQueue::get_batch`]
 //! gives for one.
 //!
 //! A page costs three statements whatever its size (the batches, then the job states and the
 //! ledger sums of all of them grouped by batch), never one per batch. Each is written once
 //! and instantiated per store type by [`impl_batches`], as the rest of the store is.
 //!
-//! [`ServiceStore::get_batch`]: crate::ServiceStore::get_batch
+//! [`JobQueue::get_batch`]: crate::JobQueue::get_batch
 
 use std::collections::HashMap;
 

@@ -166,9 +166,8 @@ pub struct RunCounts {
 }
 
 /// The persistence the engine and the API need. Every method is one transaction.
-/// The service methods live in [`ServiceStore`], the audit log and cluster figures in
-/// [`OpsStore`] (their defaults answer `Unsupported`, for test doubles; both backends
-/// implement every method).
+/// The service methods live in [`ServiceStore`] (traits named by what they hold), the audit
+/// log, cluster figures and batch list in [`OpsStore`]; both backends implement every method.
 #[async_trait]
 pub trait Store: Send + Sync + 'static + ServiceStore + OpsStore {
     /// Find or create the job for this source → target pair.

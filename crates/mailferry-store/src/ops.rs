@@ -81,27 +81,17 @@ pub struct ClusterFigures {
     pub sessions_by_target_host: Vec<(String, u64)>,
 }
 
-/// The operations half of the store (audit log, cluster figures, batch list). Defaults answer
-/// `Unsupported` (test doubles elsewhere rely on them); both backends implement every method
-/// through [`impl_ops`].
+/// The operations half of the store (audit log, cluster figures, batch list); both backends
+/// implement every method through [`impl_ops`].
 #[async_trait]
-#[allow(unused_variables)]
 pub trait OpsStore: Send + Sync {
     /// Append one entry (stamped with the database's time); its id.
-    async fn record_audit(&self, entry: &NewAuditEntry) -> Result<i64> {
-        Err(StoreError::Unsupported("record_audit"))
-    }
-    async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>> {
-        Err(StoreError::Unsupported("list_audit"))
-    }
-    async fn cluster_figures(&self) -> Result<ClusterFigures> {
-        Err(StoreError::Unsupported("cluster_figures"))
-    }
+    async fn record_audit(&self, entry: &NewAuditEntry) -> Result<i64>;
+    async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>>;
+    async fn cluster_figures(&self) -> Result<ClusterFigures>;
     /// A page of batches, newest first, each with its jobs per state and ledger sums, for
     /// the dashboard's batch list ([`crate::batches`]).
-    async fn list_batches(&self, filter: &BatchFilter) -> Result<Vec<BatchSummary>> {
-        Err(StoreError::Unsupported("list_batches"))
-    }
+    async fn list_batches(&self, filter: &BatchFilter) -> Result<Vec<BatchSummary>>;
 }
 
 const ALL_LEDGER_STATES: [LedgerState; 7] = [

@@ -60,14 +60,14 @@ fn counts((listed, copied, skipped, failed, deleted, bytes): Counts) -> JobCount
     JobCounts { listed: n(listed), copied: n(copied), skipped: n(skipped), failed: n(failed), deleted: n(deleted), bytes: n(bytes) }
 }
 
-/// The one implementation of [`ServiceStore`], for a store type that is its own
+/// The one implementation of the service traits ([`ServiceStore`]), for a store type that is its own
 /// [`Dialect`]: writes go to its `pool`, reads to its `reader()`. Early returns from a
 /// transaction roll it back at once: a dropped transaction keeps its row locks until the
 /// pool gets round to its rollback, and a claim would skip those rows meanwhile.
 macro_rules! impl_service {
     ($store:ty) => {
         #[async_trait]
-        impl ServiceStore for $store {
+        impl JobQueue for $store {
             async fn ping(&self) -> Result<()> {
                 sqlx::query("SELECT 1 FROM jobs LIMIT 1").fetch_optional(&self.pool).await?;
                 Ok(())
@@ -114,12 +114,6 @@ macro_rules! impl_service {
                 Ok((batch, jobs))
             }
 
-            async fn get_job(&self, id: i64) -> Result<Option<JobRecord>> {
-                let sql = format!("SELECT {} FROM jobs WHERE id = $1", job_cols::<Self>());
-                let row: Option<JobRow> = sqlx::query_as(&sql).bind(id).fetch_optional(self.reader()).await?;
-                row.map(JobRow::into_record).transpose()
-            }
-
             async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<JobRecord>> {
                 // Migration jobs only: archive runs are listed with their archive.
                 let mut q = QueryBuilder::<<Self as Dialect>::Db>::new(format!(
@@ -148,11 +142,6 @@ macro_rules! impl_service {
                 q.push(" ORDER BY id LIMIT ").push_bind(page_limit(filter.limit));
                 let rows: Vec<JobRow> = q.build_query_as().fetch_all(self.reader()).await?;
                 rows.into_iter().map(JobRow::into_record).collect()
-            }
-
-            async fn job_counts(&self, id: i64) -> Result<JobCounts> {
-                let row: Counts = sqlx::query_as(&counts_sql("job_id = $1")).bind(id).fetch_one(self.reader()).await?;
-                Ok(counts(row))
             }
 
             async fn ledger_page(&self, job: i64, after: Option<&str>, limit: u32) -> Result<Vec<LedgerRow>> {
@@ -205,19 +194,6 @@ macro_rules! impl_service {
                 let done = row.into_record()?;
                 tx.commit().await?;
                 Ok(ControlOutcome::Done(done))
-            }
-
-            async fn job_events(&self, job: i64, after: i64, limit: u32) -> Result<Vec<JobEvent>> {
-                let rows: Vec<(i64, i64, String, String, Option<String>)> = sqlx::query_as(&format!(
-                    "SELECT id, job_id, {}, state, detail FROM job_events WHERE job_id = $1 AND id > $2 ORDER BY id LIMIT $3",
-                    Self::text("at")
-                ))
-                .bind(job).bind(after).bind(page_limit(limit))
-                .fetch_all(self.reader())
-                .await?;
-                rows.into_iter()
-                    .map(|(id, job_id, at, state, detail)| Ok(JobEvent { id, job_id, at, state: parse_job_state(state)?, detail }))
-                    .collect()
             }
 
             async fn claim_job(&self, worker: &str, lease: Duration, limits: ClaimLimits) -> Result<Option<Claimed>> {
@@ -284,21 +260,6 @@ macro_rules! impl_service {
                 .await?;
                 let (cancel_requested, pause_requested) = row.unwrap_or_default();
                 Ok(LeaseStatus { held: row.is_some(), cancel_requested, pause_requested })
-            }
-
-            async fn replace_refresh_token(&self, id: i64, current: &Sealed, new: &Sealed) -> Result<bool> {
-                let mut tx = self.pool.begin_with(begin_write::<Self>()).await?;
-                let sql = format!("SELECT spec{} FROM jobs WHERE id = $1{}", Self::cast("text"), lock::<Self>(" FOR UPDATE"));
-                let spec: Option<Option<String>> = sqlx::query_scalar(&sql).bind(id).fetch_optional(&mut *tx).await?;
-                let Some(rotated) = spec.flatten().map(|s| rotate_refresh_token(id, &s, current, new)).transpose()?.flatten()
-                else {
-                    tx.rollback().await?;
-                    return Ok(false);
-                };
-                let sql = format!("UPDATE jobs SET spec = $1{}, updated_at = {} WHERE id = $2", Self::cast("jsonb"), Self::NOW);
-                sqlx::query(&sql).bind(rotated).bind(id).execute(&mut *tx).await?;
-                tx.commit().await?;
-                Ok(true)
             }
 
             async fn release_job(&self, id: i64, worker: &str, release: &Release) -> Result<bool> {
@@ -383,7 +344,55 @@ macro_rules! impl_service {
                     .await?;
                 summary(BatchRecord { id, name, created_at }, per_state, counts(totals)).map(Some)
             }
+        }
 
+        #[async_trait]
+        impl JobProgress for $store {
+            async fn get_job(&self, id: i64) -> Result<Option<JobRecord>> {
+                let sql = format!("SELECT {} FROM jobs WHERE id = $1", job_cols::<Self>());
+                let row: Option<JobRow> = sqlx::query_as(&sql).bind(id).fetch_optional(self.reader()).await?;
+                row.map(JobRow::into_record).transpose()
+            }
+
+            async fn job_counts(&self, id: i64) -> Result<JobCounts> {
+                let row: Counts = sqlx::query_as(&counts_sql("job_id = $1")).bind(id).fetch_one(self.reader()).await?;
+                Ok(counts(row))
+            }
+
+            async fn job_events(&self, job: i64, after: i64, limit: u32) -> Result<Vec<JobEvent>> {
+                let rows: Vec<(i64, i64, String, String, Option<String>)> = sqlx::query_as(&format!(
+                    "SELECT id, job_id, {}, state, detail FROM job_events WHERE job_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+                    Self::text("at")
+                ))
+                .bind(job).bind(after).bind(page_limit(limit))
+                .fetch_all(self.reader())
+                .await?;
+                rows.into_iter()
+                    .map(|(id, job_id, at, state, detail)| Ok(JobEvent { id, job_id, at, state: parse_job_state(state)?, detail }))
+                    .collect()
+            }
+        }
+
+        #[async_trait]
+        impl JobSpecs for $store {
+            async fn replace_refresh_token(&self, id: i64, current: &Sealed, new: &Sealed) -> Result<bool> {
+                let mut tx = self.pool.begin_with(begin_write::<Self>()).await?;
+                let sql = format!("SELECT spec{} FROM jobs WHERE id = $1{}", Self::cast("text"), lock::<Self>(" FOR UPDATE"));
+                let spec: Option<Option<String>> = sqlx::query_scalar(&sql).bind(id).fetch_optional(&mut *tx).await?;
+                let Some(rotated) = spec.flatten().map(|s| rotate_refresh_token(id, &s, current, new)).transpose()?.flatten()
+                else {
+                    tx.rollback().await?;
+                    return Ok(false);
+                };
+                let sql = format!("UPDATE jobs SET spec = $1{}, updated_at = {} WHERE id = $2", Self::cast("jsonb"), Self::NOW);
+                sqlx::query(&sql).bind(rotated).bind(id).execute(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+        }
+
+        #[async_trait]
+        impl ApiTokens for $store {
             async fn create_token(&self, name: &str, scope: Scope, token_hash: &str) -> Result<TokenRecord> {
                 let (id, created_at) = sqlx::query_as(&format!(
                     "INSERT INTO api_tokens (name, scope, token_hash, created_at) VALUES ($1, $2, $3, {})

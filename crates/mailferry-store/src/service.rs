@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use mailferry_model::{ArchiveTask, JobCounts, JobSpec, JobState, LedgerState, Scope, Sealed};
 
-use crate::{Result, StoreError};
+use crate::Result;
 
 /// A job row as the API and the workers see it. Times are RFC 3339 UTC text with
 /// milliseconds (`2024-05-01T12:00:00.000Z`) on both backends.
@@ -194,15 +194,16 @@ pub struct StoredResponse {
     pub body: String,
 }
 
-/// The service half of the store. Defaults answer `Unsupported` (test doubles elsewhere
-/// rely on them); both backends implement every method, once, in `queue.rs`.
+// The service half of the store, in traits named by what they hold. Both backends
+// implement every method, once, in `queue.rs`; test doubles implement the one they stand
+// in for.
+
+/// Jobs as a queue: creating, listing and controlling them, claims with leases, archive
+/// runs, batches.
 #[async_trait]
-#[allow(unused_variables)]
-pub trait ServiceStore: Send + Sync {
+pub trait JobQueue: Send + Sync {
     /// Database reachable and migrations applied (`/readyz`).
-    async fn ping(&self) -> Result<()> {
-        Err(StoreError::Unsupported("ping"))
-    }
+    async fn ping(&self) -> Result<()>;
     /// Create jobs (state `queued`), in a new batch when `batch_name` is given; one transaction.
     async fn create_jobs(&self, batch_name: Option<&str>, specs: &[JobSpec]) -> Result<(Option<BatchRecord>, Vec<JobRecord>)> {
         self.create_jobs_traced(batch_name, specs, None).await
@@ -214,46 +215,46 @@ pub trait ServiceStore: Send + Sync {
         batch_name: Option<&str>,
         specs: &[JobSpec],
         trace_parent: Option<&str>,
-    ) -> Result<(Option<BatchRecord>, Vec<JobRecord>)> {
-        let _ = (batch_name, specs, trace_parent);
-        Err(StoreError::Unsupported("create_jobs"))
-    }
-    async fn get_job(&self, id: i64) -> Result<Option<JobRecord>> {
-        Err(StoreError::Unsupported("get_job"))
-    }
-    async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<JobRecord>> {
-        Err(StoreError::Unsupported("list_jobs"))
-    }
-    /// Counts over the job's whole ledger: listed = rows, copied = copied + source-deleted,
-    /// deleted = source-deleted, bytes = wire bytes of copied rows.
-    async fn job_counts(&self, id: i64) -> Result<JobCounts> {
-        Err(StoreError::Unsupported("job_counts"))
-    }
+    ) -> Result<(Option<BatchRecord>, Vec<JobRecord>)>;
+    async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<JobRecord>>;
     /// Ledger rows ordered by UIDL (byte order), after the cursor (the last UIDL seen).
     /// `limit`: 0 means 100, anything above 500 means 500.
-    async fn ledger_page(&self, job: i64, after: Option<&str>, limit: u32) -> Result<Vec<LedgerRow>> {
-        Err(StoreError::Unsupported("ledger_page"))
-    }
-    async fn control(&self, id: i64, action: ControlAction) -> Result<ControlOutcome> {
-        Err(StoreError::Unsupported("control"))
-    }
-    /// The job's events with id above `after`, oldest first.
-    async fn job_events(&self, job: i64, after: i64, limit: u32) -> Result<Vec<JobEvent>> {
-        Err(StoreError::Unsupported("job_events"))
-    }
+    async fn ledger_page(&self, job: i64, after: Option<&str>, limit: u32) -> Result<Vec<LedgerRow>>;
+    async fn control(&self, id: i64, action: ControlAction) -> Result<ControlOutcome>;
     /// Claim the oldest claimable job: `queued` (and past its `not_before`), or `running`
     /// with an expired lease; never one whose source mailbox has a live session, never
-    /// beyond the per-host caps counted over live leases; never a job without a spec.
+    /// beyond the per-host caps counted over live leases; never a job with neither spec nor task.
     /// A claim of a queued job starts a pass (`runs + 1`, `started_at`); a takeover keeps
     /// both, and keeps any pending cancel/pause request.
-    async fn claim_job(&self, worker: &str, lease: Duration, limits: ClaimLimits) -> Result<Option<Claimed>> {
-        Err(StoreError::Unsupported("claim_job"))
-    }
+    async fn claim_job(&self, worker: &str, lease: Duration, limits: ClaimLimits) -> Result<Option<Claimed>>;
     /// Extend the lease to now + `lease` if `worker` still holds it (owner and `running`;
     /// an expired lease nobody took yet is still held). Flags are false when not held.
-    async fn heartbeat(&self, id: i64, worker: &str, lease: Duration) -> Result<LeaseStatus> {
-        Err(StoreError::Unsupported("heartbeat"))
-    }
+    async fn heartbeat(&self, id: i64, worker: &str, lease: Duration) -> Result<LeaseStatus>;
+    /// Hand the job back; false (and nothing changed) if `worker` no longer held it.
+    async fn release_job(&self, id: i64, worker: &str, release: &Release) -> Result<bool>;
+    /// Queue an archive run as a job, unless its archive already has `max_active` runs
+    /// queued, running or paused (checked and inserted in one write transaction, so two
+    /// requests at once cannot both take the last place).
+    async fn enqueue_task(&self, task: &ArchiveTask, max_active: usize, trace_parent: Option<&str>) -> Result<TaskQueued>;
+    /// The job running run `run` of `archive`.
+    async fn task_job(&self, archive: &str, run: i64) -> Result<Option<JobRecord>>;
+    async fn get_batch(&self, id: i64) -> Result<Option<BatchSummary>>;
+}
+
+/// What watching a job reads: the job, its ledger counts and its recorded state changes.
+#[async_trait]
+pub trait JobProgress: Send + Sync {
+    async fn get_job(&self, id: i64) -> Result<Option<JobRecord>>;
+    /// Counts over the job's whole ledger: listed = rows, copied = copied + source-deleted,
+    /// deleted = source-deleted, bytes = wire bytes of copied rows.
+    async fn job_counts(&self, id: i64) -> Result<JobCounts>;
+    /// The job's events with id above `after`, oldest first.
+    async fn job_events(&self, job: i64, after: i64, limit: u32) -> Result<Vec<JobEvent>>;
+}
+
+/// Changes to a stored job's spec made while it runs.
+#[async_trait]
+pub trait JobSpecs: Send + Sync {
     /// Save a rotated refresh token (RFC 6749 §6: the client must drop the old one): replace
     /// the refresh token of the job's OAuth2 refresh-token grant with `new`, keeping the rest
     /// of the stored spec, in one transaction, and only while the stored one is still
@@ -261,46 +262,24 @@ pub trait ServiceStore: Send + Sync {
     /// or a rotation saved by another worker, is never overwritten). False, and nothing
     /// changed, when the job is gone, has no such grant, or holds another refresh token.
     /// Any state, lease holder or not: the authorization server already revoked `current`.
-    async fn replace_refresh_token(&self, id: i64, current: &Sealed, new: &Sealed) -> Result<bool> {
-        Err(StoreError::Unsupported("replace_refresh_token"))
-    }
-    /// Hand the job back; false (and nothing changed) if `worker` no longer held it.
-    async fn release_job(&self, id: i64, worker: &str, release: &Release) -> Result<bool> {
-        Err(StoreError::Unsupported("release_job"))
-    }
-    /// Queue an archive run as a job, unless its archive already has `max_active` runs
-    /// queued, running or paused (checked and inserted in one write transaction, so two
-    /// requests at once cannot both take the last place).
-    async fn enqueue_task(&self, task: &ArchiveTask, max_active: usize, trace_parent: Option<&str>) -> Result<TaskQueued> {
-        let _ = (task, max_active, trace_parent);
-        Err(StoreError::Unsupported("enqueue_task"))
-    }
-    /// The job running run `run` of `archive`.
-    async fn task_job(&self, archive: &str, run: i64) -> Result<Option<JobRecord>> {
-        Err(StoreError::Unsupported("task_job"))
-    }
-    async fn get_batch(&self, id: i64) -> Result<Option<BatchSummary>> {
-        Err(StoreError::Unsupported("get_batch"))
-    }
-    /// Store a token by its hash (the token itself is never stored).
-    async fn create_token(&self, name: &str, scope: Scope, token_hash: &str) -> Result<TokenRecord> {
-        Err(StoreError::Unsupported("create_token"))
-    }
-    /// Also records the use (`last_used_at`).
-    async fn token_by_hash(&self, token_hash: &str) -> Result<Option<TokenRecord>> {
-        Err(StoreError::Unsupported("token_by_hash"))
-    }
-    async fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
-        Err(StoreError::Unsupported("list_tokens"))
-    }
-    async fn delete_token(&self, id: i64) -> Result<bool> {
-        Err(StoreError::Unsupported("delete_token"))
-    }
-    async fn idempotency_get(&self, token_id: i64, key: &str) -> Result<Option<StoredResponse>> {
-        Err(StoreError::Unsupported("idempotency_get"))
-    }
-    /// Record the first response; if another request stored one first, keep that one.
-    async fn idempotency_put(&self, token_id: i64, key: &str, response: &StoredResponse) -> Result<()> {
-        Err(StoreError::Unsupported("idempotency_put"))
-    }
+    async fn replace_refresh_token(&self, id: i64, current: &Sealed, new: &Sealed) -> Result<bool>;
 }
+
+/// API tokens (stored by hash) and the idempotency keys recorded per token.
+#[async_trait]
+pub trait ApiTokens: Send + Sync {
+    /// Store a token by its hash (the token itself is never stored).
+    async fn create_token(&self, name: &str, scope: Scope, token_hash: &str) -> Result<TokenRecord>;
+    /// Also records the use (`last_used_at`).
+    async fn token_by_hash(&self, token_hash: &str) -> Result<Option<TokenRecord>>;
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>>;
+    async fn delete_token(&self, id: i64) -> Result<bool>;
+    async fn idempotency_get(&self, token_id: i64, key: &str) -> Result<Option<StoredResponse>>;
+    /// Record the first response; if another request stored one first, keep that one.
+    async fn idempotency_put(&self, token_id: i64, key: &str, response: &StoredResponse) -> Result<()>;
+}
+
+/// The whole service half of the store.
+pub trait ServiceStore: JobQueue + JobProgress + JobSpecs + ApiTokens {}
+
+impl<T: JobQueue + JobProgress + JobSpecs + ApiTokens + ?Sized> ServiceStore for T {}

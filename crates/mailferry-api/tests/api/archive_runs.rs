@@ -1,8 +1,8 @@
 //! Archive verify and export runs are work any write-scope token can start, so they are
-//! limited: at most `archive_max_concurrent_runs` per archive at once, counted over every
-//! API process sharing it (429 `/problems/limit-reached` with `Retry-After` beyond), and
-//! export files are deleted `archive_export_ttl_secs` after they were written (download:
-//! 410).
+//! limited: at most `archive_max_concurrent_runs` per archive queued or running at once,
+//! counted over the job queue every process shares (429 `/problems/limit-reached` with
+//! `Retry-After` beyond), and export files are deleted `archive_export_ttl_secs` after they
+//! were written (download: 410). The runs are queued jobs: a worker runs them.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,7 +10,11 @@ use std::time::{Duration, Instant};
 
 use mailferry_api::ApiConfig;
 use mailferry_archive::{Archive, Occurrence};
+use mailferry_engine::{Worker, WorkerConfig};
+use mailferry_model::ArchiveTask;
+use mailferry_store::{ClaimLimits, ControlAction, TaskQueued};
 use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
 
 use crate::TestApp;
 
@@ -35,6 +39,24 @@ async fn seed(app: &TestApp, name: &str, messages: usize) -> Arc<Archive> {
         archive.put(bytes, occurrence).await.unwrap();
     }
     archive
+}
+
+/// A worker running the app's queued jobs (archive runs among them) until the test ends.
+fn start_worker(app: &TestApp) -> tokio::task::JoinHandle<()> {
+    let config = WorkerConfig {
+        id: "archive-runs-test".into(),
+        concurrency: 2,
+        lease: Duration::from_secs(30),
+        poll_interval: Duration::from_millis(20),
+        limits: ClaimLimits { per_source_host: 8, per_target_host: 8 },
+        engine: Default::default(),
+        plaintext_allowed: Arc::new(|_| true),
+        extra_roots_pem: None,
+        network: Arc::new(mailferry_model::NetworkPolicy::default()),
+        archives: Arc::clone(&app.archives),
+    };
+    let worker = Worker::new(Arc::clone(&app.store), app.sealer.clone(), config);
+    tokio::spawn(worker.run(CancellationToken::new()))
 }
 
 /// Polls a run until it is no longer `running`.
@@ -67,8 +89,26 @@ fn export_files(dir: &Path) -> Vec<String> {
 async fn concurrent_runs_per_archive_are_capped_across_processes_with_429_and_retry_after() {
     let app = TestApp::spawn_with(ApiConfig { archive_max_concurrent_runs: 2, ..ApiConfig::default() }).await;
     let a = seed(&app, "legal", 3).await;
-    // Two runs that another API process sharing the archive is running (alive records).
+    // Two runs another API process queued (no worker runs yet).
     let other = [a.run_started("verify", |_| None).await.unwrap(), a.run_started("export", |_| None).await.unwrap()];
+    let tasks = [
+        ArchiveTask::Verify { archive: "legal".into(), run: other[0], who: "other".into() },
+        ArchiveTask::Export {
+            archive: "legal".into(),
+            run: other[1],
+            who: "other".into(),
+            query: json!({}),
+            format: "mbox".into(),
+            file: archive_dir(&app, "legal").join("x.mbox").display().to_string(),
+        },
+    ];
+    let mut jobs = Vec::new();
+    for t in &tasks {
+        match app.store.enqueue_task(t, 2, None).await.unwrap() {
+            TaskQueued::Queued(job) => jobs.push(job.id),
+            TaskQueued::Busy(b) => panic!("busy: {b:?}"),
+        }
+    }
 
     let r = app.post_json("/api/v1/archives/legal/verify", &app.write, &json!({})).await;
     let p = r.problem(429, "/problems/limit-reached");
@@ -88,8 +128,10 @@ async fn concurrent_runs_per_archive_are_capped_across_processes_with_429_and_re
     let r = app.post_json("/api/v1/archives/other/verify", &app.write, &json!({})).await;
     assert_eq!(r.status, 202, "{}", r.text);
 
-    // One of the other process's runs finishes: a place is free again.
-    a.run_finished(other[0], false, "{}").await.unwrap();
+    // One of the other process's runs is cancelled: a place is free again; a worker runs
+    // what is queued.
+    app.store.control(jobs[0], ControlAction::Cancel).await.unwrap();
+    let _worker = start_worker(&app);
     let r = app.post_json("/api/v1/archives/legal/verify", &app.write, &json!({})).await;
     assert_eq!(r.status, 202, "{}", r.text);
     let run = wait_run(&app, r.header("location").unwrap()).await;
@@ -107,6 +149,7 @@ async fn export_files_are_deleted_after_their_ttl_and_their_download_answers_410
     let app = TestApp::spawn_with(ApiConfig { archive_export_ttl_secs: ttl.as_secs(), ..ApiConfig::default() }).await;
     seed(&app, "legal", 3).await;
     let dir = archive_dir(&app, "legal");
+    let _worker = start_worker(&app);
 
     // Downloaded while fresh, then expired: 410, and the file and its manifest are gone.
     let r = app.post_json("/api/v1/archives/legal/exports", &app.write, &json!({"format": "mbox"})).await;

@@ -80,7 +80,7 @@ use crate::sink::Target;
     let _meter = crate::metrics::meter(&job.target, progress.subscribe());
     // One per run: a token minted for one attempt serves the reconnects after it.
     let tokens = crate::oauth::TokenProvider::for_target(&job.target).map(|p| match &job.save_rotated {
-        Some(save) => p.saving_rotations(Arc::clone(&store), job_id, save.clone()),
+        Some(save) => p.saving_rotations(Arc::clone(&store) as _, job_id, save.clone()),
         None => p,
     });
     let ctx = RunContext {

@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mailferry_model::{Credential, ImapEndpoint, OAuth2Credential, OAuth2Refresh, Sealed, Sealer};
-use mailferry_store::{JobId, Store};
+use mailferry_store::{JobId, JobSpecs};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
@@ -75,7 +75,7 @@ pub struct SaveRotated {
 
 /// Where rotated refresh tokens go.
 struct Saver {
-    store: Arc<dyn Store>,
+    store: Arc<dyn JobSpecs>,
     job: JobId,
     sealer: Sealer,
 }
@@ -101,7 +101,7 @@ impl TokenProvider {
     }
 
     /// Save every rotated refresh token into job `job`'s stored spec before using it.
-    pub fn saving_rotations(mut self, store: Arc<dyn Store>, job: JobId, save: SaveRotated) -> Self {
+    pub fn saving_rotations(mut self, store: Arc<dyn JobSpecs>, job: JobId, save: SaveRotated) -> Self {
         self.state.get_mut().stored = Some(save.stored);
         self.saver = Some(Saver { store, job, sealer: save.sealer });
         self
@@ -266,7 +266,7 @@ mod tests {
         assert!(!format!("{p:?}").contains("refresh-token-1"));
     }
 
-    /// A store whose only working method is `replace_refresh_token`, failing while `down`.
+    /// Stored job specs that record rotations, failing while `down`.
     struct RotationStore {
         down: std::sync::atomic::AtomicBool,
         /// Whether the compare-and-swap matches.
@@ -275,7 +275,7 @@ mod tests {
     }
 
     #[async_trait::async_trait]
-    impl mailferry_store::ServiceStore for RotationStore {
+    impl mailferry_store::JobSpecs for RotationStore {
         async fn replace_refresh_token(&self, id: i64, current: &Sealed, new: &Sealed) -> mailferry_store::Result<bool> {
             assert_eq!(id, 7);
             if self.down.load(std::sync::atomic::Ordering::SeqCst) {
@@ -283,93 +283,6 @@ mod tests {
             }
             self.saved.lock().unwrap().push((current.clone(), new.clone()));
             Ok(self.current)
-        }
-    }
-    impl mailferry_store::OpsStore for RotationStore {}
-
-    #[async_trait::async_trait]
-    impl Store for RotationStore {
-        async fn ensure_job(&self, _: &str, _: &str, _: &str) -> mailferry_store::Result<JobId> {
-            unreachable!()
-        }
-        async fn start_run(&self, _: JobId, _: bool) -> mailferry_store::Result<i64> {
-            unreachable!()
-        }
-        async fn finish_run(&self, _: i64, _: &str, _: Option<&str>, _: &str) -> mailferry_store::Result<()> {
-            unreachable!()
-        }
-        async fn ledger(&self, _: JobId) -> mailferry_store::Result<Vec<mailferry_store::LedgerEntry>> {
-            unreachable!()
-        }
-        async fn record_listed(&self, _: JobId, _: i64, _: &[(String, u64)]) -> mailferry_store::Result<()> {
-            unreachable!()
-        }
-        async fn mark_copying(&self, _: JobId, _: i64, _: &[mailferry_store::CopyIntent]) -> mailferry_store::Result<()> {
-            unreachable!()
-        }
-        async fn mark_copied(&self, _: JobId, _: i64, _: &[mailferry_store::CopyDone]) -> mailferry_store::Result<()> {
-            unreachable!()
-        }
-        async fn revert_copying(&self, _: JobId, _: &[String]) -> mailferry_store::Result<()> {
-            unreachable!()
-        }
-        async fn mark_skipped(&self, _: JobId, _: i64, _: &str, _: &str) -> mailferry_store::Result<()> {
-            unreachable!()
-        }
-        async fn mark_failed(&self, _: JobId, _: i64, _: &str, _: &str) -> mailferry_store::Result<()> {
-            unreachable!()
-        }
-        async fn mark_source_deleted(&self, _: JobId, _: i64, _: &[String]) -> mailferry_store::Result<()> {
-            unreachable!()
-        }
-        async fn run_counts(&self, _: JobId, _: i64) -> mailferry_store::Result<mailferry_store::RunCounts> {
-            unreachable!()
-        }
-        async fn ledger_where(
-            &self,
-            _: JobId,
-            _: mailferry_store::LedgerQuery<'_>,
-        ) -> mailferry_store::Result<Vec<mailferry_store::LedgerEntry>> {
-            unreachable!()
-        }
-        async fn claim_source(
-            &self,
-            _: &str,
-            _: &mailferry_store::ClaimHolder,
-            _: std::time::Duration,
-            _: Option<i64>,
-        ) -> mailferry_store::Result<mailferry_store::ClaimAttempt> {
-            unreachable!()
-        }
-        async fn renew_source(&self, _: &mailferry_store::SourceClaim, _: std::time::Duration) -> mailferry_store::Result<bool> {
-            unreachable!()
-        }
-        async fn release_source(&self, _: &mailferry_store::SourceClaim) -> mailferry_store::Result<()> {
-            unreachable!()
-        }
-        async fn fence_run(&self, _: i64, _: &mailferry_store::SourceClaim) -> mailferry_store::Result<()> {
-            unreachable!()
-        }
-        async fn supersede_reused(&self, _: JobId, _: i64, _: &str, _: &str) -> mailferry_store::Result<()> {
-            unreachable!()
-        }
-        async fn record_readback(&self, _: JobId, _: i64, _: &[mailferry_store::ReadBackResult]) -> mailferry_store::Result<()> {
-            unreachable!()
-        }
-        async fn receipt_rows(&self, _: JobId, _: &str, _: u32) -> mailferry_store::Result<Vec<mailferry_store::ReceiptRow>> {
-            unreachable!()
-        }
-        async fn save_receipt_lines(&self, _: i64, _: u64, _: &[String]) -> mailferry_store::Result<()> {
-            unreachable!()
-        }
-        async fn save_receipt(&self, _: &mailferry_store::StoredReceipt) -> mailferry_store::Result<()> {
-            unreachable!()
-        }
-        async fn receipt(&self, _: JobId, _: Option<i64>) -> mailferry_store::Result<Option<mailferry_store::StoredReceipt>> {
-            unreachable!()
-        }
-        async fn receipt_lines(&self, _: i64, _: i64, _: u32) -> mailferry_store::Result<Vec<(i64, String)>> {
-            unreachable!()
         }
     }
 
