@@ -322,6 +322,15 @@ async fn api_jobs_take_pins_per_endpoint() {
     assert_eq!(status, 422, "{text}");
     assert!(text.contains("source.tls_pin") && text.contains("target.tls_pin"), "{problem}");
 
+    // A pin needs TLS: there is no certificate on a plaintext connection.
+    body["source"]["tls_pin"] = json!(spki_pin(&pem));
+    body["source"]["security"] = json!("none");
+    body["target"]["tls_pin"] = json!(spki_pin(&pem));
+    let (status, _, text) = api.post("/api/v1/jobs", &body).await;
+    assert_eq!(status, 422, "{text}");
+    assert!(text.contains("source.tls_pin needs TLS") && !text.contains("target.tls_pin"), "{text}");
+
+    body["source"]["security"] = json!("tls");
     body["source"]["tls_pin"] = json!(cert_pin_as_openssl_prints_it(&pem));
     body["target"]["tls_pin"] = json!(spki_pin(&pem));
     let (status, job, text) = api.post("/api/v1/jobs", &body).await;
