@@ -129,6 +129,7 @@ mod tests {
             },
             options: JobOptions { delete: DeletePolicy::Keep, ..Default::default() },
             labels: Default::default(),
+            schedule: None,
         }
     }
 

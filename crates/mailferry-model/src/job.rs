@@ -7,12 +7,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::endpoint::{ImapAuth, Pop3Auth, Security};
 use crate::policy::DeletePolicy;
+use crate::schedule::Schedule;
 use crate::seal::Sealed;
 use crate::tls::TlsPin;
 
-/// `queued → running → succeeded | partial | failed | cancelled`, plus `paused`.
+/// `queued → running → succeeded | partial | failed | cancelled`, plus `paused`, and
+/// `scheduled` between the passes of a job with a [`Schedule`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(description = "`queued → running → succeeded | partial | failed | cancelled`, plus `paused`."))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(description = "`queued → running → succeeded | partial | failed | cancelled`, plus `paused`, and `scheduled` between the delta passes of a job with a schedule (`next_run_at` says when the next starts)."))]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
     Queued,
@@ -22,10 +24,12 @@ pub enum JobState {
     Failed,
     Cancelled,
     Paused,
+    /// Waiting for its next delta pass (a job with a schedule).
+    Scheduled,
 }
 
 impl JobState {
-    pub const ALL: [JobState; 7] = [
+    pub const ALL: [JobState; 8] = [
         Self::Queued,
         Self::Running,
         Self::Succeeded,
@@ -33,6 +37,7 @@ impl JobState {
         Self::Failed,
         Self::Cancelled,
         Self::Paused,
+        Self::Scheduled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -44,6 +49,7 @@ impl JobState {
             Self::Failed => "failed",
             Self::Cancelled => "cancelled",
             Self::Paused => "paused",
+            Self::Scheduled => "scheduled",
         }
     }
 
@@ -163,6 +169,9 @@ pub struct JobSpec {
     pub options: JobOptions,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Delta passes at a cadence (issue 17); `None`: one pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Schedule>,
 }
 
 impl JobSpec {

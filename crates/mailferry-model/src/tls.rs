@@ -14,14 +14,16 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 mod describe;
+mod peer;
 mod pin;
 #[cfg(test)]
 mod tests;
 mod verify;
 
 pub use describe::CertSummary;
+pub use peer::PeerTls;
 pub use pin::{PinError, TlsPin};
-pub use verify::{failure_text, is_permanent, rustls_error, CertRefused};
+pub use verify::{failure_text, handshake_eof_text, is_permanent, rustls_error, CertRefused};
 
 /// Connection options of one endpoint: TLS trust, the plaintext opt-in, the network policy.
 #[derive(Clone, Default)]

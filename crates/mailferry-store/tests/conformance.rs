@@ -160,6 +160,7 @@ fn spec(user: &str, source_host: &str, target: TargetSpec, labels: &[(&str, &str
         target,
         options: Default::default(),
         labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        schedule: None,
     }
 }
 

@@ -41,6 +41,7 @@ pub fn spec(sealer: &Sealer, pop_port: u16) -> JobSpec {
         },
         options: JobOptions::default(),
         labels: Default::default(),
+        schedule: None,
     }
 }
 

@@ -153,6 +153,21 @@ fn exact_trust(der: &CertificateDer<'_>, name: &ServerName<'_>, now: UnixTime) -
     }
 }
 
+const LEGACY: &str = "which mailferry does not speak (rustls implements TLS 1.2 and 1.3 only); see \
+                      docs/RELIABILITY.md, \"Legacy TLS\" (a local stunnel in front of the host)";
+
+/// A handshake the server ended by closing the connection. A server that speaks only
+/// TLS 1.1 or older does that (OpenSSL, so Dovecot, sends no alert when no version is
+/// shared), and so can a transient network failure: the text says both.
+pub fn handshake_eof_text(e: &std::io::Error) -> Option<String> {
+    (e.kind() == std::io::ErrorKind::UnexpectedEof).then(|| {
+        format!(
+            "the server closed the connection during the TLS handshake ({e}); if this repeats, the server may offer \
+             only TLS 1.1 or older, {LEGACY}"
+        )
+    })
+}
+
 /// The text of a TLS failure as the mail clients report it: a refused certificate with its
 /// description, a legacy-only server named as such, else rustls's own words.
 pub fn failure_text(e: &rustls::Error) -> String {
@@ -164,10 +179,9 @@ pub fn failure_text(e: &rustls::Error) -> String {
             None => e.to_string(),
         },
         rustls::Error::PeerIncompatible(PeerIncompatible::ServerDoesNotSupportTls12Or13)
-        | rustls::Error::AlertReceived(AlertDescription::ProtocolVersion) => format!(
-            "{e}: the server seems to offer only TLS 1.1 or older, which mailferry does not speak (rustls implements \
-             TLS 1.2 and 1.3 only); see docs/RELIABILITY.md, \"Legacy TLS\" (a local stunnel in front of the host)"
-        ),
+        | rustls::Error::AlertReceived(AlertDescription::ProtocolVersion) => {
+            format!("{e}: the server seems to offer only TLS 1.1 or older, {LEGACY}")
+        }
         other => other.to_string(),
     }
 }
