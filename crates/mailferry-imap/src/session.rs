@@ -124,7 +124,13 @@ async fn tls_wrap(tcp: TcpStream, ep: &ImapEndpoint, opts: &ImapOptions) -> Resu
         .await
         .map_err(|_| ImapError::Timeout("negotiating TLS"))?
         // A refused certificate is named (subject, validity, fingerprints) so it can be pinned.
-        .map_err(|e| ImapError::Tls(mailferry_model::tls::rustls_error(&e).map_or_else(|| e.to_string(), mailferry_model::tls::failure_text)))?;
+        .map_err(|e| {
+            let text = match mailferry_model::tls::rustls_error(&e) {
+                Some(tls) => mailferry_model::tls::failure_text(tls),
+                None => mailferry_model::tls::handshake_eof_text(&e).unwrap_or_else(|| e.to_string()),
+            };
+            ImapError::Tls(text)
+        })?;
     Ok(Stream::tls(tls))
 }
 

@@ -218,7 +218,11 @@ async fn tls_handshake(
 /// fingerprints) and marking the failures retrying cannot fix.
 pub(crate) fn tls_error(e: std::io::Error) -> Pop3Error {
     let Some(tls) = mailferry_model::tls::rustls_error(&e) else {
-        return Pop3Error::Io(e);
+        // Retryable (certificate: false): a closed connection may be a passing failure.
+        return match mailferry_model::tls::handshake_eof_text(&e) {
+            Some(reason) => Pop3Error::Tls { reason, certificate: false },
+            None => Pop3Error::Io(e),
+        };
     };
     Pop3Error::Tls { reason: mailferry_model::tls::failure_text(tls), certificate: mailferry_model::tls::is_permanent(tls) }
 }

@@ -145,3 +145,13 @@ proptest! {
         let _ = check(&verifier(None, vec![damaged.clone()]), &damaged, "127.0.0.1");
     }
 }
+
+#[test]
+fn legacy_only_servers_are_named_as_such() {
+    let alert = rustls::Error::AlertReceived(rustls::AlertDescription::ProtocolVersion);
+    assert!(failure_text(&alert).contains("only TLS 1.1 or older") && is_permanent(&alert));
+    let eof = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "tls handshake eof");
+    let text = handshake_eof_text(&eof).unwrap();
+    assert!(text.contains("closed the connection during the TLS handshake") && text.contains("Legacy TLS"), "{text}");
+    assert!(handshake_eof_text(&std::io::Error::from(std::io::ErrorKind::ConnectionReset)).is_none());
+}

@@ -350,3 +350,41 @@ async fn api_jobs_take_pins_per_endpoint() {
     assert_eq!(done["state"], "failed", "{done}");
     assert!(done.to_string().contains(&cert_pin(&pem)), "the failure names the fingerprint: {done}");
 }
+
+#[test]
+fn a_dovecot_offering_only_tls_1_0_and_1_1_is_named_as_such() {
+    // Dovecot 2.3 has no maximum protocol setting: OpenSSL's own configuration caps it,
+    // handed to the login processes through import_environment.
+    let conf_dir = tempfile::tempdir().unwrap();
+    let cnf = conf_dir.path().join("openssl.cnf");
+    std::fs::write(
+        &cnf,
+        "openssl_conf = conf\n[conf]\nssl_conf = ssl\n[ssl]\nsystem_default = sys\n[sys]\nMaxProtocol = TLSv1.1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(conf_dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let extra = format!(
+        "ssl_min_protocol = TLSv1\nssl_cipher_list = DEFAULT:@SECLEVEL=0\nimport_environment = $import_environment OPENSSL_CONF={}\n",
+        cnf.display()
+    );
+    let dovecot = Dovecot::start_with_cert(LabOptions { extra_config: extra }, LabCert::SelfSignedCa);
+    dovecot.add_user("src", SRC_PW);
+    dovecot.add_user("dst", DST_PW);
+    let lab = Lab { dovecot, state_dir: tempfile::tempdir().unwrap() };
+    let ca = lab.dovecot.ca_file();
+    // Dovecot (OpenSSL) closes the connection without an alert: a network error on its
+    // face, which the message explains.
+    let run = migrate(&lab, &lab.source_url(), &lab.to_tls("INBOX"), &["--ca-file", ca.to_str().unwrap(), "--attempts", "1"]);
+    run.assert_code(1);
+    assert!(run.stderr.contains("closed the connection during the TLS handshake"), "{}", run.stderr);
+    assert!(run.stderr.contains("TLS 1.1 or older") && run.stderr.contains("Legacy TLS"), "{}", run.stderr);
+    let log = lab.dovecot.log();
+    assert!(log.contains("unsupported protocol") && !log.contains("user=<src>"), "Dovecot offered only TLS <= 1.1: {log}");
+    // And it does speak TLS 1.0 and 1.1 (what a legacy client, or stunnel, would use).
+    let addr = format!("127.0.0.1:{}", lab.dovecot.pop3s_port());
+    for (flag, name) in [("-tls1", "TLSv1\n"), ("-tls1_1", "TLSv1.1\n")] {
+        let out = openssl(&["s_client", "-connect", &addr, flag, "-cipher", "DEFAULT:@SECLEVEL=0"], Some(b""));
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.contains(&format!("Protocol  : {name}")), "{flag}: {text}");
+    }
+}
