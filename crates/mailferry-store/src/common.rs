@@ -4,9 +4,11 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use mailferry_model::{ArchiveTask, JobCounts, JobSpec, JobState, LedgerState, OAuth2Spec, Scope, Sealed, TargetSpec};
+use mailferry_model::{
+    ArchiveTask, DeletePolicy, JobCounts, JobSpec, JobState, LedgerState, OAuth2Spec, Scope, Sealed, TargetSpec,
+};
 
-use crate::service::{BatchRecord, BatchSummary, ControlAction, JobRecord, LedgerRow, TokenRecord};
+use crate::service::{BatchRecord, BatchSummary, ControlAction, Cutover, JobRecord, LedgerRow, TokenRecord};
 use crate::{LedgerEntry, ReceiptRow, Result, StoreError};
 
 /// Largest page `list_jobs` and `ledger_page` return; a limit of 0 means [`DEFAULT_PAGE`].
@@ -69,6 +71,9 @@ pub(crate) struct JobRow {
     pub lease_expires_at: Option<String>,
     pub trace_parent: Option<String>,
     pub task: Option<String>,
+    pub not_before: Option<String>,
+    pub cutover: Option<String>,
+    pub cutover_at: Option<String>,
 }
 
 impl JobRow {
@@ -83,6 +88,13 @@ impl JobRow {
         };
         let labels: BTreeMap<String, String> = serde_json::from_str(&self.labels)
             .map_err(|e| StoreError::BadSpec(format!("job {} labels: {e}", self.id)))?;
+        let cutover = match self.cutover {
+            Some(p) => Some(Cutover {
+                delete: p.parse::<DeletePolicy>().map_err(|e| StoreError::BadSpec(format!("job {} cutover: {e}", self.id)))?,
+                started_at: self.cutover_at,
+            }),
+            None => None,
+        };
         Ok(JobRecord {
             id: self.id,
             state: parse_job_state(self.state)?,
@@ -103,6 +115,8 @@ impl JobRow {
             lease_expires_at: self.lease_expires_at,
             trace_parent: self.trace_parent,
             task,
+            next_run_at: self.not_before,
+            cutover,
         })
     }
 }
@@ -212,6 +226,9 @@ pub(crate) struct NewJob {
     pub target_host: String,
     pub spec: String,
     pub labels: String,
+    /// `scheduled` (with `not_before`) for a job whose schedule starts later, else `queued`.
+    pub state: &'static str,
+    pub not_before: Option<String>,
 }
 
 impl NewJob {
@@ -225,6 +242,12 @@ impl NewJob {
             target_host: spec.target_host().to_ascii_lowercase(),
             spec: serde_json::to_string(spec).map_err(|e| StoreError::BadSpec(e.to_string()))?,
             labels: serde_json::to_string(&spec.labels).map_err(|e| StoreError::BadSpec(e.to_string()))?,
+            // The first pass of a schedule with a start waits for it, shown as scheduled.
+            state: match spec.schedule.and_then(|s| s.not_before) {
+                Some(_) => "scheduled",
+                None => "queued",
+            },
+            not_before: spec.schedule.and_then(|s| s.not_before).map(fmt_time),
         })
     }
 }
@@ -259,6 +282,8 @@ pub(crate) struct ControlPlan {
     pub clear_error: bool,
     pub finished: Finished,
     pub clear_not_before: bool,
+    /// A cutover's delete policy to record (its start cleared: the final pass is to come).
+    pub cutover: Option<DeletePolicy>,
 }
 
 /// The control state machine (see [`ControlAction`]); `None` is a conflict. CLI jobs
@@ -276,6 +301,7 @@ pub(crate) fn plan_control(action: ControlAction, job: &JobRecord) -> Option<Con
         clear_error: false,
         finished: Finished::Keep,
         clear_not_before: false,
+        cutover: None,
     };
     let to = |state: JobState| ControlPlan {
         state,
@@ -287,13 +313,24 @@ pub(crate) fn plan_control(action: ControlAction, job: &JobRecord) -> Option<Con
     use ControlAction as A;
     use JobState as S;
     Some(match (action, job.state) {
-        (A::Cancel, S::Queued | S::Paused) => ControlPlan { finished: Finished::Now, ..to(S::Cancelled) },
+        (A::Cancel, S::Queued | S::Paused | S::Scheduled) => ControlPlan { finished: Finished::Now, ..to(S::Cancelled) },
         (A::Cancel, S::Running) => ControlPlan { cancel_requested: true, ..keep },
-        (A::Pause, S::Queued) => to(S::Paused),
+        // A paused schedule resumes with a pass at once (then keeps its cadence).
+        (A::Pause, S::Queued | S::Scheduled) => to(S::Paused),
         (A::Pause, S::Running) => ControlPlan { pause_requested: true, ..keep },
         (A::Resume, S::Paused) => to(S::Queued),
         (A::Resume, S::Running) if job.pause_requested => ControlPlan { pause_requested: false, ..keep },
         (A::Rerun, s) if s.is_terminal() => ControlPlan { clear_error: true, finished: Finished::Clear, ..to(S::Queued) },
+        (A::Cutover(_), _) if job.task.is_some() => return None,
+        (A::Cutover(p), S::Queued | S::Paused | S::Scheduled) => ControlPlan { cutover: Some(p), ..to(S::Queued) },
+        // The final pass follows the running one (the release queues it); refused while
+        // the final pass itself runs.
+        (A::Cutover(p), S::Running) if job.cutover.as_ref().is_none_or(|c| c.started_at.is_none()) => {
+            ControlPlan { cutover: Some(p), ..keep }
+        }
+        (A::Cutover(p), s) if s.is_terminal() => {
+            ControlPlan { cutover: Some(p), clear_error: true, finished: Finished::Clear, ..to(S::Queued) }
+        }
         _ => return None,
     })
 }

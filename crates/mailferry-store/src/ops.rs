@@ -66,7 +66,7 @@ pub struct AuditFilter {
 pub struct ClusterFigures {
     /// Every job state, zeros included (so a series never disappears).
     pub jobs_by_state: Vec<(JobState, u64)>,
-    /// Queued jobs a worker may claim now (past their retry `not_before`).
+    /// Queued jobs a worker may claim now (past their retry `not_before`), and scheduled ones whose next pass is due.
     pub queue_ready: u64,
     /// Seconds since the longest-waiting queued job was queued (its last state change);
     /// 0 when the queue is empty.
@@ -192,7 +192,7 @@ macro_rules! impl_ops {
                     sqlx::query_as("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetch_all(self.reader()).await?;
                 let (ready, oldest_age, expired): (i64, Option<f64>, i64) = sqlx::query_as(&format!(
                     "SELECT
-                         (SELECT COUNT(*) FROM jobs WHERE state = 'queued' AND spec IS NOT NULL
+                         (SELECT COUNT(*) FROM jobs WHERE state IN ('queued', 'scheduled') AND spec IS NOT NULL
                               AND (not_before IS NULL OR not_before <= {now})),
                          (SELECT {oldest} FROM jobs WHERE state = 'queued'),
                          (SELECT COUNT(*) FROM jobs WHERE state = 'running' AND lease_expires_at < {now})",

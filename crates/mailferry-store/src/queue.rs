@@ -28,12 +28,14 @@ const CLAIM_LOCK: i64 = 0x006d_6663_6c61_696d;
 fn job_cols<D: Dialect>() -> String {
     format!(
         "id, state, spec{text} AS spec, source, target, batch_id, labels{text} AS labels, {}, {}, {}, {}, last_error, \
-         runs, cancel_requested, pause_requested, lease_owner, {}, trace_parent, task",
+         runs, cancel_requested, pause_requested, lease_owner, {}, trace_parent, task, {}, cutover, {}",
         D::text("created_at"),
         D::text("updated_at"),
         D::text("started_at"),
         D::text("finished_at"),
         D::text("lease_expires_at"),
+        D::text("not_before"),
+        D::text("cutover_at"),
         text = D::cast("text"),
     )
 }
@@ -95,10 +97,11 @@ macro_rules! impl_service {
                 };
                 let sql = format!(
                     "INSERT INTO jobs (mailbox_key, source, target, source_key, source_host, target_host, spec, labels,
-                                       batch_id, state, created_at, updated_at, trace_parent)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7{json}, $8{json}, $9, 'queued', {now}, {now}, $10)
+                                       batch_id, state, created_at, updated_at, trace_parent, not_before)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7{json}, $8{json}, $9, $11, {now}, {now}, $10, $12{at})
                      RETURNING {}",
-                    job_cols::<Self>()
+                    job_cols::<Self>(),
+                    at = Self::cast("timestamptz"),
                 );
                 let mut jobs = Vec::with_capacity(news.len());
                 for n in news {
@@ -106,6 +109,7 @@ macro_rules! impl_service {
                         .bind(n.mailbox_key).bind(n.source).bind(n.target)
                         .bind(n.source_key).bind(n.source_host).bind(n.target_host)
                         .bind(n.spec).bind(n.labels).bind(batch.as_ref().map(|b| b.id)).bind(trace_parent)
+                        .bind(n.state).bind(n.not_before)
                         .fetch_one(&mut *tx)
                         .await?;
                     jobs.push(row.into_record()?);
@@ -182,13 +186,15 @@ macro_rules! impl_service {
                          last_error = CASE WHEN $4 THEN NULL ELSE last_error END,
                          finished_at = CASE $5 WHEN 1 THEN {now} WHEN 2 THEN NULL ELSE finished_at END,
                          not_before = CASE WHEN $6 THEN NULL ELSE not_before END,
+                         cutover = COALESCE(CAST($9 AS TEXT), cutover),
+                         cutover_at = CASE WHEN CAST($9 AS TEXT) IS NULL THEN cutover_at END,
                          updated_at = {now}
                      WHERE id = $7 AND state = $8
                      RETURNING {cols}"
                 ))
                 .bind(plan.state.as_str()).bind(plan.cancel_requested).bind(plan.pause_requested)
                 .bind(plan.clear_error).bind(plan.finished as i64).bind(plan.clear_not_before)
-                .bind(id).bind(current.state.as_str())
+                .bind(id).bind(current.state.as_str()).bind(plan.cutover.map(|p| p.to_string()))
                 .fetch_one(&mut *tx)
                 .await?;
                 let done = row.into_record()?;
@@ -211,8 +217,8 @@ macro_rules! impl_service {
                          SELECT source_key, source_host, target_host FROM jobs
                          WHERE state = 'running' AND lease_expires_at >= {at})
                      SELECT j.id, j.state FROM jobs j
-                     WHERE (j.spec IS NOT NULL OR j.task IS NOT NULL) AND j.state IN ('queued', 'running')
-                       AND ((j.state = 'queued' AND (j.not_before IS NULL OR j.not_before <= {at}))
+                     WHERE (j.spec IS NOT NULL OR j.task IS NOT NULL) AND j.state IN ('queued', 'running', 'scheduled')
+                       AND ((j.state IN ('queued', 'scheduled') AND (j.not_before IS NULL OR j.not_before <= {at}))
                             OR (j.state = 'running' AND j.lease_expires_at < {at}))
                        AND j.source_key NOT IN (SELECT source_key FROM live)
                        AND j.source_host NOT IN (SELECT source_host FROM live GROUP BY source_host HAVING COUNT(*) >= $2)
@@ -229,10 +235,12 @@ macro_rules! impl_service {
                     return Ok(None);
                 };
                 let takeover = parse_job_state(state)? == JobState::Running;
+                // A cutover still to come makes this pass (or the one taken over) the final one.
                 let row: JobRow = sqlx::query_as(&format!(
                     "UPDATE jobs SET state = 'running', lease_owner = $2, lease_expires_at = {expiry}, updated_at = {at},
-                         started_at = CASE WHEN state = 'queued' THEN {at} ELSE started_at END,
-                         runs = CASE WHEN state = 'queued' THEN runs + 1 ELSE runs END,
+                         started_at = CASE WHEN state <> 'running' THEN {at} ELSE started_at END,
+                         runs = CASE WHEN state <> 'running' THEN runs + 1 ELSE runs END,
+                         cutover_at = CASE WHEN cutover IS NOT NULL AND cutover_at IS NULL THEN {at} ELSE cutover_at END,
                          not_before = NULL, finished_at = NULL
                      WHERE id = $4
                      RETURNING {}",
@@ -267,13 +275,17 @@ macro_rules! impl_service {
                     return Err(StoreError::Unsupported("release_job to the running state"));
                 }
                 let not_before = match (release.state, release.not_before) {
-                    (JobState::Queued, Some(d)) => Some(d.as_secs_f64()),
+                    (JobState::Queued | JobState::Scheduled, Some(d)) => Some(d.as_secs_f64()),
                     _ => None,
                 };
                 let now = Self::NOW;
+                // A cutover requested while this (not final) pass ran: the final pass next.
+                let final_next = "cutover IS NOT NULL AND cutover_at IS NULL
+                    AND $1 IN ('scheduled', 'succeeded', 'partial', 'failed')";
                 let done = sqlx::query(&format!(
-                    "UPDATE jobs SET state = $1, last_error = $2, not_before = {not_before},
-                         finished_at = CASE WHEN $4 THEN {now} END, updated_at = {now},
+                    "UPDATE jobs SET state = CASE WHEN {final_next} THEN 'queued' ELSE $1 END, last_error = $2,
+                         not_before = CASE WHEN {final_next} THEN NULL ELSE {not_before} END,
+                         finished_at = CASE WHEN {final_next} THEN NULL WHEN $4 THEN {now} END, updated_at = {now},
                          lease_owner = NULL, lease_expires_at = NULL, cancel_requested = FALSE, pause_requested = FALSE
                      WHERE id = $5 AND lease_owner = $6 AND state = 'running'",
                     not_before = Self::after("$3")
@@ -343,6 +355,21 @@ macro_rules! impl_service {
                     .fetch_one(self.reader())
                     .await?;
                 summary(BatchRecord { id, name, created_at }, per_state, counts(totals)).map(Some)
+            }
+
+            async fn cutover_counts(&self, id: i64) -> Result<Option<CutoverCounts>> {
+                let row: Option<(i64, i64)> = sqlx::query_as(
+                    "SELECT COUNT(l.uidl) FILTER (WHERE l.copied_at >= j.cutover_at),
+                            COUNT(l.uidl) FILTER (WHERE l.deleted_at >= j.cutover_at)
+                     FROM jobs j LEFT JOIN ledger l ON l.job_id = j.id
+                     WHERE j.id = $1 AND j.cutover_at IS NOT NULL
+                     GROUP BY j.id",
+                )
+                .bind(id)
+                .fetch_optional(self.reader())
+                .await?;
+                let n = |v: i64| v.max(0) as u64;
+                Ok(row.map(|(copied, deleted)| CutoverCounts { copied: n(copied), deleted: n(deleted) }))
             }
         }
 

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use mailferry_model::{ArchiveTask, JobCounts, JobSpec, JobState, LedgerState, Scope, Sealed};
+use mailferry_model::{ArchiveTask, DeletePolicy, JobCounts, JobSpec, JobState, LedgerState, Scope, Sealed};
 
 use crate::Result;
 
@@ -43,6 +43,28 @@ pub struct JobRecord {
     /// An archive verify or export run (such jobs have no spec and are not listed with
     /// the migration jobs).
     pub task: Option<ArchiveTask>,
+    /// When the job may be claimed next: a `scheduled` job's next pass (issue 17), a
+    /// queued job's retry after a backoff.
+    pub next_run_at: Option<String>,
+    /// The final pass a cutover asked for.
+    pub cutover: Option<Cutover>,
+}
+
+/// A cutover (issue 17): one final pass with its own delete policy, after which the job's
+/// schedule is over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cutover {
+    pub delete: DeletePolicy,
+    /// When the final pass started (it was claimed); `None` while it is still to come.
+    pub started_at: Option<String>,
+}
+
+/// What the final pass of a cutover did, from the ledger: rows copied, and deleted at the
+/// source, since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CutoverCounts {
+    pub copied: u64,
+    pub deleted: u64,
 }
 
 /// What [`ServiceStore::enqueue_task`] did.
@@ -107,6 +129,11 @@ pub enum ControlAction {
     /// succeeded|partial|failed|cancelled → queued (a delta pass on the same ledger);
     /// clears `last_error`, `finished_at` and both request flags.
     Rerun,
+    /// One final pass with this delete policy, then the schedule ends (issue 17):
+    /// scheduled|queued|paused → queued at once; running → the final pass follows the
+    /// running one (refused while the final pass itself runs); a finished job → queued, as
+    /// a rerun. A later cutover replaces an earlier one still to come.
+    Cutover(DeletePolicy),
 }
 
 // A record is returned once per request; boxing it would only cost callers a deref.
@@ -123,12 +150,15 @@ pub enum ControlOutcome {
 /// terminal states set `finished_at`.
 #[derive(Debug, Clone)]
 pub struct Release {
-    /// succeeded | partial | failed | cancelled | paused, or queued (shutdown, retry later).
-    /// `running` is refused (`Unsupported`).
+    /// succeeded | partial | failed | cancelled | paused, queued (shutdown, retry later), or
+    /// scheduled (a delta pass ended; the next one at `not_before`). `running` is refused
+    /// (`Unsupported`). While a cutover requested during this pass is still to come,
+    /// scheduled, succeeded, partial and failed become queued instead (the final pass next).
     pub state: JobState,
     /// Becomes the job's `last_error` (`None` clears it).
     pub error: Option<String>,
-    /// For `queued`: not claimable before this delay (retry backoff).
+    /// For `queued` and `scheduled`: not claimable before this delay (retry backoff, the
+    /// next pass).
     pub not_before: Option<Duration>,
 }
 
@@ -221,7 +251,7 @@ pub trait JobQueue: Send + Sync {
     /// `limit`: 0 means 100, anything above 500 means 500.
     async fn ledger_page(&self, job: i64, after: Option<&str>, limit: u32) -> Result<Vec<LedgerRow>>;
     async fn control(&self, id: i64, action: ControlAction) -> Result<ControlOutcome>;
-    /// Claim the oldest claimable job: `queued` (and past its `not_before`), or `running`
+    /// Claim the oldest claimable job: `queued` or `scheduled` (and past its `not_before`), or `running`
     /// with an expired lease; never one whose source mailbox has a live session, never
     /// beyond the per-host caps counted over live leases; never a job with neither spec nor task.
     /// A claim of a queued job starts a pass (`runs + 1`, `started_at`); a takeover keeps
@@ -239,6 +269,9 @@ pub trait JobQueue: Send + Sync {
     /// The job running run `run` of `archive`.
     async fn task_job(&self, archive: &str, run: i64) -> Result<Option<JobRecord>>;
     async fn get_batch(&self, id: i64) -> Result<Option<BatchSummary>>;
+    /// What the job's cutover pass copied and deleted so far; `None` when no cutover pass
+    /// has started.
+    async fn cutover_counts(&self, id: i64) -> Result<Option<CutoverCounts>>;
 }
 
 /// What watching a job reads: the job, its ledger counts and its recorded state changes.

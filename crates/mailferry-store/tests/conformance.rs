@@ -25,6 +25,9 @@ use claims::{ledger_queries, readback_story, source_claims_and_fencing};
 #[path = "conformance/tasks.rs"]
 mod tasks;
 use tasks::archive_runs_are_queued_jobs;
+#[path = "conformance/schedules.rs"]
+mod schedules;
+use schedules::schedules_and_cutover;
 #[path = "conformance/receipts.rs"]
 mod receipts;
 use receipts::receipt_story;
@@ -80,6 +83,7 @@ stories!(
     ledger_queries,
     readback_story,
     receipt_story,
+    schedules_and_cutover,
 );
 
 async fn sqlite_store() -> (tempfile::TempDir, Arc<dyn Store>) {
@@ -866,7 +870,7 @@ async fn audit_log(s: Arc<dyn Store>) {
 
 async fn cluster_figures(s: Arc<dyn Store>) {
     let f = s.cluster_figures().await.unwrap();
-    assert_eq!(f.jobs_by_state.len(), 7, "every state, zeros included: {f:?}");
+    assert_eq!(f.jobs_by_state.len(), JobState::ALL.len(), "every state, zeros included: {f:?}");
     assert!(f.jobs_by_state.iter().all(|(_, n)| *n == 0));
     assert_eq!(f.ledger_by_state.len(), 7, "every ledger state, verified included");
     assert_eq!((f.queue_ready, f.expired_leases, f.oldest_queued_age_secs), (0, 0, 0.0));
