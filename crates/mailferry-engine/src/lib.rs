@@ -17,6 +17,7 @@ mod job;
 pub mod message;
 mod metrics;
 pub mod oauth;
+pub mod preflight;
 mod progress;
 pub mod receipt;
 mod retry;

@@ -19,6 +19,7 @@ pub mod fuzzing;
 mod guard;
 mod index;
 pub mod mutf7;
+mod probe;
 mod reader;
 mod response;
 mod session;
@@ -30,4 +31,5 @@ pub use append::{AppendBody, AppendMessage, AppendOutcome, Appender, BatchError,
 pub use bodyhash::BodyHasher;
 pub use error::{ImapError, Result};
 pub use index::DestinationIndex;
+pub use probe::{DestinationProbe, FolderState, QuotaUsage};
 pub use session::{Capabilities, ImapOptions, ImapSession};

@@ -103,7 +103,7 @@ pub struct ImapSession {
     reader: Reader,
 }
 
-async fn timed<T, E>(
+pub(crate) async fn timed<T, E>(
     limit: Duration,
     what: &'static str,
     fut: impl Future<Output = std::result::Result<T, E>>,
@@ -235,6 +235,26 @@ impl ImapSession {
     }
 
     async fn setup(ep: &ImapEndpoint, opts: &ImapOptions) -> Result<Self> {
+        let (mut session, caps) = Self::login(ep, opts).await?;
+        let wire_folder = Self::ensure_folder(&mut session, &ep.folder, opts).await?;
+        let mailbox = timed(opts.io_timeout, "selecting the folder", session.select(&wire_folder))
+            .await
+            .map_err(|e| lib_step("SELECT", e))?;
+        Ok(Self {
+            session,
+            caps,
+            wire_folder,
+            exists: mailbox.exists,
+            uid_validity: mailbox.uid_validity,
+            opts: opts.clone(),
+            endpoint: ep.display(),
+            reader: Reader::new(opts.io_timeout),
+        })
+    }
+
+    /// Connect, secure and authenticate; the capabilities after login. Nothing is created
+    /// (the preflight stops here too).
+    pub(crate) async fn login(ep: &ImapEndpoint, opts: &ImapOptions) -> Result<(Session<Stream>, Capabilities)> {
         // A job whose flags cannot be set fails before anything is copied, whoever
         // validated (or did not validate) the job: `\Deleted` on copies would let the
         // destination expunge them after the source was emptied.
@@ -316,21 +336,7 @@ impl ImapSession {
             .map_err(|e| lib_step("CAPABILITY", e))?;
         let caps = Capabilities::from_lib(&caps);
         tracing::debug!(capabilities = ?caps.raw, "imap session ready");
-
-        let wire_folder = Self::ensure_folder(&mut session, &ep.folder, opts).await?;
-        let mailbox = timed(opts.io_timeout, "selecting the folder", session.select(&wire_folder))
-            .await
-            .map_err(|e| lib_step("SELECT", e))?;
-        Ok(Self {
-            session,
-            caps,
-            wire_folder,
-            exists: mailbox.exists,
-            uid_validity: mailbox.uid_validity,
-            opts: opts.clone(),
-            endpoint: ep.display(),
-            reader: Reader::new(opts.io_timeout),
-        })
+        Ok((session, caps))
     }
 
     /// Translate the folder to the server's separator and modified UTF-7, and create it
@@ -406,7 +412,7 @@ pub(crate) async fn wire_name(session: &mut Session<Stream>, folder: &str, limit
     Ok(mutf7::encode(&folder.replace('/', &sep)))
 }
 
-fn lib_step(command: &'static str, e: ImapError) -> ImapError {
+pub(crate) fn lib_step(command: &'static str, e: ImapError) -> ImapError {
     match e {
         ImapError::Protocol(text) => ImapError::Protocol(format!("{command}: {text}")),
         other => other,

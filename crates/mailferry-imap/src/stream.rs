@@ -46,6 +46,14 @@ impl Stream {
         }
     }
 
+    /// The negotiated TLS version and the server's certificate (`None` in plaintext).
+    pub(crate) fn peer_tls(&self) -> Option<mailferry_model::tls::PeerTls> {
+        match &self.io {
+            Io::Plain(_) => None,
+            Io::Tls(s) => Some(mailferry_model::tls::PeerTls::of_connection(s.get_ref().1)),
+        }
+    }
+
     /// We read the connection ourselves from now on, with our own bounds.
     pub(crate) fn relax_limits(&mut self) {
         self.guard.relax();

@@ -12,6 +12,7 @@ pub mod job;
 pub mod ledger;
 pub mod netpolicy;
 pub mod policy;
+pub mod preflight;
 pub mod redact;
 pub mod schedule;
 pub mod seal;

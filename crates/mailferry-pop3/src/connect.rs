@@ -42,10 +42,13 @@ impl Pop3Session {
         // Commands are written whole; don't let Nagle hold back a pipelined batch.
         let _ = tcp.set_nodelay(true);
         let mut stream: Box<dyn Stream> = Box::new(tcp);
+        let mut peer = None;
         if ep.security == Security::Tls {
-            stream = tls_handshake(stream, host, ep, opts).await?;
+            let (tls, p) = tls_handshake(stream, host, ep, opts).await?;
+            (stream, peer) = (tls, Some(p));
         }
         let mut s = Pop3Session::new(stream, opts.clone(), ep.security == Security::Tls);
+        s.peer_tls = peer;
 
         s.read_greeting().await?;
         s.caps = s.capa().await?;
@@ -103,7 +106,9 @@ impl Pop3Session {
             return Err(Pop3Error::Protocol("the server sent data after accepting STLS".into()));
         }
         let plain = std::mem::replace(&mut self.stream, Box::new(tokio::io::duplex(1).0));
-        self.stream = tls_handshake(plain, host, ep, &self.opts).await?;
+        let (tls, peer) = tls_handshake(plain, host, ep, &self.opts).await?;
+        self.stream = tls;
+        self.peer_tls = Some(peer);
         self.tls = true;
         Ok(())
     }
@@ -117,6 +122,12 @@ impl Pop3Session {
             Pop3Auth::Auto if timestamp.is_some() => Pop3Auth::Apop,
             Pop3Auth::Auto => return Err(Pop3Error::MechanismUnavailable { mechanism: "USER, APOP or SASL PLAIN" }),
             other => other,
+        };
+        self.mechanism = match auth {
+            Pop3Auth::User | Pop3Auth::Auto => "USER/PASS",
+            Pop3Auth::Apop => "APOP",
+            Pop3Auth::Plain => "SASL PLAIN",
+            Pop3Auth::Xoauth2 => "SASL XOAUTH2",
         };
         let secret = ep.secret.expose_secret();
         match auth {
@@ -194,13 +205,13 @@ impl Pop3Session {
 }
 
 /// Run the TLS client handshake over `stream`, verifying the certificate for `host`
-/// (a DNS name or an IP address).
+/// (a DNS name or an IP address); with what the handshake said about the server.
 async fn tls_handshake(
     stream: Box<dyn Stream>,
     host: &str,
     ep: &Pop3Endpoint,
     opts: &Pop3Options,
-) -> Result<Box<dyn Stream>> {
+) -> Result<(Box<dyn Stream>, mailferry_model::tls::PeerTls)> {
     let config = ep.tls.client_config().map_err(|e| Pop3Error::Tls { reason: e.to_string(), certificate: true })?;
     let name = ServerName::try_from(host.to_string()).map_err(|_| Pop3Error::Tls {
         reason: format!("{host:?} is not a valid TLS server name"),
@@ -209,7 +220,10 @@ async fn tls_handshake(
     match timeout(opts.connect_timeout, TlsConnector::from(config).connect(name, stream)).await {
         Err(_) => Err(Pop3Error::Timeout { what: "during the TLS handshake" }),
         Ok(Err(e)) => Err(tls_error(e)),
-        Ok(Ok(tls)) => Ok(Box::new(tls)),
+        Ok(Ok(tls)) => {
+            let peer = mailferry_model::tls::PeerTls::of_connection(tls.get_ref().1);
+            Ok((Box::new(tls), peer))
+        }
     }
 }
 

@@ -124,6 +124,10 @@ pub struct Pop3Session {
     pub(crate) caps: Capabilities,
     pub(crate) greeting: String,
     pub(crate) tls: bool,
+    /// The TLS version and certificate of the server, once TLS is up.
+    pub(crate) peer_tls: Option<mailferry_model::tls::PeerTls>,
+    /// The login mechanism chosen (`USER/PASS`, `APOP`, `SASL PLAIN`, `SASL XOAUTH2`).
+    pub(crate) mechanism: &'static str,
     pending: VecDeque<u32>,
     body: Option<Body>,
     broken: bool,
@@ -154,6 +158,8 @@ impl Pop3Session {
             caps: Capabilities::default(),
             greeting: String::new(),
             tls,
+            peer_tls: None,
+            mechanism: "",
             pending: VecDeque::new(),
             body: None,
             broken: false,
@@ -174,6 +180,16 @@ impl Pop3Session {
     /// The session runs over TLS (implicit or after STLS).
     pub fn is_tls(&self) -> bool {
         self.tls
+    }
+
+    /// The negotiated TLS version and the server's certificate (`None` in plaintext).
+    pub fn peer_tls(&self) -> Option<&mailferry_model::tls::PeerTls> {
+        self.peer_tls.as_ref()
+    }
+
+    /// The login mechanism used (`USER/PASS`, `APOP`, `SASL PLAIN`, `SASL XOAUTH2`).
+    pub fn mechanism(&self) -> &'static str {
+        self.mechanism
     }
 
     /// RETR commands sent whose status has not been read yet.
