@@ -21,6 +21,7 @@ pub mod preflight;
 mod progress;
 pub mod receipt;
 mod retry;
+mod schedule;
 mod sink;
 pub mod spool;
 pub mod trace;

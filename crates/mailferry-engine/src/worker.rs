@@ -27,6 +27,7 @@ use crate::drain::run_job;
 use crate::job::{DrainJob, EngineConfig};
 use crate::oauth::SaveRotated;
 use crate::progress::Outcome;
+use crate::schedule::{final_pass, next_pass};
 use crate::sink::{ArchiveTarget, Target};
 use mailferry_archive::Archives;
 
@@ -211,7 +212,11 @@ impl Worker {
             None => Err("the job has no stored spec".into()),
         };
         let drain = match drain {
-            Ok(d) => d,
+            // A cutover's final pass deletes by the cutover's policy (issue 17).
+            Ok(d) => match final_pass(&job) {
+                Some(delete) => DrainJob { delete, ..d },
+                None => d,
+            },
             Err(why) => {
                 self.release(job.id, &owner, release(JobState::Failed, Some(why))).await;
                 return;
@@ -255,7 +260,8 @@ impl Worker {
             (Ok(_), _) | (Err(_), Some(StopReason::Cancel)) => release(JobState::Cancelled, None),
             (Err(e), None) => release(JobState::Failed, Some(e.to_string())),
         };
-        tracing::info!(state = %outcome.state, "job finished");
+        let outcome = next_pass(&job, outcome, chrono::Utc::now());
+        tracing::info!(state = %outcome.state, next_run_at = ?outcome.not_before, "job finished");
         self.release(job.id, &owner, outcome).await;
     }
 
