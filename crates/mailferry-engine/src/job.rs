@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use mailferry_imap::ImapOptions;
-use mailferry_model::{DeletePolicy, Pop3Endpoint, VerifyLevel};
+use mailferry_model::{DeletePolicy, JobOptions, Pop3Endpoint, VerifyLevel};
 use mailferry_pop3::Pop3Options;
 use mailferry_store::JobId;
 
@@ -35,6 +35,26 @@ pub struct DrainJob {
 }
 
 impl DrainJob {
+    /// A run of `source` into `target` with a job's options: how the worker (from a stored
+    /// job's spec) and `mailferry migrate` (from its flags) both make one.
+    pub fn new(source: Pop3Endpoint, target: Target, options: &JobOptions) -> Self {
+        Self {
+            job_id: None,
+            save_rotated: None,
+            source,
+            target,
+            delete: options.delete,
+            dry_run: options.dry_run,
+            max_message_bytes: options.max_message_bytes,
+            verify: options.verify,
+        }
+    }
+
+    /// The run of stored job `id`, saving a rotated refresh token into its spec.
+    pub fn of_stored_job(self, id: JobId, save_rotated: Option<SaveRotated>) -> Self {
+        Self { job_id: Some(id), save_rotated, ..self }
+    }
+
     /// Identifies the source mailbox and target folder: reruns share one ledger.
     pub fn mailbox_key(&self) -> String {
         let s = &self.source;

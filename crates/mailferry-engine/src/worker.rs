@@ -452,24 +452,16 @@ impl Worker {
             },
             _ => None,
         };
-        Ok(DrainJob {
-            job_id: Some(id),
-            save_rotated,
-            source: Pop3Endpoint {
-                host: spec.source.host.clone(),
-                port: spec.source.port,
-                security: spec.source.security,
-                username: spec.source.username.clone(),
-                secret: open(&spec.source.password)?,
-                auth: spec.source.auth,
-                tls: TlsOptions { pin: spec.source.tls_pin, ..tls(&spec.source.host) },
-            },
-            target,
-            delete: spec.options.delete,
-            dry_run: spec.options.dry_run,
-            max_message_bytes: spec.options.max_message_bytes,
-            verify: spec.options.verify,
-        })
+        let source = Pop3Endpoint {
+            host: spec.source.host.clone(),
+            port: spec.source.port,
+            security: spec.source.security,
+            username: spec.source.username.clone(),
+            secret: open(&spec.source.password)?,
+            auth: spec.source.auth,
+            tls: TlsOptions { pin: spec.source.tls_pin, ..tls(&spec.source.host) },
+        };
+        Ok(DrainJob::new(source, target, &spec.options).of_stored_job(id, save_rotated))
     }
 }
 
