@@ -241,7 +241,7 @@ test('upload a CSV batch with one bad row: its error is shown and nothing is cre
   await page.getByRole('link', { name: 'Batches' }).click();
   await page.getByLabel('CSV file').setInputFiles(bad);
   await page.getByLabel('Batch name (optional)').fill('browser wave');
-  await page.getByRole('button', { name: 'Upload and create jobs' }).click();
+  await page.getByRole('button', { name: 'Check mailboxes' }).click();
   const errorRow = page.locator('table.row-errors tr[data-row="2"]');
   await errorRow.waitFor();
   assert.match(await errorRow.textContent(), /Row 2.*source_port.*must be a number/);
@@ -253,6 +253,12 @@ test('upload a CSV batch with one bad row: its error is shown and nothing is cre
   const good = join(dir, 'good.csv');
   writeFileSync(good, [header, row('b1'), row('b2'), ''].join('\n'));
   await page.getByLabel('CSV file').setInputFiles(good);
+  // Preflight first (issue 17): each mailbox's verdict and the totals, nothing created yet.
+  await page.getByRole('button', { name: 'Check mailboxes' }).click();
+  await page.locator('table.preflight tr[data-row="2"][data-verdict="ready"]').waitFor();
+  assert.equal(await page.locator('table.preflight tbody tr').count(), 2);
+  assert.match(await page.locator('.preflight-totals').textContent(), /10 messages/);
+  assert.equal((await api('/jobs?limit=500')).body.items.length, before, 'the preflight created no job');
   await page.getByRole('button', { name: 'Upload and create jobs' }).click();
   await page.waitForURL(/#\/batches\/\d+$/);
   await page.getByRole('heading', { name: /^Batch #\d+$/ }).waitFor();

@@ -37,6 +37,8 @@ pub struct AppState {
     pub(crate) streams: Arc<crate::sse::StreamLimits>,
     /// The one poller behind every SSE stream of this process.
     pub(crate) watcher: Arc<crate::sse::JobWatcher>,
+    /// How `?preflight=true` checks mailboxes (see [`AppState::with_preflight`]).
+    pub preflight: Arc<crate::handlers::v1::preflight::PreflightSettings>,
 }
 
 impl AppState {
@@ -72,7 +74,14 @@ impl AppState {
             host_labels,
             streams,
             watcher,
+            preflight: Arc::default(),
         }
+    }
+
+    /// Preflights with the workers' protocol options, caps and CA roots.
+    pub fn with_preflight(mut self, settings: crate::handlers::v1::preflight::PreflightSettings) -> Self {
+        self.preflight = Arc::new(settings);
+        self
     }
 
     /// End long-lived responses (SSE) when `token` is cancelled; pass the token that

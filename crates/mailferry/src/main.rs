@@ -13,6 +13,7 @@ mod config;
 mod doctor;
 mod endpoint_url;
 mod migrate;
+mod preflight_cmd;
 mod receipt_cmd;
 mod service;
 mod settings;
@@ -41,6 +42,9 @@ struct Cli {
 enum Command {
     /// Copy one POP3 mailbox into one IMAP folder; reruns copy only what is new.
     Migrate(migrate::MigrateArgs),
+    /// Check mailboxes before migrating them (logins, TLS, UIDL, folder, quota, sizes):
+    /// exit 0 when each is ready or warning, 3 when any is blocked.
+    Preflight(preflight_cmd::PreflightArgs),
     /// Run the HTTP API and workers in one process (the embedded default).
     Serve(service::ServeArgs),
     /// Run workers only (scale-out against a shared PostgreSQL).
@@ -119,6 +123,7 @@ fn main() -> ExitCode {
     let code = runtime.block_on(async {
         let result = match command {
             Command::Migrate(args) => return migrate::run(args, &loaded).await,
+            Command::Preflight(args) => return preflight_cmd::run(args, &loaded).await,
             Command::Archive(args) => return archive_cmd::run(args, &loaded).await,
             Command::Receipt(args) => return receipt_cmd::run(args, &loaded).await,
             Command::Doctor(args) => return doctor::run(args, &loaded).await,

@@ -109,7 +109,9 @@ pub async fn serve(args: ServeArgs, loaded: &Loaded) -> anyhow::Result<()> {
     };
     let state = mailferry_api::AppState::new(Arc::clone(&store), settings.sealer.clone(), settings.api.clone(), api_archives)
     // SSE streams end at shutdown too, so graceful shutdown is not held open by them.
-    .with_shutdown(shutdown.clone());
+    .with_shutdown(shutdown.clone())
+    // `?preflight=true` logs in as the workers will: their options, caps and CA roots.
+    .with_preflight(crate::preflight_cmd::api_settings(&settings));
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
     let scheme = if cert.is_some() { "https" } else { "http" };

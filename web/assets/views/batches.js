@@ -1,6 +1,8 @@
 // Batches: upload a CSV of mailboxes (all rows are checked by the API before anything is
-// created; its row-numbered errors are listed here), and the batches so far, newest first,
-// a page at a time from GET /batches.
+// created; its row-numbered errors are listed here). Each mailbox is preflighted first
+// (POST /batches?preflight=true: verdicts, reasons, totals, estimated time) and the admin
+// then confirms creating the batch. Below, the batches so far, newest first, a page at a
+// time from GET /batches.
 
 import { go } from '../app.js';
 import { ApiError, getJSON, qs, request } from '../api.js';
@@ -16,10 +18,14 @@ export async function render(main, _route, { signal }) {
   const target = h('input', { name: 'target', placeholder: 'imaps://imap.example.com:993 or archive:NAME', spellcheck: 'false' });
   const skip = h('input', { type: 'checkbox', name: 'skip_invalid', id: 'skip-invalid' });
   const result = h('div', { 'aria-live': 'polite' });
-  const submit = h('button', { type: 'submit' }, 'Upload and create jobs');
+  const submit = h('button', { type: 'submit' }, 'Check mailboxes');
+  const create = h('button', { type: 'button', hidden: true, onclick: () => upload() }, 'Upload and create jobs');
+  const checked = h('div', { 'aria-live': 'polite' });
+  // A new file or new servers need a new check before the batch can be created.
+  for (const input of [file, source, target, skip]) input.addEventListener('change', () => { create.hidden = true; fill(checked); });
   const list = h('div', h('p.muted', 'Loading…'));
 
-  const form = h('form.card', { novalidate: true, onsubmit: (ev) => { ev.preventDefault(); upload(); } },
+  const form = h('form.card', { novalidate: true, onsubmit: (ev) => { ev.preventDefault(); check(); } },
     h('h2', 'Upload a CSV batch'),
     h('p', 'One mailbox per row. Required columns: ', h('code', 'source_host, source_user, source_password, target_host, target_user, target_password'),
       ' (no hosts when the servers are given below; an archive target needs only ', h('code', 'target_archive'), ')',
@@ -32,9 +38,44 @@ export async function render(main, _route, { signal }) {
       field('Target for every row (optional)', target, 'Used where a row has no target_host.')),
     h('div.field.check', skip, h('label', { for: 'skip-invalid' }, 'Create the valid rows even if some are invalid')),
     h('div.actions', submit),
+    checked,
+    h('div.actions', create),
     result);
 
   fill(main, h('h1', 'Batches'), form, h('section.card', h('h2', 'Batches so far'), list));
+
+  function params() {
+    return { name: name.value.trim(), source: source.value.trim(), target: target.value.trim(), skip_invalid: skip.checked ? 'true' : '' };
+  }
+
+  // Preflight: log in to every mailbox, look, change nothing; then offer to create.
+  async function check() {
+    fill(result);
+    fill(checked);
+    create.hidden = true;
+    const f = file.files && file.files[0];
+    if (!f) {
+      fill(result, h('div.problem', { role: 'alert' }, h('strong', 'Choose a CSV file first.')));
+      file.focus();
+      return;
+    }
+    submit.disabled = true;
+    fill(checked, h('p.muted', 'Checking every mailbox (logins, UIDL, folder, quota, sizes)…'));
+    try {
+      const res = await request(`/batches${qs({ ...params(), preflight: 'true' })}`, {
+        method: 'POST', body: await f.text(), headers: { 'Content-Type': 'text/csv' },
+      });
+      const report = await res.json();
+      fill(checked, preflightTable(report));
+      create.hidden = false;
+    } catch (e) {
+      fill(checked);
+      if (!(e instanceof ApiError)) throw e;
+      fill(result, problemBox(e), (e.problem.errors || []).length ? rowErrors(e.problem.errors) : null);
+    } finally {
+      submit.disabled = false;
+    }
+  }
 
   async function upload() {
     fill(result);
@@ -46,8 +87,7 @@ export async function render(main, _route, { signal }) {
     }
     submit.disabled = true;
     try {
-      const params = { name: name.value.trim(), source: source.value.trim(), target: target.value.trim(), skip_invalid: skip.checked ? 'true' : '' };
-      const res = await request(`/batches${qs(params)}`, {
+      const res = await request(`/batches${qs(params())}`, {
         method: 'POST', body: await f.text(), headers: { 'Content-Type': 'text/csv', 'Idempotency-Key': crypto.randomUUID() },
       });
       const created = await res.json();
@@ -98,6 +138,25 @@ export async function render(main, _route, { signal }) {
     }
   }
   await page();
+}
+
+/** A batch preflight: one row per mailbox (verdict, reasons, size, estimate), then the totals. */
+export function preflightTable(report) {
+  const t = report.totals;
+  const mins = Math.max(1, Math.round(t.estimate_secs / 60));
+  return h('div',
+    h('div.table-wrap', h('table.preflight',
+      h('caption', `Preflight: ${t.ready} ready, ${t.warning} warning, ${t.blocked} blocked`),
+      h('thead', h('tr', ['Row', 'Verdict', 'Reasons', 'Mailbox', 'Messages', 'Estimate'].map((c) => h('th', { scope: 'col' }, c)))),
+      h('tbody', report.rows.map((r) => h('tr', { dataset: { row: String(r.row), verdict: r.verdict } },
+        h('td.num', `Row ${r.row}`),
+        h('td', h(`span.badge.${r.verdict}`, r.verdict)),
+        h('td.wrap', r.reasons.length ? r.reasons.map((x) => h('div', h('code', x.code), ' ', x.detail)) : '—'),
+        h('td.wrap', r.source.endpoint || '—'),
+        h('td.num', num(r.source.messages)),
+        h('td.num', `${r.estimate_secs} s`)))))),
+    h('p.preflight-totals', `${num(t.messages)} messages, ${num(t.bytes)} bytes; about ${mins} min with the per-host limits.`,
+      t.blocked ? ` ${t.blocked} mailbox${t.blocked === 1 ? ' is' : 'es are'} blocked: those jobs would fail as they are.` : ''));
 }
 
 /** The API's field errors as a table: row (1-based, header row not counted), column, problem. */

@@ -71,9 +71,9 @@ impl Preflight {
     /// per host at once, and [`MAX_CONCURRENT`] mailboxes.
     pub async fn batch(&self, rows: Vec<(usize, Result<DrainJob, Reason>)>) -> BatchPreflight {
         let permits = HostPermits::new(self.per_host);
-        let hosts: Vec<String> = rows
+        let hosts: HashMap<usize, String> = rows
             .iter()
-            .map(|(_, r)| r.as_ref().map(|j| j.source.host.to_ascii_lowercase()).unwrap_or_default())
+            .map(|(row, r)| (*row, r.as_ref().map(|j| j.source.host.to_ascii_lowercase()).unwrap_or_default()))
             .collect();
         let permits = &permits;
         let mut out: Vec<PreflightRow> = futures::stream::iter(rows)
@@ -88,8 +88,7 @@ impl Preflight {
             .collect()
             .await;
         out.sort_by_key(|r| r.row);
-        let mut ordered_hosts = Vec::with_capacity(out.len());
-        ordered_hosts.extend(out.iter().map(|r| hosts.get(r.row.saturating_sub(1)).cloned().unwrap_or_default()));
+        let ordered_hosts: Vec<String> = out.iter().map(|r| hosts.get(&r.row).cloned().unwrap_or_default()).collect();
         let totals = totals(&out, &ordered_hosts, self.per_host, self.workers);
         BatchPreflight { rows: out, totals }
     }

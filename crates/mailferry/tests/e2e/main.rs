@@ -24,6 +24,7 @@ mod metrics;
 mod migrate_cli;
 mod network_policy;
 mod oauth2;
+mod preflight;
 mod receipt;
 mod service_api;
 mod telemetry;

@@ -8,6 +8,7 @@ pub mod archives;
 pub mod audit;
 pub mod batches;
 pub mod jobs;
+pub mod preflight;
 pub mod receipts;
 pub mod tokens;
 

@@ -55,6 +55,12 @@ pub struct CreateQuery {
     /// (STARTTLS, default 143), or `archive:NAME` (a compliance archive on this server).
     #[param(example = "imaps://imap.example.com:993")]
     pub target: Option<String>,
+    /// Check every mailbox instead of creating the batch (issue 17): 200 with
+    /// `{rows: [{row, verdict, reasons, source, target, estimate_secs}], totals}`, or the
+    /// same as CSV with `Accept: text/csv`. With `skip_invalid=true` invalid rows are
+    /// reported `blocked` (`invalid-row`). Nothing is created.
+    #[serde(default)]
+    pub preflight: bool,
 }
 
 /// A JSON batch.
@@ -117,6 +123,10 @@ pub struct BatchCreated {
     )),
     responses(
         (status = 201, description = "Created", body = BatchCreated, headers(("Location" = String, description = "URL of the batch"))),
+        (status = 200, description = "With `preflight=true`: every mailbox checked, nothing created (`Accept: text/csv` for CSV)", content(
+            (mailferry_model::preflight::BatchPreflight = "application/json"),
+            (String = "text/csv"),
+        )),
         (status = 400, description = "Malformed body", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Neither CSV nor JSON", body = Problem, content_type = "application/problem+json"),
@@ -135,6 +145,7 @@ pub async fn create(State(state): State<AppState>, ApiQuery(q): ApiQuery<CreateQ
         let e = FieldError::invalid(field, "source and target are given once for CSV batches; each JSON job carries its own");
         return Err(ApiError::Validation { detail: "source and target apply to CSV batches".into(), errors: vec![e] });
     }
+    let accept_csv = super::preflight::wants_csv(req.headers());
     let limit = state.config.max_batch_bytes;
     let bytes = crate::extract::read_body(req.into_body(), limit).await?;
     let (name, rows, csv_names) = if csv {
@@ -191,10 +202,12 @@ pub async fn create(State(state): State<AppState>, ApiQuery(q): ApiQuery<CreateQ
     // not reach are invalid rows too (each distinct host resolved once).
     let resolved = crate::netcheck::resolve(valid.iter().map(|(_, s)| s)).await;
     let mut specs: Vec<JobSpec> = Vec::with_capacity(valid.len());
+    let mut spec_rows: Vec<usize> = Vec::with_capacity(valid.len());
     for (row_no, spec) in valid {
         let refused = crate::netcheck::check(&spec, &state.config.network, &resolved);
         if refused.is_empty() {
             specs.push(spec);
+            spec_rows.push(row_no);
         } else {
             errors.extend(at_row(refused, row_no));
         }
@@ -212,6 +225,9 @@ pub async fn create(State(state): State<AppState>, ApiQuery(q): ApiQuery<CreateQ
             format!("{bad_rows} of {total} rows are invalid; nothing was created (skip_invalid=true creates the valid ones)")
         };
         return Err(ApiError::Validation { detail, errors });
+    }
+    if q.preflight {
+        return super::preflight::batch(&state, spec_rows.into_iter().zip(specs).collect(), &errors, accept_csv).await;
     }
     let trace_parent = crate::trace::current_trace_parent();
     let (batch, jobs) = state.store.create_jobs_traced(Some(&name), &specs, trace_parent.as_deref()).await?;

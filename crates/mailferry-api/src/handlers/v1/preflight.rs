@@ -1,0 +1,138 @@
+//! `?preflight=true` on `POST /jobs` and `POST /batches` (issue 17): the same bodies,
+//! validated the same way, then each mailbox checked by the engine's preflight
+//! (`mailferry_engine::preflight`) instead of created. Nothing is stored; no password is
+//! logged or returned (the report carries user names, hosts and server texts only).
+
+use std::sync::Arc;
+
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use mailferry_engine::preflight::{job_of_spec, Preflight, SpecEnv, Throughput};
+use mailferry_engine::EngineConfig;
+use mailferry_model::preflight::{BatchPreflight, Reason, ReasonCode};
+use mailferry_model::{HostList, JobSpec};
+
+use crate::error::{ApiResult, FieldError};
+use crate::report::{csv_response, write_record};
+use crate::state::AppState;
+
+/// How this process runs preflights: the workers' protocol options and caps, and the CA
+/// file's roots (`mailferry serve` sets them; the defaults serve tests and `--no-workers`).
+#[derive(Debug, Clone)]
+pub struct PreflightSettings {
+    pub run: Preflight,
+    pub extra_roots_pem: Option<Vec<u8>>,
+}
+
+impl Default for PreflightSettings {
+    fn default() -> Self {
+        Self {
+            run: Preflight { engine: EngineConfig::default(), per_host: 4, workers: 4, throughput: Throughput::default() },
+            extra_roots_pem: None,
+        }
+    }
+}
+
+/// The client asked for CSV (`Accept: text/csv`).
+pub(crate) fn wants_csv(headers: &HeaderMap) -> bool {
+    headers.get_all(header::ACCEPT).iter().any(|v| v.to_str().is_ok_and(|v| v.contains("text/csv")))
+}
+
+fn env(state: &AppState) -> SpecEnv {
+    // The API's plaintext allow-list, as job creation checks it.
+    let allow = Arc::new(HostList::parse(state.config.plaintext_allow.iter().map(String::as_str)).unwrap_or_default());
+    SpecEnv {
+        sealer: state.sealer.clone(),
+        extra_roots_pem: state.preflight.extra_roots_pem.clone(),
+        plaintext_allowed: Arc::new(move |host: &str| allow.contains(host)),
+        network: Arc::clone(&state.config.network),
+        archives: Arc::clone(&state.archives),
+    }
+}
+
+/// `POST /jobs?preflight=true`: one mailbox's report, 200.
+pub(crate) async fn job(state: &AppState, spec: &JobSpec) -> ApiResult<Response> {
+    let report = match job_of_spec(spec, &env(state)).await {
+        Ok(job) => state.preflight.run.mailbox(&job).await,
+        Err(reason) => mailferry_engine::preflight::blocked(reason),
+    };
+    tracing::info!(source.host = %spec.source.host, verdict = report.verdict.as_str(), "job preflight");
+    Ok(Json(report).into_response())
+}
+
+/// `POST /batches?preflight=true`: every valid row checked, the invalid rows (with
+/// `skip_invalid=true`) reported blocked with `invalid-row`; JSON, or CSV when asked.
+pub(crate) async fn batch(state: &AppState, specs: Vec<(usize, JobSpec)>, invalid: &[FieldError], csv: bool) -> ApiResult<Response> {
+    let env = env(state);
+    let mut rows: Vec<(usize, Result<_, Reason>)> = Vec::with_capacity(specs.len());
+    for (row, spec) in &specs {
+        rows.push((*row, job_of_spec(spec, &env).await));
+    }
+    let mut bad: Vec<usize> = invalid.iter().filter_map(|e| e.row).collect();
+    bad.dedup();
+    for row in bad {
+        let detail: Vec<String> = invalid.iter().filter(|e| e.row == Some(row)).map(|e| format!("{}: {}", e.field, e.message)).collect();
+        rows.push((row, Err(Reason { code: ReasonCode::InvalidRow, detail: detail.join("; ") })));
+    }
+    let report = state.preflight.run.batch(rows).await;
+    let t = &report.totals;
+    tracing::info!(ready = t.ready, warning = t.warning, blocked = t.blocked, "batch preflight");
+    if csv {
+        batch_csv(&report)
+    } else {
+        Ok(Json(report).into_response())
+    }
+}
+
+/// `mailferry preflight --batch FILE.csv`: the file's rows validated as `POST /batches`
+/// validates them (our columns, imapsync's; servers in every row), each a spec or its
+/// problems.
+pub fn specs_from_csv(
+    bytes: &[u8],
+    config: &crate::ApiConfig,
+    sealer: &mailferry_model::Sealer,
+) -> ApiResult<Vec<(usize, Result<JobSpec, Vec<FieldError>>)>> {
+    let rows = super::batches::parse_csv(bytes)?;
+    Ok(rows
+        .into_iter()
+        .enumerate()
+        .map(|(i, row)| (i + 1, row.and_then(|body| crate::spec::validate(body, config, sealer))))
+        .collect())
+}
+
+/// The CSV columns of a batch preflight, one row per mailbox (then a `totals` row).
+pub const CSV_COLUMNS: [&str; 11] = [
+    "row", "verdict", "reasons", "source", "target", "messages", "bytes", "largest_bytes", "over_append_limit",
+    "over_max_message_bytes", "estimate_secs",
+];
+
+fn batch_csv(report: &BatchPreflight) -> ApiResult<Response> {
+    let mut w = ::csv::Writer::from_writer(Vec::new());
+    write_record(&mut w, CSV_COLUMNS)?;
+    for r in &report.rows {
+        let p = &r.preflight;
+        let reasons: Vec<String> = p.reasons.iter().map(|x| format!("{}: {}", x.code.as_str(), x.detail)).collect();
+        write_record(&mut w, [
+            r.row.to_string(),
+            p.verdict.as_str().to_owned(),
+            reasons.join(" | "),
+            p.source.endpoint.clone(),
+            p.target.endpoint.clone(),
+            p.source.messages.to_string(),
+            p.source.bytes.to_string(),
+            p.source.largest.first().map(|m| m.bytes.to_string()).unwrap_or_default(),
+            p.target.over_append_limit.to_string(),
+            p.target.over_max_message_bytes.to_string(),
+            p.estimate_secs.to_string(),
+        ])?;
+    }
+    let t = &report.totals;
+    let summary = format!("ready={} warning={} blocked={}", t.ready, t.warning, t.blocked);
+    write_record(&mut w, [
+        "totals".to_owned(), String::new(), summary, String::new(), String::new(), t.messages.to_string(), t.bytes.to_string(),
+        String::new(), String::new(), String::new(), t.estimate_secs.to_string(),
+    ])?;
+    let body = w.into_inner().map_err(|e| crate::error::ApiError::Internal(format!("writing CSV: {e}")))?;
+    Ok(csv_response(body, "preflight.csv"))
+}
