@@ -11,7 +11,7 @@ use mailferry_engine::{
     run_job, ArchiveTarget, Archives, DrainJob, EngineConfig, EngineError, Outcome, Progress, RunReport, SpoolConfig, Target,
 };
 use mailferry_model::{
-    Credential, DeletePolicy, ImapAuth, ImapEndpoint, OAuth2Credential, OAuth2Refresh, Pop3Auth, Pop3Endpoint, TlsOptions,
+    Credential, DeletePolicy, ImapAuth, ImapEndpoint, JobOptions, OAuth2Credential, OAuth2Refresh, Pop3Auth, Pop3Endpoint, TlsOptions,
     TlsPin,
 };
 use mailferry_store::SqliteStore;
@@ -269,35 +269,28 @@ async fn build_job(args: &MigrateArgs, loaded: &Loaded) -> Result<(DrainJob, Pat
             }
         }
         let (from_security, to_security) = (from.security_with(args.allow_plaintext), to.security_with(args.allow_plaintext));
-        let job = DrainJob {
-            job_id: None,
-            // One-shot: no job store to save a rotated refresh token in (kept in memory).
-            save_rotated: None,
-            source: Pop3Endpoint {
-                host: from.host,
-                port: from.port,
-                security: from_security,
-                username: from.username,
-                secret: from_secret,
-                auth: parse_pop3_auth(&args.from_auth)?,
-                tls: TlsOptions { pin: args.pins.from_tls_pin, ..tls.clone() },
-            },
-            target: Target::Imap(ImapEndpoint {
-                host: to.host,
-                port: to.port,
-                security: to_security,
-                username: to.username,
-                credential: to_credential,
-                auth: to_auth,
-                tls: TlsOptions { pin: args.pins.to_tls_pin, ..tls },
-                folder: to.folder.unwrap_or_else(|| "INBOX".to_owned()),
-                flags: args.flags.clone(),
-            }),
-            delete: args.delete.parse::<DeletePolicy>()?,
-            dry_run: args.dry_run,
-            max_message_bytes: args.max_message_bytes,
-            verify: args.verify,
+        // One-shot: no job store to save a rotated refresh token in (kept in memory).
+        let source = Pop3Endpoint {
+            host: from.host,
+            port: from.port,
+            security: from_security,
+            username: from.username,
+            secret: from_secret,
+            auth: parse_pop3_auth(&args.from_auth)?,
+            tls: TlsOptions { pin: args.pins.from_tls_pin, ..tls.clone() },
         };
+        let target = Target::Imap(ImapEndpoint {
+            host: to.host,
+            port: to.port,
+            security: to_security,
+            username: to.username,
+            credential: to_credential,
+            auth: to_auth,
+            tls: TlsOptions { pin: args.pins.to_tls_pin, ..tls },
+            folder: to.folder.unwrap_or_else(|| "INBOX".to_owned()),
+            flags: args.flags.clone(),
+        });
+        let job = DrainJob::new(source, target, &options(args)?);
         Ok((job, args.state.clone()))
     })()
     .map_err(UsageError)
@@ -324,25 +317,28 @@ async fn archive_job(args: &MigrateArgs, name: &str, loaded: &Loaded) -> anyhow:
     let archives = crate::archive_cmd::cli_archives(loaded)?;
     let archive = crate::archive_cmd::open_for_writing(&archives, name).await?;
     let security = from.security_with(args.allow_plaintext);
-    let job = DrainJob {
-        job_id: None,
-        save_rotated: None,
-        source: Pop3Endpoint {
-            host: from.host,
-            port: from.port,
-            security,
-            username: from.username,
-            secret: from_secret,
-            auth: parse_pop3_auth(&args.from_auth)?,
-            tls: TlsOptions { pin: args.pins.from_tls_pin, ..tls },
-        },
-        target: Target::Archive(ArchiveTarget { name: name.to_owned(), archive }),
+    let source = Pop3Endpoint {
+        host: from.host,
+        port: from.port,
+        security,
+        username: from.username,
+        secret: from_secret,
+        auth: parse_pop3_auth(&args.from_auth)?,
+        tls: TlsOptions { pin: args.pins.from_tls_pin, ..tls },
+    };
+    let target = Target::Archive(ArchiveTarget { name: name.to_owned(), archive });
+    let job = DrainJob::new(source, target, &options(args)?);
+    Ok((job, args.state.clone()))
+}
+
+/// The job options the flags give.
+fn options(args: &MigrateArgs) -> anyhow::Result<JobOptions> {
+    Ok(JobOptions {
         delete: args.delete.parse::<DeletePolicy>()?,
         dry_run: args.dry_run,
         max_message_bytes: args.max_message_bytes,
         verify: args.verify,
-    };
-    Ok((job, args.state.clone()))
+    })
 }
 
 fn parse_pop3_auth(s: &str) -> anyhow::Result<Pop3Auth> {
