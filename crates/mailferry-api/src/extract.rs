@@ -100,6 +100,43 @@ pub(crate) fn scrub(message: &str) -> String {
     message.to_owned()
 }
 
+/// The largest `limit` a list request may ask for, as the OpenAPI document declares it
+/// (`maximum: 500`); `api.max_per_page` may only make pages shorter.
+pub(crate) const MAX_PAGE_LIMIT: u32 = 500;
+
+/// A list's `limit` query parameter: 1..=[`MAX_PAGE_LIMIT`] or absent. Out of range is a
+/// 400 (as declared), not silently clamped: a client asking for 10,000 learns the rule.
+pub(crate) fn page_limit<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    use serde::Deserialize;
+    match Option::<u32>::deserialize(d)? {
+        Some(n) if !(1..=MAX_PAGE_LIMIT).contains(&n) => {
+            Err(serde::de::Error::custom(format!("limit must be between 1 and {MAX_PAGE_LIMIT}")))
+        }
+        v => Ok(v),
+    }
+}
+
+/// An optional integer that JSON may also write as `25.0` (JSON Schema's `integer` is any
+/// number without a fraction, and generators send such numbers): whole and in range, or a
+/// data error (422). Never echoes the value.
+pub(crate) fn whole_number<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<i128>,
+{
+    use serde::Deserialize;
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else { return Ok(None) };
+    let whole = n
+        .as_i64()
+        .map(i128::from)
+        .or_else(|| n.as_u64().map(i128::from))
+        .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 1e18).map(|f| f as i128));
+    match whole.and_then(|v| T::try_from(v).ok()) {
+        Some(v) => Ok(Some(v)),
+        None => Err(serde::de::Error::custom("invalid value: expected a whole number in range")),
+    }
+}
+
 /// The whole body, at most `limit` bytes (413 beyond).
 pub(crate) async fn read_body(body: axum::body::Body, limit: usize) -> Result<Bytes, ApiError> {
     axum::body::to_bytes(body, limit).await.map_err(|e| {
@@ -126,5 +163,29 @@ mod tests {
         assert_eq!(scrub("unknown field `x`"), "unknown field `x`");
         assert_eq!(nested_field("target", "password: bad"), ("target.password".into(), "target.password: bad".into()));
         assert_eq!(nested_field("source", "invalid type: map"), ("source".into(), "invalid type: map".into()));
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    struct Q {
+        #[serde(default, deserialize_with = "page_limit")]
+        limit: Option<u32>,
+        #[serde(default, deserialize_with = "whole_number")]
+        port: Option<i64>,
+    }
+
+    #[test]
+    fn limits_are_refused_outside_the_declared_range_and_whole_floats_are_integers() {
+        let q = |s: &str| serde_json::from_str::<Q>(s).map(|q| q.limit).map_err(|e| e.to_string());
+        assert_eq!(q("{}"), Ok(None));
+        assert_eq!(q(r#"{"limit": 1}"#), Ok(Some(1)));
+        assert_eq!(q(r#"{"limit": 500}"#), Ok(Some(500)));
+        assert!(q(r#"{"limit": 501}"#).unwrap_err().starts_with("limit must be between 1 and 500"));
+        assert!(q(r#"{"limit": 0}"#).unwrap_err().starts_with("limit must be between 1 and 500"));
+        let port = |s: &str| serde_json::from_str::<Q>(s).map(|q| q.port).map_err(|e| e.to_string());
+        assert_eq!(port(r#"{"port": 993}"#), Ok(Some(993)));
+        assert_eq!(port(r#"{"port": 993.0}"#), Ok(Some(993)));
+        assert_eq!(port(r#"{"port": null}"#), Ok(None));
+        assert!(port(r#"{"port": 993.5}"#).unwrap_err().contains("expected a whole number"));
+        assert!(port(r#"{"port": "993"}"#).is_err());
     }
 }

@@ -20,6 +20,7 @@ pub mod archive_views;
 pub mod audit;
 pub mod auth;
 pub mod client;
+mod contract;
 pub mod error;
 mod extract;
 #[doc(hidden)]

@@ -76,13 +76,16 @@ fn api_router() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI 3.1 document of the API (what `/api/openapi.json` serves).
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api_router().into_openapi()
+    let mut doc = api_router().into_openapi();
+    crate::contract::complete(&mut doc);
+    doc
 }
 
 /// The whole HTTP application: `/api/v1/*`, `/healthz`, `/readyz`, `/api/openapi.json`,
 /// the offline docs at `/api/docs`, and the dashboard at `/` and `/assets/*`.
 pub fn app(state: AppState) -> Router {
-    let (routes, api) = api_router().split_for_parts();
+    let (routes, mut api) = api_router().split_for_parts();
+    crate::contract::complete(&mut api);
     routes
         .merge(web::docs(api))
         .merge(web::router())

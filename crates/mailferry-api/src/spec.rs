@@ -30,6 +30,7 @@ pub struct JobBody {
     /// Free-form `key: value` labels for filtering (`GET /jobs?label=key:value`). Keys:
     /// 1–63 of `A-Z a-z 0-9 . _ - /`, starting with a letter or digit; values up to 256 characters.
     #[serde(default)]
+    #[schema(schema_with = schemas::labels)]
     pub labels: BTreeMap<String, String>,
 }
 
@@ -48,17 +49,19 @@ pub struct SourceBody {
     pub protocol: SourceProtocol,
     /// Host name or IP address. It may not resolve to a loopback, private, link-local or
     /// cloud metadata address unless the server's `network.allow` names it.
-    #[schema(required = true)]
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 253, pattern = r"^[A-Za-z0-9._:\[\]-]+$")]
     pub host: Option<String>,
     /// Default: 995 for `tls`, 110 otherwise.
     #[schema(minimum = 1, maximum = 65535)]
+    #[serde(default, deserialize_with = "crate::extract::whole_number")]
     pub port: Option<i64>,
     /// Default: `tls`.
     pub security: Option<Security>,
-    #[schema(required = true)]
+    /// One line (no control characters) of at most 512 bytes.
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 512, pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$")]
     pub username: Option<String>,
     /// Write-only: stored encrypted, never returned.
-    #[schema(value_type = String, format = Password, required = true, write_only)]
+    #[schema(value_type = String, format = Password, required = true, write_only, min_length = 1, max_length = 8192, pattern = r"^[^\r\n\u0000]+$")]
     pub password: Option<SecretString>,
     /// Default: `auto`.
     pub auth: Option<Pop3Auth>,
@@ -74,7 +77,8 @@ pub struct SourceBody {
 // Deserialized by hand (through `serde_json::Value`) so that errors inside the tagged
 // variant still name their field, and never quote a mistyped password.
 /// Where the mail goes.
-#[derive(Debug, Deserialize, ToSchema)]
+// Its OpenAPI schema is written in `schemas.rs`: the derived one cannot be satisfied.
+#[derive(Debug, Deserialize)]
 #[serde(tag = "protocol", rename_all = "lowercase", try_from = "serde_json::Value")]
 pub enum TargetBody {
     Imap(ImapTargetBody),
@@ -111,24 +115,28 @@ impl TryFrom<serde_json::Value> for TargetBody {
 pub struct ImapTargetBody {
     /// Host name or IP address. It may not resolve to a loopback, private, link-local or
     /// cloud metadata address unless the server's `network.allow` names it.
-    #[schema(required = true)]
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 253, pattern = r"^[A-Za-z0-9._:\[\]-]+$")]
     pub host: Option<String>,
     /// Default: 993 for `tls`, 143 otherwise.
     #[schema(minimum = 1, maximum = 65535)]
+    #[serde(default, deserialize_with = "crate::extract::whole_number")]
     pub port: Option<i64>,
     /// Default: `tls`.
     pub security: Option<Security>,
-    #[schema(required = true)]
+    /// One line (no control characters) of at most 512 bytes.
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 512, pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$")]
     pub username: Option<String>,
     /// Write-only: stored encrypted, never returned. Required unless `oauth2` is given
     /// (with `auth: xoauth2` it may be a static OAuth2 access token, as before).
-    #[schema(value_type = Option<String>, format = Password, write_only)]
+    #[schema(value_type = Option<String>, format = Password, write_only, min_length = 1, max_length = 8192, pattern = r"^[^\r\n\u0000]+$")]
     pub password: Option<SecretString>,
-    /// Default: `INBOX`.
+    /// Default: `INBOX`. One line of at most 512 bytes.
+    #[schema(min_length = 1, max_length = 512, pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$")]
     pub folder: Option<String>,
     /// IMAP flags set on every copied message (`\Seen`, keywords; at most 32); default none.
     /// `\Deleted` is refused (the destination would expunge the copies after the source may
     /// have been emptied), and so is `\Recent` (set by the server only).
+    #[schema(schema_with = schemas::flags)]
     pub flags: Option<Vec<String>>,
     /// Default: `auto` (`xoauth2` when `oauth2` is given).
     pub auth: Option<ImapAuth>,
@@ -174,7 +182,7 @@ pub struct OAuth2Body {
 #[serde(deny_unknown_fields)]
 pub struct ArchiveTargetBody {
     /// Archive name: letters, digits, `.`, `_`, `-` (at most 64, not starting with `.`).
-    #[schema(required = true, example = "legal")]
+    #[schema(value_type = String, required = true, example = "legal", min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]*$")]
     pub archive: Option<String>,
 }
 
@@ -182,10 +190,11 @@ pub struct ArchiveTargetBody {
 #[serde(deny_unknown_fields)]
 pub struct OptionsBody {
     /// `keep` (default), `after-verified` or `after-days:N`.
-    #[schema(example = "keep")]
+    #[schema(example = "keep", pattern = "^(keep|after-verified|after-days:[0-9]{1,9})$")]
     pub delete: Option<String>,
     /// Messages larger than this are skipped (recorded in the ledger); default no limit.
     #[schema(minimum = 1)]
+    #[serde(default, deserialize_with = "crate::extract::whole_number")]
     pub max_message_bytes: Option<u64>,
     /// List and compare only; copy and delete nothing.
     pub dry_run: Option<bool>,
@@ -194,7 +203,7 @@ pub struct OptionsBody {
     /// e.g. Gmail, Microsoft 365), `size`, or `none` / `false` (no read-back: keep-only
     /// jobs at full speed; refused with a deleting `delete`). `true` means `exact`.
     /// Recorded per message; only verified messages are deleted under `after-verified`.
-    #[schema(value_type = Option<String>, example = "exact")]
+    #[schema(schema_with = schemas::verify)]
     pub verify: Option<VerifyOption>,
 }
 
@@ -583,6 +592,8 @@ fn check_labels(labels: &BTreeMap<String, String>, errs: &mut Vec<FieldError>) {
         }
     }
 }
+
+pub(crate) mod schemas;
 
 #[cfg(test)]
 mod tests;

@@ -10,6 +10,7 @@
 
 mod common;
 
+mod api_contract;
 mod api_tls;
 mod archive_api;
 mod archive_beside_service;

@@ -115,7 +115,10 @@ pub struct ListQuery {
     pub q: Option<String>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
-    /// Page size (default 50, at most 500).
+    /// Page size: 1–500, default 50 (a server with a smaller `api.max_per_page` returns at
+    /// most that many; larger values are refused with 400).
+    #[serde(default, deserialize_with = "crate::extract::page_limit")]
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
 }
 
@@ -257,7 +260,10 @@ pub async fn rerun(State(state): State<AppState>, ApiPath(id): ApiPath<i64>) -> 
 pub struct PageQuery {
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
-    /// Page size (default 50, at most 500).
+    /// Page size: 1–500, default 50 (a server with a smaller `api.max_per_page` returns at
+    /// most that many; larger values are refused with 400).
+    #[serde(default, deserialize_with = "crate::extract::page_limit")]
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
 }
 

@@ -69,7 +69,7 @@ pub struct CreateQuery {
 pub struct BatchBody {
     pub name: Option<String>,
     /// Job bodies, as for `POST /jobs`; errors are reported per row (1-based).
-    #[schema(value_type = Vec<JobBody>)]
+    #[schema(value_type = Vec<JobBody>, min_items = 1, max_items = 10_000)]
     pub jobs: Vec<serde_json::Value>,
 }
 
@@ -268,7 +268,10 @@ fn batch_name(name: Option<String>) -> ApiResult<String> {
 pub struct ListQuery {
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
-    /// Page size (default 50, at most 500).
+    /// Page size: 1–500, default 50 (a server with a smaller `api.max_per_page` returns at
+    /// most that many; larger values are refused with 400).
+    #[serde(default, deserialize_with = "crate::extract::page_limit")]
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
 }
 
