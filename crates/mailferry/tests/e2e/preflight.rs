@@ -52,11 +52,21 @@ async fn post_query(api: &Api, path: &str, content_type: &str, accept: &str, bod
 
 #[tokio::test]
 async fn job_preflight_ready_wrong_passwords_and_oversized_messages() {
+    job_preflight(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_job_preflight_creates_nothing() {
+    let pg = FreshPg::create();
+    job_preflight(Some(&pg.url)).await;
+}
+
+async fn job_preflight(database_url: Option<&str>) {
     let lab = Lab::start();
     let mut msgs = small(3, "pf");
     msgs.push(big(20_000));
     lab.dovecot.seed("src", &msgs);
-    let server = Server::start(&lab.dovecot, None, &[], &[]);
+    let server = Server::start(&lab.dovecot, database_url, &[], &[]);
     let api = server.client();
 
     let body = job_body(&lab.dovecot, "src", "dst", "keep");

@@ -11,7 +11,8 @@ use axum::Json;
 use mailferry_engine::preflight::{job_of_spec, Preflight, SpecEnv, Throughput};
 use mailferry_engine::EngineConfig;
 use mailferry_model::preflight::{BatchPreflight, Reason, ReasonCode};
-use mailferry_model::{HostList, JobSpec};
+use mailferry_model::{HostList, JobSpec, JobState};
+use mailferry_store::JobFilter;
 
 use crate::error::{ApiResult, FieldError};
 use crate::report::{csv_response, write_record};
@@ -51,10 +52,63 @@ fn env(state: &AppState) -> SpecEnv {
     }
 }
 
+/// Jobs looked at for the measured throughput: the latest this many finished in one run.
+const MEASURED_JOBS: usize = 50;
+
+/// This installation's throughput, from the latest jobs that succeeded in one run (a rerun's
+/// `started_at` is its last run's, its bytes all runs'): bytes copied over their run time,
+/// when they moved at least 1 MiB in at least 1 s together; else `None` (the default).
+async fn measured(state: &AppState) -> ApiResult<Option<f64>> {
+    let mut filter = JobFilter { state: Some(JobState::Succeeded), limit: 500, ..JobFilter::default() };
+    let mut latest = Vec::new();
+    // Oldest first, a page at a time: keep the tail.
+    loop {
+        let page = state.store.list_jobs(&filter).await?;
+        let full = page.len() == filter.limit as usize;
+        filter.after = page.last().map(|j| j.id);
+        latest.extend(page.into_iter().filter(|j| j.runs == 1));
+        if latest.len() > MEASURED_JOBS {
+            latest.drain(..latest.len() - MEASURED_JOBS);
+        }
+        if !full {
+            break;
+        }
+    }
+    let (mut bytes, mut secs) = (0u64, 0f64);
+    for job in &latest {
+        let (Some(from), Some(to)) = (job.started_at.as_deref().and_then(when), job.finished_at.as_deref().and_then(when)) else {
+            continue;
+        };
+        let took = (to - from).num_milliseconds() as f64 / 1000.0;
+        if took > 0.0 {
+            bytes += state.store.job_counts(job.id).await?.bytes;
+            secs += took;
+        }
+    }
+    Ok((bytes >= 1 << 20 && secs >= 1.0).then(|| bytes as f64 / secs))
+}
+
+/// A stored time: RFC 3339, or SQLite's `YYYY-MM-DD HH:MM:SS[.fff]` in UTC.
+fn when(text: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::parse_from_rfc3339(text).map(|t| t.to_utc()).ok().or_else(|| {
+        chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f").ok().map(|t| t.and_utc())
+    })
+}
+
+/// The preflight with this installation's measured throughput when there is one.
+async fn runner(state: &AppState) -> ApiResult<Preflight> {
+    let mut run = state.preflight.run.clone();
+    if let Some(bytes_per_sec) = measured(state).await? {
+        // The measured figure already holds the per-message round trips.
+        run.throughput = Throughput { bytes_per_sec, secs_per_message: 0.0, ..run.throughput };
+    }
+    Ok(run)
+}
+
 /// `POST /jobs?preflight=true`: one mailbox's report, 200.
 pub(crate) async fn job(state: &AppState, spec: &JobSpec) -> ApiResult<Response> {
     let report = match job_of_spec(spec, &env(state)).await {
-        Ok(job) => state.preflight.run.mailbox(&job).await,
+        Ok(job) => runner(state).await?.mailbox(&job).await,
         Err(reason) => mailferry_engine::preflight::blocked(reason),
     };
     tracing::info!(source.host = %spec.source.host, verdict = report.verdict.as_str(), "job preflight");
@@ -75,7 +129,7 @@ pub(crate) async fn batch(state: &AppState, specs: Vec<(usize, JobSpec)>, invali
         let detail: Vec<String> = invalid.iter().filter(|e| e.row == Some(row)).map(|e| format!("{}: {}", e.field, e.message)).collect();
         rows.push((row, Err(Reason { code: ReasonCode::InvalidRow, detail: detail.join("; ") })));
     }
-    let report = state.preflight.run.batch(rows).await;
+    let report = runner(state).await?.batch(rows).await;
     let t = &report.totals;
     tracing::info!(ready = t.ready, warning = t.warning, blocked = t.blocked, "batch preflight");
     if csv {
@@ -135,4 +189,43 @@ fn batch_csv(report: &BatchPreflight) -> ApiResult<Response> {
     ])?;
     let body = w.into_inner().map_err(|e| crate::error::ApiError::Internal(format!("writing CSV: {e}")))?;
     Ok(csv_response(body, "preflight.csv"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mailferry_model::preflight::{MailboxPreflight, PreflightRow, PreflightTotals, SourceFacts, TargetFacts, Verdict};
+
+    #[test]
+    fn stored_times_parse_both_ways() {
+        let a = when("2026-12-07 22:00:01").unwrap();
+        let b = when("2026-12-07T22:00:03.5Z").unwrap();
+        assert_eq!((b - a).num_milliseconds(), 2500);
+        assert!(when("yesterday").is_none());
+    }
+
+    #[test]
+    fn csv_cells_are_defused_and_totals_close_it() {
+        let reason = Reason { code: ReasonCode::SourceError, detail: "=HYPERLINK(\"x\")".into() };
+        let row = PreflightRow {
+            row: 1,
+            preflight: MailboxPreflight {
+                verdict: Verdict::Blocked,
+                reasons: vec![reason],
+                source: SourceFacts { endpoint: "=cmd".into(), ..Default::default() },
+                target: TargetFacts::default(),
+                estimate_secs: 0,
+            },
+        };
+        let report = BatchPreflight { rows: vec![row], totals: PreflightTotals { blocked: 1, ..Default::default() } };
+        let Ok(resp) = batch_csv(&report) else { panic!("csv") };
+        assert_eq!(resp.headers()[header::CONTENT_TYPE], "text/csv; charset=utf-8");
+        let body = futures::executor::block_on(axum::body::to_bytes(resp.into_body(), 1 << 20)).unwrap();
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(lines[1].starts_with("1,blocked,\"source-error: =HYPERLINK"), "{text}");
+        assert!(lines[1].contains("'=cmd"), "a cell starting with = is defused: {text}");
+        assert!(lines[2].starts_with("totals,,ready=0 warning=0 blocked=1"), "{text}");
+    }
 }
