@@ -32,6 +32,8 @@ pub struct JobBody {
     #[serde(default)]
     #[schema(schema_with = schemas::labels)]
     pub labels: BTreeMap<String, String>,
+    /// Delta passes at a cadence until a cutover (issue 17); absent: one pass.
+    pub schedule: Option<mailferry_model::ScheduleText>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, ToSchema)]
@@ -334,6 +336,7 @@ pub fn validate(body: JobBody, config: &ApiConfig, sealer: &Sealer) -> Result<Jo
         errs.push(FieldError::invalid("options.max_message_bytes", "options.max_message_bytes must be at least 1"));
     }
     check_labels(&body.labels, &mut errs);
+    let schedule = crate::handlers::v1::cutover::schedule(body.schedule, &mut errs);
 
     if !errs.is_empty() {
         return Err(errs);
@@ -386,6 +389,7 @@ pub fn validate(body: JobBody, config: &ApiConfig, sealer: &Sealer) -> Result<Jo
             verify,
         },
         labels: body.labels,
+        schedule,
     })
 }
 

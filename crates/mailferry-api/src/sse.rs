@@ -367,6 +367,8 @@ mod tests {
                     lease_expires_at: None,
                     trace_parent: None,
                     task: None,
+                    next_run_at: None,
+                    cutover: None,
                 }))
             })
         }

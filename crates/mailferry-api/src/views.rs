@@ -136,10 +136,31 @@ pub struct JobView {
     /// A pause was asked for and the worker has not stopped yet.
     pub pause_requested: bool,
     pub counts: Counts,
+    /// Delta passes at a cadence, as given when the job was created.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<mailferry_model::ScheduleText>,
+    /// When the job starts next: a `scheduled` job's next delta pass, or a queued job's
+    /// retry after a backoff.
+    pub next_run_at: Option<String>,
+    /// The final pass a cutover asked for (`POST /jobs/{id}/cutover`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cutover: Option<CutoverView>,
+}
+
+/// A cutover: one final pass with its own delete policy, after which the schedule ends.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CutoverView {
+    /// The final pass's delete policy: `keep`, `after-verified` or `after-days:N`.
+    #[schema(example = "after-verified")]
+    pub delete: String,
+    /// When the final pass started; absent while it is still to come.
+    pub started_at: Option<String>,
 }
 
 impl JobView {
     pub fn new(job: JobRecord, counts: JobCounts) -> Self {
+        let schedule = job.spec.as_ref().and_then(|s| s.schedule).map(Into::into);
+        let cutover = job.cutover.map(|c| CutoverView { delete: c.delete.to_string(), started_at: c.started_at });
         let (source, target, options) = match job.spec {
             Some(spec) => {
                 let (s, t, o) = spec_views(spec);
@@ -166,6 +187,9 @@ impl JobView {
             cancel_requested: job.cancel_requested,
             pause_requested: job.pause_requested,
             counts: counts.into(),
+            schedule,
+            next_run_at: job.next_run_at,
+            cutover,
         }
     }
 }

@@ -27,6 +27,7 @@ mod network_policy;
 mod oauth2;
 mod preflight;
 mod receipt;
+mod schedules;
 mod service_api;
 mod telemetry;
 mod tls_pin;

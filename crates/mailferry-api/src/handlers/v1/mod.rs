@@ -7,6 +7,7 @@ use crate::state::AppState;
 pub mod archives;
 pub mod audit;
 pub mod batches;
+pub mod cutover;
 pub mod jobs;
 pub mod preflight;
 pub mod receipts;
@@ -18,6 +19,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(jobs::router())
         .merge(receipts::router())
         .merge(batches::router())
+        .merge(cutover::router())
         .merge(archives::router())
         .merge(tokens::router())
         .merge(audit::router())

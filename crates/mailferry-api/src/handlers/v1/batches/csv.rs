@@ -54,6 +54,10 @@ const COLUMNS: &[(&str, &[&str])] = &[
     ("dry_run", &[]),
     ("max_message_bytes", &["max_message_size"]),
     ("labels", &[]),
+    // Issue 17: delta passes (the job body's `schedule`).
+    ("schedule_every", &["every"]),
+    ("schedule_not_before", &["not_before"]),
+    ("schedule_until", &["until"]),
 ];
 
 /// Columns only an IMAP target uses.
@@ -468,6 +472,7 @@ fn csv_row(v: &BTreeMap<&str, String>, archive: bool) -> CsvRow {
         target,
         options: OptionsBody { delete: text("delete"), max_message_bytes, dry_run, verify: text("verify").map(VerifyOption::Level) },
         labels,
+        schedule: crate::handlers::v1::cutover::csv_schedule(&text),
     };
     Ok((body, errs))
 }

@@ -71,6 +71,10 @@ pub struct BatchBody {
     /// Job bodies, as for `POST /jobs`; errors are reported per row (1-based).
     #[schema(value_type = Vec<JobBody>, min_items = 1, max_items = 10_000)]
     pub jobs: Vec<serde_json::Value>,
+    /// Delta passes for every job without a `schedule` of its own (issue 17). CSV batches
+    /// give it per row: columns `schedule_every` (or `every`), `schedule_not_before`
+    /// (`not_before`) and `schedule_until` (`until`), as in a job body's `schedule`.
+    pub schedule: Option<mailferry_model::ScheduleText>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -148,9 +152,9 @@ pub async fn create(State(state): State<AppState>, ApiQuery(q): ApiQuery<CreateQ
     let accept_csv = super::preflight::wants_csv(req.headers());
     let limit = state.config.max_batch_bytes;
     let bytes = crate::extract::read_body(req.into_body(), limit).await?;
-    let (name, rows, csv_names) = if csv {
+    let (name, rows, csv_names, batch_schedule) = if csv {
         let mut batch = parse_csv_with(&bytes, &defaults)?;
-        (q.name, std::mem::take(&mut batch.rows), Some(batch))
+        (q.name, std::mem::take(&mut batch.rows), Some(batch), None)
     } else {
         let body: BatchBody = crate::extract::parse_json(&bytes)?;
         let rows = body
@@ -158,7 +162,7 @@ pub async fn create(State(state): State<AppState>, ApiQuery(q): ApiQuery<CreateQ
             .into_iter()
             .map(|v| serde_path_to_error::deserialize(v).map(|b| (b, Vec::new())).map_err(|e| vec![json_err_field(e)]))
             .collect();
-        (body.name.or(q.name), rows, None)
+        (body.name.or(q.name), rows, None, body.schedule)
     };
     if rows.is_empty() {
         return Err(ApiError::Validation {
@@ -185,8 +189,12 @@ pub async fn create(State(state): State<AppState>, ApiQuery(q): ApiQuery<CreateQ
             e.at_row(row_no)
         })
     };
-    for (i, row) in rows.into_iter().enumerate() {
+    for (i, mut row) in rows.into_iter().enumerate() {
         let row_no = i + 1;
+        // The batch's schedule, for the rows without one of their own.
+        if let Ok((body, _)) = &mut row {
+            body.schedule = body.schedule.take().or_else(|| batch_schedule.clone());
+        }
         // A CSV row's syntax problems and its body's, reported together.
         let result = row.and_then(|(body, syntax): (JobBody, Vec<FieldError>)| match validate(body, &state.config, &state.sealer) {
             Ok(spec) if syntax.is_empty() => Ok(spec),
@@ -328,12 +336,17 @@ pub async fn get(State(state): State<AppState>, ApiPath(id): ApiPath<i64>) -> Ap
     Ok(Json(summary.into()))
 }
 
-const BATCH_REPORT_COLUMNS: [&str; 15] = [
+const BATCH_REPORT_COLUMNS: [&str; 20] = [
     "job_id", "state", "source", "target", "labels", "listed", "copied", "skipped", "failed", "deleted", "bytes",
     "started_at", "finished_at", "runs", "last_error",
+    // Issue 17: the schedule's next pass, and the cutover's final pass.
+    "next_run_at", "cutover_delete", "cutover_started_at", "cutover_copied", "cutover_deleted",
 ];
 
-/// The batch report: one CSV row per job with its counts (never a password). A cell that
+/// The batch report: one CSV row per job with its counts (never a password); for a job with
+/// a schedule its next pass (`next_run_at`), and after a cutover (`POST
+/// /batches/{id}/cutover`) the final pass's delete policy, start, and what it copied and
+/// deleted at the source (`cutover_copied`, `cutover_deleted`; empty before it starts). A cell that
 /// begins with `=`, `+`, `-`, `@`, a tab or a carriage return gets a leading `'` so that no
 /// spreadsheet runs it as a formula (errors come from mail servers).
 #[utoipa::path(get, operation_id = "get_batch_report", path = "/batches/{id}/report", tag = "batches", params(("id" = i64, Path, description = "Batch id")),
@@ -352,6 +365,10 @@ pub async fn report(State(state): State<AppState>, ApiPath(id): ApiPath<i64>) ->
             let c = Counts::from(state.store.job_counts(job.id).await?);
             let labels: Vec<String> = job.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
             let opt = |v: &Option<String>| v.clone().unwrap_or_default();
+            let final_pass = match &job.cutover {
+                Some(c) if c.started_at.is_some() => state.store.cutover_counts(job.id).await?,
+                _ => None,
+            };
             // Every cell defused: last_error holds server text (report::csv_cell).
             write_record(&mut w, [
                 job.id.to_string(),
@@ -369,6 +386,11 @@ pub async fn report(State(state): State<AppState>, ApiPath(id): ApiPath<i64>) ->
                 opt(&job.finished_at),
                 job.runs.to_string(),
                 opt(&job.last_error),
+                opt(&job.next_run_at),
+                job.cutover.as_ref().map(|c| c.delete.to_string()).unwrap_or_default(),
+                job.cutover.as_ref().and_then(|c| c.started_at.clone()).unwrap_or_default(),
+                final_pass.map(|f| f.copied.to_string()).unwrap_or_default(),
+                final_pass.map(|f| f.deleted.to_string()).unwrap_or_default(),
             ])?;
         }
         match jobs.last() {
