@@ -27,7 +27,7 @@ pub struct HoldBody {
 #[serde(deny_unknown_fields)]
 pub struct RetentionBody {
     /// Days from ingest before a message may be purged; `null` keeps everything forever.
-    #[schema(minimum = 1)]
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 4_294_967_295_i64)]
     pub days: Option<u32>,
 }
 

@@ -48,7 +48,7 @@ pub async fn search(
 /// longer match their digest the answer is a 500 `/problems/integrity` naming the digest
 /// (and a loud log line), never the bytes.
 #[utoipa::path(get, operation_id = "get_archived_message", path = "/archives/{name}/messages/{digest}", tag = "archives",
-    params(("name" = String, Path, description = "Archive name"), ("digest" = String, Path, description = "SHA-256 of the message, hex")),
+    params(("name" = String, Path, description = "Archive name"), ("digest" = String, Path, description = "SHA-256 of the message: 64 hex digits", pattern = r"^\s*[0-9A-Fa-f]{64}\s*$")),
     responses(
         (status = 200, description = "The message, byte for byte", content_type = "message/rfc822", body = Vec<u8>),
         (status = 400, description = "Not a digest", body = Problem, content_type = "application/problem+json"),
@@ -77,7 +77,7 @@ pub async fn raw(State(state): State<AppState>, ApiPath((name, hex)): ApiPath<(S
 /// A message's parsed headers, every occurrence (provenance: host, account, UIDL, job,
 /// times) and its tombstone if purged.
 #[utoipa::path(get, operation_id = "get_archived_message_meta", path = "/archives/{name}/messages/{digest}/meta", tag = "archives",
-    params(("name" = String, Path, description = "Archive name"), ("digest" = String, Path, description = "SHA-256 of the message, hex")),
+    params(("name" = String, Path, description = "Archive name"), ("digest" = String, Path, description = "SHA-256 of the message: 64 hex digits", pattern = r"^\s*[0-9A-Fa-f]{64}\s*$")),
     responses(
         (status = 200, description = "Metadata and provenance", body = MessageMetaView),
         (status = 404, description = "No such archive or message", body = Problem, content_type = "application/problem+json"),
