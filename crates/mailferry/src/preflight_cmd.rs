@@ -230,7 +230,7 @@ fn single_body(args: &PreflightArgs) -> anyhow::Result<(serde_json::Value, Vec<S
 }
 
 fn print_table(report: &BatchPreflight, batch: bool) {
-    println!("{:>4}  {:<8}  {:>9}  {:>12}  {:>8}  {}", "row", "verdict", "messages", "bytes", "secs", "source -> target");
+    println!("{:>4}  {:<8}  {:>9}  {:>12}  {:>8}  source -> target", "row", "verdict", "messages", "bytes", "secs");
     for r in &report.rows {
         let p: &MailboxPreflight = &r.preflight;
         println!(

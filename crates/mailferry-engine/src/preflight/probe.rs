@@ -85,7 +85,7 @@ pub(crate) async fn source(job: &DrainJob, config: &EngineConfig, f: &mut Findin
         f.source.bytes = bytes;
         let mut list = s.list().await?;
         f.sizes = list.iter().map(|(_, b)| *b).collect();
-        list.sort_by(|a, b| b.1.cmp(&a.1));
+        list.sort_by_key(|&(_, bytes)| std::cmp::Reverse(bytes));
         f.source.largest = list.iter().take(LARGEST).map(|&(number, bytes)| LargeMessage { number, bytes }).collect();
         // Legacy servers may have UIDL without CAPA: ask unless CAPA said otherwise.
         if caps.uidl || !caps.answered {

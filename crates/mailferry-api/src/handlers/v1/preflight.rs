@@ -139,6 +139,9 @@ pub(crate) async fn batch(state: &AppState, specs: Vec<(usize, JobSpec)>, invali
     }
 }
 
+/// A batch file's row: its 1-based number, and its spec or its problems.
+pub type CsvRowSpec = (usize, Result<JobSpec, Vec<FieldError>>);
+
 /// `mailferry preflight --batch FILE.csv`: the file's rows validated as `POST /batches`
 /// validates them (our columns, imapsync's; servers in every row), each a spec or its
 /// problems.
@@ -146,7 +149,7 @@ pub fn specs_from_csv(
     bytes: &[u8],
     config: &crate::ApiConfig,
     sealer: &mailferry_model::Sealer,
-) -> ApiResult<Vec<(usize, Result<JobSpec, Vec<FieldError>>)>> {
+) -> ApiResult<Vec<CsvRowSpec>> {
     let rows = super::batches::parse_csv(bytes)?;
     Ok(rows
         .into_iter()
