@@ -38,7 +38,7 @@ pub struct AppState {
     /// The one poller behind every SSE stream of this process.
     pub(crate) watcher: Arc<crate::sse::JobWatcher>,
     /// How `?preflight=true` checks mailboxes (see [`AppState::with_preflight`]).
-    pub preflight: Arc<crate::handlers::v1::preflight::PreflightSettings>,
+    pub preflight: Arc<PreflightSettings>,
 }
 
 impl AppState {
@@ -79,7 +79,7 @@ impl AppState {
     }
 
     /// Preflights with the workers' protocol options, caps and CA roots.
-    pub fn with_preflight(mut self, settings: crate::handlers::v1::preflight::PreflightSettings) -> Self {
+    pub fn with_preflight(mut self, settings: PreflightSettings) -> Self {
         self.preflight = Arc::new(settings);
         self
     }
@@ -244,6 +244,23 @@ impl ApiConfig {
 fn is_ip_or_cidr(entry: &str) -> bool {
     let ip = entry.split('/').next().unwrap_or("").trim().trim_matches(['[', ']']);
     ip.parse::<std::net::IpAddr>().is_ok() && HostList::parse([entry]).is_ok()
+}
+
+/// How this process runs preflights: the workers' protocol options and caps, and the CA
+/// file's roots (`mailferry serve` sets them; the defaults serve tests and `--no-workers`).
+#[derive(Debug, Clone)]
+pub struct PreflightSettings {
+    pub run: mailferry_engine::preflight::Preflight,
+    pub extra_roots_pem: Option<Vec<u8>>,
+}
+
+impl Default for PreflightSettings {
+    fn default() -> Self {
+        Self {
+            run: mailferry_engine::preflight::Preflight { engine: mailferry_engine::EngineConfig::default(), per_host: 4, workers: 4, throughput: mailferry_engine::preflight::Throughput::default() },
+            extra_roots_pem: None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,6 @@ use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use mailferry_engine::preflight::{job_of_spec, Preflight, SpecEnv, Throughput};
-use mailferry_engine::EngineConfig;
 use mailferry_model::preflight::{BatchPreflight, Reason, ReasonCode};
 use mailferry_model::{HostList, JobSpec, JobState};
 use mailferry_store::JobFilter;
@@ -18,22 +17,7 @@ use crate::error::{ApiResult, FieldError};
 use crate::report::{csv_response, write_record};
 use crate::state::AppState;
 
-/// How this process runs preflights: the workers' protocol options and caps, and the CA
-/// file's roots (`mailferry serve` sets them; the defaults serve tests and `--no-workers`).
-#[derive(Debug, Clone)]
-pub struct PreflightSettings {
-    pub run: Preflight,
-    pub extra_roots_pem: Option<Vec<u8>>,
-}
-
-impl Default for PreflightSettings {
-    fn default() -> Self {
-        Self {
-            run: Preflight { engine: EngineConfig::default(), per_host: 4, workers: 4, throughput: Throughput::default() },
-            extra_roots_pem: None,
-        }
-    }
-}
+pub use crate::state::PreflightSettings;
 
 /// The client asked for CSV (`Accept: text/csv`).
 pub(crate) fn wants_csv(headers: &HeaderMap) -> bool {
