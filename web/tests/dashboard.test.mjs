@@ -304,6 +304,30 @@ test('cancel a running job after confirming', T, () => withPage('cancel', async 
   await page.getByRole('button', { name: 'Rerun' }).waitFor();
 }));
 
+test('a scheduled job shows its next run and is cut over after confirming', T, () => withPage('cutover', async ({ page }) => {
+  // A dry run: its passes list the mailbox and change nothing, whatever the policy.
+  const body = { ...jobBody('b2', 'b2dst'), options: { dry_run: true }, schedule: { every: '1h' } };
+  const created = await api('/jobs', { method: 'POST', body: JSON.stringify(body) });
+  assert.equal(created.status, 201, JSON.stringify(created.body));
+  const id = created.body.id;
+  await signIn(page);
+  await page.goto(`${BASE}/#/jobs/${id}`);
+  await page.locator('.title-row .badge', { hasText: 'scheduled' }).waitFor({ timeout: 60_000 });
+  await page.locator('dd[data-k="Schedule"]', { hasText: 'every 1h' }).waitFor();
+  await page.locator('dd[data-k="Next run"]').waitFor();
+  await page.getByRole('button', { name: 'Cut over' }).click();
+  const dialog = page.getByRole('dialog', { name: 'Cut this job over?' });
+  await dialog.getByRole('button', { name: 'Cut over' }).click();
+  await page.locator('.title-row .badge', { hasText: 'succeeded' }).waitFor({ timeout: 60_000 });
+  await page.locator('dd[data-k="Cutover"]', { hasText: 'after-verified' }).waitFor();
+  const job = (await api(`/jobs/${id}`)).body;
+  assert.equal(job.state, 'succeeded');
+  assert.equal(job.runs, 2, 'the first pass, then the final one');
+  assert.equal(job.next_run_at, null);
+  assert.equal(job.cutover.delete, 'after-verified');
+  assert.ok(job.cutover.started_at);
+}));
+
 // Set by the archive test: the digest of the message both archive mailboxes hold.
 let INVOICE_DIGEST = '';
 

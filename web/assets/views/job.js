@@ -9,15 +9,21 @@ const LEDGER_PAGE = 50;
 
 /** What each control does, when it applies, and whether it asks first. */
 const ACTIONS = [
-  { verb: 'pause', label: 'Pause', when: (j) => (j.state === 'queued' || j.state === 'running') && !j.pause_requested },
+  { verb: 'pause', label: 'Pause', when: (j) => ['queued', 'running', 'scheduled'].includes(j.state) && !j.pause_requested },
   { verb: 'resume', label: 'Resume', when: (j) => j.state === 'paused' || (j.state === 'running' && j.pause_requested) },
   {
     verb: 'rerun', label: 'Rerun', when: (j) => ['succeeded', 'partial', 'failed', 'cancelled'].includes(j.state),
     confirm: (j) => ['Rerun this job?', `Job #${j.id} will run again on the same ledger and copy only messages that are new at the source.`, 'Rerun'],
   },
   {
-    verb: 'cancel', label: 'Cancel job', danger: true, when: (j) => ['queued', 'running', 'paused'].includes(j.state) && !j.cancel_requested,
+    verb: 'cancel', label: 'Cancel job', danger: true, when: (j) => ['queued', 'running', 'paused', 'scheduled'].includes(j.state) && !j.cancel_requested,
     confirm: (j) => ['Cancel this job?', `Job #${j.id} stops after the message in flight. Messages already copied stay copied; the rest are not copied unless you rerun it.`, 'Cancel job'],
+  },
+  {
+    // Issue 17: the final pass of a scheduled job, deleting at the source what was verified.
+    verb: 'cutover', label: 'Cut over', danger: true, json: { delete: 'after-verified' },
+    when: (j) => j.schedule && !j.cutover && ['queued', 'running', 'paused', 'scheduled'].includes(j.state),
+    confirm: (j) => ['Cut this job over?', `Job #${j.id} runs one final pass now (after the pass in progress, if any) and deletes at the source every message whose copy was verified. Then its schedule ends.`, 'Cut over'],
   },
 ];
 
@@ -75,7 +81,11 @@ export async function render(main, { params }, { signal }) {
       h('div.card', h('h2', 'Timeline'),
         h('dl.kv',
           kv('Created', time(job.created_at)), kv('Started', time(job.started_at)),
-          kv('Finished', time(job.finished_at)), kv('Updated', time(job.updated_at)), kv('Runs', num(job.runs)))),
+          kv('Finished', time(job.finished_at)), kv('Updated', time(job.updated_at)), kv('Runs', num(job.runs)),
+          job.schedule ? kv('Schedule', `every ${job.schedule.every}${job.schedule.until ? ` until ${job.schedule.until}` : ''}`) : null,
+          job.next_run_at ? kv('Next run', time(job.next_run_at)) : null,
+          job.cutover ? kv('Cutover', `final pass, delete ${job.cutover.delete}`) : null,
+          job.cutover && job.cutover.started_at ? kv('Final pass started', time(job.cutover.started_at)) : null)),
     ), job.last_error ? h('div.problem', { role: 'alert' }, h('strong', 'Last error'), h('p.error-text', job.last_error)) : null);
 
     const available = job.source ? ACTIONS.filter((a) => a.when(job)) : [];
@@ -87,7 +97,7 @@ export async function render(main, { params }, { signal }) {
     if (a.confirm && !(await confirmDialog(...a.confirm(job)))) return;
     fill(status);
     try {
-      job = await (await request(`/jobs/${id}/${a.verb}`, { method: 'POST' })).json();
+      job = await (await request(`/jobs/${id}/${a.verb}`, { method: 'POST', json: a.json })).json();
       notice(`Job #${id}: ${a.verb} requested.`);
       show();
       watch();
@@ -120,7 +130,7 @@ export async function render(main, { params }, { signal }) {
   /** Follow the job's events while it is active; refresh the job on state changes. */
   function watch() {
     if (stream) stream.abort();
-    if (!['queued', 'running'].includes(job.state) && !job.cancel_requested && !job.pause_requested) return;
+    if (!['queued', 'running', 'scheduled'].includes(job.state) && !job.cancel_requested && !job.pause_requested) return;
     const c = new AbortController();
     stream = c;
     signal.addEventListener('abort', () => c.abort(), { once: true });
