@@ -66,7 +66,7 @@ impl fmt::Display for Every {
     /// The largest unit that divides the cadence exactly: `90m`, `6h`, `2d`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = self.0.as_secs();
-        match [(86_400, 'd'), (3_600, 'h'), (60, 'm')].into_iter().find(|(scale, _)| s % scale == 0) {
+        match [(86_400, 'd'), (3_600, 'h'), (60, 'm')].into_iter().find(|(scale, _)| s / scale * scale == s) {
             Some((scale, unit)) => write!(f, "{}{unit}", s / scale),
             None => write!(f, "{s}s"),
         }
