@@ -231,6 +231,18 @@ mod tests {
     }
 
     #[test]
+    fn csv_rows_carry_their_schedule_columns() {
+        let csv = "source_host,source_user,source_password,target_kind,target_archive,every,Schedule-Until\n\
+                   pop.example.com,ann,pw,archive,legal,6h,2024-06-01T00:00:00Z\n\
+                   pop.example.com,bob,pw,archive,legal,,\n";
+        let rows = crate::handlers::v1::batches::parse_csv(csv.as_bytes()).unwrap();
+        let bodies: Vec<_> = rows.into_iter().map(|r| r.unwrap()).collect();
+        let first = bodies[0].schedule.clone().unwrap();
+        assert_eq!((first.every.as_str(), first.until.as_deref()), ("6h", Some("2024-06-01T00:00:00Z")));
+        assert_eq!(bodies[1].schedule, None, "empty cells: no schedule");
+    }
+
+    #[test]
     fn cutover_policies() {
         assert_eq!(policy(CutoverBody::default()).unwrap(), DeletePolicy::Keep);
         assert_eq!(policy(CutoverBody { delete: Some("after-verified".into()) }).unwrap(), DeletePolicy::AfterVerified);
