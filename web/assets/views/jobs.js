@@ -4,7 +4,7 @@
 import { getJSON, qs, streamEvents } from '../api.js';
 import { badge, empty, field, fill, h, problemBox, progress, time } from '../dom.js';
 
-const STATES = ['queued', 'running', 'paused', 'succeeded', 'partial', 'failed', 'cancelled'];
+const STATES = ['queued', 'running', 'paused', 'scheduled', 'succeeded', 'partial', 'failed', 'cancelled'];
 const PAGE = 25;
 /** Browsers allow 6 HTTP/1.1 connections per host: stream at most this many jobs at once. */
 const MAX_STREAMS = 3;

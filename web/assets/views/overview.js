@@ -9,7 +9,7 @@ import { allJobs } from '../api.js';
 import { drawThroughput } from '../chart.js';
 import { badge, bytes, empty, fill, h, num, problemBox, progress, time } from '../dom.js';
 
-const STATES = ['running', 'queued', 'paused', 'failed', 'partial', 'succeeded', 'cancelled'];
+const STATES = ['running', 'queued', 'paused', 'scheduled', 'failed', 'partial', 'succeeded', 'cancelled'];
 const WINDOW_MS = 5 * 60 * 1000;
 const POLL_MS = 2000;
 const samples = []; // {t, msgs, mbs}
