@@ -336,7 +336,7 @@ pub fn validate(body: JobBody, config: &ApiConfig, sealer: &Sealer) -> Result<Jo
         errs.push(FieldError::invalid("options.max_message_bytes", "options.max_message_bytes must be at least 1"));
     }
     check_labels(&body.labels, &mut errs);
-    let schedule = crate::handlers::v1::cutover::schedule(body.schedule, &mut errs);
+    let schedule = schedule::schedule(body.schedule, &mut errs);
 
     if !errs.is_empty() {
         return Err(errs);
@@ -597,6 +597,7 @@ fn check_labels(labels: &BTreeMap<String, String>, errs: &mut Vec<FieldError>) {
     }
 }
 
+pub(crate) mod schedule;
 pub(crate) mod schemas;
 
 #[cfg(test)]

@@ -472,7 +472,7 @@ fn csv_row(v: &BTreeMap<&str, String>, archive: bool) -> CsvRow {
         target,
         options: OptionsBody { delete: text("delete"), max_message_bytes, dry_run, verify: text("verify").map(VerifyOption::Level) },
         labels,
-        schedule: crate::handlers::v1::cutover::csv_schedule(&text),
+        schedule: crate::spec::schedule::csv_schedule(&text),
     };
     Ok((body, errs))
 }
