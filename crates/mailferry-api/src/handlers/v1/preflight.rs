@@ -134,7 +134,7 @@ pub fn specs_from_csv(
     config: &crate::ApiConfig,
     sealer: &mailferry_model::Sealer,
 ) -> ApiResult<Vec<CsvRowSpec>> {
-    let rows = super::batches::parse_csv(bytes)?;
+    let rows = super::batches::csv::parse_csv(bytes)?;
     Ok(rows
         .into_iter()
         .enumerate()

@@ -6,7 +6,7 @@
 //! are in [`csv`]; every row is then validated as `POST /jobs` validates a body
 //! ([`crate::spec::validate`]).
 
-mod csv;
+pub(super) mod csv;
 
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
