@@ -67,14 +67,18 @@ pub struct AuditPage {
 #[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// Calls at or after this time (RFC 3339).
+    #[param(pattern = r"^$|^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$")]
     pub since: Option<String>,
     /// Calls before this time (RFC 3339).
+    #[param(pattern = r"^$|^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$")]
     pub until: Option<String>,
     /// Only calls made with this token id.
     pub token: Option<i64>,
-    /// Only calls with this HTTP method (`POST`, `PUT`, `PATCH`, `DELETE`).
+    /// Only calls with this HTTP method (`POST`, `PUT`, `PATCH`, `DELETE`; any case).
+    #[param(pattern = "^$|^([Pp][Oo][Ss][Tt]|[Pp][Uu][Tt]|[Pp][Aa][Tt][Cc][Hh]|[Dd][Ee][Ll][Ee][Tt][Ee])$")]
     pub method: Option<String>,
     /// `next_cursor` of the previous page.
+    #[param(pattern = "^$|^[+-]?[0-9]+$")]
     pub cursor: Option<String>,
     /// Page size: 1–500, default 50 (a server with a smaller `api.max_per_page` returns at
     /// most that many; larger values are refused with 400).

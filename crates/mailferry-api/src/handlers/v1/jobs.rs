@@ -299,6 +299,7 @@ pub async fn messages(
 #[into_params(parameter_in = Query)]
 pub struct ReportQuery {
     /// `json` or `csv`; overrides the `Accept` header.
+    #[param(pattern = "^(|json|csv)$")]
     pub format: Option<String>,
 }
 
