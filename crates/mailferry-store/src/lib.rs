@@ -28,6 +28,7 @@ mod postgres;
 mod queue;
 mod receipt_reader;
 pub mod receipts;
+mod schedule;
 mod service;
 mod sqlite;
 

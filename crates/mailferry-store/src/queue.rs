@@ -12,12 +12,13 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use mailferry_model::{ArchiveTask, JobCounts, JobSpec, JobState, Scope, Sealed};
+use mailferry_model::{ArchiveTask, JobCounts, JobSpec, JobState, Schedule, Scope, Sealed};
 use sqlx::QueryBuilder;
 
 use crate::common::{cap, page_limit, parse_job_state, plan_control, rotate_refresh_token, summary, token_record};
 use crate::common::{JobRow, LedgerColumns, NewJob};
 use crate::dialect::{begin_write, lock, Dialect};
+use crate::schedule::plan_schedule;
 use crate::service::*;
 use crate::{PgStore, Result, SqliteStore, StoreError};
 
@@ -370,6 +371,39 @@ macro_rules! impl_service {
                 .await?;
                 let n = |v: i64| v.max(0) as u64;
                 Ok(row.map(|(copied, deleted)| CutoverCounts { copied: n(copied), deleted: n(deleted) }))
+            }
+            async fn set_schedule(&self, id: i64, schedule: Option<Schedule>) -> Result<ControlOutcome> {
+                let cols = job_cols::<Self>();
+                let mut tx = self.pool.begin_with(begin_write::<Self>()).await?;
+                let sql = format!("SELECT {cols} FROM jobs WHERE id = $1{}", lock::<Self>(" FOR UPDATE"));
+                let row: Option<JobRow> = sqlx::query_as(&sql).bind(id).fetch_optional(&mut *tx).await?;
+                let Some(current) = row.map(JobRow::into_record).transpose()? else {
+                    tx.rollback().await?;
+                    return Ok(ControlOutcome::NotFound);
+                };
+                let Some(plan) = plan_schedule(&current, schedule, chrono::Utc::now())? else {
+                    tx.rollback().await?;
+                    return Ok(ControlOutcome::Conflict(current.state));
+                };
+                let now = Self::NOW;
+                let row: JobRow = sqlx::query_as(&format!(
+                    "UPDATE jobs SET spec = $1{json}, state = $2,
+                         not_before = CASE WHEN $3 THEN $4{at} ELSE not_before END,
+                         finished_at = CASE $5 WHEN 1 THEN {now} WHEN 2 THEN NULL ELSE finished_at END,
+                         updated_at = {now}
+                     WHERE id = $6 AND state = $7
+                     RETURNING {cols}",
+                    json = Self::cast("jsonb"),
+                    at = Self::cast("timestamptz"),
+                ))
+                .bind(plan.spec).bind(plan.state.as_str())
+                .bind(plan.not_before.is_some()).bind(plan.not_before.flatten())
+                .bind(plan.finished as i64).bind(id).bind(current.state.as_str())
+                .fetch_one(&mut *tx)
+                .await?;
+                let done = row.into_record()?;
+                tx.commit().await?;
+                Ok(ControlOutcome::Done(done))
             }
         }
 

@@ -272,6 +272,12 @@ pub trait JobQueue: Send + Sync {
     /// What the job's cutover pass copied and deleted so far; `None` when no cutover pass
     /// has started.
     async fn cutover_counts(&self, id: i64) -> Result<Option<CutoverCounts>>;
+    /// Replace the schedule in the job's stored spec (`None` ends it), in one transaction
+    /// on the locked row, and move the job's next run to match (see the `schedule` module:
+    /// a waiting job's next run is `max(not_before, last pass start + every, now)`; ending
+    /// a schedule ends a waiting job in its last pass's state). `Conflict` for jobs without
+    /// a spec (CLI jobs, archive runs) and jobs with a cutover.
+    async fn set_schedule(&self, id: i64, schedule: Option<mailferry_model::Schedule>) -> Result<ControlOutcome>;
 }
 
 /// What watching a job reads: the job, its ledger counts and its recorded state changes.

@@ -13,6 +13,7 @@ mod metrics;
 mod misc;
 mod network;
 mod receipts;
+mod schedules;
 mod streams;
 mod web;
 

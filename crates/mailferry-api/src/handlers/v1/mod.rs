@@ -11,6 +11,7 @@ pub mod cutover;
 pub mod jobs;
 pub mod preflight;
 pub mod receipts;
+pub mod schedule;
 pub mod tokens;
 
 /// Every v1 resource, with paths relative to `/api/v1`.
@@ -20,6 +21,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(receipts::router())
         .merge(batches::router())
         .merge(cutover::router())
+        .merge(schedule::router())
         .merge(archives::router())
         .merge(tokens::router())
         .merge(audit::router())
