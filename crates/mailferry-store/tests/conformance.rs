@@ -27,7 +27,7 @@ mod tasks;
 use tasks::archive_runs_are_queued_jobs;
 #[path = "conformance/schedules.rs"]
 mod schedules;
-use schedules::schedules_and_cutover;
+use schedules::{schedules_and_cutover, schedules_are_edited};
 #[path = "conformance/receipts.rs"]
 mod receipts;
 use receipts::receipt_story;
@@ -84,6 +84,7 @@ stories!(
     readback_story,
     receipt_story,
     schedules_and_cutover,
+    schedules_are_edited,
 );
 
 async fn sqlite_store() -> (tempfile::TempDir, Arc<dyn Store>) {

@@ -130,3 +130,66 @@ pub async fn schedules_and_cutover(s: Arc<dyn Store>) {
     assert_eq!((j.state, j.finished_at.as_deref(), j.next_run_at.as_deref()), (JobState::Queued, None, None));
     assert_eq!(j.cutover, Some(Cutover { delete: DeletePolicy::Keep, started_at: None }));
 }
+
+/// A schedule changed or ended after the job was created (`set_schedule`): the spec keeps
+/// the new one, and a job waiting for its next pass has that run moved to match.
+pub async fn schedules_are_edited(s: Arc<dyn Store>) {
+    let mut first = spec("edit", "h1", archive("x"), &[]);
+    first.schedule = Some(scheduled("6h", Some("2999-01-01T00:00:00Z")));
+    let (_, jobs) = s.create_jobs(None, &[first]).await.unwrap();
+    let id = jobs[0].id;
+    let set = |schedule: Option<Schedule>| {
+        let s = s.clone();
+        async move {
+            match s.set_schedule(id, schedule).await.unwrap() {
+                ControlOutcome::Done(job) => job,
+                other => panic!("set_schedule({schedule:?}) on job {id}: {other:?}"),
+            }
+        }
+    };
+
+    // A later start moves the next run; the spec holds the new schedule.
+    let later = scheduled("1d", Some("2998-01-01T00:00:00Z"));
+    let j = set(Some(later)).await;
+    assert_eq!((j.state, j.next_run_at.as_deref()), (JobState::Scheduled, Some("2998-01-01T00:00:00.000Z")));
+    assert_eq!(s.get_job(id).await.unwrap().unwrap().spec.unwrap().schedule, Some(later));
+    assert!(s.claim_job("w1", MINUTE, WIDE).await.unwrap().is_none());
+    // No start: due now, claimed as the first pass.
+    let j = set(Some(scheduled("1h", None))).await;
+    assert!(j.next_run_at.as_deref().is_some_and(is_rfc3339), "{:?}", j.next_run_at);
+    let c = s.claim_job("w1", MINUTE, WIDE).await.unwrap().expect("due now");
+    assert_eq!((c.job.id, c.job.runs), (id, 1));
+    // While it runs: the state and lease are the pass's; only the spec changes.
+    let j = set(Some(scheduled("2s", None))).await;
+    assert_eq!((j.state, j.lease_owner.as_deref()), (JobState::Running, Some("w1")));
+    assert!(s.release_job(id, "w1", &to_scheduled(Duration::from_secs(3600))).await.unwrap());
+    // Waiting an hour after a pass: every 2s makes it due 2s after that pass started.
+    assert!(s.claim_job("w2", MINUTE, WIDE).await.unwrap().is_none());
+    let j = set(Some(scheduled("2s", None))).await;
+    assert_eq!(j.state, JobState::Scheduled);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let c = s.claim_job("w2", MINUTE, WIDE).await.unwrap().expect("due after the new cadence");
+    assert_eq!((c.job.id, c.job.runs), (id, 2));
+    assert!(s.release_job(id, "w2", &to_scheduled(Duration::from_secs(3600))).await.unwrap());
+
+    // Ended while waiting: finished in the state of its last pass, as a passed until does.
+    let j = set(None).await;
+    assert_eq!((j.state, j.next_run_at.as_deref()), (JobState::Succeeded, None));
+    assert!(j.finished_at.is_some());
+    assert_eq!(j.spec.unwrap().schedule, None);
+    // A finished job given a schedule waits again, unfinished.
+    let j = set(Some(scheduled("6h", Some("2999-01-01T00:00:00Z")))).await;
+    assert_eq!((j.state, j.next_run_at.as_deref(), j.finished_at.as_deref()), (JobState::Scheduled, Some("2999-01-01T00:00:00.000Z"), None));
+    // Paused: stays paused.
+    assert_eq!(control(&s, id, ControlAction::Pause).await.state, JobState::Paused);
+    assert_eq!(set(Some(scheduled("1d", None))).await.state, JobState::Paused);
+    let states: Vec<JobState> = s.job_events(id, 0, 100).await.unwrap().iter().map(|e| e.state).collect();
+    assert_eq!(states.iter().filter(|s| **s == JobState::Succeeded).count(), 1, "{states:?}");
+
+    // Unknown, CLI and cut-over jobs.
+    assert_eq!(s.set_schedule(424_242, None).await.unwrap(), ControlOutcome::NotFound);
+    let cli = s.ensure_job("cli-edit", "pop3 cli@h9:110", "archive x").await.unwrap();
+    assert!(matches!(s.set_schedule(cli, None).await.unwrap(), ControlOutcome::Conflict(_)));
+    control(&s, id, ControlAction::Cutover(DeletePolicy::Keep)).await;
+    assert_eq!(s.set_schedule(id, None).await.unwrap(), ControlOutcome::Conflict(JobState::Queued));
+}
