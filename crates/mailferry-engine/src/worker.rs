@@ -260,6 +260,12 @@ impl Worker {
             (Ok(_), _) | (Err(_), Some(StopReason::Cancel)) => release(JobState::Cancelled, None),
             (Err(e), None) => release(JobState::Failed, Some(e.to_string())),
         };
+        // The schedule may have been edited during the pass (PUT /jobs/{id}/schedule): the
+        // stored one decides what follows; the claimed one if the store cannot say.
+        let job = match self.store.get_job(job.id).await {
+            Ok(Some(stored)) if stored.spec.is_some() => mailferry_store::JobRecord { spec: stored.spec, ..job },
+            _ => job,
+        };
         let outcome = next_pass(&job, outcome, chrono::Utc::now());
         tracing::info!(state = %outcome.state, next_run_at = ?outcome.not_before, "job finished");
         self.release(job.id, &owner, outcome).await;
