@@ -12,6 +12,12 @@ fn main() {
     let commit = git(&here, &["rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=BUILD_GIT_COMMIT={commit}");
     println!("cargo:rerun-if-changed=build.rs");
+    if commit == "unknown" {
+        // No commit found (a source archive, or git missing): ask again on every build, or
+        // a later build of a git checkout sharing this target dir would keep "unknown".
+        // A path that does not exist makes Cargo rerun the script each time.
+        println!("cargo:rerun-if-changed={}", here.join("no-commit-found").display());
+    }
     // Rebuild when HEAD moves: HEAD itself (a checkout, a detached HEAD) and the branch it
     // names (a commit), loose or packed. `--git-path` resolves them in worktrees too. Only
     // files that exist are watched: Cargo reruns on every build for a missing one.
