@@ -131,6 +131,8 @@ where
         .map(i128::from)
         .or_else(|| n.as_u64().map(i128::from))
         .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 1e18).map(|f| f as i128));
+    // JSON Schema's `format: int64` bounds every integer the document declares.
+    let whole = whole.filter(|v| (i128::from(i64::MIN)..=i128::from(i64::MAX)).contains(v));
     match whole.and_then(|v| T::try_from(v).ok()) {
         Some(v) => Ok(Some(v)),
         None => Err(serde::de::Error::custom("invalid value: expected a whole number in range")),
@@ -173,6 +175,12 @@ mod tests {
         port: Option<i64>,
     }
 
+    #[derive(Debug, serde::Deserialize)]
+    struct Size {
+        #[serde(default, deserialize_with = "whole_number")]
+        size: Option<u64>,
+    }
+
     #[test]
     fn limits_are_refused_outside_the_declared_range_and_whole_floats_are_integers() {
         let q = |s: &str| serde_json::from_str::<Q>(s).map(|q| q.limit).map_err(|e| e.to_string());
@@ -187,5 +195,8 @@ mod tests {
         assert_eq!(port(r#"{"port": null}"#), Ok(None));
         assert!(port(r#"{"port": 993.5}"#).unwrap_err().contains("expected a whole number"));
         assert!(port(r#"{"port": "993"}"#).is_err());
+        let size = |s: &str| serde_json::from_str::<Size>(s).map(|q| q.size).map_err(|e| e.to_string());
+        assert_eq!(size(r#"{"size": 9223372036854775807}"#), Ok(Some(i64::MAX as u64)));
+        assert!(size(r#"{"size": 9223372036854775808}"#).unwrap_err().contains("expected a whole number"), "beyond int64");
     }
 }
