@@ -304,7 +304,7 @@ test('cancel a running job after confirming', T, () => withPage('cancel', async 
   await page.getByRole('button', { name: 'Rerun' }).waitFor();
 }));
 
-test('a scheduled job shows its next run and is cut over after confirming', T, () => withPage('cutover', async ({ page }) => {
+test('a scheduled job shows its next run, has its cadence edited and is cut over after confirming', T, () => withPage('cutover', async ({ page }) => {
   // A dry run: its passes list the mailbox and change nothing, whatever the policy.
   const body = { ...jobBody('b2', 'b2dst'), options: { dry_run: true }, schedule: { every: '1h' } };
   const created = await api('/jobs', { method: 'POST', body: JSON.stringify(body) });
@@ -315,6 +315,16 @@ test('a scheduled job shows its next run and is cut over after confirming', T, (
   await page.locator('.title-row .badge', { hasText: 'scheduled' }).waitFor({ timeout: 60_000 });
   await page.locator('dd[data-k="Schedule"]', { hasText: 'every 1h' }).waitFor();
   await page.locator('dd[data-k="Next run"]').waitFor();
+  // The cadence edited in place: shown, stored, and the next run moved with it.
+  const before = (await api(`/jobs/${id}`)).body.next_run_at;
+  await page.getByLabel('Every', { exact: true }).fill('2h');
+  await page.getByRole('button', { name: 'Save schedule' }).click();
+  await page.locator('dd[data-k="Schedule"]', { hasText: 'every 2h' }).waitFor();
+  const edited = (await api(`/jobs/${id}`)).body;
+  assert.equal(edited.schedule.every, '2h');
+  // An hour later (to within a second: the worker's release counts its wait from its own clock).
+  const moved = Date.parse(edited.next_run_at) - Date.parse(before);
+  assert.ok(Math.abs(moved - 3_600_000) < 1000, `${before} → ${edited.next_run_at}`);
   await page.getByRole('button', { name: 'Cut over' }).click();
   const dialog = page.getByRole('dialog', { name: 'Cut this job over?' });
   await dialog.getByRole('button', { name: 'Cut over' }).click();

@@ -3,7 +3,7 @@
 // their reasons).
 
 import { getJSON, qs, request, streamEvents } from '../api.js';
-import { badge, bytes, confirmDialog, download, empty, fill, h, notice, num, problemBox, progress, time } from '../dom.js';
+import { badge, bytes, confirmDialog, download, empty, field, fill, h, notice, num, problemBox, progress, setFieldError, time } from '../dom.js';
 
 const LEDGER_PAGE = 50;
 
@@ -37,9 +37,19 @@ export async function render(main, { params }, { signal }) {
   const controls = h('div.actions');
   const summary = h('div');
   const ledger = h('section.card', { 'aria-labelledby': 'ledger-h' });
+  // Issue 17: the schedule edited in place (PUT /jobs/{id}/schedule). Built once, so an
+  // event refreshing the job does not wipe what is being typed.
+  const every = h('input', { type: 'text', name: 'every', placeholder: '6h', autocomplete: 'off' });
+  const until = h('input', { type: 'datetime-local', name: 'until' });
+  const endSchedule = h('button.danger', { type: 'button', onclick: () => editSchedule(null) }, 'End schedule');
+  const scheduleForm = h('form.card', { novalidate: true, hidden: true, 'aria-labelledby': 'schedule-h', onsubmit: (ev) => { ev.preventDefault(); editSchedule(ev); } },
+    h('h2#schedule-h', 'Edit schedule'),
+    h('p', 'Delta passes at this cadence (a number and s, m, h or d), none starting after the end (your local time; empty: until a cutover). The next run moves to match.'),
+    h('div.row', field('Every', every), field('Until (optional)', until)),
+    h('div.actions', h('button', { type: 'submit' }, 'Save schedule'), endSchedule));
   fill(main,
     h('p', h('a', { href: '#/jobs' }, '← All jobs')),
-    head, status, controls, summary,
+    head, status, controls, summary, scheduleForm,
     h('section.card', h('h2', 'Report'),
       h('p', 'Every ledger row with its state, reason, digest and destination UID.'),
       h('div.actions',
@@ -88,6 +98,14 @@ export async function render(main, { params }, { signal }) {
           job.cutover && job.cutover.started_at ? kv('Final pass started', time(job.cutover.started_at)) : null)),
     ), job.last_error ? h('div.problem', { role: 'alert' }, h('strong', 'Last error'), h('p.error-text', job.last_error)) : null);
 
+    // Editable unless a CLI job, or cut over (the final pass ends the schedule).
+    const editable = job.source && !job.cutover && !['failed', 'cancelled'].includes(job.state);
+    if (editable && scheduleForm.hidden) {
+      every.value = job.schedule ? job.schedule.every : '';
+      until.value = job.schedule && job.schedule.until ? localInput(job.schedule.until) : '';
+    }
+    scheduleForm.hidden = !editable;
+    endSchedule.hidden = !job.schedule;
     const available = job.source ? ACTIONS.filter((a) => a.when(job)) : [];
     fill(controls, available.map((a) => h(`button${a.danger ? '.danger' : '.secondary'}`, { type: 'button', dataset: { action: a.verb }, onclick: () => act(a) }, a.label)),
       !job.source ? h('p.muted', 'This job was started by mailferry migrate and is controlled by that command.') : null);
@@ -103,6 +121,36 @@ export async function render(main, { params }, { signal }) {
       watch();
       loadLedger(true);
     } catch (e) {
+      fill(status, problemBox(e));
+    }
+  }
+
+  /** Save the form's schedule (keeping its start), or end it (`null`). */
+  async function editSchedule(ev) {
+    fill(status);
+    for (const c of [every, until]) setFieldError(c, null);
+    try {
+      let res;
+      if (ev) {
+        const body = { every: every.value.trim() };
+        if (job.schedule && job.schedule.not_before) body.not_before = job.schedule.not_before;
+        if (until.value) body.until = new Date(until.value).toISOString();
+        res = await request(`/jobs/${id}/schedule`, { method: 'PUT', json: body });
+      } else {
+        if (!(await confirmDialog('End this schedule?', `Job #${id} runs no more delta passes: a pass in progress finishes, then the job ends in the state of its last pass.`, 'End schedule'))) return;
+        res = await request(`/jobs/${id}/schedule`, { method: 'DELETE' });
+      }
+      job = await res.json();
+      notice(ev ? `Job #${id}: schedule saved.` : `Job #${id}: schedule ended.`);
+      scheduleForm.hidden = true;
+      show();
+      watch();
+    } catch (e) {
+      const errs = (e.problem && e.problem.errors) || [];
+      for (const err of errs) {
+        const c = { 'schedule.every': every, 'schedule.until': until }[err.field];
+        if (c) setFieldError(c, err.message || err.detail);
+      }
       fill(status, problemBox(e));
     }
   }
@@ -200,6 +248,14 @@ export async function render(main, { params }, { signal }) {
   show();
   watch();
   await loadLedger();
+}
+
+/** An RFC 3339 time as a datetime-local input's value (local time, minutes). */
+function localInput(iso) {
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return '';
+  const p = (n) => String(n).padStart(2, '0');
+  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}`;
 }
 
 function kv(k, v) {
