@@ -135,7 +135,6 @@ pub struct JobView {
     pub cancel_requested: bool,
     /// A pause was asked for and the worker has not stopped yet.
     pub pause_requested: bool,
-    pub counts: Counts,
     /// Delta passes at a cadence, as given when the job was created.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub schedule: Option<mailferry_model::ScheduleText>,
@@ -145,6 +144,8 @@ pub struct JobView {
     /// The final pass a cutover asked for (`POST /jobs/{id}/cutover`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cutover: Option<CutoverView>,
+    /// Last, as before schedules existed: a report's head repeats the job's counts after it.
+    pub counts: Counts,
 }
 
 /// A cutover: one final pass with its own delete policy, after which the schedule ends.
