@@ -144,7 +144,8 @@ pub struct JobView {
     /// The final pass a cutover asked for (`POST /jobs/{id}/cutover`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cutover: Option<CutoverView>,
-    /// Last, as before schedules existed: a report's head repeats the job's counts after it.
+    // Last, as before schedules existed: a report's head repeats the counts right after it.
+    /// Ledger counts over the job's whole ledger.
     pub counts: Counts,
 }
 
