@@ -23,6 +23,7 @@ pub mod receipt;
 mod retry;
 mod schedule;
 mod sink;
+mod stored;
 pub mod spool;
 pub mod trace;
 mod verify;

@@ -13,10 +13,7 @@ use std::time::Duration;
 
 use futures::FutureExt;
 
-use mailferry_model::{
-    Credential, ImapEndpoint, JobSpec, JobState, OAuth2Credential, OAuth2Refresh, OAuth2Spec, Pop3Endpoint, Sealer, TargetSpec,
-    TlsOptions,
-};
+use mailferry_model::{JobSpec, JobState, OAuth2Spec, Sealer, TargetSpec};
 use mailferry_store::{Claimed, ClaimLimits, Release, Store};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -28,7 +25,6 @@ use crate::job::{DrainJob, EngineConfig};
 use crate::oauth::SaveRotated;
 use crate::progress::Outcome;
 use crate::schedule::{final_pass, next_pass};
-use crate::sink::{ArchiveTarget, Target};
 use mailferry_archive::Archives;
 
 #[derive(Clone)]
@@ -390,64 +386,17 @@ impl Worker {
         }
     }
 
-    /// The destination's credential with its secrets opened. The token endpoint gets the
-    /// connection options of its own host (plaintext allow-list) and the shared policy.
-    fn credential(
-        &self,
-        password: Option<&mailferry_model::Sealed>,
-        oauth2: Option<&OAuth2Spec>,
-        tls: &dyn Fn(&str) -> TlsOptions,
-    ) -> Result<Credential, String> {
-        let open = |s| self.sealer.open(s).map_err(|e| e.to_string());
-        Ok(match (oauth2, password) {
-            (Some(OAuth2Spec::AccessToken { access_token }), _) => {
-                Credential::OAuth2(OAuth2Credential::AccessToken(open(access_token)?))
-            }
-            (Some(spec @ OAuth2Spec::RefreshToken { token_url, client_id, client_secret, refresh_token, scope }), _) => {
-                Credential::OAuth2(OAuth2Credential::Refresh(Box::new(OAuth2Refresh {
-                    token_url: token_url.clone(),
-                    client_id: client_id.clone(),
-                    client_secret: client_secret.as_ref().map(open).transpose()?,
-                    refresh_token: open(refresh_token)?,
-                    scope: scope.clone(),
-                    tls: tls(&spec.token_host().unwrap_or_default()),
-                })))
-            }
-            (None, Some(password)) => Credential::Password(open(password)?),
-            (None, None) => return Err("the destination has neither a password nor an OAuth2 credential".into()),
-        })
-    }
-
-    /// Open the sealed secrets and build the engine's view of the job.
+    /// Open the sealed secrets and build the engine's view of the job (as the preflight
+    /// does, [`crate::stored::job_of_spec`]), saving rotated refresh tokens into its spec.
     async fn drain_job(&self, id: i64, spec: &JobSpec) -> Result<DrainJob, String> {
-        let open = |s| self.sealer.open(s).map_err(|e| e.to_string());
-        let tls = |host: &str| TlsOptions {
+        let env = crate::stored::SpecEnv {
+            sealer: self.sealer.clone(),
             extra_roots_pem: self.config.extra_roots_pem.clone(),
-            insecure_skip_verify: false,
-            pin: None,
-            allow_plaintext: (self.config.plaintext_allowed)(host),
+            plaintext_allowed: Arc::clone(&self.config.plaintext_allowed),
             network: Arc::clone(&self.config.network),
+            archives: Arc::clone(&self.config.archives),
         };
-        let target = match &spec.target {
-            TargetSpec::Imap { host, port, security, username, password, auth, folder, flags, oauth2, tls_pin } => {
-                Target::Imap(ImapEndpoint {
-                    host: host.clone(),
-                    port: *port,
-                    security: *security,
-                    username: username.clone(),
-                    credential: self.credential(password.as_ref(), oauth2.as_deref(), &tls)?,
-                    auth: *auth,
-                    // The pin is the endpoint's own; the token endpoint never gets it.
-                    tls: TlsOptions { pin: *tls_pin, ..tls(host) },
-                    folder: folder.clone(),
-                    flags: flags.clone(),
-                })
-            }
-            TargetSpec::Archive { archive } => {
-                let opened = self.config.archives.get(archive).await.map_err(|e| format!("archive {archive}: {e}"))?;
-                Target::Archive(ArchiveTarget { name: archive.clone(), archive: opened })
-            }
-        };
+        let job = crate::stored::job_of_spec(spec, &env).await.map_err(|reason| reason.detail)?;
         // A rotated refresh token is sealed like the stored one and saved over it.
         let save_rotated = match &spec.target {
             TargetSpec::Imap { oauth2: Some(grant), .. } => match &**grant {
@@ -458,16 +407,7 @@ impl Worker {
             },
             _ => None,
         };
-        let source = Pop3Endpoint {
-            host: spec.source.host.clone(),
-            port: spec.source.port,
-            security: spec.source.security,
-            username: spec.source.username.clone(),
-            secret: open(&spec.source.password)?,
-            auth: spec.source.auth,
-            tls: TlsOptions { pin: spec.source.tls_pin, ..tls(&spec.source.host) },
-        };
-        Ok(DrainJob::new(source, target, &spec.options).of_stored_job(id, save_rotated))
+        Ok(job.of_stored_job(id, save_rotated))
     }
 }
 

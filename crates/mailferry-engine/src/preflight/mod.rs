@@ -9,7 +9,6 @@
 //! (`mailferry_model::preflight`), so that the API can document them.
 
 mod probe;
-mod spec;
 mod verdict;
 
 use std::collections::HashMap;
@@ -22,7 +21,7 @@ use tokio::sync::Semaphore;
 use crate::job::{DrainJob, EngineConfig};
 use crate::sink::Target;
 
-pub use spec::{job_of_spec, SpecEnv};
+pub use crate::stored::{job_of_spec, SpecEnv};
 pub use verdict::{estimate, judge, totals, verdict_of, Findings, Throughput, EXPIRY_WARNING_SECS};
 
 /// Most mailboxes a batch preflight checks at once, whatever the per-host caps.

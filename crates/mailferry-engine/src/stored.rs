@@ -1,6 +1,6 @@
-//! A stored job's spec (passwords sealed) as a run of it: what the API's preflight checks.
-//! The same steps as the worker's (`worker.rs`, `drain_job`), so the preflight logs in as
-//! the run will; nothing is saved (a rotated refresh token lives for the preflight only).
+//! A stored job's spec (passwords sealed) as a run of it: the one way the worker (which then
+//! adds the job id and where a rotated refresh token is saved) and the API's preflight
+//! (which saves nothing) make one, so the preflight logs in exactly as the run will.
 
 use std::sync::Arc;
 
