@@ -77,6 +77,10 @@ pub struct EngineConfig {
     /// Most messages and bytes in one (MULTI)APPEND batch.
     pub batch_messages: usize,
     pub batch_bytes: u64,
+    /// APPEND sessions into the destination folder at once (lanes, drain/lanes.rs); 1 for
+    /// an archive. The default is where W1 stopped gaining on this machine kind
+    /// (docs/PERFORMANCE.md).
+    pub append_sessions: usize,
     pub retry: RetryPolicy,
     /// The run's claim on its source mailbox (one run per mailbox at a time).
     pub claim: ClaimConfig,
@@ -96,6 +100,7 @@ impl Default for EngineConfig {
             memory_budget: 16 * 1024 * 1024,
             batch_messages: 64,
             batch_bytes: 8 * 1024 * 1024,
+            append_sessions: 4,
             retry: RetryPolicy::default(),
             claim: ClaimConfig::default(),
             receipts: None,

@@ -98,6 +98,8 @@ impl Settings {
         engine.channel_capacity = p.channel_capacity;
         engine.batch_messages = p.append_batch_messages;
         engine.batch_bytes = p.append_batch_bytes;
+        // Each lane is a session on the destination host: never more than a job may hold.
+        engine.append_sessions = p.append_sessions.min(w.per_host_limit.max(1) as usize);
         engine.pop3.max_message_bytes = p.max_message_bytes;
         engine.pop3.connect_timeout = Duration::from_secs(t.connect_secs);
         engine.imap.connect_timeout = Duration::from_secs(t.connect_secs);

@@ -86,20 +86,20 @@ impl RunContext<'_> {
         .flatten()
         .min_by_key(|(n, _)| *n);
         let window = if pop.capabilities().pipelining { self.config.retr_window.max(1) } else { 1 };
-        let (tx, mut rx) = mpsc::channel::<Item>(self.config.channel_capacity.max(1));
+        let (tx, rx) = mpsc::channel::<Item>(self.config.channel_capacity.max(1));
         let spool = SpoolConfig { normalize: self.job.target.normalizes_line_endings(), ..self.config.spool.clone() };
         let budget = Arc::new(Semaphore::new(kib(self.config.memory_budget) as usize));
         let source = tokio::spawn(retrieve(pop, to_copy, window, limit, spool, budget, tx).in_current_span());
 
-        let mut sink_result = Ok(());
-        while let Some(batch) = self.next_batch(&mut rx).await {
-            if let Err(e) = self.sink_batch(&mut appender, batch, index.as_mut()).await {
-                sink_result = Err(e);
-                break;
-            }
+        // More APPEND sessions into the folder while the source starts retrieving (lanes.rs).
+        let mut extra = self.open_extra_lanes(index.is_some()).await;
+        let lanes: Vec<&mut Sink> = std::iter::once(&mut appender).chain(extra.sinks.iter_mut()).collect();
+        // When every lane has stopped, the receiver is dropped: that stops the source task
+        // at its next send.
+        let sink_result = self.run_lanes(lanes, rx, index.take()).await;
+        for sink in extra.sinks.drain(..) {
+            sink.close().await;
         }
-        // Dropping the receiver stops the source task at its next send.
-        drop(rx);
         let (pop, source_result) =
             source.await.map_err(|e| EngineError::Internal(format!("source task panicked: {e}")))?;
         sink_result?;
@@ -112,7 +112,7 @@ impl RunContext<'_> {
 
     /// Wait for the next item, then take what else is waiting, up to the batch limits.
     /// `None`: the source is done, or the run was cancelled.
-    async fn next_batch(&self, rx: &mut mpsc::Receiver<Item>) -> Option<Vec<Item>> {
+    pub(super) async fn next_batch(&self, rx: &mut mpsc::Receiver<Item>) -> Option<Vec<Item>> {
         let first = tokio::select! {
             item = rx.recv() => item?,
             () = self.cancel.cancelled() => return None,
@@ -133,7 +133,7 @@ impl RunContext<'_> {
         Some(batch)
     }
 
-    async fn sink_batch(&self, appender: &mut Sink, batch: Vec<Item>, index: Option<&mut DestinationIndex>) -> Result<()> {
+    pub(super) async fn sink_batch(&self, appender: &mut Sink, batch: Vec<Item>, index: Option<&mut DestinationIndex>) -> Result<()> {
         let Sorted { found, to_append, permits: _permits } = self.sort_batch(appender, batch, index).await?;
         self.record_found(found).await?;
         let ToAppend { intents, msgs, spans, body_digests } = to_append;

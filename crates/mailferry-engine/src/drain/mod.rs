@@ -3,7 +3,8 @@
 //! The rooms, from the ground up: `context` (what every phase shares: the run's context,
 //! the planned messages, the items handed from source to sink), `plan` (the listing diffed
 //! against the ledger), `retrieve` (the source task), `indoubt` (what the destination holds
-//! already), `deliver` (the sink side, batch by batch), `delete` (read back, DELE, QUIT).
+//! already), `deliver` (the sink side, batch by batch), `lanes` (several APPEND sessions
+//! sharing the batches), `delete` (read back, DELE, QUIT).
 //! This room runs the attempts, retrying, and finishes the run: its summary, its row in
 //! the ledger, its receipt.
 
@@ -11,6 +12,7 @@ mod context;
 mod delete;
 mod deliver;
 mod indoubt;
+mod lanes;
 mod plan;
 mod retrieve;
 
@@ -153,8 +155,21 @@ impl RunContext<'_> {
             return Ok(tally);
         }
         let tally = Tally { listed: listing.count, already_copied: plan.already_copied, ..Tally::default() };
-        self.record_listing(&listing).await?;
+        self.record_listing(&listing, &plan).await?;
         let mut to_copy = plan.to_copy;
+        let reverify = self.job.delete != DeletePolicy::Keep && self.job.verify.reads_back() && !plan.unverified.is_empty();
+        if to_copy.is_empty() && !reverify {
+            // Nothing to copy, nothing in doubt (a `copying` row is planned for copying),
+            // nothing to read back: the destination has no part in this run (a no-op rerun
+            // connects to the source only).
+            self.progress.send_modify(|p| p.listed = tally.listed);
+            if self.cancel.is_cancelled() {
+                pop.quit().await.map_err(|e| self.source_err(e))?;
+            } else {
+                self.delete_and_quit(pop, &listing.listed).await?;
+            }
+            return Ok(tally);
+        }
         let destination = self.open_destination(&mut to_copy, ledger_was_empty).await?;
         let _imap_session = destination.session;
         self.progress.send_modify(|p| {
@@ -163,7 +178,7 @@ impl RunContext<'_> {
         });
 
         let mut sink = destination.sink;
-        if self.job.delete != DeletePolicy::Keep && self.job.verify.reads_back() && !plan.unverified.is_empty() {
+        if reverify {
             self.reverify(&mut sink, &plan.unverified).await?;
         }
         drop(plan.unverified);
@@ -222,6 +237,7 @@ impl RunContext<'_> {
             dry_run: job.dry_run,
             failures: failures(counts.failed),
             skips: failures(counts.skipped),
+            reused: failures(counts.reused),
             merkle_root: None,
             merkle_leaves: None,
         };

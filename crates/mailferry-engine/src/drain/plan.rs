@@ -55,16 +55,17 @@ impl RunContext<'_> {
             listed: listing.count,
             already_copied: plan.already_copied,
             would_copy: plan.to_copy.len() as u64,
-            would_delete: would_delete(self.job.delete, self.job.max_message_bytes, plan),
+            would_delete: would_delete(self.job.delete, self.job.max_message_bytes, self.config.pop3.max_message_bytes, plan),
         }
     }
 
-    /// Record the listing in the ledger: every trackable message `listed`, each duplicate
-    /// UIDL failed with why, each invalid one logged (it has no row to carry it).
-    pub(super) async fn record_listing(&self, listing: &Listing) -> Result<()> {
+    /// Record the listing in the ledger: every trackable message the ledger has no row for
+    /// (or no LIST size) `listed`, each duplicate UIDL failed with why, each invalid one
+    /// logged (it has no row to carry it). Rows the ledger holds already are not written
+    /// again: a rerun of a drained mailbox writes nothing here (issue 18).
+    pub(super) async fn record_listing(&self, listing: &Listing, plan: &Plan) -> Result<()> {
         let store = &*self.store;
-        let rows: Vec<(String, u64)> = listing.listed.iter().map(|p| (p.uidl.clone(), p.size)).collect();
-        store.record_listed(self.job_id, self.run, &rows).await?;
+        store.record_listed(self.job_id, self.run, &plan.to_record).await?;
         for (uidl, numbers) in &listing.duplicates {
             store.record_listed(self.job_id, self.run, &[(uidl.clone(), 0)]).await?;
             let why = format!("the server reports UIDL {uidl:?} for messages {numbers:?}; such messages cannot be tracked and are left in place");
@@ -78,12 +79,14 @@ impl RunContext<'_> {
 }
 
 /// What a dry run would delete under `policy`: what is copied already, and what this run
-/// would copy (within the size limit): skipped or failed messages stay at the source.
-fn would_delete(policy: DeletePolicy, max_message_bytes: Option<u64>, plan: &Plan) -> u64 {
+/// would copy (within the smallest size limit, the job's or the POP3 client's own cap, as
+/// the copy applies them): skipped or failed messages stay at the source.
+fn would_delete(policy: DeletePolicy, max_message_bytes: Option<u64>, client_max: u64, plan: &Plan) -> u64 {
     match policy {
         DeletePolicy::Keep => 0,
         DeletePolicy::AfterVerified => {
-            let within = |p: &&Planned| max_message_bytes.is_none_or(|max| p.size <= max);
+            let max = max_message_bytes.map_or(client_max, |job| job.min(client_max));
+            let within = |p: &&Planned| p.size <= max;
             plan.copied + plan.to_copy.iter().filter(within).count() as u64
         }
         DeletePolicy::AfterDays(_) => plan.copied_days_ago,
@@ -93,6 +96,9 @@ fn would_delete(policy: DeletePolicy, max_message_bytes: Option<u64>, plan: &Pla
 #[derive(Debug, Default)]
 pub(super) struct Plan {
     pub to_copy: Vec<Planned>,
+    /// Listed messages to record as `listed` (UIDL and LIST size): those without a row,
+    /// or whose row has no LIST size yet (written by an older version).
+    pub to_record: Vec<(String, u64)>,
     /// Listed messages the ledger holds as copied (or copied and deleted).
     pub already_copied: u64,
     /// Of those, rows in state `verified` (still at the source, deletable).
@@ -122,6 +128,9 @@ pub(super) async fn plan(
         let rows: std::collections::HashMap<String, LedgerEntry> =
             store.ledger_where(job, LedgerQuery::Uidls(&uidls)).await?.into_iter().map(|e| (e.uidl.clone(), e)).collect();
         for p in chunk {
+            if rows.get(&p.uidl).is_none_or(|row| row.list_size.is_none()) {
+                plan.to_record.push((p.uidl.clone(), p.size));
+            }
             match rows.get(&p.uidl) {
                 Some(old) if old.state.is_copied() && old.list_size.is_some_and(|was| was != p.size) => {
                     let was = old.list_size.unwrap_or_default();
@@ -133,6 +142,8 @@ pub(super) async fn plan(
                     if !dry_run {
                         store.supersede_reused(job, run, &p.uidl, &why).await?;
                     }
+                    // The old row now goes by another name: the new message needs its own.
+                    plan.to_record.push((p.uidl.clone(), p.size));
                     plan.to_copy.push(p.clone());
                 }
                 Some(old) if old.state.is_copied() => {
@@ -175,9 +186,19 @@ mod tests {
     #[test]
     fn a_dry_run_would_delete_what_the_policy_allows() {
         let plan = Plan { to_copy: vec![planned(10), planned(500)], copied: 3, copied_days_ago: 1, ..Plan::default() };
-        assert_eq!(would_delete(DeletePolicy::Keep, None, &plan), 0);
-        assert_eq!(would_delete(DeletePolicy::AfterVerified, None, &plan), 5);
-        assert_eq!(would_delete(DeletePolicy::AfterVerified, Some(100), &plan), 4, "the large one would be skipped");
-        assert_eq!(would_delete(DeletePolicy::AfterDays(7), None, &plan), 1);
+        let cap = u64::MAX;
+        assert_eq!(would_delete(DeletePolicy::Keep, None, cap, &plan), 0);
+        assert_eq!(would_delete(DeletePolicy::AfterVerified, None, cap, &plan), 5);
+        assert_eq!(would_delete(DeletePolicy::AfterVerified, Some(100), cap, &plan), 4, "the large one would be skipped");
+        assert_eq!(would_delete(DeletePolicy::AfterDays(7), None, cap, &plan), 1);
+    }
+
+    #[test]
+    fn a_dry_run_would_not_delete_what_the_pop3_clients_cap_skips() {
+        let plan = Plan { to_copy: vec![planned(10), planned(500), planned(5000)], copied: 3, ..Plan::default() };
+        assert_eq!(would_delete(DeletePolicy::AfterVerified, None, 1000, &plan), 5, "pop3.max_message_bytes alone");
+        assert_eq!(would_delete(DeletePolicy::AfterVerified, Some(100), 1000, &plan), 4, "the job's smaller limit");
+        assert_eq!(would_delete(DeletePolicy::AfterVerified, Some(100_000), 400, &plan), 4, "the client's smaller cap");
+        assert_eq!(would_delete(DeletePolicy::AfterVerified, Some(100_000), 5000, &plan), 6, "at the cap is within");
     }
 }

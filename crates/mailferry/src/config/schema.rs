@@ -142,6 +142,9 @@ pub struct PipelineConfig {
     pub append_batch_messages: usize,
     #[serde(deserialize_with = "de::positive")]
     pub append_batch_bytes: u64,
+    /// APPEND sessions per job into its destination folder (at most `per_host_limit`).
+    #[serde(deserialize_with = "de::positive")]
+    pub append_sessions: usize,
     #[serde(deserialize_with = "de::positive")]
     pub max_message_bytes: u64,
 }
@@ -156,6 +159,7 @@ impl Default for PipelineConfig {
             channel_capacity: e.channel_capacity,
             append_batch_messages: e.batch_messages,
             append_batch_bytes: e.batch_bytes,
+            append_sessions: e.append_sessions,
             max_message_bytes: e.pop3.max_message_bytes,
         }
     }

@@ -50,6 +50,7 @@ fn fully_populated() -> Config {
                 channel_capacity: 1,
                 append_batch_messages: 1,
                 append_batch_bytes: 1,
+                append_sessions: 1,
                 max_message_bytes: 1,
             },
             timeouts: TimeoutsConfig { connect_secs: 1, pop3_io_secs: 1, imap_io_secs: 1 },
