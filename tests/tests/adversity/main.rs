@@ -5,6 +5,7 @@
 mod fencing;
 mod hostile;
 mod lying;
+mod shared_archive;
 mod soak;
 mod verify;
 mod worker;

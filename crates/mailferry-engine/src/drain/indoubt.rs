@@ -84,22 +84,38 @@ impl RunContext<'_> {
         Ok((Sink::Imap(appender), index))
     }
 
-    /// The archive records every arrival by (host, account, UIDL): whatever the ledger lost
-    /// or left in doubt, the archive itself says what already arrived.
+    /// The archive records every arrival by (host, account, UIDL): a copy this job left in
+    /// doubt (its `copying` row records the digest it retrieved before the put) is settled
+    /// by the archive's own occurrence, without retrieving the message again.
+    ///
+    /// Only then: the occurrence key has no port, and job ids are unique per ledger only
+    /// (two `--state` files, or the CLI beside the service, sharing one archive each have a
+    /// job 1), so an occurrence "of this job" may be another source's message with the same
+    /// account, UIDL and size. It is trusted only when this job's own in-doubt row carries
+    /// the occurrence's digest; everything else goes through put(), which compares digests
+    /// (the same bytes: recorded copied; other bytes: refused, kept at the source).
     async fn open_archive(&self, target: &ArchiveTarget, to_copy: &mut Vec<Planned>) -> Result<Sink> {
         let store = &self.store;
+        let recorded: HashMap<String, String> = store
+            .ledger_where(self.job_id, LedgerQuery::InDoubt)
+            .await?
+            .into_iter()
+            .filter_map(|e| e.wire_digest.map(|d| (e.uidl, d)))
+            .collect();
         let mut found = Vec::new();
         let mut verified = Vec::new();
         for p in to_copy.iter() {
+            let Some(digest) = recorded.get(&p.uidl) else { continue };
             let hit = target
                 .archive
                 .find_occurrence(&self.job.source.host, &self.job.source.username, &p.uidl)
                 .await
                 .map_err(|e| self.sink_err(SinkError::Archive(e)))?;
-            // Trusted only when it is this job's own arrival (the job names the port
-            // too) and its size agrees with today's LIST size: another source on the
-            // host, or a reused UIDL, goes through put(), which compares digests.
-            let hit = hit.filter(|occ| occ.job_id == Some(self.job_id) && size_agrees(occ.size, p.size));
+            let hit = hit.filter(|occ| {
+                occ.job_id == Some(self.job_id)
+                    && size_agrees(occ.size, p.size)
+                    && occ.digest.to_hex().eq_ignore_ascii_case(digest)
+            });
             if let Some(occ) = hit {
                 // The arrival is recorded, but its S3 Object Lock may not be (the lock
                 // call failed, or the process died, after the index commit): apply it
