@@ -131,6 +131,11 @@ pub struct RunSummary {
     pub dry_run: bool,
     pub failures: Vec<MessageFailure>,
     pub skips: Vec<MessageFailure>,
+    /// UIDLs the source gave to other bytes since they were copied (a reused UIDL, told by
+    /// its LIST size), each with what changed: copied as new messages by this run, deletable
+    /// only after their own copies; the old copies stay. Absent when there were none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reused: Vec<MessageFailure>,
     /// Archive targets: the Merkle root over the digests this run ingested (also written to
     /// the archive's event log), so any one message can later be proven with a short path.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -241,6 +241,19 @@ macro_rules! impl_store {
                     let list = if state == "skipped" { &mut counts.skipped } else { &mut counts.failed };
                     list.push((uidl, reason));
                 }
+                // Rows this run superseded (a reused UIDL): named `<uidl> (superseded in run
+                // N)`, which no real UIDL can be (no spaces, RFC 1939 §7).
+                let suffix = crate::superseded_name("", run);
+                let reused: Vec<(String, Option<String>)> = sqlx::query_as(
+                    "SELECT uidl, reason FROM ledger WHERE job_id = $1 AND uidl LIKE $2 ORDER BY uidl",
+                )
+                .bind(job).bind(format!("%{suffix}"))
+                .fetch_all(self.reader())
+                .await?;
+                counts.reused = reused
+                    .into_iter()
+                    .filter_map(|(name, why)| Some((name.strip_suffix(&suffix)?.to_owned(), why.unwrap_or_default())))
+                    .collect();
                 Ok(counts)
             }
 

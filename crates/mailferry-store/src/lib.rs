@@ -164,6 +164,8 @@ pub struct RunCounts {
     pub deleted: u64,
     pub skipped: Vec<(String, String)>,
     pub failed: Vec<(String, String)>,
+    /// UIDLs this run found reused for other bytes (their old rows superseded), with why.
+    pub reused: Vec<(String, String)>,
 }
 
 /// The persistence the engine and the API need. Every method is one transaction.

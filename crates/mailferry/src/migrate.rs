@@ -478,6 +478,9 @@ fn print_report(report: &RunReport, json: bool) {
     for f in &s.failures {
         println!("  failed {}: {}", f.uidl, f.error);
     }
+    for f in &s.reused {
+        println!("  reused UIDL {}: {}", f.uidl, f.error);
+    }
 }
 
 fn report_error(e: &EngineError, json: bool) {

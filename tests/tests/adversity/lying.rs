@@ -145,6 +145,14 @@ async fn a_reused_uidl_is_copied_as_a_new_message_before_it_is_deleted() {
             .await
             .unwrap();
     assert_eq!((second.outcome, second.summary.copied), (Outcome::Succeeded, 1), "{second:?}");
+    // Reported where the admin reads the run's outcome, with both sizes.
+    assert_eq!(second.summary.reused.len(), 1, "{:?}", second.summary);
+    let reuse = &second.summary.reused[0];
+    assert_eq!(reuse.uidl, "uid-1");
+    assert!(reuse.error.contains("reused UIDL") && reuse.error.contains(&format!("{} bytes", other.len())), "{}", reuse.error);
+    let json = serde_json::to_value(&second.summary).unwrap();
+    assert_eq!(json["reused"][0]["uidl"], "uid-1", "{json}");
+    assert!(first.summary.reused.is_empty() && serde_json::to_value(&first.summary).unwrap().get("reused").is_none());
     assert!(fake.remaining().is_empty(), "deleted, each after its own copy");
     let mut expected = msgs.iter().map(|m| normalize_crlf(m)).collect::<Vec<_>>();
     expected.push(other);
