@@ -69,6 +69,23 @@ pub struct FakeScript {
     /// A server that cuts a message: RETR sends fewer bytes than LIST announced, properly
     /// terminated (every connection).
     pub cut_retr: Option<CutRetr>,
+    /// A server whose LIST sizes are approximate for one message (converted on the fly):
+    /// LIST counts fewer bytes than RETR sends, and RETR may send other bytes every time.
+    pub approximate_list: Option<ApproximateList>,
+}
+
+/// See [`FakeScript::approximate_list`].
+#[derive(Debug, Clone, Default)]
+pub struct ApproximateList {
+    /// Message number.
+    pub msg: u32,
+    /// LIST counts this many bytes fewer than RETR sends.
+    pub under: usize,
+    /// Every RETR of it sends other bytes of the same length (an `X-Conversion: N` header
+    /// line first, N counting the retrievals): a conversion that is not stable.
+    pub unstable: bool,
+    /// RETRs of it so far.
+    pub retrievals: Arc<AtomicUsize>,
 }
 
 /// See [`FakeScript::cut_retr`].
@@ -411,7 +428,11 @@ async fn trans_command<W: tokio::io::AsyncWrite + Unpin>(
         "LIST" | "UIDL" => {
             let item = |i: usize| {
                 if cmd == "LIST" {
-                    format!("{} {}", i + 1, wire(&msgs[i]).len())
+                    let under = match &script.approximate_list {
+                        Some(a) if a.msg as usize == i + 1 => a.under,
+                        _ => 0,
+                    };
+                    format!("{} {}", i + 1, wire(&msgs[i]).len().saturating_sub(under))
                 } else {
                     format!("{} {}", i + 1, msgs[i].uidl)
                 }
@@ -450,6 +471,14 @@ async fn trans_command<W: tokio::io::AsyncWrite + Unpin>(
                     if !body.ends_with(b"\r\n") {
                         body.extend_from_slice(b"\r\n");
                     }
+                }
+            }
+            if let Some(a) = script.approximate_list.as_ref().filter(|a| cmd == "RETR" && a.msg as usize == i + 1) {
+                let n = a.retrievals.fetch_add(1, Ordering::SeqCst);
+                if a.unstable {
+                    let mut other = format!("X-Conversion: {}\r\n", n % 10).into_bytes();
+                    other.extend_from_slice(&body);
+                    body = other;
                 }
             }
             let mut out = format!("+OK {} octets\r\n", body.len()).into_bytes();

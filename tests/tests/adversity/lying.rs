@@ -8,7 +8,7 @@ use std::time::Duration;
 use mailferry_engine::{run_job, DrainJob, EngineConfig, Outcome, RetryPolicy, Target};
 use mailferry_model::{DeletePolicy, ImapAuth, ImapEndpoint, Pop3Auth, Pop3Endpoint, Security, TlsOptions};
 use mailferry_store::SqliteStore;
-use mailferry_tests::fake::{CutRetr, FakeConfig, FakePop3, FakeScript};
+use mailferry_tests::fake::{ApproximateList, CutRetr, FakeConfig, FakePop3, FakeScript};
 use mailferry_tests::{normalize_crlf, Dovecot};
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
@@ -175,4 +175,59 @@ async fn a_message_over_the_clients_size_cap_is_skipped_by_its_list_size_not_fat
     assert!(report.summary.skips.iter().all(|f| f.error.contains("pop3.max_message_bytes")), "{:?}", report.summary.skips);
     assert_eq!(fake.remaining().len(), 2, "skipped messages stay at the source");
     assert_eq!(s.dovecot.messages("dst"), vec![small]);
+}
+
+fn approximate(msg: u32, unstable: bool) -> FakeScript {
+    FakeScript {
+        pipelining: true,
+        approximate_list: Some(ApproximateList { msg, under: 10, unstable, retrievals: Default::default() }),
+        ..Default::default()
+    }
+}
+
+/// Where the DELE of `msg` and its RETRs fall among the commands the server received.
+fn retr_and_dele(fake: &FakePop3, msg: u32) -> (Vec<usize>, Option<usize>) {
+    let commands = fake.commands();
+    let retr: Vec<usize> = commands.iter().enumerate().filter(|(_, c)| **c == format!("RETR {msg}")).map(|(i, _)| i).collect();
+    (retr, commands.iter().position(|c| *c == format!("DELE {msg}")))
+}
+
+#[tokio::test]
+async fn approximate_list_sizes_copy_after_two_identical_retrievals() {
+    let s = setup().await;
+    let msgs = messages(3, "approx");
+    let mut cfg = FakeConfig::new("u", "p", msgs.clone());
+    cfg.script = approximate(2, false);
+    let fake = FakePop3::start(cfg);
+
+    let report = run_job(s.store.clone(), &job(&s, fake.port(), DeletePolicy::AfterVerified), &config(), None, CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!((report.outcome, report.summary.copied, report.summary.failed), (Outcome::Succeeded, 3, 0), "{report:?}");
+    let (retr, dele) = retr_and_dele(&fake, 2);
+    assert_eq!(retr.len(), 2, "retrieved twice: {:?}", fake.commands());
+    assert!(dele.is_some_and(|d| d > retr[1]), "deleted only after the second, identical retrieval: {:?}", fake.commands());
+    assert!(fake.remaining().is_empty());
+    assert_eq!(sorted(s.dovecot.messages("dst")), sorted(msgs.iter().map(|m| normalize_crlf(m)).collect()));
+}
+
+#[tokio::test]
+async fn approximate_list_sizes_with_retrievals_that_differ_keep_the_message() {
+    let s = setup().await;
+    let msgs = messages(3, "unstable");
+    let mut cfg = FakeConfig::new("u", "p", msgs.clone());
+    cfg.script = approximate(2, true);
+    let fake = FakePop3::start(cfg);
+
+    let report = run_job(s.store.clone(), &job(&s, fake.port(), DeletePolicy::AfterVerified), &config(), None, CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!((report.outcome, report.summary.copied, report.summary.failed), (Outcome::Partial, 2, 1), "{report:?}");
+    assert_eq!(report.summary.failures[0].uidl, "uid-2");
+    assert!(report.summary.failures[0].error.contains("LIST size"), "{}", report.summary.failures[0].error);
+    let (retr, dele) = retr_and_dele(&fake, 2);
+    assert_eq!((retr.len(), dele), (2, None), "retrieved twice, never deleted: {:?}", fake.commands());
+    let left: Vec<String> = fake.remaining().into_iter().map(|(u, _)| u).collect();
+    assert_eq!(left, vec!["uid-2".to_string()], "kept at the source");
+    assert_eq!(sorted(s.dovecot.messages("dst")), sorted(vec![normalize_crlf(&msgs[0]), normalize_crlf(&msgs[2])]));
 }
