@@ -183,13 +183,30 @@ pub async fn run(args: MigrateArgs, loaded: &Loaded) -> u8 {
     };
     let (tx, rx) = watch::channel(Progress::default());
     let bar = (!args.json && std::io::stderr().is_terminal()).then(|| tokio::spawn(show_progress(rx)));
-    // Ctrl-C stops between messages: what is copied stays recorded, nothing is deleted.
+    // Ctrl-C (SIGINT) or SIGTERM (`kill`, systemd, a container stop) stops between messages:
+    // the RETRs in flight are drained, QUIT is sent, what is copied stays recorded, nothing
+    // is deleted; the run ends `cancelled` (exit status 1).
     let cancel = tokio_util::sync::CancellationToken::new();
-    let on_ctrl_c = cancel.clone();
+    let on_signal = cancel.clone();
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            on_ctrl_c.cancel();
+        let sigterm = async {
+            match term {
+                Ok(mut term) => {
+                    term.recv().await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot handle SIGTERM; only Ctrl-C stops the run gracefully");
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        // A Ctrl-C handler that cannot be installed disables its branch only.
+        tokio::select! {
+            Ok(()) = tokio::signal::ctrl_c() => {}
+            () = sigterm => {}
         }
+        on_signal.cancel();
     });
     let result = run_job(Arc::clone(&store) as Arc<dyn mailferry_store::Store>, &job, &config, Some(tx), cancel).await;
     if let Some(bar) = bar {

@@ -298,3 +298,59 @@ fn the_network_policy_refuses_denied_addresses_before_connecting() {
     assert_eq!(lab.dst().len(), 1);
     lab.migrate(&[]).assert_code(0);
 }
+
+/// Copied rows in the ledger so far (0 while the database does not exist yet).
+fn copied_rows(lab: &Lab, rt: &tokio::runtime::Runtime) -> i64 {
+    rt.block_on(async {
+        let url = format!("sqlite://{}?mode=ro", lab.state().display());
+        let Ok(mut conn) = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url).await else { return 0 };
+        sqlx::query_scalar("SELECT count(*) FROM ledger WHERE state IN ('copied', 'verified')")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap_or(0)
+    })
+}
+
+/// Issue 13: SIGTERM (a `kill`, systemd, a container stop) stops `mailferry migrate` as
+/// Ctrl-C does: between messages, the pipelined RETRs drained, QUIT sent, no DELE, outcome
+/// `cancelled`, exit status 1; a rerun finishes the job. The signal goes to the mailferry
+/// process itself, not to a wrapper shell.
+#[test]
+fn sigterm_stops_a_migration_like_ctrl_c_without_deleting() {
+    let lab = Lab::start();
+    let msgs = mailferry_tests::realistic(1500, 17);
+    lab.dovecot.seed("src", &msgs);
+    let child = lab
+        .command(&["--from", &lab.source_url(), "--to", &lab.to_tls("INBOX"), "--delete", "after-verified"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while copied_rows(&lab, &rt) < 10 {
+        assert!(std::time::Instant::now() < deadline, "no copies landed");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let pid = child.id().to_string();
+    let kill = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(kill.success());
+    let run = Run::from(child.wait_with_output().unwrap());
+    run.assert_code(1);
+    assert_eq!(run.json["outcome"], "cancelled", "{}", run.stdout);
+    assert_eq!(run.n("deleted"), 0);
+    assert_eq!(lab.src().len(), msgs.len(), "no DELE took effect");
+    let copied = lab.dst().len();
+    assert!(copied < msgs.len(), "stopped before the end ({copied} copied)");
+    let log = lab.dovecot.log();
+    let logouts: Vec<&str> = log.lines().filter(|l| l.contains("pop3(src)") && l.contains("Disconnected")).collect();
+    assert!(
+        logouts.iter().any(|l| l.contains("Logged out") && l.contains("del=0/")),
+        "the POP3 session ended with QUIT, nothing deleted: {logouts:?}"
+    );
+
+    let rerun = lab.migrate(&["--delete", "after-verified"]);
+    rerun.assert_code(0);
+    assert_same_messages(&msgs, &lab.dst());
+    assert!(lab.src().is_empty());
+}
