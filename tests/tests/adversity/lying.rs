@@ -231,3 +231,17 @@ async fn approximate_list_sizes_with_retrievals_that_differ_keep_the_message() {
     assert_eq!(left, vec!["uid-2".to_string()], "kept at the source");
     assert_eq!(sorted(s.dovecot.messages("dst")), sorted(vec![normalize_crlf(&msgs[0]), normalize_crlf(&msgs[2])]));
 }
+
+#[tokio::test]
+async fn a_dry_run_does_not_count_messages_over_the_clients_cap_as_deletions() {
+    let s = setup().await;
+    let mut msgs = messages(2, "big");
+    msgs.push(b"Message-ID: <small@fake>\r\nSubject: small\r\n\r\nfits\r\n".to_vec());
+    let fake = FakePop3::start(FakeConfig::new("u", "p", msgs));
+    let mut config = config();
+    config.pop3.max_message_bytes = 2000;
+    let mut dry = job(&s, fake.port(), DeletePolicy::AfterVerified);
+    dry.dry_run = true;
+    let report = run_job(s.store.clone(), &dry, &config, None, CancellationToken::new()).await.unwrap();
+    assert_eq!((report.summary.copied, report.summary.deleted), (3, 1), "only the small one would be deleted: {report:?}");
+}
