@@ -126,4 +126,45 @@ mod tests {
             assert!(parse(bad).is_err(), "{bad}");
         }
     }
+
+    // Issue 13, "Prove it": whatever is typed after --from / --to, a parse never panics and
+    // what it returns holds together.
+    mod props {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn holds_together(text: &str) -> Result<(), TestCaseError> {
+            match parse(text) {
+                Ok(u) => {
+                    prop_assert!(!u.username.is_empty() && u.port != 0, "{:?}", u);
+                    prop_assert!(u.protocol == Protocol::Imap || u.folder.is_none(), "a POP3 URL has no folder: {:?}", u);
+                }
+                Err(e) => prop_assert!(!e.is_empty()),
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+            #[test]
+            fn any_text_parses_or_fails_with_a_reason(text in any::<String>()) {
+                holds_together(&text)?;
+            }
+
+            #[test]
+            fn urls_made_of_arbitrary_parts_parse_or_fail_with_a_reason(
+                scheme in prop_oneof![Just("pop3s"), Just("pop3"), Just("imaps"), Just("IMAP"), Just("archive"), Just("")],
+                user in any::<String>(),
+                host in prop_oneof![any::<String>(), "[a-z0-9.:\\[\\]%@-]{0,30}".prop_map(String::from)],
+                port in prop_oneof![Just(String::new()), any::<u32>().prop_map(|p| format!(":{p}")), "[:0-9a-z%]{0,8}".prop_map(String::from)],
+                folder in prop_oneof![Just(String::new()), any::<String>().prop_map(|f| format!("/{f}")), "/[%0-9a-fA-F/]{0,12}".prop_map(String::from)],
+            ) {
+                holds_together(&format!("{scheme}://{user}@{host}{port}{folder}"))?;
+                holds_together(&format!("{scheme}:{user}"))?;
+            }
+        }
+    }
 }
+

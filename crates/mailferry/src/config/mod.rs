@@ -94,4 +94,6 @@ impl Loaded {
 }
 
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests;
