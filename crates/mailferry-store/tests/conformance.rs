@@ -273,6 +273,13 @@ async fn ledger_story(s: Arc<dyn Store>) {
     assert_eq!((counts.copied, counts.found, counts.bytes), (0, 1, 0));
     assert_eq!(counts.failed, vec![("u4".to_string(), "refused".to_string())]);
     s.finish_run(run2, "partial", None, "{}").await.unwrap();
+
+    // A UIDL reused for other bytes: the run that superseded the old row reports it, by its
+    // real name; other runs do not.
+    let run3 = s.start_run(job, false).await.unwrap();
+    s.supersede_reused(job, run3, "u2", "reused: 11 then 99 bytes").await.unwrap();
+    assert_eq!(s.run_counts(job, run3).await.unwrap().reused, vec![("u2".to_string(), "reused: 11 then 99 bytes".to_string())]);
+    assert!(s.run_counts(job, run2).await.unwrap().reused.is_empty());
 }
 
 async fn cli_jobs_are_never_claimable(s: Arc<dyn Store>) {
