@@ -12,7 +12,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, ObjectStoreExt};
 
@@ -111,11 +111,23 @@ impl Backend {
         d: &Digest,
         staged: tempfile::NamedTempFile,
     ) -> Result<()> {
+        let dirs = self.put_staged_unsynced(d, staged).await?;
+        self.sync_dirs(dirs).await
+    }
+
+    /// Like [`put_staged`](Self::put_staged), except that on local disk the directories the
+    /// object's entry (and any fan-out directory created for it) live in are returned
+    /// instead of fsynced: the object is durable only once [`sync_dirs`](Self::sync_dirs)
+    /// has synced them. A group ingest syncs each directory once for the whole group.
+    pub(crate) async fn put_staged_unsynced(
+        &self,
+        d: &Digest,
+        staged: tempfile::NamedTempFile,
+    ) -> Result<Vec<PathBuf>> {
         if let Some(root) = &self.local_root {
             let dest = root.join(blob_key(d));
             let root = root.clone();
-            tokio::task::spawn_blocking(move || durable_rename(&root, staged, &dest)).await??;
-            return Ok(());
+            return tokio::task::spawn_blocking(move || rename_into_place(&root, staged, &dest)).await?;
         }
         // Remote: stream the staged file up (multipart above the buffer size), so a 50 MB
         // blob is never held in memory.
@@ -124,6 +136,21 @@ impl Backend {
             object_store::buffered::BufWriter::new(self.store.clone(), self.path(&blob_key(d)));
         tokio::io::copy(&mut file, &mut w).await?;
         tokio::io::AsyncWriteExt::shutdown(&mut w).await?;
+        Ok(Vec::new())
+    }
+
+    /// fsyncs each directory once (duplicates skipped), several at a time: one flush per
+    /// directory would otherwise queue behind the previous one.
+    pub(crate) async fn sync_dirs(&self, mut dirs: Vec<PathBuf>) -> Result<()> {
+        let mut seen = std::collections::HashSet::new();
+        dirs.retain(|d| seen.insert(d.clone()));
+        let synced: Vec<_> = futures::stream::iter(dirs.into_iter().map(|d| tokio::task::spawn_blocking(move || sync_dir(&d))))
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        for r in synced {
+            r??;
+        }
         Ok(())
     }
 
@@ -173,12 +200,15 @@ impl Backend {
     }
 }
 
-fn durable_rename(root: &Path, staged: tempfile::NamedTempFile, dest: &Path) -> Result<()> {
+/// Creates the fan-out directories and renames the staged file into place, without any
+/// directory fsync: returns the directories to fsync before the object counts as durable
+/// (the parent of each directory created, so its entry survives a crash, then the object's
+/// own directory).
+fn rename_into_place(root: &Path, staged: tempfile::NamedTempFile, dest: &Path) -> Result<Vec<PathBuf>> {
     let parent = dest
         .parent()
         .ok_or_else(|| ArchiveError::Config("bad blob path".into()))?;
-    // Create the fan-out directories one by one, fsyncing the parent of each new one so
-    // the directory entry itself survives a crash.
+    let mut to_sync = Vec::new();
     let mut dir = root.to_path_buf();
     for comp in parent
         .strip_prefix(root)
@@ -192,13 +222,13 @@ fn durable_rename(root: &Path, staged: tempfile::NamedTempFile, dest: &Path) -> 
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(e.into()),
             }
-            sync_dir(&dir)?;
+            to_sync.push(dir.clone());
         }
         dir = next;
     }
     staged.persist(dest).map_err(|e| e.error)?;
-    sync_dir(parent)?;
-    Ok(())
+    to_sync.push(parent.to_path_buf());
+    Ok(to_sync)
 }
 
 pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {

@@ -163,3 +163,36 @@ async fn tampering_with_the_shared_index_is_detected() {
         rep.discrepancies
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn workers_ingesting_overlapping_groups_record_each_arrival_once() {
+    let db = TestDb::create().await;
+    let blobs = Arc::new(InMemory::new());
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = tokio::join!(worker(&db, &blobs, d1.path()), worker(&db, &blobs, d2.path()));
+    // Both workers ingest the same 3 groups of 20 arrivals at once (a lease takeover
+    // replaying a batch), plus their own account's copy of the same bytes.
+    let group = |account: &'static str, g: u32| -> Vec<(mailferry_archive::MessageSource, mailferry_archive::Occurrence)> {
+        (g * 20..g * 20 + 20)
+            .flat_map(|i| {
+                let m = msg("x@example.com", "y@example.com", &format!("Group {i}"), &format!("body {i}"));
+                [(m.clone().into(), occ("shared", &i.to_string())), (m.into(), occ(account, &i.to_string()))]
+            })
+            .collect()
+    };
+    let (mut new_occ, mut new_blobs) = (0, 0);
+    for g in 0..3 {
+        let (ra, rb) = tokio::join!(a.put_group(group("alice", g)), b.put_group(group("bob", g)));
+        for r in ra.unwrap().into_iter().chain(rb.unwrap()) {
+            let r = r.unwrap();
+            new_occ += u32::from(r.occurrence_new);
+            new_blobs += u32::from(r.stored_new);
+        }
+    }
+    assert_eq!(new_occ, 180, "60 shared + 60 alice + 60 bob, each recorded once");
+    assert_eq!(new_blobs, 60, "identical bytes stored once across workers");
+    let rep = a.verify("auditor").await.unwrap();
+    assert!(rep.ok(), "{:?}", rep.discrepancies);
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+}

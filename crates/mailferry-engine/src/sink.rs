@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use mailferry_archive::{Archive, ArchiveError, MessageSource, Occurrence};
+use mailferry_archive::{Archive, ArchiveError, MessageSource, Occurrence, PutOutcome};
 use mailferry_imap::{AppendBody, AppendMessage, AppendOutcome, Appender};
 use mailferry_model::ImapEndpoint;
 
@@ -96,36 +96,56 @@ impl Sink {
                 .await
                 .map_err(|e| DeliverError { outcomes: e.outcomes, error: SinkError::Imap(e.error) }),
             Self::Archive { archive, source_host, account, job, run } => {
-                let mut outcomes = Vec::with_capacity(msgs.len());
-                for (msg, uidl) in msgs.iter().zip(uidls) {
-                    let source = match &msg.body {
-                        AppendBody::Memory(v) => MessageSource::from(v.clone()),
-                        AppendBody::Spooled { path, .. } => MessageSource::from(path.to_path_buf()),
-                    };
-                    let occurrence = Occurrence {
-                        source_host: source_host.clone(),
-                        account: account.clone(),
-                        uidl: uidl.clone(),
-                        job_id: Some(*job),
-                        run_id: Some(*run),
-                        retrieved_at: Utc::now(),
-                    };
-                    // put() returns once the blob is fsynced and the index row committed.
-                    match archive.put(source, occurrence).await {
-                        Ok(_) => outcomes.push(AppendOutcome::Appended { uid: None, uid_validity: None }),
-                        Err(ArchiveError::OccurrenceConflict(c)) => outcomes.push(AppendOutcome::Refused(format!(
-                            "the archive already holds different bytes for this UIDL ({})",
-                            c.existing
-                        ))),
-                        Err(e) => {
-                            // The ones before are committed; this one and the rest are unknown.
-                            let mut known: Vec<Option<AppendOutcome>> = outcomes.into_iter().map(Some).collect();
-                            known.resize(msgs.len(), None);
-                            return Err(DeliverError { outcomes: known, error: SinkError::Archive(e) });
+                let group = msgs
+                    .iter()
+                    .zip(uidls)
+                    .map(|(msg, uidl)| {
+                        let source = match &msg.body {
+                            AppendBody::Memory(v) => MessageSource::from(v.clone()),
+                            AppendBody::Spooled { path, .. } => MessageSource::from(path.to_path_buf()),
+                        };
+                        let occurrence = Occurrence {
+                            source_host: source_host.clone(),
+                            account: account.clone(),
+                            uidl: uidl.clone(),
+                            job_id: Some(*job),
+                            run_id: Some(*run),
+                            retrieved_at: Utc::now(),
+                        };
+                        (source, occurrence)
+                    })
+                    .collect();
+                // put_group() returns once every blob is fsynced and the group's one index
+                // transaction is committed: only then may a message count as copied.
+                match archive.put_group(group).await {
+                    Ok(results) => {
+                        let mut failed = None;
+                        let mut known = Vec::with_capacity(results.len());
+                        for r in results {
+                            match archive_outcome(r) {
+                                Ok(o) => known.push(Some(o)),
+                                Err(e) => {
+                                    // This message alone failed (an unreadable spool file, an
+                                    // Object Lock call): unknown; the others stand.
+                                    known.push(None);
+                                    failed.get_or_insert(e);
+                                }
+                            }
+                        }
+                        match failed {
+                            None => Ok(known.into_iter().flatten().collect()),
+                            Some(e) => Err(DeliverError { outcomes: known, error: SinkError::Archive(e) }),
                         }
                     }
+                    Err(e) => {
+                        // Nothing of the group was committed: only refusals decided before
+                        // its transaction are known; the rest stay `copying`.
+                        let mut known: Vec<Option<AppendOutcome>> =
+                            e.outcomes.into_iter().map(|o| o.and_then(|r| archive_outcome(r).ok())).collect();
+                        known.resize(msgs.len(), None);
+                        Err(DeliverError { outcomes: known, error: SinkError::Archive(e.error) })
+                    }
                 }
-                Ok(outcomes)
             }
         }
     }
@@ -134,6 +154,19 @@ impl Sink {
         if let Self::Imap(a) = self {
             a.logout().await;
         }
+    }
+}
+
+/// One archive result as an APPEND outcome: stored (or already there) is `Appended`, a
+/// UIDL already archived with different bytes is `Refused`; any other error is returned.
+fn archive_outcome(r: Result<PutOutcome, ArchiveError>) -> Result<AppendOutcome, ArchiveError> {
+    match r {
+        Ok(_) => Ok(AppendOutcome::Appended { uid: None, uid_validity: None }),
+        Err(ArchiveError::OccurrenceConflict(c)) => Ok(AppendOutcome::Refused(format!(
+            "the archive already holds different bytes for this UIDL ({})",
+            c.existing
+        ))),
+        Err(e) => Err(e),
     }
 }
 

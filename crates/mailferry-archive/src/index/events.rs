@@ -16,7 +16,20 @@ pub(crate) async fn append_event(
     actor: &str,
     detail: serde_json::Value,
 ) -> Result<Event> {
-    let (seq, prev_hash) = match head(&mut *conn).await? {
+    let tip = head(&mut *conn).await?;
+    append_event_after(conn, tip, kind, actor, detail).await
+}
+
+/// [`append_event`] after a head the caller already read inside this transaction (a group
+/// ingest chains its events one after another without reading the head back each time).
+pub(crate) async fn append_event_after(
+    conn: &mut AnyConnection,
+    tip: Option<(i64, String)>,
+    kind: EventKind,
+    actor: &str,
+    detail: serde_json::Value,
+) -> Result<Event> {
+    let (seq, prev_hash) = match tip {
         Some((s, h)) => (s + 1, h),
         None => (1, chain::GENESIS.to_string()),
     };

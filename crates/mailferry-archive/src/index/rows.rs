@@ -63,8 +63,9 @@ fn records(rows: Vec<OccRow>, archive: &str) -> Result<Vec<OccurrenceRecord>> {
 }
 
 /// The occurrence recorded for (host, account, UIDL), if any: the key `put` dedups on.
-pub(crate) async fn occurrence_by_key(
-    db: &AnyPool,
+/// Takes any executor: the pool, or a write transaction that must see its own inserts.
+pub(crate) async fn occurrence_by_key<'c>(
+    db: impl sqlx::Executor<'c, Database = sqlx::Any>,
     archive: &str,
     source_host: &str,
     account: &str,
@@ -79,6 +80,29 @@ pub(crate) async fn occurrence_by_key(
     .fetch_optional(db)
     .await?;
     row.map(|r| r.into_record(archive)).transpose()
+}
+
+/// The occurrences recorded under any of these (host, account, UIDL) keys, inside the
+/// caller's transaction: one statement per 100 keys instead of one per key.
+pub(crate) async fn occurrences_by_keys(
+    conn: &mut sqlx::AnyConnection,
+    archive: &str,
+    keys: &[(&str, &str, &str)],
+) -> Result<Vec<OccurrenceRecord>> {
+    let mut out = Vec::new();
+    for chunk in keys.chunks(100) {
+        let cond = (0..chunk.len())
+            .map(|i| format!("(source_host = ${} AND account = ${} AND uidl = ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let sql = format!("SELECT {OCC_COLS} FROM occurrences WHERE {cond}");
+        let mut q = sqlx::query_as::<_, OccRow>(&sql);
+        for (host, account, uidl) in chunk {
+            q = q.bind(*host).bind(*account).bind(*uidl);
+        }
+        out.extend(records(q.fetch_all(&mut *conn).await?, archive)?);
+    }
+    Ok(out)
 }
 
 pub(crate) async fn occurrences_of(db: &AnyPool, archive: &str, digest: &Digest) -> Result<Vec<OccurrenceRecord>> {
