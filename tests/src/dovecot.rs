@@ -46,7 +46,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, Default)]
 pub struct LabOptions {
     /// Appended verbatim to the generated `dovecot.conf` (later settings win in Dovecot),
-    /// e.g. `"imap_capability = +APPENDLIMIT=1048576\n"`.
+    /// e.g. `"imap_capability = +APPENDLIMIT=1048576\n"`. A `mail_max_userip_connections`
+    /// here replaces the lab's own (1000 per protocol) wherever they were set.
     pub extra_config: String,
 }
 
@@ -144,6 +145,10 @@ impl Dovecot {
         let [pop3, pop3s, imap, imaps] = ports;
         let conf = root.join("dovecot.conf");
         let mut text = config(root, uid, gid, pop3, pop3s, imap, imaps);
+        if opts.extra_config.contains("mail_max_userip_connections") {
+            // Dovecot refuses one setting in two filters: the options' value replaces ours.
+            text = text.lines().filter(|l| !l.contains("mail_max_userip_connections")).map(|l| format!("{l}\n")).collect();
+        }
         text.push_str("\n# --- LabOptions::extra_config ---\n");
         text.push_str(&opts.extra_config);
         text.push('\n');

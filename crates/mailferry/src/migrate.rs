@@ -166,6 +166,7 @@ pub async fn run(args: MigrateArgs, loaded: &Loaded) -> u8 {
         }
     };
     let mut config = EngineConfig::default();
+    crate::settings::apply_pipeline(&mut config, &loaded.config);
     let state_dir = state.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
     config.receipts = match crate::settings::receipt_signer_in(loaded, state_dir) {
         Ok(signer) => Some(signer),

@@ -60,6 +60,24 @@ pub fn receipt_signer_in(loaded: &Loaded, dir: &Path) -> anyhow::Result<Arc<mail
         .map_err(|e| loaded.error("security.receipt_key_file", e.to_string()).into())
 }
 
+/// `[worker.pipeline]` and `[worker.timeouts]` onto an engine configuration: the service's
+/// workers and `mailferry migrate` run jobs alike.
+pub fn apply_pipeline(engine: &mut EngineConfig, c: &crate::config::Config) {
+    let (w, p, t) = (&c.worker, &c.worker.pipeline, &c.worker.timeouts);
+    engine.memory_budget = p.memory_budget_bytes;
+    engine.retr_window = p.retr_window;
+    engine.channel_capacity = p.channel_capacity;
+    engine.batch_messages = p.append_batch_messages;
+    engine.batch_bytes = p.append_batch_bytes;
+    // Each lane is a session on the destination host: never more than a job may hold.
+    engine.append_sessions = p.append_sessions.min(w.per_host_limit.max(1) as usize);
+    engine.pop3.max_message_bytes = p.max_message_bytes;
+    engine.pop3.connect_timeout = Duration::from_secs(t.connect_secs);
+    engine.imap.connect_timeout = Duration::from_secs(t.connect_secs);
+    engine.pop3.io_timeout = Duration::from_secs(t.pop3_io_secs);
+    engine.imap.io_timeout = Duration::from_secs(t.imap_io_secs);
+}
+
 impl Settings {
     /// Build the runtime settings. Creates the data dir and the secret key file on first
     /// start when no key is configured. A value that cannot be used (a CA file that cannot
@@ -82,7 +100,7 @@ impl Settings {
         let signer = receipt_signer(loaded)?;
         let mut engine = EngineConfig::default();
         engine.receipts = Some(Arc::clone(&signer));
-        let (w, p, t) = (&c.worker, &c.worker.pipeline, &c.worker.timeouts);
+        let w = &c.worker;
         engine.retry = RetryPolicy {
             attempts: w.retry.attempts,
             base_delay: Duration::from_millis(w.retry.base_delay_ms),
@@ -90,21 +108,10 @@ impl Settings {
         };
         engine.spool = SpoolConfig {
             dir: c.data_dir.join("spool"),
-            memory_threshold: p.spool_threshold_bytes,
+            memory_threshold: w.pipeline.spool_threshold_bytes,
             ..SpoolConfig::default()
         };
-        engine.memory_budget = p.memory_budget_bytes;
-        engine.retr_window = p.retr_window;
-        engine.channel_capacity = p.channel_capacity;
-        engine.batch_messages = p.append_batch_messages;
-        engine.batch_bytes = p.append_batch_bytes;
-        // Each lane is a session on the destination host: never more than a job may hold.
-        engine.append_sessions = p.append_sessions.min(w.per_host_limit.max(1) as usize);
-        engine.pop3.max_message_bytes = p.max_message_bytes;
-        engine.pop3.connect_timeout = Duration::from_secs(t.connect_secs);
-        engine.imap.connect_timeout = Duration::from_secs(t.connect_secs);
-        engine.pop3.io_timeout = Duration::from_secs(t.pop3_io_secs);
-        engine.imap.io_timeout = Duration::from_secs(t.imap_io_secs);
+        apply_pipeline(&mut engine, c);
 
         let network = network_policy(loaded)?;
         // `[api]` is the API crate's own config; the rest comes from other sections.

@@ -24,26 +24,32 @@ pub(super) struct ExtraLanes {
 }
 
 impl RunContext<'_> {
-    /// Open up to `append_sessions - 1` more connections to the destination folder, all at
-    /// once. Only for IMAP, and not while a destination index is in use (it is claimed
-    /// message by message and lives with the first lane). A connection that fails is
-    /// logged and the run goes on with the lanes it has: the server may cap sessions per
-    /// user (Dovecot's `mail_max_userip_connections`), and the first connection works.
+    /// Open up to `append_sessions - 1` more connections to the destination folder, one
+    /// after the other. Only for IMAP, and not while a destination index is in use (it is
+    /// claimed message by message and lives with the first lane). The first refusal ends
+    /// the opening: the server may cap sessions per user (Dovecot's
+    /// `mail_max_userip_connections`), and asking again at once would only be refused
+    /// again; the run goes on with the lanes it has.
     pub(super) async fn open_extra_lanes(&self, index_in_use: bool) -> ExtraLanes {
         let mut lanes = ExtraLanes { sinks: Vec::new(), _sessions: Vec::new() };
         let Target::Imap(endpoint) = &self.job.target else { return lanes };
         let wanted = self.config.append_sessions.saturating_sub(1);
-        if wanted == 0 || index_in_use || self.cancel.is_cancelled() {
+        if index_in_use {
             return lanes;
         }
-        let connects = (0..wanted).map(|_| crate::connect::connect_imap(endpoint, &self.config.imap, self.tokens));
-        for result in futures::future::join_all(connects).await {
-            match result {
+        for _ in 0..wanted {
+            if self.cancel.is_cancelled() {
+                break;
+            }
+            match crate::connect::connect_imap(endpoint, &self.config.imap, self.tokens).await {
                 Ok(session) => {
                     lanes._sessions.push(Session::open("imap", &endpoint.host));
                     lanes.sinks.push(Sink::Imap(session.into_appender()));
                 }
-                Err(e) => tracing::warn!(error = %e.redacted(), "could not open another APPEND session; going on with fewer"),
+                Err(e) => {
+                    tracing::warn!(error = %e.redacted(), lanes = lanes.sinks.len() + 1, "the destination refused another APPEND session; going on with the lanes open");
+                    break;
+                }
             }
         }
         lanes

@@ -229,6 +229,8 @@ fn sasl_plain_and_xoauth2_on_both_sides() {
     let log = lab.dovecot.log();
     assert!(log.contains("method=PLAIN") && log.contains("method=XOAUTH2"), "{log}");
 
+    // Something to copy: a run with nothing to copy never contacts the destination.
+    lab.dovecot.seed("src", &[b"Subject: refused\r\n\r\nbody\r\n".to_vec()]);
     let bad = Run::from(
         lab.command(&["--from", &lab.source_url(), "--to", &lab.to_tls("INBOX"), "--to-auth", "xoauth2"])
             .env("MF_DST_PW", "expired-token")
