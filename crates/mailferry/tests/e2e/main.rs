@@ -21,6 +21,7 @@ mod config_cli;
 mod deploy_topology;
 mod doctor;
 mod exactly_once;
+mod hostile_rss;
 mod lanes;
 mod metrics;
 mod migrate_cli;
