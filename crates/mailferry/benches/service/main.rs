@@ -5,6 +5,13 @@
 //!
 //!     cargo bench -p mailferry --bench service
 //!     MAILFERRY_BENCH_MAILBOXES=50 MAILFERRY_BENCH_MESSAGES=200 cargo bench -p mailferry --bench service
+//!     MAILFERRY_BENCH_MAILBOXES=4 MAILFERRY_BENCH_MESSAGES=2000 cargo bench -p mailferry --bench service
+//!
+//! Beside each row, the raw fleet ceiling at the same parallelism (fleet_ceiling.rs: the
+//! same mailboxes moved by a bare pipelined RETR → MULTIAPPEND client, no ledger), measured
+//! in the same session, and the service's share of it.
+
+mod fleet_ceiling;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -37,10 +44,17 @@ fn main() {
         lab.doveadm(&["force-resync", "-u", &src, "INBOX"]);
     }
     println!("corpus: {mailboxes} mailboxes × {per_box} messages, {:.1} MB", bytes as f64 / 1e6);
-    println!("\n| jobs per worker | msgs | MB | seconds | msgs/s | MB/s | GET /jobs/{{id}} p99 | peak RSS |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     let rt = tokio::runtime::Runtime::new().unwrap();
-    for concurrency in [1usize, 2, 4] {
+    let msgs = mailboxes * per_box;
+    let mut ceilings = Vec::new();
+    for parallel in [1usize, 2, 4] {
+        let secs = rt.block_on(fleet_ceiling::run(&lab, mailboxes, parallel, &format!("raw{parallel}-")));
+        ceilings.push(msgs as f64 / secs);
+        println!("raw fleet ceiling, {parallel} mailbox(es) at once: {:.0} msgs/s ({secs:.1} s)", msgs as f64 / secs);
+    }
+    println!("\n| jobs per worker | msgs | MB | seconds | msgs/s | MB/s | / raw fleet ceiling | GET /jobs/{{id}} p99 | peak RSS |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (k, concurrency) in [1usize, 2, 4].into_iter().enumerate() {
         let data = tempfile::tempdir().unwrap();
         let env = [
             ("MAILFERRY_DATA_DIR", data.path().display().to_string()),
@@ -104,12 +118,12 @@ fn main() {
         });
         let _ = server.kill();
         let _ = server.wait();
-        let msgs = mailboxes * per_box;
         println!(
-            "| {concurrency} | {msgs} | {:.1} | {secs:.1} | {:.0} | {:.1} | {:.1} ms | {peak:.1} MB |",
+            "| {concurrency} | {msgs} | {:.1} | {secs:.1} | {:.0} | {:.1} | {:.0} % | {:.1} ms | {peak:.1} MB |",
             bytes as f64 / 1e6,
             msgs as f64 / secs,
             bytes as f64 / 1e6 / secs,
+            100.0 * msgs as f64 / secs / ceilings[k],
             p99.as_secs_f64() * 1000.0
         );
     }
