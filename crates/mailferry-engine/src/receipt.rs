@@ -25,33 +25,18 @@ pub(crate) struct RunFacts<'a> {
 
 /// Builds, signs and stores the receipt; returns its Merkle root.
 pub(crate) async fn issue(store: &dyn Store, signer: &ReceiptSigner, facts: RunFacts<'_>) -> mailferry_store::Result<String> {
-    let mut builder = RootBuilder::default();
-    let mut after = String::new();
-    let mut seq = 0u64;
-    loop {
-        let rows = store.receipt_rows(facts.job_id, &after, PAGE).await?;
-        let Some(last) = rows.last() else { break };
-        after = last.uidl.clone();
-        let first = seq;
-        let lines: Vec<String> = rows
-            .iter()
-            .map(|row| {
-                let line = builder.push(&entry(facts.job, seq, row)).to_json();
-                seq += 1;
-                line
-            })
-            .collect();
-        store.save_receipt_lines(facts.run, first, &lines).await?;
-        if rows.len() < PAGE as usize {
-            break;
-        }
-    }
+    // First the root alone (nothing written): a run that changed nothing since the job's
+    // last receipt points at that receipt's entries and stores none, so a no-op rerun of a
+    // large mailbox reads its ledger once and writes one header (issue 18).
+    let builder = entries(store, &facts, false).await?;
     let root = builder.root_hex();
-    // Nothing changed since the job's last receipt: point at its entries, store none.
     let previous = store.receipt(facts.job_id, None).await?;
     let entries_run = match previous {
         Some(p) if root_of(&p.header).as_deref() == Some(root.as_str()) => p.entries_run,
-        _ => facts.run,
+        _ => {
+            entries(store, &facts, true).await?;
+            facts.run
+        }
     };
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let header = ReceiptHeader {
@@ -78,6 +63,35 @@ pub(crate) async fn issue(store: &dyn Store, signer: &ReceiptSigner, facts: RunF
     };
     store.save_receipt(&stored).await?;
     Ok(root)
+}
+
+/// The job's ledger rows as receipt entries, page by page, into a root builder; with
+/// `save`, each page's entry lines are stored under this run.
+async fn entries(store: &dyn Store, facts: &RunFacts<'_>, save: bool) -> mailferry_store::Result<RootBuilder> {
+    let mut builder = RootBuilder::default();
+    let mut after = String::new();
+    let mut seq = 0u64;
+    loop {
+        let rows = store.receipt_rows(facts.job_id, &after, PAGE).await?;
+        let Some(last) = rows.last() else { break };
+        after = last.uidl.clone();
+        let first = seq;
+        let mut lines = Vec::new();
+        for row in &rows {
+            let line = builder.push(&entry(facts.job, seq, row));
+            if save {
+                lines.push(line.to_json());
+            }
+            seq += 1;
+        }
+        if save {
+            store.save_receipt_lines(facts.run, first, &lines).await?;
+        }
+        if rows.len() < PAGE as usize {
+            break;
+        }
+    }
+    Ok(builder)
 }
 
 fn root_of(header_json: &str) -> Option<String> {

@@ -270,6 +270,9 @@ async fn a_run_leaves_a_signed_receipt_that_names_every_message() {
     let second = Receipt::parse(read(None).await.as_bytes()).unwrap();
     assert_eq!(second.header.run, again.run);
     assert!(check_receipt(&second, Some(&key)).is_valid());
+    assert_eq!(second.entries, receipt.entries, "the same entries");
+    // ...pointing at the earlier run's entries: a no-op rerun keeps no entry lines.
+    assert!(s.store.receipt_lines(again.run, -1, 10).await.unwrap().is_empty(), "the rerun stored entry lines of its own");
     let first_again = Receipt::parse(read(Some(report.run)).await.as_bytes()).unwrap();
     assert_eq!(first_again, receipt, "an earlier run's receipt does not change");
 }
