@@ -10,27 +10,14 @@ use mailferry_tests::fake::{FakeConfig, FakePop3, FakeScript};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::lying::{config, job, messages, setup};
+use crate::lying::{config, job, messages, setup, Setup};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_whose_claim_is_taken_over_stops_without_deleting() {
     let s = setup().await;
-    let msgs = messages(400, "fence");
-    let mut cfg = FakeConfig::new("u", "p", msgs.clone());
-    cfg.script = FakeScript { pipelining: true, ..Default::default() };
-    let fake = FakePop3::start(cfg);
-    let drain = job(&s, fake.port(), DeletePolicy::AfterVerified);
-    let mut config = config();
-    // Small batches and a short lease, so the takeover lands mid-run and is noticed fast.
-    config.batch_messages = 4;
-    config.claim.lease = Duration::from_millis(600);
-
-    let (tx, mut rx) = watch::channel(Progress::default());
-    let store = s.store.clone();
-    let run = tokio::spawn(async move { run_job(store, &drain, &config, Some(tx), CancellationToken::new()).await });
+    let (run, fake, msgs) = a_run_under_way(&s, "fence").await;
     // Once copies are landing, another run takes the mailbox over (as one whose holder
     // looked dead would).
-    rx.wait_for(|p| p.copied >= 8).await.unwrap();
     let key = format!("u@127.0.0.1:{}", fake.port());
     let intruder = ClaimHolder { holder: "intruder".into(), host: "elsewhere".into(), pid: 1 };
     let current = match s.store.claim_source(&key, &intruder, Duration::from_secs(60), None).await.unwrap() {
@@ -62,19 +49,7 @@ async fn a_run_whose_claim_is_taken_over_stops_without_deleting() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_that_cannot_renew_its_claim_stops_without_deleting() {
     let s = setup().await;
-    let msgs = messages(400, "renew");
-    let mut cfg = FakeConfig::new("u", "p", msgs.clone());
-    cfg.script = FakeScript { pipelining: true, ..Default::default() };
-    let fake = FakePop3::start(cfg);
-    let drain = job(&s, fake.port(), DeletePolicy::AfterVerified);
-    let mut config = config();
-    config.batch_messages = 4;
-    config.claim.lease = Duration::from_millis(600);
-
-    let (tx, mut rx) = watch::channel(Progress::default());
-    let store = s.store.clone();
-    let run = tokio::spawn(async move { run_job(store, &drain, &config, Some(tx), CancellationToken::new()).await });
-    rx.wait_for(|p| p.copied >= 8).await.unwrap();
+    let (run, fake, msgs) = a_run_under_way(&s, "renew").await;
     // From now on the store refuses to renew (or release) any source claim.
     let url = format!("sqlite://{}", s.state_path().display());
     let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url).await.unwrap();
@@ -99,4 +74,25 @@ async fn a_run_that_cannot_renew_its_claim_stops_without_deleting() {
         sqlx::query_as("SELECT outcome, error FROM runs ORDER BY id DESC LIMIT 1").fetch_one(&mut conn).await.unwrap();
     assert_eq!(outcome.as_deref(), Some("failed"));
     assert!(error.as_deref().is_some_and(|e| e.contains("claim")), "{error:?}");
+}
+
+type RunHandle = tokio::task::JoinHandle<Result<mailferry_engine::RunReport, EngineError>>;
+
+/// A 400-message run with `after-verified` from a pipelining scripted server, in small
+/// batches under a short lease (so what the test does to its claim lands mid-run and is
+/// noticed fast), returned once 8 copies have landed.
+async fn a_run_under_way(s: &Setup, tag: &str) -> (RunHandle, FakePop3, Vec<Vec<u8>>) {
+    let msgs = messages(400, tag);
+    let mut cfg = FakeConfig::new("u", "p", msgs.clone());
+    cfg.script = FakeScript { pipelining: true, ..Default::default() };
+    let fake = FakePop3::start(cfg);
+    let drain = job(s, fake.port(), DeletePolicy::AfterVerified);
+    let mut config = config();
+    config.batch_messages = 4;
+    config.claim.lease = Duration::from_millis(600);
+    let (tx, mut rx) = watch::channel(Progress::default());
+    let store = s.store.clone();
+    let run = tokio::spawn(async move { run_job(store, &drain, &config, Some(tx), CancellationToken::new()).await });
+    rx.wait_for(|p| p.copied >= 8).await.unwrap();
+    (run, fake, msgs)
 }

@@ -40,20 +40,25 @@ pub fn messages(n: usize, tag: &str) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// A plaintext POP3 source on loopback (the scripted server's or the lab's).
+pub fn plain_source(pop_port: u16, user: &str, password: &str) -> Pop3Endpoint {
+    Pop3Endpoint {
+        host: "127.0.0.1".into(),
+        port: pop_port,
+        security: Security::None,
+        username: user.into(),
+        secret: SecretString::from(password),
+        auth: Pop3Auth::Auto,
+        tls: TlsOptions { allow_plaintext: true, ..TlsOptions::default() },
+    }
+}
+
 pub fn job(s: &Setup, pop_port: u16, delete: DeletePolicy) -> DrainJob {
     let plain = TlsOptions { allow_plaintext: true, ..TlsOptions::default() };
     DrainJob {
         job_id: None,
         save_rotated: None,
-        source: Pop3Endpoint {
-            host: "127.0.0.1".into(),
-            port: pop_port,
-            security: Security::None,
-            username: "u".into(),
-            secret: SecretString::from("p"),
-            auth: Pop3Auth::Auto,
-            tls: plain.clone(),
-        },
+        source: plain_source(pop_port, "u", "p"),
         target: Target::Imap(ImapEndpoint {
             host: "127.0.0.1".into(),
             port: s.dovecot.imap_port(),

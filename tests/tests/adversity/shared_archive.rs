@@ -8,27 +8,18 @@ use std::sync::Arc;
 
 use mailferry_archive::{Archive, ArchiveConfig};
 use mailferry_engine::{run_job, ArchiveTarget, DrainJob, Outcome, Target};
-use mailferry_model::{DeletePolicy, Pop3Auth, Pop3Endpoint, Security, TlsOptions};
+use mailferry_model::DeletePolicy;
 use mailferry_store::SqliteStore;
 use mailferry_tests::fake::{FakeConfig, FakePop3};
-use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
-use crate::lying::config;
+use crate::lying::{config, plain_source};
 
 fn archive_job(pop_port: u16, archive: &Arc<Archive>, delete: DeletePolicy) -> DrainJob {
     DrainJob {
         job_id: None,
         save_rotated: None,
-        source: Pop3Endpoint {
-            host: "127.0.0.1".into(),
-            port: pop_port,
-            security: Security::None,
-            username: "u".into(),
-            secret: SecretString::from("p"),
-            auth: Pop3Auth::Auto,
-            tls: TlsOptions { allow_plaintext: true, ..TlsOptions::default() },
-        },
+        source: plain_source(pop_port, "u", "p"),
         target: Target::Archive(ArchiveTarget { name: "shared".into(), archive: Arc::clone(archive) }),
         delete,
         dry_run: false,

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use mailferry_engine::{run_job, DrainJob, EngineConfig, Outcome, RetryPolicy, Target};
 use mailferry_model::{
-    Credential, DeletePolicy, ImapAuth, ImapEndpoint, LedgerState, Pop3Auth, Pop3Endpoint, Security, TlsOptions,
+    Credential, DeletePolicy, ImapAuth, ImapEndpoint, LedgerState, Security, TlsOptions,
 };
 use mailferry_store::{SqliteStore, Store};
 use mailferry_tests::faultproxy::{FaultCounts, FaultMix, FaultPlan, FaultProxy};
@@ -95,15 +95,7 @@ fn job(pop_port: u16, imap_port: u16) -> DrainJob {
     DrainJob {
         job_id: None,
         save_rotated: None,
-        source: Pop3Endpoint {
-            host: "127.0.0.1".into(),
-            port: pop_port,
-            security: Security::None,
-            username: "src".into(),
-            secret: SecretString::from("src-pw"),
-            auth: Pop3Auth::Auto,
-            tls: plain.clone(),
-        },
+        source: crate::lying::plain_source(pop_port, "src", "src-pw"),
         target: Target::Imap(ImapEndpoint {
             host: "127.0.0.1".into(),
             port: imap_port,
