@@ -100,7 +100,7 @@ impl Default for EngineConfig {
             memory_budget: 16 * 1024 * 1024,
             batch_messages: 64,
             batch_bytes: 8 * 1024 * 1024,
-            append_sessions: 4,
+            append_sessions: 2,
             retry: RetryPolicy::default(),
             claim: ClaimConfig::default(),
             receipts: None,
