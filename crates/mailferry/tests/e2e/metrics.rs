@@ -50,7 +50,8 @@ async fn metrics_move_with_a_real_job(database_url: Option<&str>) {
     assert_eq!(during.sum("mailferry_cluster_sessions", &[("role", "source"), ("host", "127.0.0.1")]), 1.0);
     assert_eq!(during.sum("mailferry_cluster_sessions", &[("role", "target"), ("host", "127.0.0.1")]), 1.0);
     assert_eq!(during.sum("mailferry_sessions_active", &[("protocol", "pop3"), ("host", "127.0.0.1")]), 1.0);
-    assert_eq!(during.sum("mailferry_sessions_active", &[("protocol", "imap"), ("host", "127.0.0.1")]), 1.0);
+    // The job appends through `worker.pipeline.append_sessions` (default 2) connections.
+    assert_eq!(during.sum("mailferry_sessions_active", &[("protocol", "imap"), ("host", "127.0.0.1")]), 2.0);
     assert_eq!(during.sum("mailferry_jobs_claimed_total", &[("takeover", "false")]), 1.0);
 
     let job = api.wait_state(id, &["succeeded"], 180).await;

@@ -270,6 +270,9 @@ async fn migrate_refreshes_tokens_from_env_secrets() {
     .await;
     refused.assert_code(2);
     assert!(refused.stderr.contains("--allow-plaintext"), "{}", refused.stderr);
+    // Something to copy: a run with nothing to copy never contacts the destination, so it
+    // would never ask for a token.
+    lab.dovecot.seed("src", &[b"Subject: one more\r\n\r\nbody\r\n".to_vec()]);
     let before = tokens.calls().len();
     let bad = migrate(
         vec![("MF_REFRESH", "revoked".into()), ("MF_CLIENT_SECRET", CLIENT_SECRET.into())],
