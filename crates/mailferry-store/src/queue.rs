@@ -17,7 +17,7 @@ use sqlx::QueryBuilder;
 
 use crate::common::{cap, page_limit, parse_job_state, plan_control, rotate_refresh_token, summary, token_record};
 use crate::common::{JobRow, LedgerColumns, NewJob};
-use crate::dialect::{begin_write, lock, Dialect};
+use crate::dialect::{begin_write, lock, Dialect, Tx};
 use crate::schedule::plan_schedule;
 use crate::service::*;
 use crate::{PgStore, Result, SqliteStore, StoreError};
@@ -171,9 +171,7 @@ macro_rules! impl_service {
             async fn control(&self, id: i64, action: ControlAction) -> Result<ControlOutcome> {
                 let cols = job_cols::<Self>();
                 let mut tx = self.pool.begin_with(begin_write::<Self>()).await?;
-                let sql = format!("SELECT {cols} FROM jobs WHERE id = $1{}", lock::<Self>(" FOR UPDATE"));
-                let row: Option<JobRow> = sqlx::query_as(&sql).bind(id).fetch_optional(&mut *tx).await?;
-                let Some(current) = row.map(JobRow::into_record).transpose()? else {
+                let Some(current) = Self::job_for_update(&mut tx, id).await? else {
                     tx.rollback().await?;
                     return Ok(ControlOutcome::NotFound);
                 };
@@ -375,9 +373,7 @@ macro_rules! impl_service {
             async fn set_schedule(&self, id: i64, schedule: Option<Schedule>) -> Result<ControlOutcome> {
                 let cols = job_cols::<Self>();
                 let mut tx = self.pool.begin_with(begin_write::<Self>()).await?;
-                let sql = format!("SELECT {cols} FROM jobs WHERE id = $1{}", lock::<Self>(" FOR UPDATE"));
-                let row: Option<JobRow> = sqlx::query_as(&sql).bind(id).fetch_optional(&mut *tx).await?;
-                let Some(current) = row.map(JobRow::into_record).transpose()? else {
+                let Some(current) = Self::job_for_update(&mut tx, id).await? else {
                     tx.rollback().await?;
                     return Ok(ControlOutcome::NotFound);
                 };
@@ -516,6 +512,16 @@ macro_rules! impl_service {
                 .execute(&self.pool)
                 .await?;
                 Ok(())
+            }
+        }
+
+        impl $store {
+            /// The job, its row locked for the rest of the write transaction (PostgreSQL
+            /// `FOR UPDATE`; SQLite's write transaction holds the database already).
+            async fn job_for_update(tx: &mut Tx<Self>, id: i64) -> Result<Option<JobRecord>> {
+                let sql = format!("SELECT {} FROM jobs WHERE id = $1{}", job_cols::<Self>(), lock::<Self>(" FOR UPDATE"));
+                let row: Option<JobRow> = sqlx::query_as(&sql).bind(id).fetch_optional(&mut **tx).await?;
+                row.map(JobRow::into_record).transpose()
             }
         }
     };
